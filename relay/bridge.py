@@ -1,0 +1,429 @@
+"""Drive one session: a client side <-> `RelaySession` <-> the upstream, with the event log as the tap.
+
+One task per direction; each feeds the pure core, then `_flush` drains it in one place (upstream frames, client
+frames, log records, WAVs to save, retrieve timers). The first pump to end decides the outcome and cancels the
+rest; `finally` gives pending retrieves their short grace, closes both sockets and writes `relay.session_ended`.
+The client side is a small protocol so that `serve` (a WebSocket) and `mic` (the local audio loop) share all of
+this. I/O here is limited to awaiting the two sides and handing WAV writes to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from audio import pcm as pcmlib
+from relay import events as ev
+from relay.errors import UpstreamDisconnected, UpstreamUnavailable
+from relay.eventlog import EventLog, SessionEventLog
+from relay.metrics import RelayMetrics
+from relay.session import AudioToSave, RelaySession, SessionPolicy
+from relay.upstream import UpstreamLink, redact_url
+
+log = structlog.get_logger()
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (C4: within 1 s)
+SLOW_CLIENT_ABORT_S = 5.0
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+class EndReason(enum.StrEnum):
+    CLIENT_CLOSED = "client_closed"
+    UPSTREAM_CLOSED = "upstream_closed"
+    UPSTREAM_DISCONNECTED = "upstream_disconnected"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    CLIENT_TOO_SLOW = "client_too_slow"
+    DRAIN = "drain"
+    EXPIRED = "expired"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ClientFrame:
+    """What the client side produced: a text frame, a binary frame (its size), or the end (close code)."""
+
+    text: str | None = None
+    binary_size: int | None = None
+    closed: bool = False
+    close_code: int | None = None
+
+
+class ClientSide(Protocol):
+    """The client half of a session: a WebSocket for `serve`, the local audio loop for `mic`."""
+
+    async def receive(self) -> ClientFrame: ...
+
+    def send(self, text: str) -> bool:
+        """Queue a frame without waiting; False when the client's backlog is over its bound (too slow)."""
+        ...
+
+    async def close(self, code: int, reason: str, *, grace: float) -> int | None:
+        """Send what is queued (within `grace` seconds), then close with `code`; returns the close code used."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    url: str
+    headers: Mapping[str, str]
+    connect_timeout: float
+
+
+@dataclass
+class SessionOutcome:
+    session_id: str
+    reason: EndReason
+    client_close_code: int | None
+    upstream_close_code: int | None
+    counts: dict[str, int]
+    log_dropped: int
+
+
+@dataclass
+class BridgeEnvironment:
+    """Process-wide things a session uses; shared by every session of a server."""
+
+    event_log: EventLog
+    data_dir: Path
+    retrieve_timeout: float
+    metrics: RelayMetrics | None = None
+    audio_url: Callable[[str, str], str] = field(
+        default=lambda session_id, item_id: f"/relay/sessions/{session_id}/items/{item_id}.wav"
+    )
+
+
+class SessionBridge:
+    def __init__(
+        self,
+        client: ClientSide,
+        target: UpstreamTarget | Callable[[], UpstreamTarget],
+        policy: SessionPolicy,
+        env: BridgeEnvironment,
+        *,
+        session_id: str | None = None,
+        started_info: Mapping[str, Any] | None = None,
+        max_session_seconds: float = 0.0,
+    ) -> None:
+        self.client = client
+        self._target = target
+        self.env = env
+        self.session_id = session_id or new_session_id()
+        self.core = RelaySession(policy)
+        self.log: SessionEventLog = env.event_log.open_session(self.session_id)
+        self._started_info = dict(started_info or {})
+        self._max_session_seconds = max_session_seconds
+        self._upstream: UpstreamLink | None = None
+        self._upstream_queue: deque[str] = deque()
+        self._upstream_sending = False
+        self._timers: list[asyncio.TimerHandle] = []
+        self._saves: set[asyncio.Task[Any]] = set()
+        self._stop: asyncio.Future[EndReason] | None = None
+        self.outcome: SessionOutcome | None = None
+
+    # ---- control from outside -------------------------------------------------------------------------
+    def request_stop(self, reason: EndReason) -> None:
+        """Ask the session to end (drain, expiry); the first request wins."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(reason)
+
+    # ---- the run --------------------------------------------------------------------------------------
+    async def run(self) -> SessionOutcome:
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        with structlog.contextvars.bound_contextvars(session_id=self.session_id):
+            target = self._target() if callable(self._target) else self._target
+            self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": redact_url(target.url)})
+            await self._flush()
+            reason = EndReason.ERROR
+            client_code: int | None = None
+            try:
+                try:
+                    self._upstream = await UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout)
+                except UpstreamUnavailable as exc:
+                    log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
+                    self._count_client_error(ev.CODE_UPSTREAM_UNAVAILABLE)
+                    self.core.send_client_error(ev.CODE_UPSTREAM_UNAVAILABLE, str(exc))
+                    await self._flush()
+                    self.core.session_closing()
+                    client_code = await self.client.close(1013, "upstream unavailable", grace=CLOSE_GRACE_S)
+                    reason = EndReason.UPSTREAM_UNAVAILABLE
+                    return await self._finish(reason, client_code)
+                if self.env.metrics is not None:
+                    self.env.metrics.observe_connect(self._upstream.connect_seconds)
+                self.core.upstream_connected(round(self._upstream.connect_seconds * 1000.0, 3))
+                await self._flush()
+                reason, client_code = await self._pump()
+            except Exception:
+                log.exception("relay.session_failed")
+                reason = EndReason.ERROR
+                self.core.session_closing()
+                with contextlib.suppress(Exception):
+                    client_code = await self.client.close(1011, "relay error", grace=CLOSE_GRACE_S)
+            return await self._finish(reason, client_code)
+
+    async def _pump(self) -> tuple[EndReason, int | None]:
+        assert self._upstream is not None and self._stop is not None
+        from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
+        from_upstream = asyncio.create_task(self._pump_upstream(), name=f"{self.session_id}:upstream")
+        waiters: set[asyncio.Future[Any]] = {from_client, from_upstream, self._stop}
+        expiry: asyncio.TimerHandle | None = None
+        if self._max_session_seconds > 0:
+            expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        # From here on nothing more is forwarded (C4: frames read after the close are neither forwarded nor logged).
+        self.core.session_closing()
+        first = next(iter(done))
+        result: Any = first.exception() if first.exception() is not None else first.result()
+        if first is from_client:
+            await self._cancel(from_client)
+            if isinstance(result, ClientFrame):  # the client closed
+                await self._await_pending_retrieves(from_upstream)
+                return EndReason.CLIENT_CLOSED, result.close_code
+            if result == EndReason.CLIENT_TOO_SLOW:
+                await self._cancel(from_upstream)
+                return await self._close_too_slow()
+            await self._cancel(from_upstream)
+            raise result if isinstance(result, BaseException) else RuntimeError(f"client pump ended: {result!r}")
+        if first is from_upstream:
+            await self._cancel(from_client)
+            if result == EndReason.CLIENT_TOO_SLOW:
+                return await self._close_too_slow()
+            if isinstance(result, UpstreamDisconnected):
+                log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
+                self._count_client_error(ev.CODE_UPSTREAM_DISCONNECTED)
+                self.core.closing = False  # the error event itself must still reach the client
+                self.core.send_client_error(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
+                self.core.session_closing()
+                await self._flush()
+                return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(
+                    1014, "upstream disconnected", grace=CLOSE_GRACE_S
+                )
+            if isinstance(result, BaseException):
+                raise result
+            return EndReason.UPSTREAM_CLOSED, await self.client.close(1000, "upstream closed", grace=CLOSE_GRACE_S)
+        # An outside stop: drain or expiry.
+        stop_reason: EndReason = result
+        if stop_reason == EndReason.EXPIRED:
+            self._count_client_error(ev.CODE_SESSION_EXPIRED)
+            self.core.closing = False
+            self.core.send_client_error(
+                ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", error_type="invalid_request_error"
+            )
+            self.core.session_closing()
+            await self._flush()
+        await self._cancel(from_client)
+        await self._await_pending_retrieves(from_upstream)
+        code = 1001 if stop_reason == EndReason.DRAIN else 1000
+        return stop_reason, await self.client.close(
+            code, "relay shutting down" if code == 1001 else "session expired", grace=CLOSE_GRACE_S
+        )
+
+    async def _close_too_slow(self) -> tuple[EndReason, int | None]:
+        """C4: drop the backlog, close the upstream at once, close 1008, abort the TCP connection after 5 s."""
+        log.warning("relay.client_too_slow")
+        self._count_client_error(ev.CODE_CLIENT_TOO_SLOW)
+        await self._close_upstream()
+        try:
+            code = await asyncio.wait_for(self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0), SLOW_CLIENT_ABORT_S)
+        except TimeoutError:
+            self.client.abort()
+            code = 1008
+        return EndReason.CLIENT_TOO_SLOW, code
+
+    async def _pump_client(self) -> Any:
+        core = self.core
+        while True:
+            frame = await self.client.receive()
+            if frame.closed:
+                return frame
+            if frame.text is not None:
+                core.receive_client_text(frame.text)
+            elif frame.binary_size is not None:
+                core.receive_client_binary(frame.binary_size)
+                self._count_client_error(ev.CODE_BINARY_NOT_SUPPORTED)
+            if not await self._flush():
+                return EndReason.CLIENT_TOO_SLOW
+
+    async def _pump_upstream(self) -> Any:
+        assert self._upstream is not None
+        upstream, core = self._upstream, self.core
+        while True:
+            message = await upstream.recv()
+            if message is None:
+                return EndReason.UPSTREAM_CLOSED
+            if isinstance(message, bytes):
+                # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
+                core.log_relay("relay.upstream_binary_frame", {"bytes": len(message)})
+            else:
+                core.receive_server_text(message)
+            if not await self._flush():
+                return EndReason.CLIENT_TOO_SLOW
+
+    async def _await_pending_retrieves(self, from_upstream: asyncio.Task[Any]) -> None:
+        """Pending retrieves get min(retrieve_timeout, 1 s) before the upstream closes (C5)."""
+        if not from_upstream.done() and self.core.pending_retrieves:
+            deadline = min(self.env.retrieve_timeout, CLOSE_GRACE_S)
+            end = time.monotonic() + deadline
+            while self.core.pending_retrieves and not from_upstream.done() and time.monotonic() < end:
+                await asyncio.wait({from_upstream}, timeout=min(0.02, max(0.0, end - time.monotonic())))
+        await self._cancel(from_upstream)
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[Any]) -> None:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def _close_upstream(self) -> int | None:
+        if self._upstream is None:
+            return None
+        try:
+            await asyncio.wait_for(self._upstream.close(1000), CLOSE_GRACE_S)
+        except (TimeoutError, Exception):
+            self._upstream.abort()
+        return self._upstream.close_code
+
+    async def _finish(self, reason: EndReason, client_code: int | None) -> SessionOutcome:
+        self.core.session_closed()
+        upstream_code = await self._close_upstream()
+        for timer in self._timers:
+            timer.cancel()
+        await self._flush()
+        if self._saves:
+            await asyncio.wait(self._saves, timeout=10.0)
+        await self._flush()
+        if self.env.metrics is not None:
+            self.env.metrics.closes[str(client_code)] += 1
+        self.core.log_relay(
+            ev.RELAY_SESSION_ENDED,
+            {
+                "client_close_code": client_code,
+                "upstream_close_code": upstream_code,
+                "reason": str(reason),
+                "counts": {**self.core.counts, "relay": self.core.counts["relay"] + 1},
+                "log_dropped": self.log.dropped,
+            },
+        )
+        await self._flush()
+        await self.log.aclose()
+        self.outcome = SessionOutcome(
+            self.session_id, reason, client_code, upstream_code, dict(self.core.counts), self.log.dropped
+        )
+        return self.outcome
+
+    # ---- the one place where the core's decisions are carried out ----------------------------------------
+    async def _flush(self) -> bool:
+        """Carry out what the core decided. False when the client's backlog overflowed."""
+        core = self.core
+        client_ok = True
+        for text in core.to_client():
+            if not self.client.send(text):
+                client_ok = False
+                break
+        metrics = self.env.metrics
+        for entry in core.to_log():
+            self.log.append(entry)
+            if metrics is not None:
+                metrics.count_event(entry.dir, entry.type, entry.bytes)
+                if entry.type == ev.RELAY_CLIENT_ERROR:
+                    metrics.client_errors[str(entry.event.get("code"))] += 1
+                elif entry.type == ev.RELAY_RETRIEVE_FAILED:
+                    metrics.retrieves[str(entry.event.get("reason"))] += 1
+        for save in core.to_save():
+            task = asyncio.create_task(self._save(save))
+            self._saves.add(task)
+            task.add_done_callback(self._saves.discard)
+        self._arm_timers()
+        frames = core.to_upstream()
+        if frames and self._upstream is not None:
+            await self._send_upstream(frames)
+        return client_ok
+
+    def _arm_timers(self) -> None:
+        items = self.core.to_arm()
+        if items:
+            loop = asyncio.get_running_loop()
+            for item_id in items:
+                self._timers.append(loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id))
+
+    def _retrieve_timed_out(self, item_id: str) -> None:
+        self.core.retrieve_timed_out(item_id)
+        task = asyncio.create_task(self._flush())
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def _send_upstream(self, frames: list[str]) -> None:
+        """Frames go out in decision order even when two pumps flush at once: one sender at a time."""
+        assert self._upstream is not None
+        self._upstream_queue.extend(frames)
+        if self._upstream_sending:
+            return
+        self._upstream_sending = True
+        try:
+            while self._upstream_queue:
+                await self._upstream.send(self._upstream_queue.popleft())
+        except UpstreamDisconnected:
+            # The upstream pump sees the same drop and ends the session; nothing more to do here.
+            self._upstream_queue.clear()
+        finally:
+            self._upstream_sending = False
+
+    async def _save(self, save: AudioToSave) -> None:
+        path = self.env.data_dir / "sessions" / self.session_id / f"{save.item_id}.wav"
+        try:
+            pcm16, rate = await asyncio.to_thread(_write_item_wav, path, save)
+        except (OSError, ValueError) as exc:
+            log.error("relay.audio_save_failed", item_id=save.item_id, error=str(exc))
+            return
+        if self.env.metrics is not None:
+            self.env.metrics.retrieves["ok" if save.source == "retrieved" else "stream"] += 1
+        self.core.audio_saved(
+            {
+                "item_id": save.item_id,
+                "path": str(path),
+                "url": self.env.audio_url(self.session_id, save.item_id),
+                "duration_ms": round(pcmlib.duration_ms(len(pcm16), rate), 3),
+                "audio_bytes": len(pcm16),
+                "rate": rate,
+                "source": save.source,
+            }
+        )
+        await self._flush()
+
+    def _count_client_error(self, code: str) -> None:
+        if self.env.metrics is not None:
+            self.env.metrics.client_errors[code] += 1
+
+
+def _write_item_wav(path: Path, save: AudioToSave) -> tuple[bytes, int]:
+    """Decode the item's wire audio to PCM16 and write the WAV (runs on a worker thread)."""
+    if save.format.type == "audio/pcmu":
+        pcm16, rate = pcmlib.ulaw_decode(save.pcm), 8000
+    elif save.format.type == "audio/pcma":
+        pcm16, rate = pcmlib.alaw_decode(save.pcm), 8000
+    else:
+        pcm16, rate = save.pcm[: len(save.pcm) - len(save.pcm) % 2], save.format.rate
+    pcmlib.write_wav(path, pcm16, rate)
+    return pcm16, rate

@@ -1,0 +1,93 @@
+"""Upstream credentials (CONTRACT C3): from the environment or a KEY=VALUE file, never logged or shown.
+
+`Credentials.load` reads the process environment and, when `credentials_file` is set, that file; it is called on
+every upstream connect so a rotated IAM token is picked up. Values in the file override the environment (the file
+is what an operator rotates). Between the two key kinds, `YANDEX_IAM_TOKEN` wins over `YANDEX_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.errors import ConfigError
+from relay.settings import DEFAULT_MODEL_NAME, Secret, Settings
+
+CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
+
+
+def parse_credentials_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and # comments skipped; optional quotes and `export ` stripped."""
+    source = f"credentials_file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("credentials_file", source, f"cannot read: {exc.__class__.__name__}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].strip()
+        key, sep, value = stripped.partition("=")
+        if not sep or not key.strip():
+            # The line itself may hold a secret: name only its number.
+            raise ConfigError("credentials_file", f"{path}:{number}", "expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: Secret | None
+    iam_token: Secret | None
+    folder_id: str
+
+    @classmethod
+    def load(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Credentials:
+        env = os.environ if environ is None else environ
+        merged = {key: env[key] for key in CREDENTIAL_KEYS if env.get(key)}
+        if settings.credentials_file:
+            from_file = parse_credentials_file(Path(settings.credentials_file))
+            merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
+        return cls(
+            api_key=Secret(merged["YANDEX_API_KEY"]) if merged.get("YANDEX_API_KEY") else None,
+            iam_token=Secret(merged["YANDEX_IAM_TOKEN"]) if merged.get("YANDEX_IAM_TOKEN") else None,
+            folder_id=merged.get("YANDEX_FOLDER_ID", ""),
+        )
+
+    @property
+    def present(self) -> bool:
+        return self.api_key is not None or self.iam_token is not None
+
+    def authorization_header(self) -> dict[str, str]:
+        """The upstream Authorization header (empty when there are no credentials, e.g. for the simulator)."""
+        if self.iam_token is not None:
+            return {"Authorization": f"Bearer {self.iam_token.reveal()}"}
+        if self.api_key is not None:
+            return {"Authorization": f"Api-Key {self.api_key.reveal()}"}
+        return {}
+
+    def secrets(self) -> tuple[str, ...]:
+        """Raw secret values, for scrubbing checks in tests and defensive redaction."""
+        return tuple(s.reveal() for s in (self.api_key, self.iam_token) if s is not None)
+
+
+def resolve_model(settings: Settings, credentials: Credentials) -> str:
+    """The configured model, or Yandex's default model URI in the credentials' folder (C3)."""
+    if settings.model:
+        return qualify_model(settings.model, credentials.folder_id)
+    return f"gpt://{credentials.folder_id}/{DEFAULT_MODEL_NAME}"
+
+
+def qualify_model(name: str, folder_id: str) -> str:
+    """A `gpt://...` value is used as given; a bare name becomes gpt://<folder>/<name> (C3)."""
+    if name.startswith("gpt://") or not folder_id:
+        return name
+    return f"gpt://{folder_id}/{name}"

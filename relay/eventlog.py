@@ -1,0 +1,460 @@
+"""Per-session JSONL event logs (CONTRACT C6): one bounded queue, one writer thread, one code path per record.
+
+The event loop only stamps and enqueues (`SessionEventLog.append`: seq, wall time, monotonic time); the writer
+thread summarizes audio, applies `log_content`, serializes each record once with orjson, and write(2)s every
+file at least every 200 ms, at session end and at shutdown — so forwarding never waits on encoding or the disk.
+When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
+again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
+fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
+
+This module does file I/O (and stdout writes with `event_log_stdout`) on its own thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from relay import events as ev
+from relay.session import AudioFormat, LogEntry
+
+SCHEMA_VERSION: Final = 1
+FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound
+_RECORD_OVERHEAD: Final = 256  # rough bytes of the envelope around an event, for queue accounting
+_SOON_BYTES: Final = 1 << 20  # wake the writer early when this much is queued
+
+_TEXT_DELTA_TYPES: Final = frozenset(
+    {ev.RESPONSE_OUTPUT_TEXT_DELTA, ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA, ev.INPUT_AUDIO_TRANSCRIPTION_DELTA}
+)
+_TEXT_KEYS: Final = ("text", "transcript", "instructions")
+
+log = structlog.get_logger()
+
+
+def audio_summary(b64: str, fmt: AudioFormat | None) -> dict[str, Any]:
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        return {"audio_bytes": None, "audio_ms": None, "sha256": None, "invalid_base64": True, "chars": len(b64)}
+    return {
+        "audio_bytes": len(data),
+        "audio_ms": round(fmt.ms(len(data)), 3) if fmt is not None else None,
+        "sha256": hashlib.sha256(data).hexdigest()[:16],
+    }
+
+
+def _scrub_content(content: Any, fmt: AudioFormat | None, keep_text: bool) -> Any:
+    if not isinstance(content, list):
+        return content
+    out = []
+    for part in content:
+        if isinstance(part, dict):
+            part = dict(part)
+            if isinstance(part.get("audio"), str):
+                part["audio"] = audio_summary(part["audio"], fmt)
+            if not keep_text:
+                for key in ("text", "transcript"):
+                    if isinstance(part.get(key), str):
+                        part[key] = len(part[key])
+        out.append(part)
+    return out
+
+
+def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool) -> Any:
+    """The event as it goes in the log: audio replaced by a summary; text by its length when not kept.
+
+    Builds new dicts where it changes something; never mutates the event it is given.
+    """
+    if not isinstance(event, dict):
+        return event
+    out = dict(event)
+    audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
+    if audio_field and isinstance(out.get(audio_field), str):
+        out[audio_field] = audio_summary(out[audio_field], fmt)
+    if isinstance(out.get("item"), dict):
+        item = dict(out["item"])
+        if "content" in item:
+            item["content"] = _scrub_content(item["content"], fmt, keep_text)
+        out["item"] = item
+    if not keep_text:
+        if record_type in _TEXT_DELTA_TYPES and isinstance(out.get("delta"), str):
+            out["delta"] = len(out["delta"])
+        for key in _TEXT_KEYS:
+            if isinstance(out.get(key), str):
+                out[key] = len(out[key])
+        for nested in ("session", "response", "part"):
+            if isinstance(out.get(nested), dict):
+                inner = dict(out[nested])
+                for key in _TEXT_KEYS:
+                    if isinstance(inner.get(key), str):
+                        inner[key] = len(inner[key])
+                out[nested] = inner
+    return out
+
+
+def _ids(event: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(event, dict):
+        return None, None, None
+    event_id = event.get("event_id")
+    item_id = event.get("item_id")
+    if item_id is None and isinstance(event.get("item"), dict):
+        item_id = event["item"].get("id")
+    response_id = event.get("response_id")
+    if response_id is None and isinstance(event.get("response"), dict):
+        response_id = event["response"].get("id")
+    return event_id, item_id, response_id
+
+
+def _rfc3339(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class _Queued:
+    log: SessionEventLog
+    seq: int | None
+    wall: float
+    t_ms: float
+    entry: LogEntry
+    size: int
+
+
+@dataclass
+class _Gap:
+    log: SessionEventLog
+    from_seq: int
+    to_seq: int
+    reason: str
+
+
+@dataclass
+class _Close:
+    log: SessionEventLog
+    done: concurrent.futures.Future[None]
+
+
+class EventLog:
+    """The process-wide writer. `open_session` hands out a `SessionEventLog` per session."""
+
+    def __init__(
+        self,
+        log_dir: Path | None,
+        *,
+        to_stdout: bool = False,
+        max_queue_bytes: int = 64 << 20,
+        keep_text: bool = True,
+        stdout_fd: int = 1,
+    ) -> None:
+        self.log_dir = log_dir
+        self.to_stdout = to_stdout
+        self.max_queue_bytes = max_queue_bytes
+        self.keep_text = keep_text
+        self._stdout_fd = stdout_fd
+        self._queue: deque[_Queued | _Gap | _Close] = deque()
+        self._enqueued_bytes = 0  # written by the loop thread only
+        self._written_bytes = 0  # written by the writer thread only
+        self._dropped_enqueue = 0
+        self._dropped_write = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="relay-eventlog", daemon=True)
+        self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self.log_dir is not None or self.to_stdout
+
+    @property
+    def dropped_total(self) -> int:
+        return self._dropped_enqueue + self._dropped_write
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._enqueued_bytes - self._written_bytes
+
+    def open_session(
+        self, session_id: str, *, started_wall: float | None = None, started_mono: float | None = None
+    ) -> SessionEventLog:
+        return SessionEventLog(
+            self,
+            session_id,
+            started_wall=time.time() if started_wall is None else started_wall,
+            started_mono=time.monotonic() if started_mono is None else started_mono,
+        )
+
+    # ---- loop side ------------------------------------------------------------------------------------
+    def _enqueue(self, item: _Queued) -> bool:
+        if self.queued_bytes + item.size > self.max_queue_bytes:
+            self._dropped_enqueue += 1
+            return False
+        self._enqueued_bytes += item.size
+        self._queue.append(item)
+        if self.queued_bytes > _SOON_BYTES:
+            self._wake.set()
+        return True
+
+    def _enqueue_control(self, item: _Gap | _Close) -> None:
+        self._queue.append(item)
+        self._wake.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, close every file, stop the thread (idempotent)."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    # ---- writer thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        files: dict[SessionEventLog, _OpenFile] = {}
+        while True:
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            stopping = self._stop
+            self._write_batch(files)
+            if stopping and not self._queue:
+                for open_file in files.values():
+                    open_file.close()
+                files.clear()
+                return
+
+    def _write_batch(self, files: dict[SessionEventLog, _OpenFile]) -> None:
+        pending: dict[SessionEventLog, list[tuple[bytes, int | None]]] = {}
+        closes: list[_Close] = []
+        order: list[SessionEventLog] = []
+        freed = 0
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, _Queued):
+                freed += item.size
+                try:
+                    line = self._render(item)
+                except Exception as exc:  # a record that cannot be encoded is a dropped record, never a dead writer
+                    item.log._note_drop(item.seq, "encode_error")
+                    self._dropped_write += 1
+                    log.warning("relay.log_encode_failed", session_id=item.log.session_id, error=str(exc))
+                    continue
+                target = item.log
+                lines = pending.get(target)
+                if lines is None:
+                    lines = pending[target] = []
+                    order.append(target)
+                lines.append((line, item.seq))
+            elif isinstance(item, _Gap):
+                gap = self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)
+                lines = pending.get(item.log)
+                if lines is None:
+                    lines = pending[item.log] = []
+                    order.append(item.log)
+                lines.append((gap, None))
+            else:
+                closes.append(item)
+                if item.log not in pending:
+                    pending[item.log] = []
+                    order.append(item.log)
+        self._written_bytes += freed
+        for session_log in order:
+            self._write_session(files, session_log, pending[session_log])
+        for close in closes:
+            open_file = files.pop(close.log, None)
+            if open_file is not None:
+                open_file.close()
+            if not close.done.done():
+                close.done.set_result(None)
+
+    def _write_session(
+        self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, lines: list[tuple[bytes, int | None]]
+    ) -> None:
+        if not lines:
+            return
+        # A gap left by earlier failed writes is declared before the first line that makes it to disk.
+        if session_log._write_gap is not None:
+            start, end, reason = session_log._write_gap
+            lines.insert(0, (self._gap_line(session_log, start, end, reason), None))
+        blob = b"".join(line for line, _ in lines)
+        ok = True
+        if self.log_dir is not None:
+            open_file = files.get(session_log)
+            try:
+                if open_file is None:
+                    open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
+                open_file.write(blob)
+            except OSError as exc:
+                ok = False
+                seqs = [seq for _, seq in lines if seq is not None]
+                if seqs:
+                    session_log._note_write_failure(min(seqs), max(seqs))
+                self._dropped_write += len(seqs)
+                log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), dropped=len(seqs))
+        if ok:
+            session_log._write_gap = None
+        if self.to_stdout:
+            try:
+                _write_all(self._stdout_fd, blob)
+            except OSError:
+                pass
+
+    def _render(self, item: _Queued) -> bytes:
+        entry = item.entry
+        event_id, item_id, response_id = _ids(entry.event)
+        record: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "ts": _rfc3339(item.wall),
+            "t_ms": round(item.t_ms, 3),
+            "session_id": item.log.session_id,
+            "seq": item.seq,
+            "dir": entry.dir,
+            "type": entry.type,
+            "event_id": event_id,
+            "item_id": item_id,
+            "response_id": response_id,
+            "bytes": entry.bytes,
+            "event": summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text),
+        }
+        if entry.client_event is not None:
+            record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
+        now = time.time()
+        record = {
+            "v": SCHEMA_VERSION,
+            "ts": _rfc3339(now),
+            "t_ms": round((time.monotonic() - session_log.started_mono) * 1000.0, 3),
+            "session_id": session_log.session_id,
+            "seq": None,
+            "dir": "relay",
+            "type": ev.RELAY_LOG_GAP,
+            "event_id": None,
+            "item_id": None,
+            "response_id": None,
+            "bytes": None,
+            "event": {"from_seq": from_seq, "to_seq": to_seq, "reason": reason},
+        }
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class _OpenFile:
+    """One JSONL file opened for appending; a failed write is cut back to the last whole line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, blob: bytes) -> None:
+        try:
+            _write_all(self.fd, blob)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            raise
+        self.size += len(blob)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+@dataclass(eq=False)
+class SessionEventLog:
+    """One session's log. `append` is called on the event loop, in forwarding order."""
+
+    owner: EventLog
+    session_id: str
+    started_wall: float
+    started_mono: float
+    next_seq: int = 1
+    enqueue_dropped: int = 0  # touched by the loop thread only
+    write_dropped: int = 0  # touched by the writer thread only
+    _drop_start: int | None = None
+    _drop_end: int | None = None
+    _write_gap: tuple[int, int, str] | None = None
+    _closed: bool = False
+    _close_future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
+
+    def path(self, log_dir: Path) -> Path:
+        day = datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%d")
+        return log_dir / day / f"{self.session_id}.jsonl"
+
+    def append(self, entry: LogEntry) -> int:
+        """Stamp and enqueue one record; returns its seq (assigned even if the record is dropped)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
+            log.info(entry.type, session_id=self.session_id, **(entry.event if isinstance(entry.event, dict) else {}))
+        if not self.owner.enabled or self._closed:
+            return seq
+        now_mono = time.monotonic()
+        item = _Queued(
+            self, seq, time.time(), (now_mono - self.started_mono) * 1000.0, entry, (entry.bytes or 0) + _RECORD_OVERHEAD
+        )
+        if self._drop_start is not None and self.owner.queued_bytes + item.size <= self.owner.max_queue_bytes:
+            # Room again: declare the gap before this record.
+            self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            self._drop_start = self._drop_end = None
+        if not self.owner._enqueue(item):
+            self.enqueue_dropped += 1
+            if self._drop_start is None:
+                self._drop_start = seq
+                log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=self.owner.queued_bytes)
+            self._drop_end = seq
+        return seq
+
+    def _note_drop(self, seq: int | None, reason: str) -> None:
+        if seq is not None:
+            self._note_write_failure(seq, seq, reason)
+
+    def _note_write_failure(self, from_seq: int, to_seq: int, reason: str = "write_failed") -> None:
+        # Called on the writer thread; the loop thread only reads `dropped`.
+        if self._write_gap is None:
+            self._write_gap = (from_seq, to_seq, reason)
+        else:
+            self._write_gap = (min(self._write_gap[0], from_seq), max(self._write_gap[1], to_seq), self._write_gap[2])
+        self.write_dropped += to_seq - from_seq + 1
+
+    @property
+    def dropped(self) -> int:
+        return self.enqueue_dropped + self.write_dropped
+
+    def close(self) -> concurrent.futures.Future[None]:
+        """No more records; the writer writes what is queued and closes the file. Resolves when done."""
+        if self._close_future is None:
+            self._close_future = concurrent.futures.Future()
+            if self._drop_start is not None:
+                self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+                self._drop_start = None
+            self._closed = True
+            if self.owner.enabled:
+                self.owner._enqueue_control(_Close(self, self._close_future))
+            else:
+                self._close_future.set_result(None)
+        return self._close_future
+
+    async def aclose(self) -> None:
+        await asyncio.wrap_future(self.close())

@@ -1,0 +1,430 @@
+"""The `serve` HTTP/WebSocket adapter (CONTRACT C4): an aiohttp app factory and its routes.
+
+Routes: `GET /v1/realtime` (one client socket <-> one upstream session via `SessionBridge`),
+`POST /v1/realtime/client_secrets`, `GET /relay/auth`, `GET /relay/sessions/{sid}/items/{item}.wav`,
+`/v1/conversations...` (REST proxy), and the public `/`, static files, `/healthz`, `/readyz`, `/metrics`.
+State lives on the app under `web.AppKey`s; `cleanup_ctx` starts the embedded simulator (`--upstream sim`), the
+REST client session and the event log, and closes them. Draining (`start_drain`) flips `/readyz` to 503 and turns
+new upgrades away with 503 + Retry-After while live sessions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from relay import events as ev
+from relay.auth import TokenAuthority, token_from_request
+from relay.bridge import BridgeEnvironment, EndReason, SessionBridge, UpstreamTarget, new_session_id
+from relay.credentials import Credentials, qualify_model, resolve_model
+from relay.errors import ConfigError
+from relay.eventlog import EventLog
+from relay.metrics import RelayMetrics
+from relay.session import SessionPolicy
+from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
+from relay.upstream import upstream_url
+from relay.wsclient import WebSocketClient
+
+log = structlog.get_logger()
+
+STATIC_DIR = Path(__file__).parent / "static"
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ITEM_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+@dataclass
+class RelayState:
+    settings: Settings
+    authority: TokenAuthority
+    event_log: EventLog
+    metrics: RelayMetrics
+    upstream_base: str
+    rest_base: str
+    draining: bool = False
+    bridges: set[SessionBridge] = field(default_factory=set)
+    sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
+    http: aiohttp.ClientSession | None = None
+    simulator: Any = None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.authority.auth_enabled
+
+
+STATE: web.AppKey[RelayState] = web.AppKey("relay_state", RelayState)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_secret(settings: Settings) -> tuple[bytes, bool]:
+    """(secret, shared): from token_secret / token_secret_file, else a random per-process one."""
+    if settings.token_secret is not None:
+        return settings.token_secret.reveal().encode(), True
+    if settings.token_secret_file:
+        try:
+            value = Path(settings.token_secret_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("token_secret_file", settings.token_secret_file, f"cannot read: {exc.__class__.__name__}") from None
+        if not value:
+            raise ConfigError("token_secret_file", settings.token_secret_file, "file is empty")
+        return value.encode(), True
+    return TokenAuthority.random_secret(), False
+
+
+def check_bind_policy(settings: Settings) -> None:
+    """C4: a non-loopback bind without client tokens refuses to start unless --insecure-no-auth."""
+    if not settings.client_tokens and not is_loopback(settings.host) and not settings.insecure_no_auth:
+        raise ConfigError(
+            "host",
+            settings.host,
+            "binding a non-loopback address without client_tokens would expose the upstream key; "
+            "configure client_tokens (RELAY_CLIENT_TOKENS) or pass --insecure-no-auth",
+        )
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def _openai_error(status: int, message: str, code: str, error_type: str = "invalid_request_error") -> web.Response:
+    return _json(status, {"error": {"message": message, "type": error_type, "param": None, "code": code}})
+
+
+def _authorized(request: web.Request) -> bool:
+    state = request.app[STATE]
+    if not state.auth_required:
+        return True
+    token = token_from_request(request.headers, _offered_protocols(request))
+    return state.authority.verify(token)
+
+
+def _offered_protocols(request: web.Request) -> list[str]:
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def _origin_allowed(request: web.Request) -> bool:
+    allowed = request.app[STATE].settings.allowed_origins
+    origin = request.headers.get("Origin")
+    return not allowed or origin is None or origin in allowed
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def requires_auth(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not _origin_allowed(request):
+            log.warning("relay.origin_refused", origin=request.headers.get("Origin"), path=request.path)
+            return _openai_error(403, "origin not allowed", "origin_not_allowed")
+        if not _authorized(request):
+            # Never log the token itself.
+            log.warning("relay.auth_failed", path=request.path, remote=request.remote)
+            return _openai_error(401, "missing or invalid client token", "invalid_api_key")
+        return await handler(request)
+
+    return guarded
+
+
+# ---- the realtime socket ----------------------------------------------------------------------------------
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings = state.settings
+    if state.draining:
+        return web.Response(
+            status=503, text="relay is draining", headers={"Retry-After": str(max(1, int(settings.drain_seconds)))}
+        )
+    offered = _offered_protocols(request)
+    ws = web.WebSocketResponse(
+        protocols=("realtime",) if "realtime" in offered else (),
+        max_msg_size=settings.max_client_message_bytes,
+        autoping=True,
+        heartbeat=None,
+        timeout=5.0,  # a close handshake that does not finish in 5 s is abandoned (C4)
+        compress=False,
+    )
+    await ws.prepare(request)
+    state.sockets.add(ws)
+    client = WebSocketClient(ws, settings.max_client_backlog_bytes)
+    query = request.query
+    client_model = query.get("model")
+    relay_events = query.get("relay_events", "") in ("1", "true", "yes")
+    session_id = new_session_id()
+    started_info: dict[str, Any] = {
+        "client_model": client_model,
+        "remote": request.remote,
+        "relay_events": relay_events,
+        "user_agent": request.headers.get("User-Agent"),
+    }
+
+    def target() -> UpstreamTarget:
+        credentials = Credentials.load(settings)
+        if settings.allow_client_model and client_model:
+            model = qualify_model(client_model, credentials.folder_id)
+        elif state.simulator is not None and not settings.model:
+            model = client_model or "sim"
+        else:
+            model = resolve_model(settings, credentials)
+        url = upstream_url(state.upstream_base, model, query.items(), settings.forward_query_params)
+        return UpstreamTarget(url, credentials.authorization_header(), settings.upstream_connect_timeout_seconds)
+
+    policy = SessionPolicy(
+        retrieve_after_done=settings.retrieve_after_done,
+        clamp_truncate=settings.clamp_truncate,
+        pinned_session=settings.pinned_session,
+        blocked_client_events=frozenset(settings.blocked_client_events),
+        max_item_audio_seconds=settings.max_item_audio_seconds,
+        relay_events=relay_events,
+    )
+    env = BridgeEnvironment(
+        event_log=state.event_log,
+        data_dir=Path(settings.data_dir),
+        retrieve_timeout=settings.retrieve_timeout_seconds,
+        metrics=state.metrics,
+    )
+    bridge = SessionBridge(
+        client,
+        target,
+        policy,
+        env,
+        session_id=session_id,
+        started_info=started_info,
+        max_session_seconds=settings.max_session_seconds,
+    )
+    if len(state.bridges) >= settings.max_sessions:
+        await _refuse_too_many(bridge)
+        return ws
+    state.bridges.add(bridge)
+    try:
+        await bridge.run()
+    finally:
+        state.bridges.discard(bridge)
+    return ws
+
+
+async def _refuse_too_many(bridge: SessionBridge) -> None:
+    """C4: one more client than max_sessions gets an error and 1013; no upstream socket is opened."""
+    core = bridge.core
+    core.log_relay(ev.RELAY_SESSION_STARTED, {"refused": ev.CODE_TOO_MANY_SESSIONS})
+    core.send_client_error(ev.CODE_TOO_MANY_SESSIONS, "the relay is at max_sessions; try again later")
+    if bridge.env.metrics is not None:
+        bridge.env.metrics.client_errors[ev.CODE_TOO_MANY_SESSIONS] += 1
+    await bridge._flush()
+    core.session_closing()
+    code = await bridge.client.close(1013, ev.CODE_TOO_MANY_SESSIONS, grace=1.0)
+    core.log_relay(
+        ev.RELAY_SESSION_ENDED,
+        {
+            "client_close_code": code,
+            "upstream_close_code": None,
+            "reason": ev.CODE_TOO_MANY_SESSIONS,
+            "counts": {**core.counts, "relay": core.counts["relay"] + 1},
+            "log_dropped": bridge.log.dropped,
+        },
+    )
+    await bridge._flush()
+    await bridge.log.aclose()
+
+
+# ---- tokens and small routes ------------------------------------------------------------------------------
+
+
+async def client_secrets(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    token = token_from_request(request.headers, ())
+    if state.auth_required and (token is None or not state.authority.is_static(token)):
+        log.warning("relay.auth_failed", path=request.path, remote=request.remote)
+        return _openai_error(401, "client_secrets needs a static client token", "invalid_api_key")
+    ttl: int | None = None
+    if request.can_read_body:
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return _openai_error(400, "the body is not valid JSON", "invalid_json")
+            if not isinstance(body, dict):
+                return _openai_error(400, "the body must be a JSON object", "invalid_json")
+            expires = body.get("expires_after")
+            if expires is not None:
+                seconds = expires.get("seconds") if isinstance(expires, dict) else None
+                if not isinstance(seconds, int) or isinstance(seconds, bool):
+                    return _openai_error(400, "expires_after.seconds must be an integer", "invalid_value")
+                ttl = seconds
+    try:
+        minted = state.authority.mint(ttl)
+    except ValueError as exc:
+        return _openai_error(400, str(exc), "invalid_value")
+    return _json(200, {"value": minted.value, "expires_at": minted.expires_at})
+
+
+async def auth_probe(request: web.Request) -> web.StreamResponse:
+    if not _origin_allowed(request) or not _authorized(request):
+        return web.Response(status=401)
+    return web.Response(status=204)
+
+
+async def saved_audio(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    session_id = request.match_info["session_id"]
+    item_id = request.match_info["item_id"]
+    not_found = _openai_error(404, "no such saved audio", "not_found")
+    if not ID_RE.match(session_id) or not ITEM_ID_RE.match(item_id) or item_id.startswith("."):
+        return not_found
+    root = (Path(state.settings.data_dir) / "sessions").resolve()
+    path = (root / session_id / f"{item_id}.wav").resolve()
+    if root not in path.parents or not path.is_file():
+        return not_found
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    if state.draining:
+        return _json(503, {"status": "draining", "sessions": len(state.bridges)})
+    return _json(200, {"status": "ready", "sessions": len(state.bridges)})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = STATIC_DIR / "index.html"
+    if not page.is_file():
+        return web.Response(text="realtime-relay: the page is not installed; the API is at /v1/realtime\n")
+    return web.FileResponse(page)
+
+
+async def conversations_proxy(request: web.Request) -> web.StreamResponse:
+    from relay.restproxy import proxy_conversations
+
+    state = request.app[STATE]
+    assert state.http is not None
+    credentials = Credentials.load(state.settings)
+    return await proxy_conversations(
+        request, http=state.http, rest_base=state.rest_base, auth_header=credentials.authorization_header()
+    )
+
+
+# ---- lifecycle --------------------------------------------------------------------------------------------
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    settings = state.settings
+    if settings.upstream == UPSTREAM_SIM:
+        from relay.simulator import SimulatorOptions, start_simulator
+
+        sim_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
+        state.simulator = await start_simulator(
+            SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=sim_key), host="127.0.0.1", port=0
+        )
+        state.upstream_base = state.simulator.realtime_url
+        state.rest_base = settings.rest_base.rstrip("/") if settings.rest_base else state.simulator.rest_base
+        log.info("relay.simulator_started", realtime_url=state.upstream_base, rest_base=state.rest_base)
+    state.http = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120), auto_decompress=False
+    )
+    try:
+        yield
+    finally:
+        for bridge in list(state.bridges):
+            bridge.request_stop(EndReason.DRAIN)
+        if state.bridges:
+            await asyncio.wait([asyncio.ensure_future(_wait_gone(state))], timeout=5.0)
+        await state.http.close()
+        if state.simulator is not None:
+            await state.simulator.close()
+
+
+async def _wait_gone(state: RelayState) -> None:
+    while state.bridges:
+        await asyncio.sleep(0.02)
+
+
+def start_drain(app: web.Application) -> None:
+    app[STATE].draining = True
+
+
+async def drain(app: web.Application, seconds: float) -> None:
+    """SIGTERM: readyz 503, live sessions run up to `seconds`, then close with 1001 (C4)."""
+    state = app[STATE]
+    start_drain(app)
+    log.info("relay.draining", sessions=len(state.bridges), drain_seconds=seconds)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while state.bridges and loop.time() < deadline:
+        await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+    for bridge in list(state.bridges):
+        bridge.request_stop(EndReason.DRAIN)
+    await _wait_gone(state)
+
+
+def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.Application:
+    """The relay app. `event_log` may be shared (tests); by default one is made from the settings."""
+    secret, shared = token_secret(settings)
+    if not shared and settings.client_tokens:
+        log.warning(
+            "relay.token_secret_random",
+            detail="no token_secret configured: other replicas cannot verify this process's client tokens",
+        )
+    if event_log is None:
+        event_log = EventLog(
+            Path(settings.log_dir) if settings.event_log_files else None,
+            to_stdout=settings.event_log_stdout,
+            max_queue_bytes=settings.log_queue_max_bytes,
+            keep_text=settings.log_content,
+        )
+    authority = TokenAuthority(settings.client_tokens, secret, default_ttl=settings.token_ttl_seconds)
+    bridges: set[SessionBridge] = set()
+    state = RelayState(
+        settings=settings,
+        authority=authority,
+        event_log=event_log,
+        metrics=RelayMetrics(lambda: len(bridges), lambda: event_log.dropped_total),
+        upstream_base=settings.upstream,
+        rest_base=rest_base_url(settings),
+        bridges=bridges,
+    )
+    app = web.Application(client_max_size=settings.max_client_message_bytes)
+    app[STATE] = state
+    app.cleanup_ctx.append(_resources)
+    app.router.add_get("/v1/realtime", requires_auth(realtime))
+    app.router.add_post("/v1/realtime/client_secrets", client_secrets)
+    app.router.add_get("/relay/auth", auth_probe)
+    app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/v1/conversations", requires_auth(conversations_proxy))
+    app.router.add_route("*", "/v1/conversations/{tail:.*}", requires_auth(conversations_proxy))
+    app.router.add_get("/", index)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR, show_index=False)
+    return app
