@@ -37,7 +37,20 @@ def test_records_carry_every_contract_field_in_order(tmp_path: Path) -> None:
     path = only_file(tmp_path)
     assert path.parent.parent == tmp_path and path.name == "sess_a.jsonl"
     first, second = read_records(path)
-    assert list(first) == ["v", "ts", "t_ms", "session_id", "seq", "dir", "type", "event_id", "item_id", "response_id", "bytes", "event"]
+    assert list(first) == [
+        "v",
+        "ts",
+        "t_ms",
+        "session_id",
+        "seq",
+        "dir",
+        "type",
+        "event_id",
+        "item_id",
+        "response_id",
+        "bytes",
+        "event",
+    ]
     assert (first["v"], first["seq"], first["dir"], first["event_id"], first["bytes"]) == (1, 1, "client", "c1", 40)
     assert first["ts"].endswith("Z") and len(first["ts"].split(".")[1]) == 7  # microseconds + Z
     assert (second["seq"], second["response_id"]) == (2, "resp_1")
@@ -53,8 +66,13 @@ def test_audio_is_replaced_by_a_summary() -> None:
 
 
 def test_retrieved_item_audio_is_summarized_and_text_kept() -> None:
-    item = {"id": "i", "content": [{"type": "output_audio", "audio": base64.b64encode(b"\0" * 48).decode(), "transcript": "hello"}]}
-    summary = summarize_event({"type": "conversation.item.retrieved", "item": item}, "conversation.item.retrieved", AudioFormat(), True)
+    item = {
+        "id": "i",
+        "content": [{"type": "output_audio", "audio": base64.b64encode(b"\0" * 48).decode(), "transcript": "hello"}],
+    }
+    summary = summarize_event(
+        {"type": "conversation.item.retrieved", "item": item}, "conversation.item.retrieved", AudioFormat(), True
+    )
     part = summary["item"]["content"][0]
     assert part["audio"]["audio_bytes"] == 48 and part["transcript"] == "hello"
 
@@ -67,7 +85,9 @@ def test_log_content_off_keeps_only_the_length_of_text() -> None:
 
 
 def test_invalid_base64_audio_is_summarized_not_fatal() -> None:
-    summary = summarize_event({"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True)
+    summary = summarize_event(
+        {"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True
+    )
     assert summary["audio"]["invalid_base64"] is True
 
 

@@ -27,7 +27,10 @@ def session_created(rate: int = 24000, fmt: str = "audio/pcm") -> dict[str, Any]
     return {
         "type": "session.created",
         "event_id": "e0",
-        "session": {"id": "sess_up", "audio": {"input": {"format": {"type": fmt, "rate": rate}}, "output": {"format": {"type": fmt, "rate": rate}}}},
+        "session": {
+            "id": "sess_up",
+            "audio": {"input": {"format": {"type": fmt, "rate": rate}}, "output": {"format": {"type": fmt, "rate": rate}}},
+        },
     }
 
 
@@ -55,10 +58,20 @@ def drain(core: RelaySession) -> dict[str, list[Any]]:
 
 
 def stream_assistant_audio(core: RelaySession, item_id: str, chunks: list[bytes]) -> None:
-    core.receive_server_text(j({"type": "response.output_item.added", "event_id": "a", "response_id": "r1", "item": assistant_item(item_id)}))
+    core.receive_server_text(
+        j({"type": "response.output_item.added", "event_id": "a", "response_id": "r1", "item": assistant_item(item_id)})
+    )
     for chunk in chunks:
         core.receive_server_text(
-            j({"type": "response.output_audio.delta", "event_id": "d", "response_id": "r1", "item_id": item_id, "delta": b64(chunk)})
+            j(
+                {
+                    "type": "response.output_audio.delta",
+                    "event_id": "d",
+                    "response_id": "r1",
+                    "item_id": item_id,
+                    "delta": b64(chunk),
+                }
+            )
         )
 
 
@@ -140,7 +153,9 @@ def test_audio_item_done_triggers_exactly_one_retrieve() -> None:
     stream_assistant_audio(core, "item_a", [pcm(480)])
     drain(core)
     core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
-    core.receive_server_text(j({"type": "response.output_item.done", "event_id": "y", "response_id": "r1", "item": assistant_item("item_a")}))
+    core.receive_server_text(
+        j({"type": "response.output_item.done", "event_id": "y", "response_id": "r1", "item": assistant_item("item_a")})
+    )
     out = drain(core)
     retrieves = [json.loads(t) for t in out["upstream"]]
     assert retrieves == [{"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": "relay_retrieve_item_a"}]
@@ -151,7 +166,9 @@ def test_audio_item_done_triggers_exactly_one_retrieve() -> None:
 
 def test_items_without_audio_are_not_retrieved() -> None:
     core = new_session()
-    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("t1", with_audio=False)}))
+    core.receive_server_text(
+        j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("t1", with_audio=False)})
+    )
     assert drain(core)["upstream"] == []
 
 
@@ -164,7 +181,9 @@ def test_retrieve_is_off_when_disabled() -> None:
 
 def test_a_server_that_skips_item_done_still_gets_one_retrieve_per_audio_item() -> None:
     core = new_session()
-    core.receive_server_text(j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "user_1", "previous_item_id": None}))
+    core.receive_server_text(
+        j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "user_1", "previous_item_id": None})
+    )
     core.receive_server_text(
         j(
             {
@@ -177,7 +196,9 @@ def test_a_server_that_skips_item_done_still_gets_one_retrieve_per_audio_item() 
         )
     )
     stream_assistant_audio(core, "item_b", [pcm(240)])
-    core.receive_server_text(j({"type": "response.output_item.done", "event_id": "y", "response_id": "r1", "item": assistant_item("item_b")}))
+    core.receive_server_text(
+        j({"type": "response.output_item.done", "event_id": "y", "response_id": "r1", "item": assistant_item("item_b")})
+    )
     core.receive_server_text(j({"type": "conversation.item.done", "event_id": "late", "item": assistant_item("item_b")}))
     ids = [json.loads(t)["item_id"] for t in drain(core)["upstream"]]
     assert ids == ["user_1", "item_b"]
@@ -196,7 +217,12 @@ def test_the_relays_retrieved_answer_is_swallowed_and_its_audio_saved() -> None:
     assert out["client"] == []
     assert [(e.dir, e.type) for e in out["log"]] == [("relay", "conversation.item.retrieved")]
     (save,) = out["save"]
-    assert (save.item_id, save.pcm, save.format, save.source) == ("item_a", post_processed, AudioFormat("audio/pcm", 24000), "retrieved")
+    assert (save.item_id, save.pcm, save.format, save.source) == (
+        "item_a",
+        post_processed,
+        AudioFormat("audio/pcm", 24000),
+        "retrieved",
+    )
 
 
 def test_a_clients_retrieve_after_the_relays_gets_the_second_answer() -> None:
@@ -220,7 +246,11 @@ def test_a_retrieve_error_matched_by_event_id_is_swallowed_and_logged_as_failed(
     stream_assistant_audio(core, "item_a", [pcm(480, 3)])
     core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
     drain(core)
-    error = {"type": "error", "event_id": "s", "error": {"type": "invalid_request_error", "code": "x", "message": "m", "event_id": "relay_retrieve_item_a"}}
+    error = {
+        "type": "error",
+        "event_id": "s",
+        "error": {"type": "invalid_request_error", "code": "x", "message": "m", "event_id": "relay_retrieve_item_a"},
+    }
     core.receive_server_text(j(error))
     out = drain(core)
     assert out["client"] == []
@@ -270,10 +300,24 @@ def test_user_item_audio_is_the_appended_span_between_vad_boundaries() -> None:
     # 1 s of audio in 100 ms chunks, each chunk a distinct sample value, at 24 kHz.
     for k in range(10):
         core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(2400, k + 1))}))
-    core.receive_server_text(j({"type": "input_audio_buffer.speech_started", "event_id": "a", "audio_start_ms": 200, "item_id": "u1"}))
-    core.receive_server_text(j({"type": "input_audio_buffer.speech_stopped", "event_id": "b", "audio_end_ms": 500, "item_id": "u1"}))
-    core.receive_server_text(j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "u1", "previous_item_id": None}))
-    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "d", "item": {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": None}]}}))
+    core.receive_server_text(
+        j({"type": "input_audio_buffer.speech_started", "event_id": "a", "audio_start_ms": 200, "item_id": "u1"})
+    )
+    core.receive_server_text(
+        j({"type": "input_audio_buffer.speech_stopped", "event_id": "b", "audio_end_ms": 500, "item_id": "u1"})
+    )
+    core.receive_server_text(
+        j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "u1", "previous_item_id": None})
+    )
+    core.receive_server_text(
+        j(
+            {
+                "type": "conversation.item.done",
+                "event_id": "d",
+                "item": {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": None}]},
+            }
+        )
+    )
     drain(core)
     core.session_closed()
     (save,) = drain(core)["save"]
@@ -289,7 +333,9 @@ def test_session_close_saves_unanswered_items_from_the_stream() -> None:
     assert core.pending_retrieves == ["item_a"]
     core.session_closed()
     out = drain(core)
-    assert [e.event for e in out["log"] if e.type == "relay.retrieve_failed"] == [{"item_id": "item_a", "reason": "session_closed"}]
+    assert [e.event for e in out["log"] if e.type == "relay.retrieve_failed"] == [
+        {"item_id": "item_a", "reason": "session_closed"}
+    ]
     assert out["save"][0].pcm == pcm(100, 9)
     assert core.pending_retrieves == []
 
@@ -297,7 +343,15 @@ def test_session_close_saves_unanswered_items_from_the_stream() -> None:
 def test_item_format_is_the_one_in_effect_when_the_item_appeared() -> None:
     core = new_session()
     stream_assistant_audio(core, "item_a", [pcm(160)])
-    core.receive_server_text(j({"type": "session.updated", "event_id": "u", "session": {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 44100}}}}}))
+    core.receive_server_text(
+        j(
+            {
+                "type": "session.updated",
+                "event_id": "u",
+                "session": {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 44100}}}},
+            }
+        )
+    )
     core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
     stream_assistant_audio(core, "item_b", [pcm(160)])
     core.receive_server_text(j({"type": "conversation.item.done", "event_id": "y", "item": assistant_item("item_b")}))
@@ -315,7 +369,13 @@ def test_truncate_past_the_forwarded_audio_is_clamped_and_both_values_logged() -
     core = new_session()
     stream_assistant_audio(core, "item_a", [pcm(2400), pcm(2400)])  # 200 ms at 24 kHz
     drain(core)
-    original = {"type": "conversation.item.truncate", "event_id": "t1", "item_id": "item_a", "content_index": 0, "audio_end_ms": 5000}
+    original = {
+        "type": "conversation.item.truncate",
+        "event_id": "t1",
+        "item_id": "item_a",
+        "content_index": 0,
+        "audio_end_ms": 5000,
+    }
     core.receive_client_text(j(original))
     out = drain(core)
     sent = json.loads(out["upstream"][0])
@@ -351,7 +411,10 @@ def test_pinned_fields_win_over_the_clients_session_update() -> None:
     first = json.loads(start["upstream"][0])
     assert first["type"] == "session.update" and first["session"]["instructions"] == "be brief"
     assert [(e.dir, e.type) for e in start["log"]] == [("relay", "session.update")]
-    client = {"type": "session.update", "session": {"instructions": "be chatty", "audio": {"output": {"voice": "x", "speed": 1.2}}}}
+    client = {
+        "type": "session.update",
+        "session": {"instructions": "be chatty", "audio": {"output": {"voice": "x", "speed": 1.2}}},
+    }
     core.receive_client_text(j(client))
     out = drain(core)
     sent = json.loads(out["upstream"][0])
@@ -364,14 +427,29 @@ def test_deep_merge_replaces_lists_and_merges_objects() -> None:
 
 
 def test_relay_events_are_sent_to_clients_only_when_asked() -> None:
-    record = {"item_id": "i", "path": "/x", "url": "/u", "duration_ms": 1.0, "audio_bytes": 2, "rate": 24000, "source": "retrieved"}
+    record = {
+        "item_id": "i",
+        "path": "/x",
+        "url": "/u",
+        "duration_ms": 1.0,
+        "audio_bytes": 2,
+        "rate": 24000,
+        "source": "retrieved",
+    }
     quiet = new_session()
     quiet.audio_saved(record)
     assert drain(quiet)["client"] == []
     chatty = new_session(relay_events=True)
     chatty.audio_saved(record)
     event = json.loads(drain(chatty)["client"][0])
-    assert event == {"type": "relay.audio_saved", "event_id": "relay_saved_i", "item_id": "i", "url": "/u", "duration_ms": 1.0, "source": "retrieved"}
+    assert event == {
+        "type": "relay.audio_saved",
+        "event_id": "relay_saved_i",
+        "item_id": "i",
+        "url": "/u",
+        "duration_ms": 1.0,
+        "source": "retrieved",
+    }
 
 
 def test_nothing_is_forwarded_once_the_session_is_closing() -> None:

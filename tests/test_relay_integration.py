@@ -1,0 +1,361 @@
+"""The relay core end to end on loopback: real clients -> real relay -> real simulator (CONTRACT C3, C4, C5, C6).
+
+Each test starts the simulator and a relay app on port 0 (tests.relay_fixtures) and talks to the relay the way
+users do: raw WebSocket clients and the official `openai` SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from openai import AsyncOpenAI
+
+from audio import pcm as pcmlib
+from relay.simulator.server import STATE_KEY as SIM_STATE
+from tests.relay_fixtures import RunningRelay, running_relay
+from tests.speechlike import synthesize
+from tests.timing import seconds
+
+Event = dict[str, Any]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def receive_until(ws: aiohttp.ClientWebSocketResponse, done: Callable[[Event], bool], timeout: float = 10.0) -> list[Event]:
+    """Every event until (and including) the first for which `done` is true."""
+    events: list[Event] = []
+    async with asyncio.timeout(seconds(timeout)):
+        while True:
+            message = await ws.receive()
+            if message.type != aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended before the awaited event: {message.type} {ws.close_code}")
+            event = json.loads(message.data)
+            events.append(event)
+            if done(event):
+                return events
+
+
+async def send(ws: aiohttp.ClientWebSocketResponse, event: Event) -> str:
+    text = json.dumps(event)
+    await ws.send_str(text)
+    return text
+
+
+async def voice_turn(ws: aiohttp.ClientWebSocketResponse, rate: int = 24000) -> tuple[list[Event], list[str]]:
+    """Append one speech-like utterance in 20 ms chunks; return (events up to response.done, frames sent)."""
+    clip = synthesize(rate=rate, utterances=(0.8,), seed=3)
+    chunk = rate // 50 * 2
+    sent = []
+    for offset in range(0, len(clip.pcm), chunk):
+        sent.append(await send(ws, {"type": "input_audio_buffer.append", "audio": b64(clip.pcm[offset : offset + chunk])}))
+    events = await receive_until(ws, lambda e: e["type"] == "response.done")
+    return events, sent
+
+
+def text_item(text: str) -> Event:
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds(timeout)
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def ended_records(relay: RunningRelay, count: int = 1) -> dict[str, list[Event]]:
+    """Session logs once `count` sessions have written relay.session_ended."""
+
+    def complete() -> bool:
+        records = relay.session_records()
+        return len(records) >= count and all(r and r[-1]["type"] == "relay.session_ended" for r in records.values())
+
+    await wait_for(complete)
+    return relay.session_records()
+
+
+async def test_sdk_text_turn_through_the_relay_matches_a_direct_connection(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay:
+
+        async def turn(base_url: str) -> list[str]:
+            client = AsyncOpenAI(api_key="unused", base_url=base_url)
+            async with client.realtime.connect(model="speech-realtime-250923") as conn:
+                types = [(await conn.recv()).type]
+                await conn.conversation.item.create(item=text_item("hello there")["item"])  # type: ignore[arg-type]
+                await conn.response.create()
+                async for event in conn:
+                    types.append(event.type)
+                    if event.type == "response.done":
+                        return types
+            raise AssertionError("no response.done")
+
+        through_relay = await turn(f"{relay.base_url}/v1")
+        direct = await turn(relay.sim.rest_base)
+    assert through_relay == direct
+    assert "response.output_audio.delta" in through_relay
+
+
+async def test_sdk_voice_turn_through_the_relay(tmp_path: Path) -> None:
+    clip = synthesize(rate=24000, utterances=(0.8,), seed=5)
+    async with running_relay(tmp_path) as relay:
+        client = AsyncOpenAI(api_key="unused", base_url=f"{relay.base_url}/v1")
+        async with client.realtime.connect(model="speech-realtime-250923") as conn:
+            assert (await conn.recv()).type == "session.created"
+            for offset in range(0, len(clip.pcm), 960):
+                await conn.input_audio_buffer.append(audio=b64(clip.pcm[offset : offset + 960]))
+            types = []
+            async for event in conn:
+                types.append(event.type)
+                if event.type == "response.done":
+                    break
+    assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.speech_stopped")
+    assert "response.output_audio.delta" in types
+    assert "conversation.item.retrieved" not in types
+
+
+async def test_every_audio_item_is_retrieved_once_and_saved_with_the_post_processed_audio(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            events, _ = await voice_turn(ws)
+            item_ids = {e["item"]["id"] for e in events if e["type"] == "conversation.item.done"}
+
+            def saved_ids(seen: list[Event]) -> set[str]:
+                return {e["item_id"] for e in seen if e["type"] == "relay.audio_saved"}
+
+            saved: list[Event] = []
+            while not item_ids <= saved_ids(events + saved):
+                saved += await receive_until(ws, lambda e: e["type"] == "relay.audio_saved")
+        assert all(e["type"] != "conversation.item.retrieved" for e in events + saved)
+        records = await ended_records(relay)
+        (log,) = records.values()
+        retrieves = [r for r in log if r["type"] == "conversation.item.retrieve"]
+        assert sorted(r["item_id"] for r in retrieves) == sorted(item_ids)
+        assert all(r["dir"] == "relay" for r in retrieves)
+        for item_id in item_ids:
+            (wav,) = list(relay.data_dir.glob(f"sessions/*/{item_id}.wav"))
+            pcm, rate = pcmlib.read_wav(wav)
+            expected = relay.sim.item_audio(item_id)
+            assert expected is not None
+            assert (pcm, rate) == expected
+        sources = {r["event"]["source"] for r in log if r["type"] == "relay.audio_saved"}
+        assert sources == {"retrieved"}
+
+
+async def test_a_clients_own_retrieve_passes_through(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            events, _ = await voice_turn(ws)
+            assistant = next(e["item"]["id"] for e in events if e["type"] == "response.output_item.done")
+            await asyncio.sleep(0.2)  # let the relay's own retrieve be answered first
+            await send(ws, {"type": "conversation.item.retrieve", "item_id": assistant, "event_id": "mine"})
+            (retrieved,) = [
+                e
+                for e in await receive_until(ws, lambda e: e["type"] == "conversation.item.retrieved")
+                if e["type"] == "conversation.item.retrieved"
+            ]
+    assert retrieved["item"]["id"] == assistant
+    assert any("audio" in part for part in retrieved["item"]["content"])
+
+
+async def test_a_rate_change_mid_session_is_honoured_when_saving(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(
+                ws,
+                {
+                    "type": "session.update",
+                    "session": {
+                        "audio": {
+                            "input": {"format": {"type": "audio/pcm", "rate": 16000}},
+                            "output": {"format": {"type": "audio/pcm", "rate": 44100}},
+                        }
+                    },
+                },
+            )
+            await receive_until(ws, lambda e: e["type"] == "session.updated")
+            events, _ = await voice_turn(ws, rate=16000)
+            user = next(e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed")
+            assistant = next(e["item"]["id"] for e in events if e["type"] == "response.output_item.done")
+        await ended_records(relay)
+    assert pcmlib.read_wav(next(relay.data_dir.glob(f"sessions/*/{user}.wav")))[1] == 16000
+    assert pcmlib.read_wav(next(relay.data_dir.glob(f"sessions/*/{assistant}.wav")))[1] == 44100
+
+
+async def test_a_three_minute_item_is_retrieved_and_saved(tmp_path: Path) -> None:
+    rate = 24000
+    minutes_of_audio = (np.sin(np.arange(rate * 180) * 2 * np.pi * 220 / rate) * 8000).astype("<i2").tobytes()
+    async with running_relay(tmp_path, settings={"retrieve_timeout_seconds": 30}) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url, max_msg_size=0) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(ws, {"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+            await receive_until(ws, lambda e: e["type"] == "session.updated")
+            for offset in range(0, len(minutes_of_audio), rate * 2):
+                await send(ws, {"type": "input_audio_buffer.append", "audio": b64(minutes_of_audio[offset : offset + rate * 2])})
+            await send(ws, {"type": "input_audio_buffer.commit"})
+            committed = await receive_until(ws, lambda e: e["type"] == "input_audio_buffer.committed", timeout=30)
+            item_id = committed[-1]["item_id"]
+            await wait_for(lambda: any(relay.data_dir.glob(f"sessions/*/{item_id}.wav")), timeout=30)
+    pcm, saved_rate = pcmlib.read_wav(next(relay.data_dir.glob(f"sessions/*/{item_id}.wav")))
+    assert saved_rate == rate
+    assert len(pcm) == len(minutes_of_audio) > 1 << 20
+    assert (pcm, saved_rate) == relay.sim.item_audio(item_id)
+
+
+async def test_the_log_has_every_frame_exactly_once_in_order_without_audio_or_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "yc-test-api-key-0123456789abcdef"
+    monkeypatch.setenv("YANDEX_API_KEY", secret)
+    async with running_relay(tmp_path, sim_api_key=secret) as relay, aiohttp.ClientSession() as http:
+        received: list[str] = []
+        sent: list[str] = []
+        async with http.ws_connect(relay.ws_url) as ws:
+            first = await ws.receive()
+            received.append(first.data)
+            for turn in range(3):
+                clip = synthesize(rate=24000, utterances=(1.5,), seed=turn)
+                for offset in range(0, len(clip.pcm), 480):  # 10 ms chunks: many frames
+                    sent.append(
+                        await send(ws, {"type": "input_audio_buffer.append", "audio": b64(clip.pcm[offset : offset + 480])})
+                    )
+                async with asyncio.timeout(seconds(15)):
+                    while True:
+                        message = await ws.receive()
+                        received.append(message.data)
+                        if json.loads(message.data)["type"] == "response.done":
+                            break
+            await asyncio.sleep(0.3)
+            while True:
+                try:
+                    message = await ws.receive(timeout=0.3)
+                except TimeoutError:
+                    break
+                received.append(message.data)
+        (log,) = (await ended_records(relay)).values()
+    assert len(sent) + len(received) > 1000
+    assert [r["seq"] for r in log] == list(range(1, len(log) + 1))
+    client_records = [r for r in log if r["dir"] == "client"]
+    server_records = [r for r in log if r["dir"] == "server"]
+    assert [r["bytes"] for r in client_records] == [len(t) for t in sent]
+    assert [r["bytes"] for r in server_records] == [len(t) for t in received]
+    assert [r["event"]["type"] for r in server_records] == [json.loads(t)["type"] for t in received]
+    text = (relay.log_files()[0]).read_text()
+    assert secret not in text
+    assert not re.search(r"[A-Za-z0-9+/]{200,}", text), "base64 audio leaked into the log"
+    appends = [r for r in client_records if r["type"] == "input_audio_buffer.append"]
+    assert appends[0]["event"]["audio"]["audio_ms"] == 10.0
+
+
+async def test_retrieves_without_audio_are_saved_from_the_stream(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, upstream_query="retrieve_no_audio=1") as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            events, _ = await voice_turn(ws)
+        (log,) = (await ended_records(relay)).values()
+    deltas: dict[str, bytearray] = {}
+    for event in events:
+        if event["type"] == "response.output_audio.delta":
+            deltas.setdefault(event["item_id"], bytearray()).extend(base64.b64decode(event["delta"]))
+    saved = [r["event"] for r in log if r["type"] == "relay.audio_saved"]
+    assert saved and {s["source"] for s in saved} == {"stream"}
+    for item_id, audio in deltas.items():
+        pcm, _ = pcmlib.read_wav(next(relay.data_dir.glob(f"sessions/*/{item_id}.wav")))
+        assert pcm == bytes(audio)
+
+
+async def test_a_truncate_past_the_forwarded_audio_is_clamped_and_the_session_goes_on(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            events, _ = await voice_turn(ws)
+            assistant = next(e["item"]["id"] for e in events if e["type"] == "response.output_item.done")
+            await send(
+                ws, {"type": "conversation.item.truncate", "item_id": assistant, "content_index": 0, "audio_end_ms": 10_000_000}
+            )
+            answer = await receive_until(ws, lambda e: e["type"] in ("conversation.item.truncated", "error"))
+            assert answer[-1]["type"] == "conversation.item.truncated"
+            await send(ws, text_item("still there?"))
+            await send(ws, {"type": "response.create"})
+            await receive_until(ws, lambda e: e["type"] == "response.done")
+        (log,) = (await ended_records(relay)).values()
+    (record,) = [r for r in log if r["type"] == "conversation.item.truncate"]
+    assert record["client_event"]["audio_end_ms"] == 10_000_000
+    assert 0 < record["event"]["audio_end_ms"] < 10_000_000
+
+
+async def test_an_unreachable_upstream_is_reported_and_closed_1013(tmp_path: Path) -> None:
+    async with (
+        running_relay(tmp_path, settings={"upstream": "ws://127.0.0.1:9/v1/realtime"}) as relay,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.ws_connect(relay.ws_url) as ws:
+            events = await receive_until(ws, lambda e: e["type"] == "error")
+            closing = await ws.receive()
+        (log,) = (await ended_records(relay)).values()
+    assert events[-1]["error"]["code"] == "upstream_unavailable"
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1013
+    assert log[-1]["event"]["reason"] == "upstream_unavailable"
+
+
+async def test_a_refused_handshake_reports_the_upstream_status(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, upstream_query="refuse=429") as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            events = await receive_until(ws, lambda e: e["type"] == "error")
+            await ws.receive()
+    assert events[-1]["error"]["code"] == "upstream_unavailable"
+    assert "429" in events[-1]["error"]["message"]
+    assert ws.close_code == 1013
+
+
+async def test_an_upstream_drop_mid_response_is_reported_and_closed_1014(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, upstream_query="close_after=12") as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(ws, text_item("tell me a long story"))
+            await send(ws, {"type": "response.create"})
+            started = time.monotonic()
+            events = await receive_until(ws, lambda e: e["type"] == "error")
+            closing = await ws.receive()
+            assert time.monotonic() - started < seconds(5)
+        (log,) = (await ended_records(relay)).values()
+    assert events[-1]["error"]["code"] == "upstream_disconnected"
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1014
+    assert log[-1]["event"]["reason"] == "upstream_disconnected"
+
+
+async def test_a_client_leaving_mid_response_closes_the_upstream_and_ends_the_log(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, sim_speed=1.0) as relay, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(relay.ws_url)
+        await receive_until(ws, lambda e: e["type"] == "session.created")
+        await send(ws, text_item("talk for a while"))
+        await send(ws, {"type": "response.create"})
+        await receive_until(ws, lambda e: e["type"] == "response.output_audio.delta")
+        links = relay.sim.app[SIM_STATE].links
+        assert len(links) == 1
+        await ws.close()
+        left = time.monotonic()
+        await wait_for(lambda: len(links) == 0, timeout=2)
+        assert time.monotonic() - left < seconds(1.5)
+        (log,) = (await ended_records(relay)).values()
+    assert log[-1]["type"] == "relay.session_ended"
+    assert log[-1]["event"]["reason"] == "client_closed"
+    assert log[-1]["event"]["client_close_code"] == 1000
