@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,12 @@ TOKEN_PREFIX: Final = "rt1"
 SUBPROTOCOL_TOKEN_PREFIX: Final = "openai-insecure-api-key."
 MIN_TTL_SECONDS: Final = 10
 MAX_TTL_SECONDS: Final = 7200
+_EPHEMERAL_RE: Final = re.compile(r"rt1\.([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})")
+
+
+def _token_bytes(token: str) -> bytes:
+    # Header values may carry any byte (aiohttp decodes them with surrogateescape); never fail on them.
+    return token.encode("utf-8", "surrogateescape")
 
 
 def _b64url(data: bytes) -> str:
@@ -52,7 +59,7 @@ class TokenAuthority:
         return bool(self._static)
 
     def is_static(self, token: str) -> bool:
-        candidate = token.encode()
+        candidate = _token_bytes(token)
         found = False
         for known in self._static:
             # Compare against every token so timing does not tell which (or whether one) matched.
@@ -71,13 +78,14 @@ class TokenAuthority:
         return MintedToken(f"{payload}.{self._sign(payload)}", expires_at)
 
     def is_valid_ephemeral(self, token: str, *, now: float | None = None) -> bool:
-        parts = token.split(".")
-        if len(parts) != 4 or parts[0] != TOKEN_PREFIX or not parts[1].isdigit():
+        match = _EPHEMERAL_RE.fullmatch(token)
+        if match is None:
             return False
-        payload = ".".join(parts[:3])
-        if not hmac.compare_digest(self._sign(payload).encode(), parts[3].encode()):
+        expires_at, nonce, signature = match.groups()
+        payload = f"{TOKEN_PREFIX}.{expires_at}.{nonce}"
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             return False
-        return int(parts[1]) > (time.time() if now is None else now)
+        return int(expires_at) > (time.time() if now is None else now)
 
     def verify(self, token: str | None, *, now: float | None = None) -> bool:
         if not token:

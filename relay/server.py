@@ -56,6 +56,7 @@ class RelayState:
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     http: aiohttp.ClientSession | None = None
     simulator: Any = None
+    owns_event_log: bool = False
 
     @property
     def auth_required(self) -> bool:
@@ -157,7 +158,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     offered = _offered_protocols(request)
     ws = web.WebSocketResponse(
         protocols=("realtime",) if "realtime" in offered else (),
-        max_msg_size=settings.max_client_message_bytes,
+        # aiohttp refuses a message of exactly max_msg_size; the contract allows up to the limit itself.
+        max_msg_size=settings.max_client_message_bytes + 1,
         autoping=True,
         heartbeat=None,
         timeout=5.0,  # a close handshake that does not finish in 5 s is abandoned (C4)
@@ -211,14 +213,17 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         started_info=started_info,
         max_session_seconds=settings.max_session_seconds,
     )
-    if len(state.bridges) >= settings.max_sessions:
-        await _refuse_too_many(bridge)
-        return ws
-    state.bridges.add(bridge)
     try:
-        await bridge.run()
+        if len(state.bridges) >= settings.max_sessions:
+            await _refuse_too_many(bridge)
+            return ws
+        state.bridges.add(bridge)
+        try:
+            await bridge.run()
+        finally:
+            state.bridges.discard(bridge)
     finally:
-        state.bridges.discard(bridge)
+        await client.stop_writer()
     return ws
 
 
@@ -361,6 +366,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await state.http.close()
         if state.simulator is not None:
             await state.simulator.close()
+        if state.owns_event_log:
+            # Every record of every session reaches the disk before the app is gone (C6).
+            await asyncio.to_thread(state.event_log.close)
 
 
 async def _wait_gone(state: RelayState) -> None:
@@ -394,6 +402,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             "relay.token_secret_random",
             detail="no token_secret configured: other replicas cannot verify this process's client tokens",
         )
+    owns_event_log = event_log is None
     if event_log is None:
         event_log = EventLog(
             Path(settings.log_dir) if settings.event_log_files else None,
@@ -411,6 +420,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         upstream_base=settings.upstream,
         rest_base=rest_base_url(settings),
         bridges=bridges,
+        owns_event_log=owns_event_log,
     )
     app = web.Application(client_max_size=settings.max_client_message_bytes)
     app[STATE] = state

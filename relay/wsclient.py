@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, WebSocketError, web
 
 from relay.bridge import ClientFrame
 
@@ -39,14 +39,21 @@ class WebSocketClient:
             return ClientFrame(text=message.data)
         if message.type == WSMsgType.BINARY:
             return ClientFrame(binary_size=len(message.data))
-        # CLOSE, CLOSING, CLOSED, ERROR (too big -> 1009, bad UTF-8 -> 1007, both sent by aiohttp itself).
+        if message.type == WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+            # aiohttp already sent the close (too big -> 1009, bad UTF-8 -> 1007); its own close_code then says
+            # 1006 because the client's reply cannot be parsed, so the protocol error's code is the one to report.
+            return ClientFrame(closed=True, close_code=int(message.data.code))
+        # CLOSE, CLOSING, CLOSED, other errors.
         return ClientFrame(closed=True, close_code=self.ws.close_code)
 
     def send(self, text: str) -> bool:
         if self.overflowed:
             return False
         size = len(text)
-        if self.backlog_bytes() + size > self.max_backlog_bytes:
+        backlog = self.backlog_bytes()
+        # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
+        # counts as slowness by itself; memory stays within the bound plus that one frame.
+        if backlog and backlog + size > self.max_backlog_bytes:
             self.overflowed = True
             self._queue.clear()
             self._queued_bytes = 0
@@ -79,16 +86,20 @@ class WebSocketClient:
         if grace > 0 and not self.overflowed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._writer
+        await self.stop_writer()
         if not self.ws.closed:
             with contextlib.suppress(Exception):
                 await self.ws.close(code=code, message=reason.encode()[:120])
             return code
         return self.ws.close_code
+
+    async def stop_writer(self) -> None:
+        """End the writer task (the handler is done with this socket, however the session ended)."""
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._writer
 
     def abort(self) -> None:
         transport = self.ws._req.transport if self.ws._req is not None else None
