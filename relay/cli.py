@@ -27,6 +27,9 @@ COMMANDS: tuple[str, ...] = (
     "sim",
 )
 
+# Long-running commands log to stdout (C6); the one-shot tools keep stdout for their output.
+DAEMON_COMMANDS = frozenset({"serve", "sim", "mic"})
+
 
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -80,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(describe(loaded))
         return 0
-    configure_logging(loaded.settings.log_format, loaded.settings.log_level)
+    stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr
+    configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
     module: ModuleType = args._module
     try:
         code = module.run(args, loaded.settings)

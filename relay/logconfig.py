@@ -24,7 +24,9 @@ def use_json(log_format: str, stream: Any = None) -> bool:
     return not (hasattr(stream, "isatty") and stream.isatty())
 
 
-def configure_logging(log_format: str = "auto", log_level: str = "info") -> None:
+def configure_logging(log_format: str = "auto", log_level: str = "info", stream: Any = None) -> None:
+    """`stream`: stdout for the daemons (serve, sim, mic); the CLI tools log to stderr so their output stays clean."""
+    stream = sys.stdout if stream is None else stream
     level = _LEVELS[log_level]
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -33,11 +35,11 @@ def configure_logging(log_format: str = "auto", log_level: str = "info") -> None
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any
-    if use_json(log_format):
+    if use_json(log_format, stream):
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -48,7 +50,7 @@ def configure_logging(log_format: str = "auto", log_level: str = "info") -> None
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

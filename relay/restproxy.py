@@ -1,0 +1,130 @@
+"""The `serve` side's proxy of `/v1/conversations` and everything under it to the REST base (CONTRACT C4, C9).
+
+Boundary: one aiohttp handler body. It forwards the method, the path below `/v1`, the raw query (repeated
+`include[]` and all, byte for byte) and the streamed request body to `rest_base`, with the relay's credentials
+in place of the client's; it streams the status, headers and body back. Client authentication happens before
+this (the server mounts it behind the same auth as the WebSocket). Dropped on the way up: hop-by-hop headers,
+`Host`, the client's `Authorization`, `Cookie` and `Proxy-Authorization`; on the way down: hop-by-hop headers
+and `Set-Cookie`. Bodies are not decompressed, so `Content-Encoding` and `Content-Length` stay true. Never
+retries: a client's own retry policy decides. An unreachable REST base -> 502, no answer in time -> 504, both
+with an OpenAI-shaped error body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import unquote
+
+import aiohttp
+import structlog
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+PROXY_PREFIX: Final = "/v1"
+PROXIED_ROOT: Final = "/v1/conversations"
+DEFAULT_PROXY_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+STREAM_CHUNK_BYTES: Final = 64 * 1024
+
+# RFC 9110 7.6.1 hop-by-hop fields, plus the ones that must never cross the relay in either direction.
+HOP_BY_HOP: Final = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE",
+    "Trailer", "Transfer-Encoding", "Upgrade",
+))
+NOT_FORWARDED_UP: Final = HOP_BY_HOP | {"host", "authorization", "cookie", "content-length", "expect"}
+NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"set-cookie"}
+# aiohttp would add its own defaults for these when the client sent none; an `Accept-Encoding` the client never
+# sent could make the API compress a body that is then passed through undecoded to a client that cannot read it.
+CLIENT_ONLY_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+_log = structlog.get_logger()
+
+
+def _error(status: int, message: str, code: str, *, type_: str = "server_error") -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}, status=status)
+
+
+def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Fields named in `Connection: a, b` are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for value in headers.getall(hdrs.CONNECTION, [])
+            for token in value.split(",") if token.strip()}
+
+
+def _filtered(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    also = _connection_listed(headers)
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in dropped and lowered not in also:
+            kept.add(name, value)
+    return kept
+
+
+def upstream_url(request: web.Request, rest_base: str) -> URL | None:
+    """The REST base URL for this request, or None when its path is not under `/v1/conversations`.
+
+    Works on the raw (still percent-encoded) path so ids reach the API exactly as the client encoded them;
+    dot segments are refused so a client can never climb out of `/conversations` with the relay's key.
+    """
+    raw_path = request.rel_url.raw_path
+    if not (raw_path == PROXIED_ROOT or raw_path.startswith(PROXIED_ROOT + "/")):
+        return None
+    tail = raw_path[len(PROXY_PREFIX):]
+    # Decoded first: an upstream (or a proxy in front of it) that decodes %2F or treats "\\" as "/" before
+    # resolving dot segments must not get a chance to.
+    decoded = unquote(tail).replace("\\", "/")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        return None
+    url = rest_base.rstrip("/") + tail
+    query = request.rel_url.raw_query_string
+    if query:
+        url += "?" + query
+    return URL(url, encoded=True)
+
+
+async def proxy_conversations(request: web.Request, *, http: aiohttp.ClientSession, rest_base: str,
+                              auth_header: Mapping[str, str],
+                              client_timeout: aiohttp.ClientTimeout = DEFAULT_PROXY_TIMEOUT,
+                              ) -> web.StreamResponse:
+    """Forward `request` to the REST base with `auth_header` as its only credentials; stream the answer."""
+    target = upstream_url(request, rest_base)
+    if target is None:
+        return _error(404, f"No such endpoint: {request.path}", "not_found", type_="invalid_request_error")
+    headers = _filtered(request.headers, NOT_FORWARDED_UP)
+    headers.update(auth_header)
+    length = request.content_length
+    body: aiohttp.StreamReader | None = None
+    if request.body_exists:
+        body = request.content
+        if length is not None:
+            # Kept so the API sees the same framing; aiohttp would otherwise send the stream chunked.
+            headers[hdrs.CONTENT_LENGTH] = str(length)
+    try:
+        async with http.request(request.method, target, headers=headers, data=body, allow_redirects=False,
+                                auto_decompress=False, timeout=client_timeout,
+                                skip_auto_headers=CLIENT_ONLY_HEADERS) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN))
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are gone already: the only honest signal left is a cut connection.
+                _log.warning("relay.rest_proxy_broken", method=request.method, path=request.path,
+                             error=exc.__class__.__name__)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+            return response
+    except TimeoutError:
+        _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error="timeout")
+        return _error(504, "The Conversations REST API did not answer in time.", "upstream_timeout")
+    except aiohttp.ClientError as exc:
+        _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path,
+                     error=exc.__class__.__name__)
+        return _error(502, f"The Conversations REST API is unreachable: {exc.__class__.__name__}.",
+                      "upstream_unavailable")
