@@ -182,12 +182,20 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(name: str, raw: object, source: str) -> object:
-    """Turn a raw value (a string from env/flags, or a TOML value) into the setting's type, or fail clearly."""
+def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> object:
+    """Turn a raw value (a string from env/flags, or a TOML value) into the setting's type, or fail clearly.
+
+    Strings are parsed (numbers, booleans, comma lists, JSON tables) only when they come from text sources
+    (`from_text`: environment and flags); a TOML file must use the TOML type itself.
+    """
     kind = _kind(name)
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(name, source, problem)
+
+    if not from_text and isinstance(raw, str) and kind not in ("str", "secret"):
+        expected = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "table": "a table"}
+        raise bad(f"expected {expected.get(kind, 'a list of strings')}, got the string {raw!r}")
 
     if kind == "bool":
         if isinstance(raw, bool):
@@ -316,7 +324,7 @@ def load_settings(
             source = f"{path}:{line}" if line else str(path)
             if key not in SETTING_NAMES:
                 raise ConfigError(key, source, "unknown setting")
-            values[key] = _coerce(key, raw, source)
+            values[key] = _coerce(key, raw, source, from_text=False)
             _validate(key, values[key], source)
             sources[key] = source
 

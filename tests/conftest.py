@@ -18,3 +18,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped, but RELAY_REQUIRE_ALL_TIERS=1 requires every tier: {reason}"
+
+pytest_plugins = ("pytester",)
