@@ -359,6 +359,7 @@ class _OpenFile:
     """One JSONL file opened for appending; a failed write is cut back to the last whole line."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self.fd).st_size

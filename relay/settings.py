@@ -135,6 +135,9 @@ class Settings:
     sim_flavour: str = _setting("yandex", "Simulator flavour.", choices=("yandex", "openai"))
     sim_speed: float = _setting(1.0, "Simulator pacing factor (0 = as fast as possible).", min=0, max=1000)
     sim_api_key: Secret | None = _setting(None, "Key the simulator requires (unset: none).", secret=True)
+    sim_knobs: dict[str, Any] = _table_setting(
+        "Default fault knobs of the simulator (query parameters on its URL override them)."
+    )
     # --- mic mode (C7)
     input_device: str = _setting("", "Microphone: device index or name substring (empty = default).")
     output_device: str = _setting("", "Speaker: device index or name substring (empty = default).")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from relay.eventlog import EventLog, summarize_event
+from relay.eventlog import EventLog, _OpenFile, summarize_event
 from relay.session import AudioFormat, LogEntry
 
 
@@ -121,16 +121,16 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
     while not list(tmp_path.rglob("*.jsonl")) and time.monotonic() < deadline:
         time.sleep(0.01)
     path = only_file(tmp_path)
-    # Make every write fail, the way a full disk does.
-    real_write = os.write
+    # Make this file's writes fail, the way a full disk does (other tests' writer threads are left alone).
+    real_write = _OpenFile.write
     failing = {"on": True}
 
-    def flaky_write(fd: int, data: Any) -> int:
-        if failing["on"] and fd != 1:
+    def flaky_write(self: _OpenFile, blob: bytes) -> None:
+        if failing["on"] and self.path == path:
             raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+        real_write(self, blob)
 
-    monkeypatch.setattr(os, "write", flaky_write)
+    monkeypatch.setattr(_OpenFile, "write", flaky_write)
     try:
         session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
         session.append(LogEntry("client", "c", {"type": "c"}, bytes=1))
@@ -151,8 +151,6 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
 
 
 def test_a_partly_failed_write_is_cut_back_to_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from relay.eventlog import _OpenFile
-
     target = _OpenFile(tmp_path / "x.jsonl")
     target.write(b'{"a":1}\n')
     real_write = os.write
