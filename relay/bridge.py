@@ -261,7 +261,6 @@ class SessionBridge:
                 core.receive_client_text(frame.text)
             elif frame.binary_size is not None:
                 core.receive_client_binary(frame.binary_size)
-                self._count_client_error(ev.CODE_BINARY_NOT_SUPPORTED)
             if not await self._flush():
                 return EndReason.CLIENT_TOO_SLOW
 

@@ -160,6 +160,11 @@ def parse_event(text: str) -> dict[str, Any] | None:
     return value
 
 
+def wire_len(text: str) -> int:
+    """The frame's length on the wire (UTF-8 bytes); isascii() is O(1) on CPython, so ASCII frames cost nothing."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def _b64_len(text: str) -> int:
     """Decoded length of base64 text without decoding it."""
     n = len(text)
@@ -247,7 +252,7 @@ class RelaySession:
     def _send_relay_frame(self, event: dict[str, Any]) -> None:
         text = orjson.dumps(event).decode()
         self._upstream.append(text)
-        self.log(LogEntry("relay", event["type"], event, bytes=len(text)))
+        self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text)))
 
     def _send_client_event(self, event: dict[str, Any]) -> str:
         text = orjson.dumps(event).decode()
@@ -258,7 +263,7 @@ class RelaySession:
         """A lifecycle error for the client (upstream unavailable, expired...), logged as a relay `error`."""
         event = error_event(code, message, error_type=error_type)
         text = self._send_client_event(event)
-        self.log(LogEntry("relay", ev.ERROR, event, bytes=len(text)))
+        self.log(LogEntry("relay", ev.ERROR, event, bytes=wire_len(text)))
 
     # ---- client -> upstream ---------------------------------------------------------------------------
     def receive_client_binary(self, size: int) -> None:
@@ -296,11 +301,11 @@ class RelaySession:
 
         if changed is None:
             self._upstream.append(text)
-            self.log(LogEntry("client", kind, event, bytes=len(text), audio_format=self.input_format))
+            self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
         else:
             out = orjson.dumps(changed).decode()
             self._upstream.append(out)
-            self.log(LogEntry("client", kind, changed, bytes=len(out), client_event=event, audio_format=self.input_format))
+            self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
 
     def _reject_client(self, code: str, message: str, event_id: object) -> None:
         event = error_event(code, message, event_id=event_id)
@@ -350,7 +355,7 @@ class RelaySession:
             # Answers to pending retrieves are still read while the session winds down; nothing is forwarded.
             event = parse_event(text)
             if event is not None and self._is_relay_answer(event):
-                self._handle_relay_answer(event, len(text))
+                self._handle_relay_answer(event, wire_len(text))
             return
         event = parse_event(text)
         if not self._upstream_connected_logged:
@@ -358,15 +363,15 @@ class RelaySession:
         if event is None:
             # Not ours to judge: forward untouched, log what it was.
             self._client.append(text)
-            self.log(LogEntry("server", None, {"invalid_json": True, "text": text[:4096]}, bytes=len(text)))
+            self.log(LogEntry("server", None, {"invalid_json": True, "text": text[:4096]}, bytes=wire_len(text)))
             return
         if self._is_relay_answer(event):
-            self._handle_relay_answer(event, len(text))
+            self._handle_relay_answer(event, wire_len(text))
             return
         kind = event.get("type")
         fmt = self._observe_server_event(event, kind)
         self._client.append(text)
-        self.log(LogEntry("server", kind if isinstance(kind, str) else None, event, bytes=len(text), audio_format=fmt))
+        self.log(LogEntry("server", kind if isinstance(kind, str) else None, event, bytes=wire_len(text), audio_format=fmt))
         self._after_forward(event, kind)
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:

@@ -476,3 +476,11 @@ def test_the_upstream_session_id_is_taken_from_session_created() -> None:
     connected = drain(core)["log"][0]
     assert connected.type == "relay.upstream_connected"
     assert connected.event == {"upstream_session_id": "sess_up", "connect_ms": 2.5}
+
+
+def test_logged_bytes_are_the_utf8_length_of_the_frame() -> None:
+    core = new_session()
+    text = j({"type": "response.output_text.delta", "event_id": "d", "delta": "Привет"})
+    core.receive_server_text(text)
+    (entry,) = drain(core)["log"]
+    assert entry.bytes == len(text.encode()) > len(text)
