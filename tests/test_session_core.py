@@ -480,7 +480,7 @@ def test_the_upstream_session_id_is_taken_from_session_created() -> None:
 
 def test_logged_bytes_are_the_utf8_length_of_the_frame() -> None:
     core = new_session()
-    text = j({"type": "response.output_text.delta", "event_id": "d", "delta": "Привет"})
+    text = json.dumps({"type": "response.output_text.delta", "event_id": "d", "delta": "Привет"}, ensure_ascii=False)
     core.receive_server_text(text)
     (entry,) = drain(core)["log"]
     assert entry.bytes == len(text.encode()) > len(text)
