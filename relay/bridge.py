@@ -212,9 +212,7 @@ class SessionBridge:
             if isinstance(result, UpstreamDisconnected):
                 log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
                 self._count_client_error(ev.CODE_UPSTREAM_DISCONNECTED)
-                self.core.closing = False  # the error event itself must still reach the client
                 self.core.send_client_error(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
-                self.core.session_closing()
                 await self._flush()
                 return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(
                     1014, "upstream disconnected", grace=CLOSE_GRACE_S
@@ -226,11 +224,9 @@ class SessionBridge:
         stop_reason: EndReason = result
         if stop_reason == EndReason.EXPIRED:
             self._count_client_error(ev.CODE_SESSION_EXPIRED)
-            self.core.closing = False
             self.core.send_client_error(
                 ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", error_type="invalid_request_error"
             )
-            self.core.session_closing()
             await self._flush()
         await self._cancel(from_client)
         await self._await_pending_retrieves(from_upstream)
