@@ -108,7 +108,9 @@ class _Item:
     has_audio: bool = False
     retrieve_sent: bool = False
     saved: bool = False
-    output_audio: bytearray = field(default_factory=bytearray)
+    # Deltas as received (base64), decoded only if a fallback save needs them: most items never do.
+    output_audio: list[str] = field(default_factory=list)
+    output_audio_bytes: int = 0
     output_forwarded_bytes: int = 0
     input_start_ms: float | None = None
     input_end_ms: float | None = None
@@ -117,8 +119,13 @@ class _Item:
 @dataclass
 class _InputChunk:
     start_ms: float
-    pcm: bytes
+    audio_b64: str  # decoded only if a fallback save needs it
+    n_bytes: int
     format: AudioFormat
+
+    @property
+    def end_ms(self) -> float:
+        return self.start_ms + self.format.ms(self.n_bytes)
 
 
 def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
@@ -335,19 +342,13 @@ class RelaySession:
         if not isinstance(audio, str):
             return
         fmt = self.input_format
-        pcm = _b64(audio)
-        if pcm is None:
-            # The upstream answers bad audio with an error; count its nominal length in time all the same.
-            self._appended_ms += fmt.ms(_b64_len(audio))
-            return
-        self._input_chunks.append(_InputChunk(self._appended_ms, pcm, fmt))
-        self._appended_ms += fmt.ms(len(pcm))
+        n_bytes = _b64_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
+        self._input_chunks.append(_InputChunk(self._appended_ms, audio, n_bytes, fmt))
+        self._appended_ms += fmt.ms(n_bytes)
         horizon = self._appended_ms - self.policy.max_item_audio_seconds * 1000.0
-        while (
-            self._input_chunks
-            and self._input_chunks[0].start_ms + self._input_chunks[0].format.ms(len(self._input_chunks[0].pcm)) < horizon
-        ):
-            self._input_chunks.popleft()
+        chunks = self._input_chunks
+        while chunks and chunks[0].end_ms < horizon:
+            chunks.popleft()
 
     # ---- upstream -> client ---------------------------------------------------------------------------
     def receive_server_text(self, text: str) -> None:
@@ -409,12 +410,12 @@ class RelaySession:
                 item.has_audio = True
                 delta = event.get("delta")
                 if isinstance(delta, str):
-                    pcm = _b64(delta)
-                    n = len(pcm) if pcm is not None else _b64_len(delta)
+                    n = _b64_len(delta)
                     item.output_forwarded_bytes += n
                     cap = (item.format or self.output_format).bytes_per_second * self.policy.max_item_audio_seconds
-                    if pcm is not None and len(item.output_audio) + n <= cap and not item.saved:
-                        item.output_audio += pcm
+                    if not item.saved and item.output_audio_bytes + n <= cap:
+                        item.output_audio.append(delta)
+                        item.output_audio_bytes += n
                 return item.format
             return self.output_format
         if kind == ev.INPUT_AUDIO_BUFFER_SPEECH_STARTED:
@@ -585,7 +586,7 @@ class RelaySession:
         if item.role == "user":
             pcm = self._input_span(item)
         else:
-            pcm = bytes(item.output_audio)
+            pcm = b"".join(_b64(delta) or b"" for delta in item.output_audio)
         self._queue_save(item, pcm, "stream")
 
     def _input_span(self, item: _Item) -> bytes:
@@ -593,18 +594,21 @@ class RelaySession:
         end = item.input_end_ms if item.input_end_ms is not None else self._appended_ms
         out = bytearray()
         for chunk in self._input_chunks:
-            chunk_end = chunk.start_ms + chunk.format.ms(len(chunk.pcm))
+            chunk_end = chunk.end_ms
             if chunk_end <= start or chunk.start_ms >= end:
                 continue
+            pcm = _b64(chunk.audio_b64)
+            if pcm is None:
+                continue
             lo = chunk.format.bytes_for_ms(max(0.0, start - chunk.start_ms))
-            hi = chunk.format.bytes_for_ms(min(end, chunk_end) - chunk.start_ms) if end < chunk_end else len(chunk.pcm)
-            out += chunk.pcm[lo:hi]
+            hi = chunk.format.bytes_for_ms(min(end, chunk_end) - chunk.start_ms) if end < chunk_end else len(pcm)
+            out += pcm[lo:hi]
         return bytes(out)
 
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
         item.saved = True
-        item.output_audio = bytearray()  # the stream copy is no longer needed once the item is saved
+        item.output_audio = []  # the stream copy is no longer needed once the item is saved
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
 
     def audio_saved(self, record: dict[str, Any]) -> None:
