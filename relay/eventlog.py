@@ -119,8 +119,19 @@ def _ids(event: Any) -> tuple[Any, Any, Any]:
     return event_id, item_id, response_id
 
 
-def _rfc3339(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class _Rfc3339:
+    """RFC 3339 UTC timestamps with microseconds; the seconds part is formatted once per second (writer thread)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, wall: float) -> str:
+        second = int(wall)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((wall - second) * 1_000_000):06d}Z"
 
 
 @dataclass
@@ -164,6 +175,7 @@ class EventLog:
         self.max_queue_bytes = max_queue_bytes
         self.keep_text = keep_text
         self._stdout_fd = stdout_fd
+        self._timestamp = _Rfc3339()
         self._queue: deque[_Queued | _Gap | _Close] = deque()
         self._enqueued_bytes = 0  # written by the loop thread only
         self._written_bytes = 0  # written by the writer thread only
@@ -313,7 +325,7 @@ class EventLog:
         event_id, item_id, response_id = _ids(entry.event)
         record: dict[str, Any] = {
             "v": SCHEMA_VERSION,
-            "ts": _rfc3339(item.wall),
+            "ts": self._timestamp(item.wall),
             "t_ms": round(item.t_ms, 3),
             "session_id": item.log.session_id,
             "seq": item.seq,
@@ -333,7 +345,7 @@ class EventLog:
         now = time.time()
         record = {
             "v": SCHEMA_VERSION,
-            "ts": _rfc3339(now),
+            "ts": self._timestamp(now),
             "t_ms": round((time.monotonic() - session_log.started_mono) * 1000.0, 3),
             "session_id": session_log.session_id,
             "seq": None,
