@@ -25,7 +25,7 @@ import structlog
 
 from audio import pcm as pcmlib
 from relay import events as ev
-from relay.errors import UpstreamDisconnected, UpstreamUnavailable
+from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog import EventLog, SessionEventLog
 from relay.metrics import RelayMetrics
 from relay.session import AudioToSave, RelaySession, SessionPolicy
@@ -148,13 +148,17 @@ class SessionBridge:
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()
         with structlog.contextvars.bound_contextvars(session_id=self.session_id):
-            target = self._target() if callable(self._target) else self._target
-            self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": redact_url(target.url)})
-            await self._flush()
             reason = EndReason.ERROR
             client_code: int | None = None
             try:
+                target: UpstreamTarget | None = None
                 try:
+                    try:
+                        target = self._resolve_target()
+                    finally:
+                        upstream_url = redact_url(target.url) if target is not None else None
+                        self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": upstream_url})
+                        await self._flush()
                     self._upstream = await UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout)
                 except UpstreamUnavailable as exc:
                     log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
@@ -177,6 +181,16 @@ class SessionBridge:
                 with contextlib.suppress(Exception):
                     client_code = await self.client.close(1011, "relay error", grace=CLOSE_GRACE_S)
             return await self._finish(reason, client_code)
+
+    def _resolve_target(self) -> UpstreamTarget:
+        """Where and how to connect; credentials are re-read on every connect (C2), so a file gone bad fails here."""
+        if not callable(self._target):
+            return self._target
+        try:
+            return self._target()
+        except ConfigError as exc:
+            log.error("relay.upstream_credentials_unusable", error=str(exc))
+            raise UpstreamUnavailable(f"upstream credentials unusable: {exc}") from None
 
     async def _pump(self) -> tuple[EndReason, int | None]:
         assert self._upstream is not None and self._stop is not None

@@ -359,3 +359,21 @@ async def test_a_client_leaving_mid_response_closes_the_upstream_and_ends_the_lo
     assert log[-1]["type"] == "relay.session_ended"
     assert log[-1]["event"]["reason"] == "client_closed"
     assert log[-1]["event"]["client_close_code"] == 1000
+
+
+async def test_a_credentials_file_gone_bad_is_reported_as_upstream_unavailable(tmp_path: Path) -> None:
+    credentials = tmp_path / "creds.env"
+    credentials.write_text("YANDEX_API_KEY=first-key\n")
+    async with running_relay(tmp_path, settings={"credentials_file": str(credentials)}) as relay, aiohttp.ClientSession() as http:
+        credentials.write_text("this line has no equals sign\n")
+        async with http.ws_connect(relay.ws_url) as ws:
+            events = await receive_until(ws, lambda e: e["type"] == "error")
+            await ws.receive()
+        (log,) = (await ended_records(relay)).values()
+    assert events[-1]["error"]["code"] == "upstream_unavailable"
+    assert "credentials_file" in events[-1]["error"]["message"]
+    assert "this line" not in events[-1]["error"]["message"]
+    assert ws.close_code == 1013
+    assert relay.sim_handshakes == 0
+    assert log[0]["type"] == "relay.session_started" and log[0]["event"]["upstream_url"] is None
+    assert log[-1]["event"]["reason"] == "upstream_unavailable"
