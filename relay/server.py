@@ -237,6 +237,8 @@ async def _refuse_too_many(bridge: SessionBridge) -> None:
     await bridge._flush()
     core.session_closing()
     code = await bridge.client.close(1013, ev.CODE_TOO_MANY_SESSIONS, grace=1.0)
+    if bridge.env.metrics is not None:
+        bridge.env.metrics.closes[str(code)] += 1
     core.log_relay(
         ev.RELAY_SESSION_ENDED,
         {
@@ -377,11 +379,20 @@ async def _wait_gone(state: RelayState) -> None:
 
 
 def start_drain(app: web.Application) -> None:
+    """Stop accepting: /readyz answers 503 and new upgrades get 503 + Retry-After; live sessions go on."""
     app[STATE].draining = True
 
 
+def force_close(app: web.Application) -> None:
+    """Ask every live session to close now with 1001 (the end of a drain, or a second signal)."""
+    state = app[STATE]
+    state.draining = True
+    for bridge in list(state.bridges):
+        bridge.request_stop(EndReason.DRAIN)
+
+
 async def drain(app: web.Application, seconds: float) -> None:
-    """SIGTERM: readyz 503, live sessions run up to `seconds`, then close with 1001 (C4)."""
+    """SIGTERM: readyz 503, live sessions run up to `seconds`, then close with 1001 (C4); returns when all ended."""
     state = app[STATE]
     start_drain(app)
     log.info("relay.draining", sessions=len(state.bridges), drain_seconds=seconds)
@@ -389,8 +400,7 @@ async def drain(app: web.Application, seconds: float) -> None:
     deadline = loop.time() + seconds
     while state.bridges and loop.time() < deadline:
         await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
-    for bridge in list(state.bridges):
-        bridge.request_stop(EndReason.DRAIN)
+    force_close(app)
     await _wait_gone(state)
 
 

@@ -2,7 +2,10 @@
 
 Outbound frames go through a byte-bounded queue drained by one writer task, so the upstream reader never waits
 on a slow client; `send` reports overflow (C4 `max_client_backlog_bytes`) and the bridge closes with 1008.
-I/O: this socket only.
+The writer task is also the one that sends the close frame, and it is never cancelled while it writes: aiohttp
+shares one drain future between everything that writes to a socket, so cancelling a writer stuck in drain would
+cancel that future for the close frame too. Every wait here is bounded; a close that cannot finish (the client
+stopped reading) ends with the TCP connection aborted. I/O: this socket only.
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from typing import Final
 
-from aiohttp import WSMsgType, WebSocketError, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from relay.bridge import ClientFrame
+
+CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
+_REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
 
 
 class WebSocketClient:
@@ -25,13 +32,17 @@ class WebSocketClient:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._close_request: tuple[int, str] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
         self.overflowed = False
 
-    def backlog_bytes(self) -> int:
+    def _transport_buffered(self) -> int:
         transport = self.ws._req.transport if self.ws._req is not None else None
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        return self._queued_bytes + buffered
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def backlog_bytes(self) -> int:
+        """What is waiting to reach the client: the relay's queue plus the transport's write buffer."""
+        return self._queued_bytes + self._transport_buffered()
 
     async def receive(self) -> ClientFrame:
         message = await self.ws.receive()
@@ -49,20 +60,26 @@ class WebSocketClient:
     def send(self, text: str) -> bool:
         if self.overflowed:
             return False
+        if self._close_request is not None:
+            return True  # the session is ending; late frames are dropped, which is not slowness
         size = len(text)
         backlog = self.backlog_bytes()
         # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
         # counts as slowness by itself; memory stays within the bound plus that one frame.
         if backlog and backlog + size > self.max_backlog_bytes:
             self.overflowed = True
-            self._queue.clear()
-            self._queued_bytes = 0
+            self._drop_queue()
             return False
         self._queue.append(text)
         self._queued_bytes += size
         self._idle.clear()
         self._wake.set()
         return True
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._idle.set()
 
     async def _write_loop(self) -> None:
         queue = self._queue
@@ -78,28 +95,51 @@ class WebSocketClient:
                 try:
                     await ws.send_str(text)
                 except (ConnectionError, RuntimeError):
-                    queue.clear()
-                    self._queued_bytes = 0
+                    self._drop_queue()
             self._idle.set()
+            if self._close_request is not None:
+                code, reason = self._close_request
+                if not ws.closed:
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=code, message=reason.encode()[:_REASON_MAX_BYTES])
+                return
 
     async def close(self, code: int, reason: str, *, grace: float) -> int | None:
-        if grace > 0 and not self.overflowed:
+        """Send what is queued (within `grace` s), then close with `code`; abort if that takes over 5 s more."""
+        if self.ws.closed and self._close_request is None:
+            await self.stop_writer()
+            return self.ws.close_code
+        if grace > 0 and not self.overflowed and not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
-        await self.stop_writer()
-        if not self.ws.closed:
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=code, message=reason.encode()[:120])
-            return code
-        return self.ws.close_code
+        self._drop_queue()
+        if self._close_request is None:
+            self._close_request = (code, reason)
+        self._wake.set()
+        # asyncio.wait, not wait_for: a timeout here must not cancel the writer in the middle of a write.
+        await asyncio.wait({self._writer}, timeout=CLOSE_HANDSHAKE_S)
+        if not self._writer.done() or self._transport_buffered():
+            # The close did not finish, or data the client never read is still held for it: let go of it.
+            self.abort()
+            await self.stop_writer()
+        return self._close_request[0]
 
     async def stop_writer(self) -> None:
         """End the writer task (the handler is done with this socket, however the session ended)."""
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._writer
+        if self._writer.done():
+            return
+        self._drop_queue()
+        if self._close_request is None:
+            self._close_request = (1000, "")
+        self._wake.set()
+        await asyncio.wait({self._writer}, timeout=1.0)
+        if not self._writer.done():
+            # Stuck in a write to a client that does not read: abort the connection, which wakes the write.
+            self.abort()
+            await asyncio.wait({self._writer}, timeout=1.0)
+        if not self._writer.done():
+            self._writer.cancel()
+            await asyncio.wait({self._writer})
 
     def abort(self) -> None:
         transport = self.ws._req.transport if self.ws._req is not None else None

@@ -1,6 +1,9 @@
 """`realtime-relay serve`: run the relay daemon until SIGTERM/SIGINT, then drain and exit 0 (CONTRACT C4).
 
 With no credentials and the default upstream, the embedded simulator is used and the first log line says so.
+Signals: the first SIGTERM/SIGINT starts the drain (`/readyz` 503, new upgrades 503, live sessions run up to
+`drain_seconds`, then close 1001); a second one closes every session at once. Either way every event log is
+flushed before the process exits 0. This module owns the process lifecycle only; the app is `relay.server`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from aiohttp import web
 
 from relay.credentials import Credentials
 from relay.eventlog import EventLog
-from relay.server import STATE, check_bind_policy, create_app, drain, is_loopback
+from relay.server import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
 from relay.settings import DEFAULT_UPSTREAM, UPSTREAM_SIM, Settings
+from relay.upstream import redact_url
 
 NAME = "serve"
 HELP = "run the relay daemon (WebSocket /v1/realtime, REST proxy, page at /)"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +49,28 @@ def effective_settings(settings: Settings) -> tuple[Settings, bool]:
     return settings, False
 
 
+class StopSignals:
+    """The first signal asks for a drain; any later one forces every session closed."""
+
+    def __init__(self) -> None:
+        self.drain_requested = asyncio.Event()
+        self.app: web.Application | None = None
+        self.count = 0
+
+    def __call__(self, signum: int) -> None:
+        log = structlog.get_logger()
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            log.info("relay.signal", signal=name, action="drain")
+            self.drain_requested.set()
+        else:
+            log.warning("relay.signal", signal=name, action="force close")
+            self.drain_requested.set()
+            if self.app is not None:
+                force_close(self.app)
+
+
 async def serve(settings: Settings, fell_back: bool) -> int:
     log = structlog.get_logger()
     if fell_back:
@@ -58,54 +85,49 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             log.warning("relay.auth_disabled", reason="no client_tokens configured; loopback bind only")
         else:
             log.warning("relay.auth_disabled_insecure", host=settings.host, reason="--insecure-no-auth")
-    event_log = EventLog(
-        Path(settings.log_dir) if settings.event_log_files else None,
-        to_stdout=settings.event_log_stdout,
-        max_queue_bytes=settings.log_queue_max_bytes,
-        keep_text=settings.log_content,
-    )
-    app = create_app(settings, event_log=event_log)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
+
+    # Handlers go in before anything else: a supervisor may signal as soon as the process exists.
+    loop = asyncio.get_running_loop()
+    signals = StopSignals()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, signals, signum)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
-        port = int(runner.addresses[0][1]) if runner.addresses else settings.port
-        state = app[STATE]
-        log.info(
-            "relay.listening",
-            host=settings.host,
-            port=port,
-            url=f"http://{settings.host}:{port}/",
-            upstream=state.upstream_base.split("?")[0],
-            auth=state.auth_required,
+        event_log = EventLog(
+            Path(settings.log_dir) if settings.event_log_files else None,
+            to_stdout=settings.event_log_stdout,
+            max_queue_bytes=settings.log_queue_max_bytes,
+            keep_text=settings.log_content,
         )
-
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        signals = 0
-
-        def on_signal(signum: int) -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
-                log.info("relay.signal", signal=signal.Signals(signum).name, action="drain")
-                stop.set()
-            else:
-                log.warning("relay.signal", signal=signal.Signals(signum).name, action="force close")
-                for bridge in list(state.bridges):
-                    from relay.bridge import EndReason
-
-                    bridge.request_stop(EndReason.DRAIN)
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
-        await stop.wait()
-        await drain(app, settings.drain_seconds)
-    finally:
-        await runner.cleanup()
-        await asyncio.to_thread(event_log.close)
+        try:
+            app = create_app(settings, event_log=event_log)
+            signals.app = app
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+                await site.start()
+                port = int(runner.addresses[0][1]) if runner.addresses else settings.port
+                state = app[STATE]
+                log.info(
+                    "relay.listening",
+                    host=settings.host,
+                    port=port,
+                    url=f"http://{settings.host}:{port}/",
+                    # No userinfo and no query: either may carry a secret an operator put in the URL.
+                    upstream=redact_url(state.upstream_base).split("?")[0],
+                    auth=state.auth_required,
+                )
+                await signals.drain_requested.wait()
+                await drain(app, 0.0 if signals.count > 1 else settings.drain_seconds)
+            finally:
+                await runner.cleanup()
+        finally:
+            # Every record of every session reaches the disk before the process says it stopped (C6).
+            await asyncio.to_thread(event_log.close)
         log.info("relay.stopped")
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
     return 0
 
 
