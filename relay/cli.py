@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
     module: ModuleType = args._module
     try:
+        args.setting_sources = loaded.sources  # where each setting came from, for commands that care
         code = module.run(args, loaded.settings)
     except (ConfigError, UsageError, AudioDeviceError) as exc:
         print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)

@@ -42,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def effective_settings(settings: Settings) -> tuple[Settings, bool]:
-    """(settings, fell_back_to_sim): the default upstream without credentials means the simulator (C1)."""
-    if settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
+def effective_settings(settings: Settings, upstream_source: str = "default") -> tuple[Settings, bool]:
+    """(settings, fell_back_to_sim): the default upstream, not configured by anyone, without credentials means the
+    simulator (C1). An upstream set explicitly is used as given, so a production deployment that lost its
+    credentials fails loudly (upstream 401) instead of quietly serving simulated answers."""
+    if upstream_source == "default" and settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
         return dataclasses.replace(settings, upstream=UPSTREAM_SIM), True
     return settings, False
 
@@ -132,6 +134,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    settings, fell_back = effective_settings(settings)
+    sources = getattr(args, "setting_sources", {})
+    settings, fell_back = effective_settings(settings, sources.get("upstream", "default"))
     check_bind_policy(settings)
     return asyncio.run(serve(settings, fell_back))
