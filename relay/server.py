@@ -27,6 +27,7 @@ from aiohttp import web
 from relay import events as ev
 from relay.auth import TokenAuthority, token_from_request
 from relay.bridge import BridgeEnvironment, EndReason, SessionBridge, UpstreamTarget, new_session_id
+from relay.conversations import create_http_session
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError
 from relay.eventlog import EventLog
@@ -355,9 +356,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         state.upstream_base = state.simulator.realtime_url
         state.rest_base = settings.rest_base.rstrip("/") if settings.rest_base else state.simulator.rest_base
         log.info("relay.simulator_started", realtime_url=state.upstream_base, rest_base=state.rest_base)
-    state.http = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120), auto_decompress=False
-    )
+    # One pooled HTTP session per process, the same kind `history` uses (C9); the proxy sets its own
+    # per-request timeout and never decompresses.
+    state.http = create_http_session()
     try:
         yield
     finally:
