@@ -131,6 +131,50 @@ def _origin_allowed(request: web.Request) -> bool:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Routes a page on another origin may call (CORS): the client module and its siblings, the auth probe, saved
+# audio and the conversations proxy. WebSocket upgrades need no CORS; `allowed_origins` still applies to them.
+_CORS_PREFIXES = ("/static/", "/relay/", "/v1/conversations")
+_CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+_CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+def _cors_origin(request: web.Request) -> str | None:
+    """The Origin to echo in Access-Control-Allow-Origin, or None when the request gets no CORS headers."""
+    origin = request.headers.get("Origin")
+    if origin is None or not request.path.startswith(_CORS_PREFIXES):
+        return None
+    allowed = request.app[STATE].settings.allowed_origins
+    return origin if not allowed or origin in allowed else None
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Cross-origin embedding (README): preflights are answered here, before auth and routing."""
+    origin = _cors_origin(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if origin is None:
+            return web.Response(status=403)
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": _CORS_ALLOW_METHODS,
+                "Access-Control-Allow-Headers": _CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    return await handler(request)
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs for streamed responses (the REST proxy, files) as well as plain ones."""
+    origin = _cors_origin(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+
 
 def requires_auth(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
@@ -433,7 +477,8 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         bridges=bridges,
         owns_event_log=owns_event_log,
     )
-    app = web.Application(client_max_size=settings.max_client_message_bytes)
+    app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[cors])
+    app.on_response_prepare.append(_cors_headers)
     app[STATE] = state
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/v1/realtime", requires_auth(realtime))
