@@ -49,6 +49,7 @@ class EndReason(enum.StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     CLIENT_TOO_SLOW = "client_too_slow"
     DRAIN = "drain"
+    TOO_MANY_SESSIONS = "too_many_sessions"
     EXPIRED = "expired"
     ERROR = "error"
 
@@ -144,6 +145,17 @@ class SessionBridge:
             self._stop.set_result(reason)
 
     # ---- the run --------------------------------------------------------------------------------------
+    async def refuse(self, reason: EndReason, code: str, message: str, close_code: int) -> SessionOutcome:
+        """End the session before any upstream socket is opened (C4 `too_many_sessions`): error, close, log."""
+        with structlog.contextvars.bound_contextvars(session_id=self.session_id):
+            self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "refused": code, "upstream_url": None})
+            self._count_client_error(code)
+            self.core.send_client_error(code, message)
+            await self._flush()
+            self.core.session_closing()
+            client_code = await self.client.close(close_code, code, grace=CLOSE_GRACE_S)
+            return await self._finish(reason, client_code)
+
     async def run(self) -> SessionOutcome:
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()

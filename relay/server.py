@@ -260,7 +260,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     )
     try:
         if len(state.bridges) >= settings.max_sessions:
-            await _refuse_too_many(bridge)
+            await bridge.refuse(
+                EndReason.TOO_MANY_SESSIONS, ev.CODE_TOO_MANY_SESSIONS, "the relay is at max_sessions; try again later", 1013
+            )
             return ws
         state.bridges.add(bridge)
         try:
@@ -270,32 +272,6 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     finally:
         await client.stop_writer()
     return ws
-
-
-async def _refuse_too_many(bridge: SessionBridge) -> None:
-    """C4: one more client than max_sessions gets an error and 1013; no upstream socket is opened."""
-    core = bridge.core
-    core.log_relay(ev.RELAY_SESSION_STARTED, {"refused": ev.CODE_TOO_MANY_SESSIONS})
-    core.send_client_error(ev.CODE_TOO_MANY_SESSIONS, "the relay is at max_sessions; try again later")
-    if bridge.env.metrics is not None:
-        bridge.env.metrics.client_errors[ev.CODE_TOO_MANY_SESSIONS] += 1
-    await bridge._flush()
-    core.session_closing()
-    code = await bridge.client.close(1013, ev.CODE_TOO_MANY_SESSIONS, grace=1.0)
-    if bridge.env.metrics is not None:
-        bridge.env.metrics.closes[str(code)] += 1
-    core.log_relay(
-        ev.RELAY_SESSION_ENDED,
-        {
-            "client_close_code": code,
-            "upstream_close_code": None,
-            "reason": ev.CODE_TOO_MANY_SESSIONS,
-            "counts": {**core.counts, "relay": core.counts["relay"] + 1},
-            "log_dropped": bridge.log.dropped,
-        },
-    )
-    await bridge._flush()
-    await bridge.log.aclose()
 
 
 # ---- tokens and small routes ------------------------------------------------------------------------------
