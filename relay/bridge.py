@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import re
 import secrets
 import time
 from collections import deque
@@ -33,7 +32,6 @@ from relay.upstream import UpstreamLink, redact_url
 
 log = structlog.get_logger()
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (C4: within 1 s)
 SLOW_CLIENT_ABORT_S = 5.0
 
@@ -295,7 +293,7 @@ class SessionBridge:
                 return EndReason.UPSTREAM_CLOSED
             if isinstance(message, bytes):
                 # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
-                core.log_relay("relay.upstream_binary_frame", {"bytes": len(message)})
+                core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
             else:
                 core.receive_server_text(message)
             if not await self._flush():
@@ -412,7 +410,11 @@ class SessionBridge:
             self._upstream_sending = False
 
     async def _save(self, save: AudioToSave) -> None:
-        path = self.env.data_dir / "sessions" / self.session_id / f"{save.item_id}.wav"
+        folder = self.env.data_dir / "sessions" / self.session_id
+        path = folder / f"{save.item_id}.wav"
+        if path.resolve().parent != folder.resolve():  # the core refuses such ids already; never trust one id check
+            log.error("relay.audio_save_refused", item_id=save.item_id)
+            return
         try:
             pcm16, rate = await asyncio.to_thread(_write_item_wav, path, save)
         except (OSError, ValueError) as exc:

@@ -133,5 +133,7 @@ RELAY_RETRIEVE_FAILED: Final = "relay.retrieve_failed"
 RELAY_CLIENT_ERROR: Final = "relay.client_error"
 RELAY_SESSION_ENDED: Final = "relay.session_ended"
 RELAY_LOG_GAP: Final = "relay.log_gap"
+RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a file name
+RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
 
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -29,6 +30,8 @@ import orjson
 from relay import events as ev
 
 MAX_JSON_DEPTH: Final = 512
+# Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved (C5).
+SAFE_ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
 
 
@@ -205,6 +208,8 @@ class RelaySession:
         self._items: dict[str, _Item] = {}
         # Per item id, who asked for a retrieve, in request order: "relay", "relay_late" (timed out), "client".
         self._retrieve_askers: dict[str, deque[str]] = {}
+        # A client retrieve's event_id -> its item id, so an `error` answering it retires its place in line.
+        self._client_retrieves: dict[str, str] = {}
         self._input_chunks: deque[_InputChunk] = deque()
         self._appended_ms = 0.0
         self._uncommitted_start_ms = 0.0
@@ -303,6 +308,8 @@ class RelaySession:
             item_id = event.get("item_id")
             if isinstance(item_id, str):
                 self._retrieve_askers.setdefault(item_id, deque()).append("client")
+                if isinstance(event_id, str):
+                    self._client_retrieves[event_id] = item_id
         elif kind in (ev.INPUT_AUDIO_BUFFER_CLEAR,):
             self._uncommitted_start_ms = self._appended_ms
 
@@ -373,6 +380,8 @@ class RelaySession:
         fmt = self._observe_server_event(event, kind)
         self._client.append(text)
         self.log(LogEntry("server", kind if isinstance(kind, str) else None, event, bytes=wire_len(text), audio_format=fmt))
+        if kind in (ev.CONVERSATION_ITEM_RETRIEVED, ev.ERROR):
+            self._retire_client_retrieve(event, kind)
         self._after_forward(event, kind)
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:
@@ -495,6 +504,10 @@ class RelaySession:
                 item.has_audio = True
         if item is not None and item.has_audio and not item.retrieve_sent:
             item.retrieve_sent = True
+            if not SAFE_ITEM_ID_RE.match(item.item_id):
+                item.saved = True
+                self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
+                return
             self._retrieve_askers.setdefault(item.item_id, deque()).append("relay")
             self._send_relay_frame(
                 {
@@ -504,6 +517,26 @@ class RelaySession:
                 }
             )
             self._arm.append(item.item_id)
+
+    def _retire_client_retrieve(self, event: dict[str, Any], kind: object) -> None:
+        """A forwarded answer to a client's retrieve leaves the line; its audio is saved too (C5)."""
+        if kind == ev.ERROR:
+            error = event.get("error")
+            event_id = error.get("event_id") if isinstance(error, dict) else None
+            item_id = self._client_retrieves.pop(event_id, None) if isinstance(event_id, str) else None
+            askers = self._retrieve_askers.get(item_id) if item_id is not None else None
+            if askers and "client" in askers:
+                askers.remove("client")
+            return
+        raw = event.get("item")
+        item_id = raw.get("id") if isinstance(raw, dict) else None
+        askers = self._retrieve_askers.get(item_id) if isinstance(item_id, str) else None
+        if not askers or askers[0] != "client":
+            return
+        askers.popleft()
+        item = self._items.get(item_id)  # type: ignore[arg-type]
+        if self.policy.retrieve_after_done and item is not None and item.has_audio and isinstance(raw, dict):
+            self._save_retrieved(item, raw, fallback=False)
 
     # ---- answers to the relay's retrieves -------------------------------------------------------------
     def _is_relay_answer(self, event: dict[str, Any]) -> bool:
@@ -540,7 +573,7 @@ class RelaySession:
             if item is not None:
                 self._save_from_stream(item)
 
-    def _save_retrieved(self, item: _Item, raw: dict[str, Any]) -> None:
+    def _save_retrieved(self, item: _Item, raw: dict[str, Any], *, fallback: bool = True) -> None:
         pcm = bytearray()
         for part in raw.get("content") or ():
             if isinstance(part, dict) and isinstance(part.get("audio"), str):
@@ -549,7 +582,7 @@ class RelaySession:
                     pcm += decoded
         if pcm and item.format is not None:
             self._queue_save(item, bytes(pcm), "retrieved")
-        else:
+        elif fallback:
             self._save_from_stream(item)
 
     def retrieve_timed_out(self, item_id: str) -> None:
@@ -608,6 +641,8 @@ class RelaySession:
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
         item.saved = True
+        if not SAFE_ITEM_ID_RE.match(item.item_id):
+            return
         item.output_audio = []  # the stream copy is no longer needed once the item is saved
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
 

@@ -164,7 +164,6 @@ async def test_a_clients_own_retrieve_passes_through(tmp_path: Path) -> None:
             await receive_until(ws, lambda e: e["type"] == "session.created")
             events, _ = await voice_turn(ws)
             assistant = next(e["item"]["id"] for e in events if e["type"] == "response.output_item.done")
-            await asyncio.sleep(0.2)  # let the relay's own retrieve be answered first
             await send(ws, {"type": "conversation.item.retrieve", "item_id": assistant, "event_id": "mine"})
             (retrieved,) = [
                 e
@@ -377,3 +376,20 @@ async def test_a_credentials_file_gone_bad_is_reported_as_upstream_unavailable(t
     assert relay.sim_handshakes == 0
     assert log[0]["type"] == "relay.session_started" and log[0]["event"]["upstream_url"] is None
     assert log[-1]["event"]["reason"] == "upstream_unavailable"
+
+
+async def test_a_client_chosen_item_id_cannot_write_outside_the_data_dir(tmp_path: Path) -> None:
+    evil = "../../../../escaped"
+    item = {"id": evil, "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(bytes(4800))}]}
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(ws, {"type": "conversation.item.create", "item": item})
+            await receive_until(ws, lambda e: e["type"] in ("conversation.item.done", "error"))
+            await send(ws, text_item("and a normal one"))
+            await send(ws, {"type": "response.create"})
+            await receive_until(ws, lambda e: e["type"] == "response.done")
+        (log,) = (await ended_records(relay)).values()
+    assert not list(tmp_path.rglob("escaped*")) and not list(Path("/").glob("escaped*"))
+    assert all(r["event"].get("item_id") != evil for r in log if r["type"] == "relay.audio_saved")
+    assert [r["event"]["reason"] for r in log if r["type"] == "relay.audio_not_saved"] == ["unsafe_item_id"]

@@ -484,3 +484,49 @@ def test_logged_bytes_are_the_utf8_length_of_the_frame() -> None:
     core.receive_server_text(text)
     (entry,) = drain(core)["log"]
     assert entry.bytes == len(text.encode()) > len(text)
+
+
+def test_items_whose_ids_are_unfit_for_file_names_are_never_saved() -> None:
+    core = new_session()
+    stream_assistant_audio(core, "../../etc/evil", [pcm(240)])
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("../../etc/evil")}))
+    out = drain(core)
+    assert out["upstream"] == [] and out["save"] == []
+    assert [e.event for e in out["log"] if e.dir == "relay"] == [{"item_id": "../../etc/evil", "reason": "unsafe_item_id"}]
+    core.session_closed()
+    assert drain(core)["save"] == []
+
+
+def test_a_client_retrieve_before_the_relays_keeps_both_answers_matched() -> None:
+    core = new_session()
+    stream_assistant_audio(core, "item_a", [pcm(240)])
+    core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": "client_r"}))
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
+    drain(core)
+    item = assistant_item("item_a")
+    item["content"][0]["audio"] = b64(pcm(240, 7))
+    clients_answer = j({"type": "conversation.item.retrieved", "event_id": "srv_1", "item": item})
+    relays_answer = j({"type": "conversation.item.retrieved", "event_id": "srv_2", "item": item})
+    core.receive_server_text(clients_answer)
+    first = drain(core)
+    assert first["client"] == [clients_answer]
+    assert [s.source for s in first["save"]] == ["retrieved"]  # a client's retrieve is saved too
+    core.receive_server_text(relays_answer)
+    second = drain(core)
+    assert second["client"] == []
+    assert core.pending_retrieves == []
+
+
+def test_a_client_retrieve_answered_by_an_error_leaves_the_line() -> None:
+    core = new_session()
+    stream_assistant_audio(core, "item_a", [pcm(240)])
+    core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": "client_r"}))
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
+    drain(core)
+    error = {"type": "error", "event_id": "s", "error": {"type": "invalid_request_error", "code": "x", "message": "m", "event_id": "client_r"}}
+    core.receive_server_text(j(error))
+    assert drain(core)["client"] == [j(error)]
+    core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": "s2", "item": assistant_item("item_a")}))
+    out = drain(core)
+    assert out["client"] == []
+    assert core.pending_retrieves == []
