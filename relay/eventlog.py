@@ -57,52 +57,51 @@ def audio_summary(b64: str, fmt: AudioFormat | None) -> dict[str, Any]:
     }
 
 
-def _scrub_content(content: Any, fmt: AudioFormat | None, keep_text: bool) -> Any:
-    if not isinstance(content, list):
-        return content
-    out = []
-    for part in content:
-        if isinstance(part, dict):
-            part = dict(part)
-            if isinstance(part.get("audio"), str):
-                part["audio"] = audio_summary(part["audio"], fmt)
-            if not keep_text:
-                for key in ("text", "transcript"):
-                    if isinstance(part.get(key), str):
-                        part[key] = len(part[key])
-        out.append(part)
-    return out
+_MAX_WALK_DEPTH: Final = 64  # events are shallow; a deeper payload is logged as it is past this depth
+
+
+def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, depth: int = 0) -> Any:
+    """Every `audio` string (content parts, items in responses, anywhere) summarized; with `keep_text` off every
+    `text`, `transcript` and `instructions` string replaced by its length. Tool-call arguments and outputs stay.
+    Copies only the containers it changes."""
+    if depth > _MAX_WALK_DEPTH:
+        return value
+    if isinstance(value, dict):
+        changed: dict[str, Any] | None = None
+        for key, child in value.items():
+            new = child
+            if isinstance(child, str):
+                if key == "audio":
+                    new = audio_summary(child, fmt)
+                elif not keep_text and key in _TEXT_KEYS:
+                    new = len(child)
+            elif isinstance(child, (dict, list)):
+                new = _scrub(child, fmt, keep_text, depth + 1)
+            if new is not child:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = new
+        return value if changed is None else changed
+    if isinstance(value, list):
+        items = [_scrub(child, fmt, keep_text, depth + 1) if isinstance(child, (dict, list)) else child for child in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
 
 
 def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool) -> Any:
-    """The event as it goes in the log: audio replaced by a summary; text by its length when not kept.
+    """The event as it goes in the log: audio replaced by a summary; text by its length when not kept (C6).
 
-    Builds new dicts where it changes something; never mutates the event it is given.
+    Builds new containers where it changes something; never mutates the event it is given.
     """
     if not isinstance(event, dict):
         return event
-    out = dict(event)
+    out = _scrub(event, fmt, keep_text)
     audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
-    if audio_field and isinstance(out.get(audio_field), str):
-        out[audio_field] = audio_summary(out[audio_field], fmt)
-    if isinstance(out.get("item"), dict):
-        item = dict(out["item"])
-        if "content" in item:
-            item["content"] = _scrub_content(item["content"], fmt, keep_text)
-        out["item"] = item
-    if not keep_text:
-        if record_type in _TEXT_DELTA_TYPES and isinstance(out.get("delta"), str):
-            out["delta"] = len(out["delta"])
-        for key in _TEXT_KEYS:
-            if isinstance(out.get(key), str):
-                out[key] = len(out[key])
-        for nested in ("session", "response", "part"):
-            if isinstance(out.get(nested), dict):
-                inner = dict(out[nested])
-                for key in _TEXT_KEYS:
-                    if isinstance(inner.get(key), str):
-                        inner[key] = len(inner[key])
-                out[nested] = inner
+    delta = out.get("delta")
+    if audio_field == "delta" and isinstance(delta, str):
+        out = {**out, "delta": audio_summary(delta, fmt)}
+    elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
+        out = {**out, "delta": len(delta)}
     return out
 
 

@@ -202,3 +202,27 @@ def test_logging_off_writes_no_files_but_still_counts_seq(tmp_path: Path) -> Non
     session.close().result(5)
     log.close()
     assert not list(tmp_path.rglob("*"))
+
+
+def test_log_content_off_reaches_items_nested_in_responses() -> None:
+    done = {
+        "type": "response.done",
+        "response": {"id": "r", "output": [{"id": "i", "content": [{"type": "output_text", "text": "SECRET"}, {"type": "output_audio", "transcript": "SECRET"}]}]},
+    }
+    logged = json.dumps(summarize_event(done, "response.done", AudioFormat(), keep_text=False))
+    assert "SECRET" not in logged
+    create = {"type": "response.create", "response": {"instructions": "SECRET", "input": [{"type": "message", "content": [{"type": "input_text", "text": "SECRET"}]}]}}
+    assert "SECRET" not in json.dumps(summarize_event(create, "response.create", AudioFormat(), keep_text=False))
+
+
+def test_audio_anywhere_in_an_event_is_summarized_and_tool_calls_stay() -> None:
+    raw = base64.b64encode(b"\x01\x02" * 500).decode()
+    create = {
+        "type": "response.create",
+        "response": {"input": [{"type": "message", "content": [{"type": "input_audio", "audio": raw}]}, {"type": "function_call_output", "output": "42"}]},
+    }
+    logged = summarize_event(create, "response.create", AudioFormat(), keep_text=False)
+    assert raw not in json.dumps(logged)
+    assert logged["response"]["input"][0]["content"][0]["audio"]["audio_bytes"] == 1000
+    assert logged["response"]["input"][1]["output"] == "42"
+    assert create["response"]["input"][0]["content"][0]["audio"] == raw  # the event itself is untouched

@@ -393,3 +393,19 @@ async def test_a_client_chosen_item_id_cannot_write_outside_the_data_dir(tmp_pat
     assert not list(tmp_path.rglob("escaped*")) and not list(Path("/").glob("escaped*"))
     assert all(r["event"].get("item_id") != evil for r in log if r["type"] == "relay.audio_saved")
     assert [r["event"]["reason"] for r in log if r["type"] == "relay.audio_not_saved"] == ["unsafe_item_id"]
+
+
+async def test_log_content_off_keeps_text_out_of_the_log_end_to_end(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, settings={"log_content": "false"}) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(ws, {"type": "session.update", "session": {"instructions": "SECRETINSTRUCTIONS"}})
+            await send(ws, text_item("hello SECRETUSERTEXT"))
+            await send(ws, {"type": "response.create"})
+            events = await receive_until(ws, lambda e: e["type"] == "response.done")
+            await voice_turn(ws)
+        await ended_records(relay)
+    assert any("SECRETUSERTEXT" in json.dumps(e) for e in events)  # the client got the text...
+    text = relay.log_files()[0].read_text()
+    assert "SECRET" not in text  # ...the log did not
+    assert "[speech" not in text  # nor the voice turn's transcripts

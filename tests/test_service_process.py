@@ -361,7 +361,7 @@ async def test_credentials_never_appear_in_logs_metrics_errors_pages_or_response
     finally:
         await iam_sim.close()
 
-    written = [path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and path != credentials_file]  # noqa: ASYNC240
+    written = [path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and path != credentials_file]
     outputs = [b"".join(relay.raw_stdout), stderr, *written]
     assert any(b"relay.upstream_unavailable" in out for out in outputs)
     for secret in (API_KEY, IAM_TOKEN, ROTATED_IAM_TOKEN, CLIENT_TOKEN, WRONG_CLIENT_TOKEN, TOKEN_SECRET):
