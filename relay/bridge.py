@@ -62,6 +62,15 @@ class ClientFrame:
     close_code: int | None = None
 
 
+class _EndedBeforeConnect(Exception):
+    """The client left, or the relay was told to stop, while the upstream handshake was still running."""
+
+    def __init__(self, reason: EndReason, close_code: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.close_code = close_code
+
+
 class ClientSide(Protocol):
     """The client half of a session: a WebSocket for `serve`, the local audio loop for `mic`."""
 
@@ -134,6 +143,9 @@ class SessionBridge:
         self._timers: list[asyncio.TimerHandle] = []
         self._saves: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
+        # Client frames read while the upstream handshake runs, and a receive still in flight when it ends.
+        self._early_frames: deque[ClientFrame] = deque()
+        self._pending_receive: asyncio.Task[ClientFrame] | None = None
         self.outcome: SessionOutcome | None = None
 
     # ---- control from outside -------------------------------------------------------------------------
@@ -169,7 +181,12 @@ class SessionBridge:
                         upstream_url = redact_url(target.url) if target is not None else None
                         self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": upstream_url})
                         await self._flush()
-                    self._upstream = await UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout)
+                    self._upstream = await self._connect_watching_client(target)
+                except _EndedBeforeConnect as ended:
+                    self.core.session_closing()
+                    if ended.reason == EndReason.DRAIN:
+                        ended.close_code = await self.client.close(1001, "relay shutting down", grace=CLOSE_GRACE_S)
+                    return await self._finish(ended.reason, ended.close_code)
                 except UpstreamUnavailable as exc:
                     log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
                     self._count_client_error(ev.CODE_UPSTREAM_UNAVAILABLE)
@@ -191,6 +208,31 @@ class SessionBridge:
                 with contextlib.suppress(Exception):
                     client_code = await self.client.close(1011, "relay error", grace=CLOSE_GRACE_S)
             return await self._finish(reason, client_code)
+
+    async def _connect_watching_client(self, target: UpstreamTarget) -> UpstreamLink:
+        """Connect upstream while still reading the client: a client that leaves (or a drain) during the handshake
+        cancels it, so no upstream session is opened for nobody (C4). Frames that arrive meanwhile are kept, in
+        order, for the client pump."""
+        assert self._stop is not None
+        connect = asyncio.create_task(UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout))
+        try:
+            while not connect.done():
+                if self._pending_receive is None:
+                    self._pending_receive = asyncio.create_task(self.client.receive())
+                watched: set[asyncio.Future[Any]] = {connect, self._pending_receive, self._stop}
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if self._pending_receive.done() and not connect.done():
+                    frame = self._pending_receive.result()
+                    self._pending_receive = None
+                    if frame.closed:
+                        raise _EndedBeforeConnect(EndReason.CLIENT_CLOSED, frame.close_code)
+                    self._early_frames.append(frame)
+                if self._stop.done() and not connect.done():
+                    raise _EndedBeforeConnect(self._stop.result(), None)
+        except BaseException:
+            await self._cancel(connect)
+            raise
+        return connect.result()
 
     def _resolve_target(self) -> UpstreamTarget:
         """Where and how to connect; credentials are re-read on every connect (C2), so a file gone bad fails here."""
@@ -273,8 +315,14 @@ class SessionBridge:
 
     async def _pump_client(self) -> Any:
         core = self.core
+        pending, self._pending_receive = self._pending_receive, None
         while True:
-            frame = await self.client.receive()
+            if self._early_frames:
+                frame = self._early_frames.popleft()
+            elif pending is not None:
+                frame, pending = await pending, None
+            else:
+                frame = await self.client.receive()
             if frame.closed:
                 return frame
             if frame.text is not None:
@@ -325,6 +373,8 @@ class SessionBridge:
         return self._upstream.close_code
 
     async def _finish(self, reason: EndReason, client_code: int | None) -> SessionOutcome:
+        if self._pending_receive is not None:
+            await self._cancel(self._pending_receive)
         self.core.session_closed()
         upstream_code = await self._close_upstream()
         for timer in self._timers:

@@ -84,9 +84,9 @@ class UpstreamLink:
     async def recv(self) -> str | bytes | None:
         try:
             return await self._connection.recv()
-        except ConnectionClosedOK:
-            return None
         except ConnectionClosed as exc:
+            if isinstance(exc, ConnectionClosedOK) and exc.rcvd is not None and exc.rcvd.code == 1000:
+                return None  # only 1000 is a normal close (C4); 1001 "going away" is a disconnect
             raise UpstreamDisconnected(
                 f"upstream dropped the connection ({exc.rcvd.code if exc.rcvd else 'no close frame'})",
                 code=exc.rcvd.code if exc.rcvd else 1006,

@@ -11,14 +11,17 @@ import base64
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
+import websockets.asyncio.server
 from openai import AsyncOpenAI
+from websockets.asyncio.server import ServerConnection
 
 from audio import pcm as pcmlib
 from relay.simulator.server import STATE_KEY as SIM_STATE
@@ -224,6 +227,7 @@ async def test_the_log_has_every_frame_exactly_once_in_order_without_audio_or_cr
 ) -> None:
     secret = "yc-test-api-key-0123456789abcdef"
     monkeypatch.setenv("YANDEX_API_KEY", secret)
+    monkeypatch.setenv("YANDEX_FOLDER_ID", "b1gtestfolder")
     async with running_relay(tmp_path, sim_api_key=secret) as relay, aiohttp.ClientSession() as http:
         received: list[str] = []
         sent: list[str] = []
@@ -409,3 +413,93 @@ async def test_log_content_off_keeps_text_out_of_the_log_end_to_end(tmp_path: Pa
     text = relay.log_files()[0].read_text()
     assert "SECRET" not in text  # ...the log did not
     assert "[speech" not in text  # nor the voice turn's transcripts
+
+
+@asynccontextmanager
+async def scripted_upstream(handler: Callable[[ServerConnection], Awaitable[None]], handshake_delay: float = 0.0) -> AsyncIterator[tuple[str, list[str]]]:
+    """A bare websockets upstream on loopback running `handler`; yields (url, what happened, in order)."""
+    happened: list[str] = []
+
+    async def process_request(connection: ServerConnection, request: Any) -> None:
+        happened.append("handshake_started")
+        await asyncio.sleep(handshake_delay)
+
+    async def run(connection: ServerConnection) -> None:
+        happened.append("session_opened")
+        try:
+            await handler(connection)
+        finally:
+            happened.append("session_closed")
+
+    async with websockets.asyncio.server.serve(run, "127.0.0.1", 0, process_request=process_request) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/v1/realtime", happened
+
+
+async def hold_open(connection: ServerConnection) -> None:
+    await connection.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {}}))
+    await connection.wait_closed()
+
+
+async def test_a_client_leaving_during_the_upstream_handshake_opens_no_upstream_session(tmp_path: Path) -> None:
+    async with scripted_upstream(hold_open, handshake_delay=2.0) as (url, happened):
+        async with running_relay(tmp_path, settings={"upstream": url}) as relay, aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(relay.ws_url)
+            await wait_for(lambda: "handshake_started" in happened)
+            await ws.send_str(json.dumps({"type": "response.create"}))
+            await ws.close()
+            (log,) = (await ended_records(relay)).values()
+            await asyncio.sleep(2.5)  # past the handshake delay: the upstream session must never open
+    assert "session_opened" not in happened
+    assert log[-1]["event"]["reason"] == "client_closed"
+    assert not [r for r in log if r["dir"] == "client"]  # nothing was forwarded for nobody
+
+
+async def test_frames_sent_during_the_upstream_handshake_are_forwarded_in_order(tmp_path: Path) -> None:
+    received: list[str] = []
+
+    async def record(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {}}))
+        async for message in connection:
+            received.append(str(message))
+
+    async with scripted_upstream(record, handshake_delay=0.5) as (url, _):
+        async with running_relay(tmp_path, settings={"upstream": url}) as relay, aiohttp.ClientSession() as http:
+            async with http.ws_connect(relay.ws_url) as ws:
+                sent = [await send(ws, {"type": "response.create", "event_id": f"c{n}"}) for n in range(5)]
+                await receive_until(ws, lambda e: e["type"] == "session.created")
+                await wait_for(lambda: len(received) == 5)
+    assert received == sent
+
+
+@pytest.mark.parametrize("code", [1001, 4000])
+async def test_an_upstream_close_other_than_1000_is_a_disconnect(tmp_path: Path, code: int) -> None:
+    async def close_with_code(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {}}))
+        await connection.close(code, "bye")
+
+    async with scripted_upstream(close_with_code) as (url, _):
+        async with running_relay(tmp_path, settings={"upstream": url}) as relay, aiohttp.ClientSession() as http:
+            async with http.ws_connect(relay.ws_url) as ws:
+                events = await receive_until(ws, lambda e: e["type"] == "error")
+                await ws.receive()
+            (log,) = (await ended_records(relay)).values()
+    assert events[-1]["error"]["code"] == "upstream_disconnected"
+    assert ws.close_code == 1014
+    assert log[-1]["event"]["reason"] == "upstream_disconnected"
+
+
+async def test_a_normal_upstream_close_closes_the_client_with_1000(tmp_path: Path) -> None:
+    async def close_normally(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {}}))
+        await connection.close(1000)
+
+    async with scripted_upstream(close_normally) as (url, _):
+        async with running_relay(tmp_path, settings={"upstream": url}) as relay, aiohttp.ClientSession() as http:
+            async with http.ws_connect(relay.ws_url) as ws:
+                first = await ws.receive()
+                closing = await ws.receive()
+            (log,) = (await ended_records(relay)).values()
+    assert json.loads(first.data)["type"] == "session.created"
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1000
+    assert (log[-1]["event"]["reason"], log[-1]["event"]["upstream_close_code"]) == ("upstream_closed", 1000)
