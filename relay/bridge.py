@@ -33,7 +33,6 @@ from relay.upstream import UpstreamLink, redact_url
 log = structlog.get_logger()
 
 CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (C4: within 1 s)
-SLOW_CLIENT_ABORT_S = 5.0
 
 
 def new_session_id() -> str:
@@ -81,7 +80,10 @@ class ClientSide(Protocol):
         ...
 
     async def close(self, code: int, reason: str, *, grace: float) -> int | None:
-        """Send what is queued (within `grace` seconds), then close with `code`; returns the close code used."""
+        """Send what is queued (within `grace` seconds), then close with `code`; returns the close code used.
+
+        Must finish in bounded time: a close handshake the peer does not complete within 5 s aborts the
+        connection (C4)."""
         ...
 
     def abort(self) -> None: ...
@@ -141,7 +143,7 @@ class SessionBridge:
         self._upstream_queue: deque[str] = deque()
         self._upstream_sending = False
         self._timers: list[asyncio.TimerHandle] = []
-        self._saves: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
         # Client frames read while the upstream handshake runs, and a receive still in flight when it ends.
         self._early_frames: deque[ClientFrame] = deque()
@@ -306,12 +308,8 @@ class SessionBridge:
         log.warning("relay.client_too_slow")
         self._count_client_error(ev.CODE_CLIENT_TOO_SLOW)
         await self._close_upstream()
-        try:
-            code = await asyncio.wait_for(self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0), SLOW_CLIENT_ABORT_S)
-        except TimeoutError:
-            self.client.abort()
-            code = 1008
-        return EndReason.CLIENT_TOO_SLOW, code
+        # The client side bounds its own close handshake and aborts the connection past it (ClientSide.close).
+        return EndReason.CLIENT_TOO_SLOW, await self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0)
 
     async def _pump_client(self) -> Any:
         core = self.core
@@ -380,8 +378,8 @@ class SessionBridge:
         for timer in self._timers:
             timer.cancel()
         await self._flush()
-        if self._saves:
-            await asyncio.wait(self._saves, timeout=10.0)
+        if self._background:
+            await asyncio.wait(self._background, timeout=10.0)
         await self._flush()
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1
@@ -422,8 +420,8 @@ class SessionBridge:
                     metrics.retrieves[str(entry.event.get("reason"))] += 1
         for save in core.to_save():
             task = asyncio.create_task(self._save(save))
-            self._saves.add(task)
-            task.add_done_callback(self._saves.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self._arm_timers()
         frames = core.to_upstream()
         if frames and self._upstream is not None:
@@ -440,8 +438,8 @@ class SessionBridge:
     def _retrieve_timed_out(self, item_id: str) -> None:
         self.core.retrieve_timed_out(item_id)
         task = asyncio.create_task(self._flush())
-        self._saves.add(task)
-        task.add_done_callback(self._saves.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _send_upstream(self, frames: list[str]) -> None:
         """Frames go out in decision order even when two pumps flush at once: one sender at a time."""

@@ -32,12 +32,13 @@ def upstream_url(base: str, model: str | None, client_query: Iterable[tuple[str,
 
 
 def redact_url(url: str) -> str:
-    """The URL without userinfo, for logs."""
+    """The URL for logs: no userinfo, and every query value but `model` masked (an operator may put a secret there)."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    query = [(k, v if k == "model" else "****") for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:"), ""))
 
 
 class UpstreamLink:

@@ -530,3 +530,11 @@ def test_a_client_retrieve_answered_by_an_error_leaves_the_line() -> None:
     out = drain(core)
     assert out["client"] == []
     assert core.pending_retrieves == []
+
+
+def test_logged_upstream_urls_hide_credentials_and_query_values_but_the_model() -> None:
+    from relay.upstream import redact_url
+
+    shown = redact_url("wss://user:pw@host:443/v1/realtime?token=SECRET&model=gpt://f/m")
+    assert "SECRET" not in shown and "pw" not in shown
+    assert shown == "wss://host:443/v1/realtime?token=****&model=gpt://f/m"
