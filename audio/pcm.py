@@ -42,7 +42,7 @@ def pcm16_to_float(data: bytes) -> FloatArray:
 def float_to_pcm16(samples: npt.ArrayLike) -> bytes:
     """float samples (clipped to [-1, 1]) -> PCM16 little-endian bytes."""
     arr = np.asarray(samples, dtype=np.float32)
-    scaled = np.clip(np.rint(arr * 32767.0), -32768, 32767).astype("<i2")
+    scaled = np.clip(np.rint(arr * 32768.0), -32768, 32767).astype("<i2")
     return bytes(scaled.tobytes())
 
 

@@ -27,8 +27,9 @@ COMMANDS: tuple[str, ...] = (
     "sim",
 )
 
-# Long-running commands log to stdout (C6); the one-shot tools keep stdout for their output.
-DAEMON_COMMANDS = frozenset({"serve", "sim", "mic"})
+# The daemons log to stdout (C6); the one-shot tools and `mic` (whose terminal shows the conversation) keep
+# stdout for their own output and log to stderr.
+DAEMON_COMMANDS = frozenset({"serve", "sim"})
 
 
 def _common_options() -> argparse.ArgumentParser:
