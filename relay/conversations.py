@@ -50,11 +50,13 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 # -- errors ----------------------------------------------------------------------------------------
 
+
 class ConversationsApiError(RestError):
     """The API answered with an error status."""
 
-    def __init__(self, message: str, *, status: int, api_message: str, body: Any = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, api_message: str, body: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.api_message = api_message
@@ -98,18 +100,21 @@ class InvalidResponse(RestError):
     """A success status whose body is not the documented JSON."""
 
 
-def _explain(status: int, reason: str, api_message: str,
-             target: str) -> tuple[type[ConversationsApiError], str]:
+def _explain(status: int, reason: str, api_message: str, target: str) -> tuple[type[ConversationsApiError], str]:
     said = f" (API: {api_message})" if api_message else ""
     if status == 400:
         return BadRequest, f"400 Bad Request: {api_message or 'the API rejected the request'}"
     if status == 401:
-        return AuthenticationFailed, ("401 Unauthorized: the API key or IAM token was rejected (bad or "
-                                      f"expired); check YANDEX_API_KEY / YANDEX_IAM_TOKEN{said}")
+        return AuthenticationFailed, (
+            "401 Unauthorized: the API key or IAM token was rejected (bad or "
+            f"expired); check YANDEX_API_KEY / YANDEX_IAM_TOKEN{said}"
+        )
     if status == 403:
-        return PermissionDenied, ("403 Forbidden: the credentials are valid but not allowed here: the "
-                                  "service account needs the role ai.models.user in the folder (an API key "
-                                  f"also needs the scope yc.ai.foundationModels.execute){said}")
+        return PermissionDenied, (
+            "403 Forbidden: the credentials are valid but not allowed here: the "
+            "service account needs the role ai.models.user in the folder (an API key "
+            f"also needs the scope yc.ai.foundationModels.execute){said}"
+        )
     if status == 404:
         return NotFound, f"404 Not Found: {target} does not exist (unknown or deleted){said}"
     if status == 429:
@@ -152,6 +157,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 # -- typed results ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ConversationItem:
     """One item as the API returned it; `raw` is the full JSON object."""
@@ -169,9 +175,13 @@ class ConversationItem:
         role = value.get("role")
         status = value.get("status")
         item_type = value.get("type")
-        return cls(id=value["id"], type=item_type if isinstance(item_type, str) else "",
-                   role=role if isinstance(role, str) else None,
-                   status=status if isinstance(status, str) else None, raw=value)
+        return cls(
+            id=value["id"],
+            type=item_type if isinstance(item_type, str) else "",
+            role=role if isinstance(role, str) else None,
+            status=status if isinstance(status, str) else None,
+            raw=value,
+        )
 
     @property
     def text(self) -> str | None:
@@ -214,15 +224,16 @@ class ItemPage:
 
     @classmethod
     def from_json(cls, value: Any) -> ItemPage:
-        if not isinstance(value, dict) or value.get("object", "list") != "list" \
-                or not isinstance(value.get("data"), list):
+        if not isinstance(value, dict) or value.get("object", "list") != "list" or not isinstance(value.get("data"), list):
             raise InvalidResponse(f"expected a list object with 'data', got {_preview(value)}")
         first_id = value.get("first_id")
         last_id = value.get("last_id")
-        return cls(items=[ConversationItem.from_json(item) for item in value["data"]],
-                   first_id=first_id if isinstance(first_id, str) else None,
-                   last_id=last_id if isinstance(last_id, str) else None,
-                   has_more=value.get("has_more") is True)
+        return cls(
+            items=[ConversationItem.from_json(item) for item in value["data"]],
+            first_id=first_id if isinstance(first_id, str) else None,
+            last_id=last_id if isinstance(last_id, str) else None,
+            has_more=value.get("has_more") is True,
+        )
 
 
 @dataclass(frozen=True)
@@ -238,8 +249,12 @@ class Conversation:
             raise InvalidResponse(f"expected a conversation object, got {_preview(value)}")
         created_at = value.get("created_at")
         metadata = value.get("metadata")
-        return cls(id=value["id"], created_at=created_at if isinstance(created_at, int) else None,
-                   metadata=metadata if isinstance(metadata, dict) else {}, raw=value)
+        return cls(
+            id=value["id"],
+            created_at=created_at if isinstance(created_at, int) else None,
+            metadata=metadata if isinstance(metadata, dict) else {},
+            raw=value,
+        )
 
 
 def _preview(value: Any) -> str:
@@ -248,6 +263,7 @@ def _preview(value: Any) -> str:
 
 
 # -- retry policy ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -284,18 +300,35 @@ class RetryNotice:
 def create_http_session(*, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT) -> aiohttp.ClientSession:
     """The process's HTTP session for the REST API: pooled, keep-alive connections (reused across calls)."""
     connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+    # aiohttp (3.14 client.py `_request`) re-sends a GET/HEAD/PUT/DELETE/OPTIONS once, unasked, when its
+    # connection fails with ServerDisconnectedError/ClientOSError, whether or not it was a reused keep-alive
+    # one. The proxy must never retry (C4, C9) and `history` counts its tries itself (at most 4), so that hidden
+    # retry is off. There is no public switch (no session or per-request option, and a dedicated or
+    # `force_close` connector does not help since fresh connections are retried too); this is the attribute
+    # aiohttp's own `test_utils.TestClient` clears for the same reason. tests/test_review_server_proxy_retry.py
+    # fails if an aiohttp upgrade renames it.
+    session._retry_connection = False
+    return session
 
 
 # -- the client ------------------------------------------------------------------------------------
 
+
 class ConversationsClient:
     """Calls of the Conversations REST API on one base URL, through a caller-owned session."""
 
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, auth: AuthSource, *,
-                 retry: RetryPolicy = NO_RETRY, on_retry: Callable[[RetryNotice], None] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        auth: AuthSource,
+        *,
+        retry: RetryPolicy = NO_RETRY,
+        on_retry: Callable[[RetryNotice], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._auth = auth
@@ -306,40 +339,61 @@ class ConversationsClient:
         self._log = structlog.get_logger()
 
     # -- conversations
-    async def create_conversation(self, *, metadata: Mapping[str, str] | None = None,
-                                  items: Iterable[Mapping[str, Any]] | None = None) -> Conversation:
+    async def create_conversation(
+        self, *, metadata: Mapping[str, str] | None = None, items: Iterable[Mapping[str, Any]] | None = None
+    ) -> Conversation:
         body: JsonObject = {}
         if metadata is not None:
             body["metadata"] = dict(metadata)
         if items is not None:
             body["items"] = [dict(item) for item in items]
-        return Conversation.from_json(await self._request("POST", ("conversations",), json_body=body,
-                                                          target="the conversations collection"))
+        return Conversation.from_json(
+            await self._request("POST", ("conversations",), json_body=body, target="the conversations collection")
+        )
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
-        return Conversation.from_json(await self._request(
-            "GET", ("conversations", _id(conversation_id)), target=f"conversation {conversation_id!r}"))
+        return Conversation.from_json(
+            await self._request("GET", ("conversations", _id(conversation_id)), target=f"conversation {conversation_id!r}")
+        )
 
     async def update_conversation(self, conversation_id: str, metadata: Mapping[str, str]) -> Conversation:
-        return Conversation.from_json(await self._request(
-            "POST", ("conversations", _id(conversation_id)), json_body={"metadata": dict(metadata)},
-            target=f"conversation {conversation_id!r}"))
+        return Conversation.from_json(
+            await self._request(
+                "POST",
+                ("conversations", _id(conversation_id)),
+                json_body={"metadata": dict(metadata)},
+                target=f"conversation {conversation_id!r}",
+            )
+        )
 
     async def delete_conversation(self, conversation_id: str) -> JsonObject:
-        answer = await self._request("DELETE", ("conversations", _id(conversation_id)),
-                                     target=f"conversation {conversation_id!r}")
+        answer = await self._request(
+            "DELETE", ("conversations", _id(conversation_id)), target=f"conversation {conversation_id!r}"
+        )
         if not isinstance(answer, dict):
             raise InvalidResponse(f"expected a deletion object, got {_preview(answer)}")
         return answer
 
     # -- items
     async def create_items(self, conversation_id: str, items: Iterable[Mapping[str, Any]]) -> ItemPage:
-        return ItemPage.from_json(await self._request(
-            "POST", ("conversations", _id(conversation_id), "items"),
-            json_body={"items": [dict(item) for item in items]}, target=f"conversation {conversation_id!r}"))
+        return ItemPage.from_json(
+            await self._request(
+                "POST",
+                ("conversations", _id(conversation_id), "items"),
+                json_body={"items": [dict(item) for item in items]},
+                target=f"conversation {conversation_id!r}",
+            )
+        )
 
-    async def list_items(self, conversation_id: str, *, limit: int | None = None, order: str | None = None,
-                         after: str | None = None, include: Iterable[str] = ()) -> ItemPage:
+    async def list_items(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        after: str | None = None,
+        include: Iterable[str] = (),
+    ) -> ItemPage:
         """One page. Values are sent as given: the API, not this client, judges `limit` and `order`."""
         query: list[tuple[str, str]] = []
         if limit is not None:
@@ -349,57 +403,84 @@ class ConversationsClient:
         if after is not None:
             query.append(("after", after))
         query.extend(("include[]", value) for value in include)
-        return ItemPage.from_json(await self._request(
-            "GET", ("conversations", _id(conversation_id), "items"), query=query,
-            target=f"conversation {conversation_id!r}"))
+        return ItemPage.from_json(
+            await self._request(
+                "GET", ("conversations", _id(conversation_id), "items"), query=query, target=f"conversation {conversation_id!r}"
+            )
+        )
 
-    async def iter_pages(self, conversation_id: str, *, limit: int | None = None, order: str | None = None,
-                         after: str | None = None, include: Iterable[str] = ()) -> AsyncIterator[ItemPage]:
+    async def iter_pages(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        after: str | None = None,
+        include: Iterable[str] = (),
+    ) -> AsyncIterator[ItemPage]:
         """Every page from `after` on, following `after=last_id` until `has_more` is false."""
         include = tuple(include)
         seen_cursors: set[str] = set()
         cursor = after
         while True:
-            page = await self.list_items(conversation_id, limit=limit, order=order, after=cursor,
-                                         include=include)
+            page = await self.list_items(conversation_id, limit=limit, order=order, after=cursor, include=include)
             yield page
             if not page.has_more:
                 return
             # A server that says "more" without a new cursor would loop us forever.
             if page.last_id is None or not page.items or page.last_id in seen_cursors:
-                raise InvalidResponse(f"has_more is true but the page gives no new cursor "
-                                      f"(last_id={page.last_id!r}, {len(page.items)} items)")
+                raise InvalidResponse(
+                    f"has_more is true but the page gives no new cursor (last_id={page.last_id!r}, {len(page.items)} items)"
+                )
             seen_cursors.add(page.last_id)
             cursor = page.last_id
 
-    async def iter_items(self, conversation_id: str, *, limit: int | None = None, order: str | None = None,
-                         after: str | None = None,
-                         include: Iterable[str] = ()) -> AsyncIterator[ConversationItem]:
-        async for page in self.iter_pages(conversation_id, limit=limit, order=order, after=after,
-                                          include=include):
+    async def iter_items(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        after: str | None = None,
+        include: Iterable[str] = (),
+    ) -> AsyncIterator[ConversationItem]:
+        async for page in self.iter_pages(conversation_id, limit=limit, order=order, after=after, include=include):
             for item in page.items:
                 yield item
 
-    async def get_item(self, conversation_id: str, item_id: str, *,
-                       include: Iterable[str] = ()) -> ConversationItem:
-        return ConversationItem.from_json(await self._request(
-            "GET", ("conversations", _id(conversation_id), "items", _id(item_id)),
-            query=[("include[]", value) for value in include],
-            target=f"item {item_id!r} of conversation {conversation_id!r}"))
+    async def get_item(self, conversation_id: str, item_id: str, *, include: Iterable[str] = ()) -> ConversationItem:
+        return ConversationItem.from_json(
+            await self._request(
+                "GET",
+                ("conversations", _id(conversation_id), "items", _id(item_id)),
+                query=[("include[]", value) for value in include],
+                target=f"item {item_id!r} of conversation {conversation_id!r}",
+            )
+        )
 
     async def delete_item(self, conversation_id: str, item_id: str) -> Conversation:
-        return Conversation.from_json(await self._request(
-            "DELETE", ("conversations", _id(conversation_id), "items", _id(item_id)),
-            target=f"item {item_id!r} of conversation {conversation_id!r}"))
+        return Conversation.from_json(
+            await self._request(
+                "DELETE",
+                ("conversations", _id(conversation_id), "items", _id(item_id)),
+                target=f"item {item_id!r} of conversation {conversation_id!r}",
+            )
+        )
 
     # -- transport
     def _headers(self) -> dict[str, str]:
         auth = self._auth() if callable(self._auth) else self._auth
         return {"Accept": "application/json", **auth}
 
-    async def _request(self, method: str, segments: tuple[str, ...], *, target: str,
-                       query: list[tuple[str, str]] | None = None,
-                       json_body: JsonObject | None = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        segments: tuple[str, ...],
+        *,
+        target: str,
+        query: list[tuple[str, str]] | None = None,
+        json_body: JsonObject | None = None,
+    ) -> Any:
         # Encoded by hand so an id can never add path segments ("/" or ".." inside an id stay inside it).
         path = "/".join(_path_segment(segment) for segment in segments)
         url = URL(f"{self._base}/{path}", encoded=True)
@@ -429,8 +510,14 @@ class ConversationsClient:
                 raise failure
             delay = self._retry.delay(attempt, retry_after, self._rng)
             notice = RetryNotice(attempt=attempt, max_tries=self._retry.max_tries, delay=delay, cause=cause)
-            self._log.debug("relay.rest_retry", method=method, url=str(url.with_query(None)),
-                            attempt=attempt, delay=round(delay, 3), cause=cause)
+            self._log.debug(
+                "relay.rest_retry",
+                method=method,
+                url=str(url.with_query(None)),
+                attempt=attempt,
+                delay=round(delay, 3),
+                cause=cause,
+            )
             if self._on_retry is not None:
                 self._on_retry(notice)
             await self._sleep(delay)
@@ -456,8 +543,13 @@ class ConversationsClient:
         if 200 <= status <= 299:
             return body
         kind, message = _explain(status, reason, _api_message(body, text), target)
-        raise kind(message, status=status, api_message=_api_message(body, text), body=body,
-                   retry_after=parse_retry_after(retry_after_header))
+        raise kind(
+            message,
+            status=status,
+            api_message=_api_message(body, text),
+            body=body,
+            retry_after=parse_retry_after(retry_after_header),
+        )
 
 
 def _path_segment(segment: str) -> str:

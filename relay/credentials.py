@@ -80,9 +80,21 @@ class Credentials:
 
 
 def resolve_model(settings: Settings, credentials: Credentials) -> str:
-    """The configured model, or Yandex's default model URI in the credentials' folder (C3)."""
+    """The configured model, or Yandex's default model URI in the credentials' folder (C3).
+
+    With credentials but no `YANDEX_FOLDER_ID` the default cannot be built (it would be `gpt:///...`, which the
+    upstream refuses only later and less clearly): ConfigError naming `model`. Without credentials (a local
+    OpenAI-compatible server, a simulator) the folder-less value is kept, as no folder can be expected there.
+    """
     if settings.model:
         return qualify_model(settings.model, credentials.folder_id)
+    if credentials.present and not credentials.folder_id:
+        raise ConfigError(
+            "model",
+            "default",
+            f"YANDEX_FOLDER_ID is not set, so the default model gpt://<folder>/{DEFAULT_MODEL_NAME} cannot be "
+            "built; set YANDEX_FOLDER_ID (environment or credentials_file) or configure model (RELAY_MODEL)",
+        )
     return f"gpt://{credentials.folder_id}/{DEFAULT_MODEL_NAME}"
 
 

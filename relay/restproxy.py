@@ -28,10 +28,20 @@ DEFAULT_PROXY_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=10, soc
 STREAM_CHUNK_BYTES: Final = 64 * 1024
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus the ones that must never cross the relay in either direction.
-HOP_BY_HOP: Final = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE",
-    "Trailer", "Transfer-Encoding", "Upgrade",
-))
+HOP_BY_HOP: Final = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
 NOT_FORWARDED_UP: Final = HOP_BY_HOP | {"host", "authorization", "cookie", "content-length", "expect"}
 NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"set-cookie"}
 # aiohttp would add its own defaults for these when the client sent none; an `Accept-Encoding` the client never
@@ -42,14 +52,12 @@ _log = structlog.get_logger()
 
 
 def _error(status: int, message: str, code: str, *, type_: str = "server_error") -> web.Response:
-    return web.json_response(
-        {"error": {"message": message, "type": type_, "param": None, "code": code}}, status=status)
+    return web.json_response({"error": {"message": message, "type": type_, "param": None, "code": code}}, status=status)
 
 
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Fields named in `Connection: a, b` are hop-by-hop for this message too (RFC 9110 7.6.1)."""
-    return {token.strip().lower() for value in headers.getall(hdrs.CONNECTION, [])
-            for token in value.split(",") if token.strip()}
+    return {token.strip().lower() for value in headers.getall(hdrs.CONNECTION, []) for token in value.split(",") if token.strip()}
 
 
 def _filtered(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
@@ -71,7 +79,7 @@ def upstream_url(request: web.Request, rest_base: str) -> URL | None:
     raw_path = request.rel_url.raw_path
     if not (raw_path == PROXIED_ROOT or raw_path.startswith(PROXIED_ROOT + "/")):
         return None
-    tail = raw_path[len(PROXY_PREFIX):]
+    tail = raw_path[len(PROXY_PREFIX) :]
     # Decoded first: an upstream (or a proxy in front of it) that decodes %2F or treats "\\" as "/" before
     # resolving dot segments must not get a chance to.
     decoded = unquote(tail).replace("\\", "/")
@@ -84,10 +92,14 @@ def upstream_url(request: web.Request, rest_base: str) -> URL | None:
     return URL(url, encoded=True)
 
 
-async def proxy_conversations(request: web.Request, *, http: aiohttp.ClientSession, rest_base: str,
-                              auth_header: Mapping[str, str],
-                              client_timeout: aiohttp.ClientTimeout = DEFAULT_PROXY_TIMEOUT,
-                              ) -> web.StreamResponse:
+async def proxy_conversations(
+    request: web.Request,
+    *,
+    http: aiohttp.ClientSession,
+    rest_base: str,
+    auth_header: Mapping[str, str],
+    client_timeout: aiohttp.ClientTimeout = DEFAULT_PROXY_TIMEOUT,
+) -> web.StreamResponse:
     """Forward `request` to the REST base with `auth_header` as its only credentials; stream the answer."""
     target = upstream_url(request, rest_base)
     if target is None:
@@ -102,9 +114,16 @@ async def proxy_conversations(request: web.Request, *, http: aiohttp.ClientSessi
             # Kept so the API sees the same framing; aiohttp would otherwise send the stream chunked.
             headers[hdrs.CONTENT_LENGTH] = str(length)
     try:
-        async with http.request(request.method, target, headers=headers, data=body, allow_redirects=False,
-                                auto_decompress=False, timeout=client_timeout,
-                                skip_auto_headers=CLIENT_ONLY_HEADERS) as upstream:
+        async with http.request(
+            request.method,
+            target,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            auto_decompress=False,
+            timeout=client_timeout,
+            skip_auto_headers=CLIENT_ONLY_HEADERS,
+        ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN))
             await response.prepare(request)
@@ -113,8 +132,7 @@ async def proxy_conversations(request: web.Request, *, http: aiohttp.ClientSessi
                     await response.write(chunk)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already: the only honest signal left is a cut connection.
-                _log.warning("relay.rest_proxy_broken", method=request.method, path=request.path,
-                             error=exc.__class__.__name__)
+                _log.warning("relay.rest_proxy_broken", method=request.method, path=request.path, error=exc.__class__.__name__)
                 if request.transport is not None:
                     request.transport.abort()
                 return response
@@ -124,7 +142,5 @@ async def proxy_conversations(request: web.Request, *, http: aiohttp.ClientSessi
         _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error="timeout")
         return _error(504, "The Conversations REST API did not answer in time.", "upstream_timeout")
     except aiohttp.ClientError as exc:
-        _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path,
-                     error=exc.__class__.__name__)
-        return _error(502, f"The Conversations REST API is unreachable: {exc.__class__.__name__}.",
-                      "upstream_unavailable")
+        _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error=exc.__class__.__name__)
+        return _error(502, f"The Conversations REST API is unreachable: {exc.__class__.__name__}.", "upstream_unavailable")

@@ -3,21 +3,29 @@
 Routes: `GET /v1/realtime` (one client socket <-> one upstream session via `SessionBridge`),
 `POST /v1/realtime/client_secrets`, `GET /relay/auth`, `GET /relay/sessions/{sid}/items/{item}.wav`,
 `/v1/conversations...` (REST proxy), and the public `/`, static files, `/healthz`, `/readyz`, `/metrics`.
-State lives on the app under `web.AppKey`s; `cleanup_ctx` starts the embedded simulator (`--upstream sim`), the
-REST client session and the event log, and closes them. Draining (`start_drain`) flips `/readyz` to 503 and turns
-new upgrades away with 503 + Retry-After while live sessions go on.
+State lives on the app under one `web.AppKey` (`STATE`). `create_app` builds the state and the event log (or takes
+a shared one) and checks the settings it needs (token secret, simulator knobs), so a bad one fails before anything
+listens; `cleanup_ctx` starts the embedded simulator (`--upstream sim`) and the REST client session, and on the
+way out asks live sessions to end, closes both, and closes the event log only when it made it. Draining
+(`start_drain`) flips `/readyz` to 503 and turns new upgrades away with 503 + Retry-After while live sessions go on.
+
+I/O: this module serves HTTP/WebSocket on whatever runner the caller starts; it opens upstream sockets only
+through `SessionBridge`, REST connections only through the proxy's pooled session, and reads files only for
+static assets, saved audio under `data_dir` and `token_secret_file`. It does not bind, handle signals or exit
+(that is `relay.commands.serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -36,6 +44,9 @@ from relay.session import SessionPolicy
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.upstream import upstream_url
 from relay.wsclient import WebSocketClient
+
+if TYPE_CHECKING:
+    from relay.simulator import SimulatorOptions
 
 log = structlog.get_logger()
 
@@ -57,7 +68,23 @@ class RelayState:
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     http: aiohttp.ClientSession | None = None
     simulator: Any = None
+    simulator_options: SimulatorOptions | None = None  # set when the upstream is the embedded simulator
     owns_event_log: bool = False
+    # Set whenever `bridges` is empty, so shutdown waits on it instead of polling.
+    no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if not self.bridges:
+            self.no_sessions.set()
+
+    def add_bridge(self, bridge: SessionBridge) -> None:
+        self.bridges.add(bridge)
+        self.no_sessions.clear()
+
+    def discard_bridge(self, bridge: SessionBridge) -> None:
+        self.bridges.discard(bridge)
+        if not self.bridges:
+            self.no_sessions.set()
 
     @property
     def auth_required(self) -> bool:
@@ -175,7 +202,6 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
         response.headers["Vary"] = "Origin"
 
 
-
 def requires_auth(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not _origin_allowed(request):
@@ -229,7 +255,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         if settings.allow_client_model and client_model:
             model = qualify_model(client_model, credentials.folder_id)
         elif state.simulator is not None and not settings.model:
-            model = client_model or "sim"
+            # The embedded simulator needs no folder-qualified model; the client's own stays ignored (C3).
+            model = "sim"
         else:
             model = resolve_model(settings, credentials)
         url = upstream_url(state.upstream_base, model, query.items(), settings.forward_query_params)
@@ -264,11 +291,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
                 EndReason.TOO_MANY_SESSIONS, ev.CODE_TOO_MANY_SESSIONS, "the relay is at max_sessions; try again later", 1013
             )
             return ws
-        state.bridges.add(bridge)
+        state.add_bridge(bridge)
         try:
             await bridge.run()
         finally:
-            state.bridges.discard(bridge)
+            state.discard_bridge(bridge)
     finally:
         await client.stop_writer()
     return ws
@@ -279,6 +306,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
 
 async def client_secrets(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    # The same `allowed_origins` check as every other token-guarded route (C4): a page on a foreign origin
+    # holding a static token must not mint tokens either. Server-side callers send no Origin and pass.
+    if not _origin_allowed(request):
+        log.warning("relay.origin_refused", origin=request.headers.get("Origin"), path=request.path)
+        return _openai_error(403, "origin not allowed", "origin_not_allowed")
     token = token_from_request(request.headers, ())
     if state.auth_required and (token is None or not state.authority.is_static(token)):
         log.warning("relay.auth_failed", path=request.path, remote=request.remote)
@@ -366,13 +398,10 @@ async def conversations_proxy(request: web.Request) -> web.StreamResponse:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.settings
-    if settings.upstream == UPSTREAM_SIM:
-        from relay.simulator import SimulatorOptions, start_simulator
+    if state.simulator_options is not None:
+        from relay.simulator import start_simulator
 
-        sim_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
-        state.simulator = await start_simulator(
-            SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=sim_key), host="127.0.0.1", port=0
-        )
+        state.simulator = await start_simulator(state.simulator_options, host="127.0.0.1", port=0)
         state.upstream_base = state.simulator.realtime_url
         state.rest_base = settings.rest_base.rstrip("/") if settings.rest_base else state.simulator.rest_base
         log.info("relay.simulator_started", realtime_url=state.upstream_base, rest_base=state.rest_base)
@@ -384,19 +413,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         for bridge in list(state.bridges):
             bridge.request_stop(EndReason.DRAIN)
-        if state.bridges:
-            await asyncio.wait([asyncio.ensure_future(_wait_gone(state))], timeout=5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.no_sessions.wait(), timeout=5.0)
         await state.http.close()
         if state.simulator is not None:
             await state.simulator.close()
         if state.owns_event_log:
             # Every record of every session reaches the disk before the app is gone (C6).
             await asyncio.to_thread(state.event_log.close)
-
-
-async def _wait_gone(state: RelayState) -> None:
-    while state.bridges:
-        await asyncio.sleep(0.02)
 
 
 def start_drain(app: web.Application) -> None:
@@ -417,12 +441,23 @@ async def drain(app: web.Application, seconds: float) -> None:
     state = app[STATE]
     start_drain(app)
     log.info("relay.draining", sessions=len(state.bridges), drain_seconds=seconds)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while state.bridges and loop.time() < deadline:
-        await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.no_sessions.wait(), timeout=max(0.0, seconds))
     force_close(app)
-    await _wait_gone(state)
+    await state.no_sessions.wait()
+
+
+def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
+    """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included (C8)."""
+    if settings.upstream != UPSTREAM_SIM:
+        return None
+    from relay.simulator import SimulatorOptions
+
+    sim_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
+    try:
+        return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=sim_key, knobs=settings.sim_knobs)
+    except ValueError as exc:
+        raise ConfigError("sim_knobs", "settings", str(exc)) from None
 
 
 def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.Application:
@@ -433,6 +468,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             "relay.token_secret_random",
             detail="no token_secret configured: other replicas cannot verify this process's client tokens",
         )
+    simulator_options = embedded_simulator_options(settings)  # a bad knob fails here, before a log is opened
     owns_event_log = event_log is None
     if event_log is None:
         event_log = EventLog(
@@ -451,6 +487,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         upstream_base=settings.upstream,
         rest_base=rest_base_url(settings),
         bridges=bridges,
+        simulator_options=simulator_options,
         owns_event_log=owns_event_log,
     )
     app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[cors])

@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import WebSocketError, WSMsgType, web
 
 from relay.bridge import ClientFrame
+from relay.session import wire_len
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
 _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
@@ -27,7 +28,7 @@ class WebSocketClient:
     def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int) -> None:
         self.ws = ws
         self.max_backlog_bytes = max_backlog_bytes
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[str, int]] = deque()  # (frame, its UTF-8 size)
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -62,7 +63,8 @@ class WebSocketClient:
             return False
         if self._close_request is not None:
             return True  # the session is ending; late frames are dropped, which is not slowness
-        size = len(text)
+        # Bytes, like the transport's buffer it is added to: a Cyrillic transcript is ~2 bytes per character.
+        size = wire_len(text)
         backlog = self.backlog_bytes()
         # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
         # counts as slowness by itself; memory stays within the bound plus that one frame.
@@ -70,7 +72,7 @@ class WebSocketClient:
             self.overflowed = True
             self._drop_queue()
             return False
-        self._queue.append(text)
+        self._queue.append((text, size))
         self._queued_bytes += size
         self._idle.clear()
         self._wake.set()
@@ -88,8 +90,8 @@ class WebSocketClient:
             await self._wake.wait()
             self._wake.clear()
             while queue:
-                text = queue.popleft()
-                self._queued_bytes -= len(text)
+                text, size = queue.popleft()
+                self._queued_bytes -= size
                 if ws.closed:
                     continue
                 try:

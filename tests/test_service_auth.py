@@ -306,3 +306,18 @@ async def test_saved_audio_is_served_with_a_token_and_nothing_else_is(relay: Run
         ):
             async with http.get(relay.base_url + path, headers=relay.auth_headers()) as resp:
                 assert resp.status == 404, path
+
+
+async def test_client_secrets_refuses_a_page_on_a_foreign_origin_like_every_guarded_route(tmp_path: Path) -> None:
+    settings = {"client_tokens": STATIC, "token_secret": SECRET, "allowed_origins": "https://app.example"}
+    async with running_relay(tmp_path, settings=settings) as relay, aiohttp.ClientSession() as http:
+        url = relay.base_url + "/v1/realtime/client_secrets"
+        auth = {"Authorization": f"Bearer {STATIC}"}
+        async with http.post(url, headers={**auth, "Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"]["code"] == "origin_not_allowed"
+        async with http.post(url, headers={**auth, "Origin": "https://app.example"}) as resp:
+            assert resp.status == 200
+        # A backend minting for its pages sends no Origin at all.
+        async with http.post(url, headers=auth) as resp:
+            assert resp.status == 200

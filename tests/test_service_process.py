@@ -345,7 +345,7 @@ async def test_credentials_never_appear_in_logs_metrics_errors_pages_or_response
                             break
 
                 # A rotated (now wrong) token is picked up on the next connect and refused upstream with 401.
-                credentials_file.write_text(f"YANDEX_IAM_TOKEN={ROTATED_IAM_TOKEN}\n")
+                credentials_file.write_text(f"YANDEX_IAM_TOKEN={ROTATED_IAM_TOKEN}\nYANDEX_FOLDER_ID=b1gtestfolder\n")
                 async with http.ws_connect(relay.ws_url, headers=auth) as ws:
                     message = await ws.receive(timeout=seconds(5))
                     seen.append(str(message.data))

@@ -4,7 +4,8 @@ Boundary: the command-line adapter over `relay.conversations`. It loads the cred
 one HTTP session, lists one page (or with `--all` every page, following `after=last_id` until `has_more` is
 false) and writes one line per item to stdout: `id  type  role  text`, or the item's JSON with `--json`. API
 and network errors are printed to stderr with their cause and give exit 1; exit 2 is left to usage and config
-errors (argparse, settings, credentials file). 429, 5xx and connection errors are retried (at most 4 tries,
+errors (argparse, settings, credentials file, and upstream `sim` without a `rest_base`: there is no simulator
+here to talk to). 429, 5xx and connection errors are retried (at most 4 tries,
 `Retry-After` honoured up to 30 s), with a notice on stderr per retry.
 """
 
@@ -28,7 +29,7 @@ from relay.conversations import (
 )
 from relay.credentials import Credentials
 from relay.errors import RestError, UsageError
-from relay.settings import Settings, rest_base_url
+from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 
 NAME: Final = "history"
 HELP: Final = "List the items of a conversation (Conversations REST API)."
@@ -39,37 +40,69 @@ ELLIPSIS: Final = "…"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("conversation_id", metavar="CONVERSATION_ID", help="the conversation to list")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="items per page, sent as given (the API allows 1..100, default 20)")
-    parser.add_argument("--order", choices=("asc", "desc"), default=None,
-                        help="oldest first (asc) or newest first (desc, the API's default)")
+    parser.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="items per page, sent as given (the API allows 1..100, default 20)"
+    )
+    parser.add_argument(
+        "--order", choices=("asc", "desc"), default=None, help="oldest first (asc) or newest first (desc, the API's default)"
+    )
     parser.add_argument("--after", metavar="ID", default=None, help="start after this item id (a cursor)")
-    parser.add_argument("--all", action="store_true", dest="all_pages",
-                        help="follow the cursor until the last page")
-    parser.add_argument("--json", action="store_true", dest="json_lines",
-                        help="print each item as one line of JSON")
+    parser.add_argument("--all", action="store_true", dest="all_pages", help="follow the cursor until the last page")
+    parser.add_argument("--json", action="store_true", dest="json_lines", help="print each item as one line of JSON")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     conversation_id: str = args.conversation_id
     if not conversation_id.strip():
         raise UsageError("CONVERSATION_ID must not be empty")
+    if settings.upstream == UPSTREAM_SIM and not settings.rest_base:
+        # `history` starts no simulator, and deriving a REST base from `sim` would mean production (with the
+        # user's real credentials): refuse instead of guessing.
+        raise UsageError(
+            "history has no embedded simulator: with upstream 'sim', pass --rest-base URL (RELAY_REST_BASE), "
+            "e.g. http://127.0.0.1:8090/v1 for a running `realtime-relay sim`"
+        )
     credentials = Credentials.load(settings)  # ConfigError (a bad credentials file) -> exit 2 in the CLI
-    return asyncio.run(print_history(
-        base_url=rest_base_url(settings), auth=credentials.authorization_header(),
-        conversation_id=conversation_id, limit=args.limit, order=args.order, after=args.after,
-        all_pages=args.all_pages, json_lines=args.json_lines, out=sys.stdout, err=sys.stderr))
+    return asyncio.run(
+        print_history(
+            base_url=rest_base_url(settings),
+            auth=credentials.authorization_header(),
+            conversation_id=conversation_id,
+            limit=args.limit,
+            order=args.order,
+            after=args.after,
+            all_pages=args.all_pages,
+            json_lines=args.json_lines,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    )
 
 
-async def print_history(*, base_url: str, auth: dict[str, str], conversation_id: str, limit: int | None,
-                        order: str | None, after: str | None, all_pages: bool, json_lines: bool,
-                        out: TextIO, err: TextIO, retry: RetryPolicy = HISTORY_RETRY) -> int:
+async def print_history(
+    *,
+    base_url: str,
+    auth: dict[str, str],
+    conversation_id: str,
+    limit: int | None,
+    order: str | None,
+    after: str | None,
+    all_pages: bool,
+    json_lines: bool,
+    out: TextIO,
+    err: TextIO,
+    retry: RetryPolicy = HISTORY_RETRY,
+) -> int:
     """List and print; the exit code is the result. Separate from `run` so tests can pass a retry policy."""
     width = _text_width(out)
 
     def tell_retry(notice: RetryNotice) -> None:
-        print(f"realtime-relay history: {notice.cause}; try {notice.attempt}/{notice.max_tries} failed, "
-              f"retrying in {notice.delay:.1f} s", file=err, flush=True)
+        print(
+            f"realtime-relay history: {notice.cause}; try {notice.attempt}/{notice.max_tries} failed, "
+            f"retrying in {notice.delay:.1f} s",
+            file=err,
+            flush=True,
+        )
 
     printed = 0
     try:
@@ -94,8 +127,10 @@ async def print_history(*, base_url: str, auth: dict[str, str], conversation_id:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if printed == 0:
-        print(f"realtime-relay history: no items in conversation {conversation_id!r}"
-              + (f" after {after!r}" if after else ""), file=err)
+        print(
+            f"realtime-relay history: no items in conversation {conversation_id!r}" + (f" after {after!r}" if after else ""),
+            file=err,
+        )
     return 0
 
 
@@ -120,5 +155,5 @@ def format_item(item: ConversationItem, *, json_lines: bool, width: int | None) 
     if width is not None and len(line) > width:
         room = max(width - len(prefix) - 2, MIN_TEXT_COLUMNS)
         if len(flat) > room:
-            line = f"{prefix}  {flat[:room - 1]}{ELLIPSIS}"
+            line = f"{prefix}  {flat[: room - 1]}{ELLIPSIS}"
     return line + "\n"

@@ -74,6 +74,7 @@ class StopSignals:
 
 
 async def serve(settings: Settings, fell_back: bool) -> int:
+    check_bind_policy(settings)  # before anything is logged or bound: a refused bind is a config error (exit 2)
     log = structlog.get_logger()
     if fell_back:
         log.warning(
@@ -81,7 +82,6 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             reason="no upstream credentials (YANDEX_API_KEY / YANDEX_IAM_TOKEN) configured",
             detail="serving against the embedded simulator",
         )
-    check_bind_policy(settings)
     if not settings.client_tokens:
         if is_loopback(settings.host):
             log.warning("relay.auth_disabled", reason="no client_tokens configured; loopback bind only")
@@ -136,5 +136,4 @@ async def serve(settings: Settings, fell_back: bool) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "setting_sources", {})
     settings, fell_back = effective_settings(settings, sources.get("upstream", "default"))
-    check_bind_policy(settings)
     return asyncio.run(serve(settings, fell_back))
