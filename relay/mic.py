@@ -37,11 +37,12 @@ from audio.playback import ClearResult, PlaybackBuffer, PlaybackWriter
 from audio.resample import StreamResampler
 from relay import events as ev
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, UpstreamTarget
+from relay.commands.sim import simulator_options
 from relay.credentials import Credentials, resolve_model
 from relay.eventlog import EventLog
 from relay.session import DEFAULT_FORMAT, AudioFormat, SessionPolicy
 from relay.settings import DEFAULT_UPSTREAM, UPSTREAM_SIM
-from relay.simulator import RunningSimulator, SimulatorOptions, start_simulator
+from relay.simulator import RunningSimulator, start_simulator
 from relay.upstream import redact_url, upstream_url
 
 if TYPE_CHECKING:
@@ -79,9 +80,7 @@ def decode_output(data: bytes, fmt: AudioFormat) -> bytes:
     return data
 
 
-def _session_formats(
-    event: dict[str, Any], current: tuple[AudioFormat, AudioFormat]
-) -> tuple[AudioFormat, AudioFormat]:
+def _session_formats(event: dict[str, Any], current: tuple[AudioFormat, AudioFormat]) -> tuple[AudioFormat, AudioFormat]:
     session = event.get("session")
     audio = session.get("audio") if isinstance(session, dict) else None
     if not isinstance(audio, dict):
@@ -389,18 +388,11 @@ class MicAgent:
             return
         if isinstance(item_id, str):
             index = event.get("content_index")
-            self._content_index[item_id] = (
-                index if isinstance(index, int) and not isinstance(index, bool) else 0
-            )
-        self._writer.write_pcm16(
-            decode_output(data, self.output_format), item_id if isinstance(item_id, str) else None
-        )
+            self._content_index[item_id] = index if isinstance(index, int) and not isinstance(index, bool) else 0
+        self._writer.write_pcm16(decode_output(data, self.output_format), item_id if isinstance(item_id, str) else None)
 
     def _is_silenced(self, event: dict[str, Any]) -> bool:
-        return (
-            event.get("response_id") in self._silenced_responses
-            or event.get("item_id") in self._silenced_items
-        )
+        return event.get("response_id") in self._silenced_responses or event.get("item_id") in self._silenced_items
 
     def _speech_started(self) -> list[str]:
         self.display.status("you")
@@ -600,12 +592,7 @@ async def drive_session(
     try:
         url = settings.upstream
         if _wants_simulator(settings):
-            sim_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
-            simulator = await start_simulator(
-                SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=sim_key),
-                "127.0.0.1",
-                0,
-            )
+            simulator = await start_simulator(simulator_options(settings), "127.0.0.1", 0)
             url = simulator.realtime_url
             display.notice(f"using the embedded simulator at {url} (no upstream credentials or --upstream sim)")
         target = upstream_target(settings, url, simulator=simulator is not None)
@@ -620,9 +607,7 @@ async def drive_session(
             data_dir=Path(settings.data_dir),
             retrieve_timeout=settings.retrieve_timeout_seconds,
         )
-        bridge = SessionBridge(
-            client, target, policy_from_settings(settings), env, started_info={"mode": "mic", **started_info}
-        )
+        bridge = SessionBridge(client, target, policy_from_settings(settings), env, started_info={"mode": "mic", **started_info})
 
         async def pump_capture() -> None:
             while True:
@@ -670,14 +655,10 @@ async def run_mic_session(
     chosen = chosen or choose_devices(settings)
     capture_rate, playback_rate = chosen.capture.default_rate, chosen.playback.default_rate
     buffer = PlaybackBuffer(playback_rate, prefill_ms=settings.playback_buffer_ms)
-    speaker = PlaybackStream(
-        chosen.playback, buffer, playback_rate * OUTPUT_BLOCK_MS // 1000, latency=OUTPUT_LATENCY_MS / 1000.0
-    )
+    speaker = PlaybackStream(chosen.playback, buffer, playback_rate * OUTPUT_BLOCK_MS // 1000, latency=OUTPUT_LATENCY_MS / 1000.0)
     captured: asyncio.Queue[npt.NDArray[np.float32]] = asyncio.Queue()
     try:
-        microphone = CaptureStream(
-            chosen.capture, capture_rate, capture_rate * settings.chunk_ms // 1000, loop, captured
-        )
+        microphone = CaptureStream(chosen.capture, capture_rate, capture_rate * settings.chunk_ms // 1000, loop, captured)
     except BaseException:
         speaker.stop()
         raise

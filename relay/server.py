@@ -451,13 +451,9 @@ def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
     """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included (C8)."""
     if settings.upstream != UPSTREAM_SIM:
         return None
-    from relay.simulator import SimulatorOptions
+    from relay.commands.sim import simulator_options
 
-    sim_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
-    try:
-        return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=sim_key, knobs=settings.sim_knobs)
-    except ValueError as exc:
-        raise ConfigError("sim_knobs", "settings", str(exc)) from None
+    return simulator_options(settings)
 
 
 def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.Application:

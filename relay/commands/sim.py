@@ -51,16 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def simulator_options(settings: Settings) -> SimulatorOptions:
+    """The simulator's options from settings (`sim` here; `serve` and `mic` with `--upstream sim` embed the same)."""
+    api_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
+    try:
+        return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs)
+    except ValueError as exc:
+        raise ConfigError("sim_knobs", "settings", str(exc)) from None
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Serve until `stop` is set or SIGINT/SIGTERM arrives."""
     log = structlog.get_logger()
-    api_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
-    try:
-        options = SimulatorOptions(
-            flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs
-        )
-    except ValueError as exc:
-        raise ConfigError("sim_knobs", "settings", str(exc)) from None
+    options = simulator_options(settings)
     try:
         sim = await start_simulator(options, host=settings.sim_host, port=settings.sim_port)
     except OSError as exc:
@@ -74,7 +77,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         rest_base=sim.rest_base,
         flavour=options.flavour,
         speed=options.speed,
-        auth=api_key is not None,
+        auth=options.api_key is not None,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
