@@ -83,7 +83,12 @@ class RelayMetrics:
         yield histogram
         for name, doc, label, counter in (
             ("relay_retrieves", "Relay retrieves by result.", "result", self.retrieves),
-            ("relay_client_errors", "Client-facing errors by code: error events sent, and client_too_slow closes.", "code", self.client_errors),
+            (
+                "relay_client_errors",
+                "Client-facing errors by code: error events sent, and client_too_slow closes.",
+                "code",
+                self.client_errors,
+            ),
             ("relay_closes", "Client sockets closed by close code.", "code", self.closes),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])

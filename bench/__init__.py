@@ -1,0 +1,16 @@
+"""`make bench` (CONTRACT C11, issue 10): the relay measured against a direct connection, in one run, on loopback.
+
+Parts, each its own process so they can be pinned to their own core:
+- `bench.echo` — a minimal WebSocket upstream that answers every `input_audio_buffer.append` at once with a
+  `response.output_audio.delta` of the same size (so the upstream is never the bottleneck);
+- `bench.loadgen` — the load generator: sessions sending 20 ms PCM16 chunks in real time (or flooding), timing
+  each round trip;
+- `bench.relayproc` — a real `realtime-relay serve` subprocess under test, in three logging variants;
+- `bench.measure` — /proc readers (CPU ticks, RSS), percentiles, machine facts;
+- `bench.profiling` — py-spy (or nothing) on the relay under load, summarized;
+- `bench.runner` — the phases, the report, the targets; `bench.table` — the README table from a result file;
+- `bench.gc_relay`, `bench.uvloop_relay`, `bench.aiohttp_upstream_relay` — the unchanged relay CLI under a
+  what-if (GC pauses timed / GC tuned, uvloop, an aiohttp upstream link), for measured perf proposals.
+Both WebSocket peers here speak RFC 6455 through `bench.frames`, a few dozen lines of framing, because the
+generator has to outrun the relay on one core: a general-purpose client library would measure itself.
+"""
