@@ -23,13 +23,14 @@ import copy
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from relay import events as ev
 
 MAX_JSON_DEPTH: Final = 512
+VAD_LAG_MARGIN_MS: Final = 2000.0  # how late a server's speech_started may name an onset, beyond its prefix padding
 # Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved (C5).
 SAFE_ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
@@ -43,15 +44,15 @@ class AudioFormat:
     rate: int = 24000
 
     @property
+    def sample_width(self) -> int:
+        return 1 if self.type in ("audio/pcmu", "audio/pcma") else 2
+
+    @property
     def bytes_per_second(self) -> int:
-        return self.rate if self.type in ("audio/pcmu", "audio/pcma") else self.rate * 2
+        return self.rate * self.sample_width
 
     def ms(self, n_bytes: int) -> float:
         return n_bytes * 1000.0 / self.bytes_per_second if self.bytes_per_second else 0.0
-
-    def bytes_for_ms(self, ms: float) -> int:
-        n = int(ms * self.bytes_per_second / 1000.0)
-        return n - n % (1 if self.type in ("audio/pcmu", "audio/pcma") else 2)
 
     @classmethod
     def from_config(cls, value: object, default: AudioFormat) -> AudioFormat:
@@ -119,16 +120,19 @@ class _Item:
     input_end_ms: float | None = None
 
 
-@dataclass
-class _InputChunk:
-    start_ms: float
-    audio_b64: str  # decoded only if a fallback save needs it
-    n_bytes: int
-    format: AudioFormat
+class _InputChunk(NamedTuple):
+    """One append, as received. A tuple of atoms, so the garbage collector stops tracking it (50 per second)."""
 
-    @property
-    def end_ms(self) -> float:
-        return self.start_ms + self.format.ms(self.n_bytes)
+    start_ms: float
+    end_ms: float
+    audio_b64: str  # decoded only if a fallback save needs it
+    bytes_per_second: int
+    sample_width: int
+
+    def offset(self, ms: float) -> int:
+        """Byte offset of `ms` milliseconds into this chunk, on a sample boundary."""
+        n = int(ms * self.bytes_per_second / 1000.0)
+        return n - n % self.sample_width
 
 
 def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +217,10 @@ class RelaySession:
         self._input_chunks: deque[_InputChunk] = deque()
         self._appended_ms = 0.0
         self._uncommitted_start_ms = 0.0
+        # Server VAD's prefix padding (None: manual turns), and the starts of user items that may still need
+        # their audio from the stream: together they say how much appended audio must be kept (`_trim_input`).
+        self._vad_prefix_ms: float | None = None
+        self._unsaved_user_starts: dict[str, float] = {}
         self._pending_speech: tuple[float, float | None] | None = None
         self._upstream: list[str] = []
         self._client: list[str] = []
@@ -350,11 +358,23 @@ class RelaySession:
             return
         fmt = self.input_format
         n_bytes = _b64_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
-        self._input_chunks.append(_InputChunk(self._appended_ms, audio, n_bytes, fmt))
-        self._appended_ms += fmt.ms(n_bytes)
-        horizon = self._appended_ms - self.policy.max_item_audio_seconds * 1000.0
+        start = self._appended_ms
+        self._appended_ms = start + fmt.ms(n_bytes)
+        self._input_chunks.append(_InputChunk(start, self._appended_ms, audio, fmt.bytes_per_second, fmt.sample_width))
+        self._trim_input()
+
+    def _trim_input(self) -> None:
+        """Drop appended audio no item can still need: before the uncommitted buffer (with server VAD, before
+        what a speech onset could reach back to, with a margin for the server's detection lag), unless an
+        unsaved user item starts there; never more than `max_item_audio_seconds`."""
+        floor = self._uncommitted_start_ms
+        if self._vad_prefix_ms is not None:
+            floor = max(floor, self._appended_ms - self._vad_prefix_ms - VAD_LAG_MARGIN_MS)
+        if self._unsaved_user_starts:
+            floor = min(floor, min(self._unsaved_user_starts.values()))
+        floor = max(floor, self._appended_ms - self.policy.max_item_audio_seconds * 1000.0)
         chunks = self._input_chunks
-        while chunks and chunks[0].end_ms < horizon:
+        while chunks and chunks[0].end_ms <= floor:
             chunks.popleft()
 
     # ---- upstream -> client ---------------------------------------------------------------------------
@@ -402,6 +422,7 @@ class RelaySession:
             if isinstance(session, dict):
                 audio = session.get("audio")
                 if isinstance(audio, dict):
+                    self._observe_turn_detection(audio.get("input"))
                     for direction in ("input", "output"):
                         part = audio.get(direction)
                         if isinstance(part, dict) and "format" in part:
@@ -433,6 +454,8 @@ class RelaySession:
             if isinstance(item_id, str) and isinstance(start, (int, float)):
                 item = self._item(item_id, "user")
                 item.input_start_ms = float(start)
+                if not item.saved:
+                    self._unsaved_user_starts[item_id] = item.input_start_ms
             return None
         if kind == ev.INPUT_AUDIO_BUFFER_SPEECH_STOPPED:
             end = event.get("audio_end_ms")
@@ -450,6 +473,8 @@ class RelaySession:
                     item.input_start_ms = self._uncommitted_start_ms
                 if item.input_end_ms is None:
                     item.input_end_ms = self._appended_ms
+                if not item.saved:
+                    self._unsaved_user_starts[item_id] = item.input_start_ms
                 self._uncommitted_start_ms = item.input_end_ms
             return None
         if kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
@@ -462,6 +487,16 @@ class RelaySession:
                 return self._items[raw_item["id"]].format if isinstance(raw_item.get("id"), str) else None
             return None
         return None
+
+    def _observe_turn_detection(self, audio_input: object) -> None:
+        if not isinstance(audio_input, dict) or "turn_detection" not in audio_input:
+            return
+        detection = audio_input["turn_detection"]
+        if not isinstance(detection, dict):
+            self._vad_prefix_ms = None  # manual turns: the whole uncommitted buffer may become an item
+            return
+        prefix = detection.get("prefix_padding_ms", 300)
+        self._vad_prefix_ms = float(prefix) if isinstance(prefix, (int, float)) and prefix >= 0 else 300.0
 
     def _item(self, item_id: str, role: str | None) -> _Item:
         item = self._items.get(item_id)
@@ -506,6 +541,7 @@ class RelaySession:
             item.retrieve_sent = True
             if not SAFE_ITEM_ID_RE.match(item.item_id):
                 item.saved = True
+                self._unsaved_user_starts.pop(item.item_id, None)
                 self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
                 return
             self._retrieve_askers.setdefault(item.item_id, deque()).append("relay")
@@ -627,20 +663,20 @@ class RelaySession:
         end = item.input_end_ms if item.input_end_ms is not None else self._appended_ms
         out = bytearray()
         for chunk in self._input_chunks:
-            chunk_end = chunk.end_ms
-            if chunk_end <= start or chunk.start_ms >= end:
+            if chunk.end_ms <= start or chunk.start_ms >= end:
                 continue
             pcm = _b64(chunk.audio_b64)
             if pcm is None:
                 continue
-            lo = chunk.format.bytes_for_ms(max(0.0, start - chunk.start_ms))
-            hi = chunk.format.bytes_for_ms(min(end, chunk_end) - chunk.start_ms) if end < chunk_end else len(pcm)
+            lo = chunk.offset(max(0.0, start - chunk.start_ms))
+            hi = chunk.offset(end - chunk.start_ms) if end < chunk.end_ms else len(pcm)
             out += pcm[lo:hi]
         return bytes(out)
 
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
         item.saved = True
+        self._unsaved_user_starts.pop(item.item_id, None)
         if not SAFE_ITEM_ID_RE.match(item.item_id):
             return
         item.output_audio = []  # the stream copy is no longer needed once the item is saved

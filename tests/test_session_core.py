@@ -538,3 +538,36 @@ def test_logged_upstream_urls_hide_credentials_and_query_values_but_the_model() 
     shown = redact_url("wss://user:pw@host:443/v1/realtime?token=SECRET&model=gpt://f/m")
     assert "SECRET" not in shown and "pw" not in shown
     assert shown == "wss://host:443/v1/realtime?token=****&model=gpt://f/m"
+
+
+def test_appended_audio_is_kept_only_while_an_item_may_need_it() -> None:
+    core = new_session()  # server VAD, prefix padding 300 ms by default
+    core.receive_server_text(j({"type": "session.updated", "event_id": "u", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "prefix_padding_ms": 300}}}}}))
+    for _ in range(500):  # 10 s of silence in 20 ms chunks
+        core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(480))}))
+    kept_ms = sum(c.end_ms - c.start_ms for c in core._input_chunks)
+    assert kept_ms <= 300 + 2000 + 20  # prefix padding + lag margin, not the whole silence
+    core.receive_server_text(j({"type": "input_audio_buffer.speech_started", "event_id": "a", "audio_start_ms": 9000, "item_id": "u1"}))
+    for _ in range(250):  # 5 s more: the item's start must stay available
+        core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(480, 5))}))
+    assert core._input_chunks[0].start_ms <= 9000
+    core.receive_server_text(j({"type": "input_audio_buffer.speech_stopped", "event_id": "b", "audio_end_ms": 14000, "item_id": "u1"}))
+    core.receive_server_text(j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "u1", "previous_item_id": None}))
+    core.receive_server_text(j({"type": "conversation.item.input_audio_transcription.completed", "event_id": "t", "item_id": "u1", "content_index": 0, "transcript": "x"}))
+    core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": "r", "item": {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(pcm(480))}]}}))
+    assert drain(core)["save"]
+    core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(480))}))
+    assert core._input_chunks[0].start_ms >= 14000 - 2300  # the saved item's audio is let go
+
+
+def test_manual_turns_keep_the_whole_uncommitted_buffer() -> None:
+    core = new_session()
+    core.receive_server_text(j({"type": "session.updated", "event_id": "u", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    sent = b"".join(pcm(480, k) for k in range(300))
+    for k in range(300):
+        core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(480, k))}))
+    core.receive_server_text(j({"type": "input_audio_buffer.committed", "event_id": "c", "item_id": "m1", "previous_item_id": None}))
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "d", "item": {"id": "m1", "type": "message", "role": "user", "content": [{"type": "input_audio"}]}}))
+    core.session_closed()
+    (save,) = drain(core)["save"]
+    assert save.pcm == sent
