@@ -13,8 +13,6 @@ This module does file I/O (and stdout writes with `event_log_stdout`) on its own
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import hashlib
 import os
@@ -31,11 +29,12 @@ import structlog
 
 from relay import events as ev
 from relay.session import AudioFormat, LogEntry
+from relay.session import b64_decoded_len as _b64_len
 
 SCHEMA_VERSION: Final = 1
 FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound
 _RECORD_OVERHEAD: Final = 256  # rough bytes of the envelope around an event, for queue accounting
-_SOON_BYTES: Final = 1 << 20  # wake the writer early when this much is queued
+_SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
 
 _TEXT_DELTA_TYPES: Final = frozenset(
     {ev.RESPONSE_OUTPUT_TEXT_DELTA, ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA, ev.INPUT_AUDIO_TRANSCRIPTION_DELTA}
@@ -46,14 +45,16 @@ log = structlog.get_logger()
 
 
 def audio_summary(b64: str, fmt: AudioFormat | None) -> dict[str, Any]:
-    try:
-        data = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        return {"audio_bytes": None, "audio_ms": None, "sha256": None, "invalid_base64": True, "chars": len(b64)}
+    """What the log keeps of an audio payload: its size, its duration in the format in effect, and a hash.
+
+    The hash is the SHA-256 of the base64 payload as it crossed the relay (first 16 hex digits): it identifies
+    the payload without decoding it, which cost ~10% of the relay's CPU at 200 sessions (make bench). Sizes come
+    from the base64 length, which is exact for valid base64."""
+    n_bytes = _b64_len(b64)
     return {
-        "audio_bytes": len(data),
-        "audio_ms": round(fmt.ms(len(data)), 3) if fmt is not None else None,
-        "sha256": hashlib.sha256(data).hexdigest()[:16],
+        "audio_bytes": n_bytes,
+        "audio_ms": round(fmt.ms(n_bytes), 3) if fmt is not None else None,
+        "sha256": hashlib.sha256(b64.encode("ascii", "replace")).hexdigest()[:16],
     }
 
 
@@ -214,7 +215,7 @@ class EventLog:
             return False
         self._enqueued_bytes += item.size
         self._queue.append(item)
-        if self.queued_bytes > _SOON_BYTES:
+        if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
             self._wake.set()
         return True
 

@@ -43,13 +43,14 @@ class AudioFormat:
     type: str = "audio/pcm"
     rate: int = 24000
 
-    @property
-    def sample_width(self) -> int:
-        return 1 if self.type in ("audio/pcmu", "audio/pcma") else 2
+    # Derived once: they are read several times per audio frame.
+    sample_width: int = field(init=False, repr=False, compare=False)
+    bytes_per_second: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def bytes_per_second(self) -> int:
-        return self.rate * self.sample_width
+    def __post_init__(self) -> None:
+        width = 1 if self.type in ("audio/pcmu", "audio/pcma") else 2
+        object.__setattr__(self, "sample_width", width)
+        object.__setattr__(self, "bytes_per_second", self.rate * width)
 
     def ms(self, n_bytes: int) -> float:
         return n_bytes * 1000.0 / self.bytes_per_second if self.bytes_per_second else 0.0
@@ -179,8 +180,8 @@ def wire_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def _b64_len(text: str) -> int:
-    """Decoded length of base64 text without decoding it."""
+def b64_decoded_len(text: str) -> int:
+    """Decoded length of base64 text without decoding it (exact for valid base64)."""
     n = len(text)
     return n * 3 // 4 - text.endswith("=") - text.endswith("==")
 
@@ -357,7 +358,7 @@ class RelaySession:
         if not isinstance(audio, str):
             return
         fmt = self.input_format
-        n_bytes = _b64_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
+        n_bytes = b64_decoded_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
         start = self._appended_ms
         self._appended_ms = start + fmt.ms(n_bytes)
         self._input_chunks.append(_InputChunk(start, self._appended_ms, audio, fmt.bytes_per_second, fmt.sample_width))
@@ -440,7 +441,7 @@ class RelaySession:
                 item.has_audio = True
                 delta = event.get("delta")
                 if isinstance(delta, str):
-                    n = _b64_len(delta)
+                    n = b64_decoded_len(delta)
                     item.output_forwarded_bytes += n
                     cap = (item.format or self.output_format).bytes_per_second * self.policy.max_item_audio_seconds
                     if not item.saved and item.output_audio_bytes + n <= cap:
