@@ -45,8 +45,9 @@ lint: install-test
 	$(VENV)/bin/ruff check relay audio tests bench
 	$(VENV)/bin/mypy
 
+BENCH_ARGS ?=
 bench: install-test
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/artifacts

@@ -220,7 +220,7 @@ class RelaySession:
         self._uncommitted_start_ms = 0.0
         # Server VAD's prefix padding (None: manual turns), and the starts of user items that may still need
         # their audio from the stream: together they say how much appended audio must be kept (`_trim_input`).
-        self._vad_prefix_ms: float | None = None
+        self._vad_prefix_ms: float | None = 300.0  # the API's default turn detection: server VAD, 300 ms padding
         self._unsaved_user_starts: dict[str, float] = {}
         self._pending_speech: tuple[float, float | None] | None = None
         self._upstream: list[str] = []
