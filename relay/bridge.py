@@ -32,6 +32,8 @@ from relay.upstream import UpstreamLink, redact_url
 
 log = structlog.get_logger()
 
+# An upstream that stops reading while this much waits for it has stalled: the session ends as disconnected.
+UPSTREAM_BACKLOG_LIMIT_BYTES = 32 * 1024 * 1024
 CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (C4: within 1 s)
 
 
@@ -140,8 +142,11 @@ class SessionBridge:
         self._started_info = dict(started_info or {})
         self._max_session_seconds = max_session_seconds
         self._upstream: UpstreamLink | None = None
+        # Frames for the upstream go through one writer task, so neither pump ever waits on the upstream socket.
         self._upstream_queue: deque[str] = deque()
-        self._upstream_sending = False
+        self._upstream_queued_bytes = 0
+        self._upstream_wake = asyncio.Event()
+        self._upstream_writer: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
@@ -217,18 +222,23 @@ class SessionBridge:
         order, for the client pump."""
         assert self._stop is not None
         connect = asyncio.create_task(UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout))
+        early_bytes = 0
         try:
             while not connect.done():
-                if self._pending_receive is None:
+                if self._pending_receive is None and early_bytes <= UPSTREAM_BACKLOG_LIMIT_BYTES:
+                    # Past the bound the client is simply not read until the upstream answers (TCP backpressure).
                     self._pending_receive = asyncio.create_task(self.client.receive())
-                watched: set[asyncio.Future[Any]] = {connect, self._pending_receive, self._stop}
+                watched: set[asyncio.Future[Any]] = {connect, self._stop}
+                if self._pending_receive is not None:
+                    watched.add(self._pending_receive)
                 await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                if self._pending_receive.done() and not connect.done():
+                if self._pending_receive is not None and self._pending_receive.done() and not connect.done():
                     frame = self._pending_receive.result()
                     self._pending_receive = None
                     if frame.closed:
                         raise _EndedBeforeConnect(EndReason.CLIENT_CLOSED, frame.close_code)
                     self._early_frames.append(frame)
+                    early_bytes += len(frame.text or "")
                 if self._stop.done() and not connect.done():
                     raise _EndedBeforeConnect(self._stop.result(), None)
         except BaseException:
@@ -250,7 +260,9 @@ class SessionBridge:
         assert self._upstream is not None and self._stop is not None
         from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
         from_upstream = asyncio.create_task(self._pump_upstream(), name=f"{self.session_id}:upstream")
-        waiters: set[asyncio.Future[Any]] = {from_client, from_upstream, self._stop}
+        to_upstream = asyncio.create_task(self._write_upstream(), name=f"{self.session_id}:upstream-writer")
+        self._upstream_writer = to_upstream
+        waiters: set[asyncio.Future[Any]] = {from_client, from_upstream, to_upstream, self._stop}
         expiry: asyncio.TimerHandle | None = None
         if self._max_session_seconds > 0:
             expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)
@@ -263,6 +275,14 @@ class SessionBridge:
         self.core.session_closing()
         first = next(iter(done))
         result: Any = first.exception() if first.exception() is not None else first.result()
+        if isinstance(result, UpstreamDisconnected):  # a drop seen by the reader or the writer, or a stall
+            await self._cancel(from_client)
+            await self._cancel(from_upstream)
+            log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
+            self._count_client_error(ev.CODE_UPSTREAM_DISCONNECTED)
+            self.core.send_client_error(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
+            await self._flush()
+            return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(1014, "upstream disconnected", grace=CLOSE_GRACE_S)
         if first is from_client:
             await self._cancel(from_client)
             if isinstance(result, ClientFrame):  # the client closed
@@ -277,14 +297,6 @@ class SessionBridge:
             await self._cancel(from_client)
             if result == EndReason.CLIENT_TOO_SLOW:
                 return await self._close_too_slow()
-            if isinstance(result, UpstreamDisconnected):
-                log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
-                self._count_client_error(ev.CODE_UPSTREAM_DISCONNECTED)
-                self.core.send_client_error(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
-                await self._flush()
-                return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(
-                    1014, "upstream disconnected", grace=CLOSE_GRACE_S
-                )
             if isinstance(result, BaseException):
                 raise result
             return EndReason.UPSTREAM_CLOSED, await self.client.close(1000, "upstream closed", grace=CLOSE_GRACE_S)
@@ -362,6 +374,8 @@ class SessionBridge:
             await task
 
     async def _close_upstream(self) -> int | None:
+        if self._upstream_writer is not None:
+            await self._cancel(self._upstream_writer)
         if self._upstream is None:
             return None
         try:
@@ -425,7 +439,7 @@ class SessionBridge:
         self._arm_timers()
         frames = core.to_upstream()
         if frames and self._upstream is not None:
-            await self._send_upstream(frames)
+            self._queue_upstream(frames)
         return client_ok
 
     def _arm_timers(self) -> None:
@@ -441,21 +455,27 @@ class SessionBridge:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _send_upstream(self, frames: list[str]) -> None:
-        """Frames go out in decision order even when two pumps flush at once: one sender at a time."""
-        assert self._upstream is not None
+    def _queue_upstream(self, frames: list[str]) -> None:
+        """Hand frames to the writer task in decision order; a stalled upstream ends the session, bounded."""
         self._upstream_queue.extend(frames)
-        if self._upstream_sending:
-            return
-        self._upstream_sending = True
-        try:
-            while self._upstream_queue:
-                await self._upstream.send(self._upstream_queue.popleft())
-        except UpstreamDisconnected:
-            # The upstream pump sees the same drop and ends the session; nothing more to do here.
+        self._upstream_queued_bytes += sum(len(text) for text in frames)
+        if self._upstream_queued_bytes > UPSTREAM_BACKLOG_LIMIT_BYTES:
             self._upstream_queue.clear()
-        finally:
-            self._upstream_sending = False
+            self._upstream_queued_bytes = 0
+            raise UpstreamDisconnected(f"upstream stopped reading ({UPSTREAM_BACKLOG_LIMIT_BYTES >> 20} MiB waiting for it)")
+        self._upstream_wake.set()
+
+    async def _write_upstream(self) -> None:
+        """The only sender on the upstream socket: frames go out in the order the core decided them."""
+        assert self._upstream is not None
+        upstream, queue = self._upstream, self._upstream_queue
+        while True:
+            await self._upstream_wake.wait()
+            self._upstream_wake.clear()
+            while queue:
+                text = queue.popleft()
+                self._upstream_queued_bytes -= len(text)
+                await upstream.send(text)
 
     async def _save(self, save: AudioToSave) -> None:
         folder = self.env.data_dir / "sessions" / self.session_id

@@ -361,6 +361,8 @@ class RelaySession:
         n_bytes = b64_decoded_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
         start = self._appended_ms
         self._appended_ms = start + fmt.ms(n_bytes)
+        if not self.policy.retrieve_after_done:
+            return  # nothing will be saved: keep no stream copy
         self._input_chunks.append(_InputChunk(start, self._appended_ms, audio, fmt.bytes_per_second, fmt.sample_width))
         self._trim_input()
 
@@ -444,7 +446,7 @@ class RelaySession:
                     n = b64_decoded_len(delta)
                     item.output_forwarded_bytes += n
                     cap = (item.format or self.output_format).bytes_per_second * self.policy.max_item_audio_seconds
-                    if not item.saved and item.output_audio_bytes + n <= cap:
+                    if self.policy.retrieve_after_done and not item.saved and item.output_audio_bytes + n <= cap:
                         item.output_audio.append(delta)
                         item.output_audio_bytes += n
                 return item.format

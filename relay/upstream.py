@@ -1,14 +1,9 @@
-"""The upstream adapter: one client WebSocket per session (CONTRACT C3), on aiohttp.
+"""The upstream adapter: one websockets client connection per session (CONTRACT C3).
 
-Owns only socket I/O and the mapping of failures onto `UpstreamUnavailable` (handshake) and `UpstreamDisconnected`
-(mid-session drop, or any close but a normal 1000). No message size cap (a retrieved item may carry minutes of
-audio), no keepalive pings of its own (Yandex was seen not to answer them in time; the server's pings are still
-answered), no compression. Also builds the upstream URL from the configured one and the client's query
-(`upstream_url`), which is pure.
-
-Why aiohttp and not websockets (the stack's first choice): `make bench` measured 6-17% less relay CPU per round
-trip with this link in flood, the websockets client spending more per frame (its per-frame mask key is an
-os.urandom call) than aiohttp, which the relay already uses for the client side.
+Owns only socket I/O and the mapping of websockets' failures onto `UpstreamUnavailable` (handshake) and
+`UpstreamDisconnected` (mid-session drop). No message size cap (a retrieved item may carry minutes of audio) and
+no keepalive pings (Yandex was seen not to answer them in time). Also builds the upstream URL from the
+configured one and the client's query (`upstream_url`), which is pure.
 """
 
 from __future__ import annotations
@@ -18,7 +13,9 @@ import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import aiohttp
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.version import version as websockets_version
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 
@@ -44,77 +41,64 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:"), ""))
 
 
-_CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
-
-
 class UpstreamLink:
-    """A connected upstream socket. `recv` returns text frames, or None after a normal (1000) close."""
+    """A connected upstream socket. `recv` returns text frames, or None after a normal close."""
 
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, connect_seconds: float) -> None:
-        self._http = http  # one per link: closing it is also how a stuck connection is aborted
-        self._ws = ws
+    def __init__(self, connection: ClientConnection, connect_seconds: float) -> None:
+        self._connection = connection
         self.connect_seconds = connect_seconds
-        self._aborting: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, headers: Mapping[str, str], *, open_timeout: float) -> UpstreamLink:
         started = time.monotonic()
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False)
         try:
-            async with asyncio.timeout(open_timeout):
-                ws = await http.ws_connect(
-                    url,
-                    headers=dict(headers),
-                    max_msg_size=0,
-                    autoping=True,
-                    heartbeat=None,
-                    compress=0,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            await http.close()
+            connection = await connect(
+                url,
+                additional_headers=dict(headers),
+                max_size=None,
+                max_queue=64,
+                ping_interval=None,
+                compression=None,
+                open_timeout=open_timeout,
+                close_timeout=1.0,
+                proxy=None,
+                user_agent_header=f"realtime-relay websockets/{websockets_version}",
+            )
+        except InvalidStatus as exc:
+            response = exc.response
             raise UpstreamUnavailable(
-                f"upstream refused the handshake: HTTP {exc.status} {exc.message}", status=exc.status
+                f"upstream refused the handshake: HTTP {response.status_code} {response.reason_phrase}",
+                status=response.status_code,
             ) from None
         except TimeoutError:
-            await http.close()
             raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
-        except (OSError, aiohttp.ClientError, ValueError) as exc:
-            await http.close()
+        except (OSError, InvalidHandshake, asyncio.IncompleteReadError) as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
-        except BaseException:
-            await http.close()
-            raise
-        return cls(http, ws, time.monotonic() - started)
+        return cls(connection, time.monotonic() - started)
 
     async def send(self, text: str) -> None:
         try:
-            await self._ws.send_str(text)
-        except (ConnectionError, RuntimeError) as exc:
-            raise UpstreamDisconnected(f"upstream closed: {exc}", code=self._ws.close_code) from None
+            await self._connection.send(text)
+        except ConnectionClosed as exc:
+            raise UpstreamDisconnected(f"upstream closed: {exc}", code=exc.rcvd.code if exc.rcvd else None) from None
 
     async def recv(self) -> str | bytes | None:
-        message = await self._ws.receive()
-        if message.type == aiohttp.WSMsgType.TEXT:
-            return str(message.data)
-        if message.type == aiohttp.WSMsgType.BINARY:
-            return bytes(message.data)
-        code = self._ws.close_code
-        if message.type in _CLOSING and code == 1000:
-            return None  # only 1000 is a normal close (C4); 1001 "going away" is a disconnect
-        raise UpstreamDisconnected(f"upstream dropped the connection ({code or 'no close frame'})", code=code or 1006)
+        try:
+            return await self._connection.recv()
+        except ConnectionClosed as exc:
+            if isinstance(exc, ConnectionClosedOK) and exc.rcvd is not None and exc.rcvd.code == 1000:
+                return None  # only 1000 is a normal close (C4); 1001 "going away" is a disconnect
+            raise UpstreamDisconnected(
+                f"upstream dropped the connection ({exc.rcvd.code if exc.rcvd else 'no close frame'})",
+                code=exc.rcvd.code if exc.rcvd else 1006,
+            ) from None
 
     @property
     def close_code(self) -> int | None:
-        return self._ws.close_code
+        return self._connection.close_code
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        try:
-            await self._ws.close(code=code, message=reason.encode()[:120])
-        finally:
-            await self._http.close()
+        await self._connection.close(code, reason)
 
     def abort(self) -> None:
-        """Drop the connection without a close handshake (closing the link's HTTP session drops its sockets)."""
-        if self._aborting is None:
-            self._aborting = asyncio.ensure_future(self._http.close())
+        self._connection.transport.abort()

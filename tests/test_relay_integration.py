@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
@@ -416,7 +417,9 @@ async def test_log_content_off_keeps_text_out_of_the_log_end_to_end(tmp_path: Pa
 
 
 @asynccontextmanager
-async def scripted_upstream(handler: Callable[[ServerConnection], Awaitable[None]], handshake_delay: float = 0.0) -> AsyncIterator[tuple[str, list[str]]]:
+async def scripted_upstream(
+    handler: Callable[[ServerConnection], Awaitable[None]], handshake_delay: float = 0.0
+) -> AsyncIterator[tuple[str, list[str]]]:
     """A bare websockets upstream on loopback running `handler`; yields (url, what happened, in order)."""
     happened: list[str] = []
 
@@ -503,3 +506,46 @@ async def test_a_normal_upstream_close_closes_the_client_with_1000(tmp_path: Pat
     assert json.loads(first.data)["type"] == "session.created"
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1000
     assert (log[-1]["event"]["reason"], log[-1]["event"]["upstream_close_code"]) == ("upstream_closed", 1000)
+
+
+async def test_a_client_leaving_is_noticed_while_the_upstream_has_stopped_reading(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, upstream_query="stall=1") as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        writer.write(
+            f"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        payload = json.dumps({"type": "input_audio_buffer.append", "audio": b64(bytes(48000))}).encode()
+        frame = bytes([0x81, 0xFF]) + len(payload).to_bytes(8, "big") + b"\0\0\0\0" + payload  # masked, zero key
+        for _ in range(150):  # ~10 MB: more than the stalled upstream's socket buffers take
+            writer.write(frame)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.drain(), 0.2)
+        writer.transport.abort()  # the client is gone, mid-stream
+        left = time.monotonic()
+        (log,) = (await ended_records(relay)).values()
+        assert time.monotonic() - left < seconds(3)
+    assert log[-1]["event"]["reason"] == "client_closed"
+
+
+async def test_an_upstream_that_stops_reading_ends_the_session_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import relay.bridge
+
+    monkeypatch.setattr(relay.bridge, "UPSTREAM_BACKLOG_LIMIT_BYTES", 2 * 1024 * 1024)
+    async with running_relay(tmp_path, upstream_query="stall=1") as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            chunk = b64(bytes(48000))
+            for _ in range(200):  # 12.8 MB: far past the bound plus what the sockets can buffer
+                if ws.closed:
+                    break
+                await send(ws, {"type": "input_audio_buffer.append", "audio": chunk})
+            events = await receive_until(ws, lambda e: e["type"] == "error", timeout=15)
+            await ws.receive()
+        (log,) = (await ended_records(relay)).values()
+    assert events[-1]["error"]["code"] == "upstream_disconnected"
+    assert "stopped reading" in events[-1]["error"]["message"]
+    assert ws.close_code == 1014
+    assert log[-1]["event"]["reason"] == "upstream_disconnected"

@@ -571,3 +571,12 @@ def test_manual_turns_keep_the_whole_uncommitted_buffer() -> None:
     core.session_closed()
     (save,) = drain(core)["save"]
     assert save.pcm == sent
+
+
+def test_with_retrieve_off_no_stream_audio_is_kept() -> None:
+    core = new_session(retrieve_after_done=False)
+    for _ in range(50):
+        core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": b64(pcm(480))}))
+    stream_assistant_audio(core, "item_a", [pcm(480)] * 50)
+    assert not core._input_chunks
+    assert all(not item.output_audio for item in core._items.values())
