@@ -394,6 +394,9 @@ class SessionBridge:
         await self._flush()
         if self._background:
             await asyncio.wait(self._background, timeout=10.0)
+            for task in list(self._background):  # nothing may log after relay.session_ended
+                log.error("relay.background_task_abandoned", task=task.get_name())
+                await self._cancel(task)
         await self._flush()
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1

@@ -317,8 +317,13 @@ class EventLog:
         if self.to_stdout:
             try:
                 _write_all(self._stdout_fd, blob)
-            except OSError:
-                pass
+            except OSError as exc:
+                if self.log_dir is None:  # stdout is the only copy: its loss is a counted, declared gap
+                    seqs = [seq for _, seq in lines if seq is not None]
+                    if seqs:
+                        session_log._note_write_failure(min(seqs), max(seqs))
+                    self._dropped_write += len(seqs)
+                    log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink="stdout")
 
     def _render(self, item: _Queued) -> bytes:
         entry = item.entry

@@ -573,6 +573,10 @@ class RelaySession:
         if not askers or askers[0] != "client":
             return
         askers.popleft()
+        for event_id, asked_for in self._client_retrieves.items():
+            if asked_for == item_id:
+                del self._client_retrieves[event_id]
+                break
         item = self._items.get(item_id)  # type: ignore[arg-type]
         if self.policy.retrieve_after_done and item is not None and item.has_audio and isinstance(raw, dict):
             self._save_retrieved(item, raw, fallback=False)
@@ -588,7 +592,11 @@ class RelaySession:
         if kind == ev.ERROR:
             error = event.get("error")
             event_id = error.get("event_id") if isinstance(error, dict) else None
-            return isinstance(event_id, str) and event_id.startswith(ev.RELAY_RETRIEVE_EVENT_ID_PREFIX)
+            if not isinstance(event_id, str) or not event_id.startswith(ev.RELAY_RETRIEVE_EVENT_ID_PREFIX):
+                return False
+            # Only when the relay really asked: a client may use the same prefix for its own event ids.
+            askers = self._retrieve_askers.get(event_id[len(ev.RELAY_RETRIEVE_EVENT_ID_PREFIX) :])
+            return askers is not None and ("relay" in askers or "relay_late" in askers)
         return False
 
     def _handle_relay_answer(self, event: dict[str, Any], size: int) -> None:

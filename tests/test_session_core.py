@@ -580,3 +580,20 @@ def test_with_retrieve_off_no_stream_audio_is_kept() -> None:
     stream_assistant_audio(core, "item_a", [pcm(480)] * 50)
     assert not core._input_chunks
     assert all(not item.output_audio for item in core._items.values())
+
+
+def test_a_client_error_with_the_relays_event_id_prefix_is_still_forwarded() -> None:
+    core = new_session()
+    core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "nope", "event_id": "relay_retrieve_nope"}))
+    drain(core)
+    error = {"type": "error", "event_id": "s", "error": {"type": "invalid_request_error", "code": "x", "message": "m", "event_id": "relay_retrieve_nope"}}
+    core.receive_server_text(j(error))
+    assert drain(core)["client"] == [j(error)]
+
+
+def test_answered_client_retrieves_leave_no_bookkeeping_behind() -> None:
+    core = new_session()
+    for n in range(20):
+        core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": f"c{n}"}))
+        core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": f"s{n}", "item": assistant_item("item_a", with_audio=False)}))
+    assert core._client_retrieves == {}
