@@ -40,7 +40,7 @@ from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError
 from relay.eventlog import EventLog
 from relay.metrics import RelayMetrics
-from relay.session import SessionPolicy
+from relay.session import SAFE_ITEM_ID_RE, SessionPolicy
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.upstream import upstream_url
 from relay.wsclient import WebSocketClient
@@ -52,7 +52,6 @@ log = structlog.get_logger()
 
 STATIC_DIR = Path(__file__).parent / "static"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ITEM_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 @dataclass
@@ -349,7 +348,7 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     item_id = request.match_info["item_id"]
     not_found = _openai_error(404, "no such saved audio", "not_found")
-    if not ID_RE.match(session_id) or not ITEM_ID_RE.match(item_id) or item_id.startswith("."):
+    if not ID_RE.match(session_id) or not SAFE_ITEM_ID_RE.match(item_id):
         return not_found
     root = (Path(state.settings.data_dir) / "sessions").resolve()
     path = (root / session_id / f"{item_id}.wav").resolve()
