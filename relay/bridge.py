@@ -166,8 +166,7 @@ class SessionBridge:
         """End the session before any upstream socket is opened (C4 `too_many_sessions`): error, close, log."""
         with structlog.contextvars.bound_contextvars(session_id=self.session_id):
             self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "refused": code, "upstream_url": None})
-            self._count_client_error(code)
-            self.core.send_client_error(code, message)
+            self._tell_client(code, message)
             await self._flush()
             self.core.session_closing()
             client_code = await self.client.close(close_code, code, grace=CLOSE_GRACE_S)
@@ -196,8 +195,7 @@ class SessionBridge:
                     return await self._finish(ended.reason, ended.close_code)
                 except UpstreamUnavailable as exc:
                     log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
-                    self._count_client_error(ev.CODE_UPSTREAM_UNAVAILABLE)
-                    self.core.send_client_error(ev.CODE_UPSTREAM_UNAVAILABLE, str(exc))
+                    self._tell_client(ev.CODE_UPSTREAM_UNAVAILABLE, str(exc))
                     await self._flush()
                     self.core.session_closing()
                     client_code = await self.client.close(1013, "upstream unavailable", grace=CLOSE_GRACE_S)
@@ -279,10 +277,13 @@ class SessionBridge:
             await self._cancel(from_client)
             await self._cancel(from_upstream)
             log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
-            self._count_client_error(ev.CODE_UPSTREAM_DISCONNECTED)
-            self.core.send_client_error(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
+            self._tell_client(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
             await self._flush()
             return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(1014, "upstream disconnected", grace=CLOSE_GRACE_S)
+        if first is to_upstream:  # the writer only ends by failing; a disconnect was handled above
+            await self._cancel(from_client)
+            await self._cancel(from_upstream)
+            raise result
         if first is from_client:
             await self._cancel(from_client)
             if isinstance(result, ClientFrame):  # the client closed
@@ -303,10 +304,7 @@ class SessionBridge:
         # An outside stop: drain or expiry.
         stop_reason: EndReason = result
         if stop_reason == EndReason.EXPIRED:
-            self._count_client_error(ev.CODE_SESSION_EXPIRED)
-            self.core.send_client_error(
-                ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", error_type="invalid_request_error"
-            )
+            self._tell_client(ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", "invalid_request_error")
             await self._flush()
         await self._cancel(from_client)
         await self._await_pending_retrieves(from_upstream)
@@ -505,6 +503,11 @@ class SessionBridge:
             }
         )
         await self._flush()
+
+    def _tell_client(self, code: str, message: str, error_type: str = "server_error") -> None:
+        """A relay-made `error` event for the client (queued; the next flush sends it), counted by code."""
+        self._count_client_error(code)
+        self.core.send_client_error(code, message, error_type=error_type)
 
     def _count_client_error(self, code: str) -> None:
         if self.env.metrics is not None:
