@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import threading
@@ -298,32 +299,37 @@ class EventLog:
             start, end, reason = session_log._write_gap
             lines.insert(0, (self._gap_line(session_log, start, end, reason), None))
         blob = b"".join(line for line, _ in lines)
-        ok = True
-        if self.log_dir is not None:
-            open_file = files.get(session_log)
-            try:
+        # The records' one durable copy is the file when files are on, else stdout: losing it is a counted,
+        # declared gap; a failing stdout mirror beside working files loses nothing.
+        try:
+            if self.log_dir is not None:
+                open_file = files.get(session_log)
                 if open_file is None:
                     open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
                 open_file.write(blob)
-            except OSError as exc:
-                ok = False
-                seqs = [seq for _, seq in lines if seq is not None]
-                if seqs:
-                    session_log._note_write_failure(min(seqs), max(seqs))
-                self._dropped_write += len(seqs)
-                log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), dropped=len(seqs))
-        if ok:
-            session_log._write_gap = None
+        except OSError as exc:
+            self._drop_batch(session_log, lines, exc, "file")
+            with contextlib.suppress(OSError):
+                self._mirror_to_stdout(blob)
+            return
+        try:
+            self._mirror_to_stdout(blob)
+        except OSError as exc:
+            if self.log_dir is None:
+                self._drop_batch(session_log, lines, exc, "stdout")
+                return
+        session_log._write_gap = None
+
+    def _mirror_to_stdout(self, blob: bytes) -> None:
         if self.to_stdout:
-            try:
-                _write_all(self._stdout_fd, blob)
-            except OSError as exc:
-                if self.log_dir is None:  # stdout is the only copy: its loss is a counted, declared gap
-                    seqs = [seq for _, seq in lines if seq is not None]
-                    if seqs:
-                        session_log._note_write_failure(min(seqs), max(seqs))
-                    self._dropped_write += len(seqs)
-                    log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink="stdout")
+            _write_all(self._stdout_fd, blob)
+
+    def _drop_batch(self, session_log: SessionEventLog, lines: list[tuple[bytes, int | None]], exc: OSError, sink: str) -> None:
+        seqs = [seq for _, seq in lines if seq is not None]
+        if seqs:
+            session_log._note_write_failure(min(seqs), max(seqs))
+        self._dropped_write += len(seqs)
+        log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
 
     def _render(self, item: _Queued) -> bytes:
         entry = item.entry
