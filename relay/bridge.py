@@ -15,7 +15,7 @@ import enum
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,11 +24,13 @@ import structlog
 
 from audio import pcm as pcmlib
 from relay import events as ev
+from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog import EventLog, SessionEventLog
 from relay.metrics import RelayMetrics
 from relay.session import AudioToSave, RelaySession, SessionPolicy
-from relay.upstream import UpstreamLink, redact_url
+from relay.settings import Settings
+from relay.upstream import UpstreamLink, redact_url, upstream_url
 
 log = structlog.get_logger()
 
@@ -119,6 +121,40 @@ class BridgeEnvironment:
     audio_url: Callable[[str, str], str] = field(
         default=lambda session_id, item_id: f"/relay/sessions/{session_id}/items/{item_id}.wav"
     )
+
+
+def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
+    """The operator's settings the core needs, for one session (`serve` and `mic` alike)."""
+    return SessionPolicy(
+        retrieve_after_done=settings.retrieve_after_done,
+        clamp_truncate=settings.clamp_truncate,
+        pinned_session=dict(settings.pinned_session),
+        blocked_client_events=frozenset(settings.blocked_client_events),
+        max_item_audio_seconds=settings.max_item_audio_seconds,
+        relay_events=relay_events,
+    )
+
+
+def upstream_target(
+    settings: Settings,
+    base_url: str,
+    *,
+    simulator: bool,
+    client_model: str | None = None,
+    client_query: Iterable[tuple[str, str]] = (),
+) -> UpstreamTarget:
+    """Where a session connects, with which credentials and model (C3). Reads the credentials afresh: call it on
+    every connect so a rotated token is used. The client's model counts only with `allow_client_model`; the
+    embedded simulator needs no folder-qualified model."""
+    credentials = Credentials.load(settings)
+    if settings.allow_client_model and client_model:
+        model = qualify_model(client_model, credentials.folder_id)
+    elif simulator and not settings.model:
+        model = "sim"
+    else:
+        model = resolve_model(settings, credentials)
+    url = upstream_url(base_url, model, client_query, settings.forward_query_params)
+    return UpstreamTarget(url, credentials.authorization_header(), settings.upstream_connect_timeout_seconds)
 
 
 class SessionBridge:

@@ -36,14 +36,14 @@ from audio.devices import CaptureStream, DeviceInfo, PlaybackStream, check_rate,
 from audio.playback import ClearResult, PlaybackBuffer, PlaybackWriter
 from audio.resample import StreamResampler
 from relay import events as ev
-from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, UpstreamTarget
+from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.commands.sim import simulator_options
-from relay.credentials import Credentials, resolve_model
+from relay.credentials import Credentials
 from relay.eventlog import EventLog
-from relay.session import DEFAULT_FORMAT, AudioFormat, SessionPolicy
+from relay.session import DEFAULT_FORMAT, AudioFormat
 from relay.settings import DEFAULT_UPSTREAM, UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
-from relay.upstream import redact_url, upstream_url
+from relay.upstream import redact_url
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -492,28 +492,6 @@ class MicResult:
     output_underflows: int = 0  # the device ran dry before the callback delivered
 
 
-def policy_from_settings(settings: Settings) -> SessionPolicy:
-    return SessionPolicy(
-        retrieve_after_done=settings.retrieve_after_done,
-        clamp_truncate=settings.clamp_truncate,
-        pinned_session=dict(settings.pinned_session),
-        blocked_client_events=frozenset(settings.blocked_client_events),
-        max_item_audio_seconds=settings.max_item_audio_seconds,
-        relay_events=True,  # the terminal shows relay.audio_saved
-    )
-
-
-def upstream_target(settings: Settings, url: str, *, simulator: bool) -> UpstreamTarget:
-    """Where the session connects, with which credentials and model (the same rules as `serve`)."""
-    credentials = Credentials.load(settings)
-    model = "sim" if simulator and not settings.model else resolve_model(settings, credentials)
-    return UpstreamTarget(
-        url=upstream_url(url, model),
-        headers=credentials.authorization_header(),
-        connect_timeout=settings.upstream_connect_timeout_seconds,
-    )
-
-
 def _wants_simulator(settings: Settings) -> bool:
     """`--upstream sim`, or the default upstream with no credentials at all (like `serve`, C1)."""
     if settings.upstream == UPSTREAM_SIM:
@@ -607,7 +585,9 @@ async def drive_session(
             data_dir=Path(settings.data_dir),
             retrieve_timeout=settings.retrieve_timeout_seconds,
         )
-        bridge = SessionBridge(client, target, policy_from_settings(settings), env, started_info={"mode": "mic", **started_info})
+        bridge = SessionBridge(
+            client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}
+        )
 
         async def pump_capture() -> None:
             while True:

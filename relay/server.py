@@ -34,15 +34,22 @@ from aiohttp import web
 
 from relay import events as ev
 from relay.auth import TokenAuthority, token_from_request
-from relay.bridge import BridgeEnvironment, EndReason, SessionBridge, UpstreamTarget, new_session_id
+from relay.bridge import (
+    BridgeEnvironment,
+    EndReason,
+    SessionBridge,
+    UpstreamTarget,
+    new_session_id,
+    session_policy,
+    upstream_target,
+)
 from relay.conversations import create_http_session
-from relay.credentials import Credentials, qualify_model, resolve_model
+from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog import EventLog
 from relay.metrics import RelayMetrics
-from relay.session import SAFE_ITEM_ID_RE, SessionPolicy
+from relay.session import SAFE_ITEM_ID_RE
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
-from relay.upstream import upstream_url
 from relay.wsclient import WebSocketClient
 
 if TYPE_CHECKING:
@@ -250,25 +257,15 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     }
 
     def target() -> UpstreamTarget:
-        credentials = Credentials.load(settings)
-        if settings.allow_client_model and client_model:
-            model = qualify_model(client_model, credentials.folder_id)
-        elif state.simulator is not None and not settings.model:
-            # The embedded simulator needs no folder-qualified model; the client's own stays ignored (C3).
-            model = "sim"
-        else:
-            model = resolve_model(settings, credentials)
-        url = upstream_url(state.upstream_base, model, query.items(), settings.forward_query_params)
-        return UpstreamTarget(url, credentials.authorization_header(), settings.upstream_connect_timeout_seconds)
+        return upstream_target(
+            settings,
+            state.upstream_base,
+            simulator=state.simulator is not None,
+            client_model=client_model,
+            client_query=query.items(),
+        )
 
-    policy = SessionPolicy(
-        retrieve_after_done=settings.retrieve_after_done,
-        clamp_truncate=settings.clamp_truncate,
-        pinned_session=settings.pinned_session,
-        blocked_client_events=frozenset(settings.blocked_client_events),
-        max_item_audio_seconds=settings.max_item_audio_seconds,
-        relay_events=relay_events,
-    )
+    policy = session_policy(settings, relay_events=relay_events)
     env = BridgeEnvironment(
         event_log=state.event_log,
         data_dir=Path(settings.data_dir),
