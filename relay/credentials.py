@@ -7,13 +7,14 @@ is what an operator rotates). Between the two key kinds, `YANDEX_IAM_TOKEN` wins
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from relay.errors import ConfigError
-from relay.settings import DEFAULT_MODEL_NAME, Secret, Settings
+from relay.settings import DEFAULT_MODEL_NAME, DEFAULT_UPSTREAM, UPSTREAM_SIM, Secret, Settings
 
 CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
 
@@ -103,3 +104,12 @@ def qualify_model(name: str, folder_id: str) -> str:
     if name.startswith("gpt://") or not folder_id:
         return name
     return f"gpt://{folder_id}/{name}"
+
+
+def simulator_fallback(settings: Settings, upstream_source: str = "default") -> tuple[Settings, bool]:
+    """(settings, fell_back): the default upstream, configured by nobody, without credentials means the embedded
+    simulator (C1), for `serve` and `mic` alike. An upstream set explicitly is used as given, so a deployment that
+    lost its credentials fails loudly (upstream 401) instead of quietly serving simulated answers."""
+    if upstream_source == "default" and settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
+        return dataclasses.replace(settings, upstream=UPSTREAM_SIM), True
+    return settings, False

@@ -38,10 +38,9 @@ from audio.resample import StreamResampler
 from relay import events as ev
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.commands.sim import simulator_options
-from relay.credentials import Credentials
 from relay.eventlog import EventLog
 from relay.session import DEFAULT_FORMAT, AudioFormat
-from relay.settings import DEFAULT_UPSTREAM, UPSTREAM_SIM
+from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
 from relay.upstream import redact_url
 
@@ -493,10 +492,8 @@ class MicResult:
 
 
 def _wants_simulator(settings: Settings) -> bool:
-    """`--upstream sim`, or the default upstream with no credentials at all (like `serve`, C1)."""
-    if settings.upstream == UPSTREAM_SIM:
-        return True
-    return settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present
+    """`--upstream sim` (the CLI applies `simulator_fallback` first, as `serve` does, C1)."""
+    return settings.upstream == UPSTREAM_SIM
 
 
 @dataclass

@@ -209,10 +209,10 @@ def test_a_non_loopback_bind_without_tokens_refuses_to_start() -> None:
 
 
 def test_serve_falls_back_to_the_simulator_only_when_nobody_chose_the_upstream() -> None:
-    from relay.commands.serve import effective_settings
+    from relay.credentials import simulator_fallback
     from relay.settings import DEFAULT_UPSTREAM
 
     unconfigured = Settings()
-    assert effective_settings(unconfigured, "default") == (Settings(upstream="sim"), True)
-    chosen, fell_back = effective_settings(Settings(upstream=DEFAULT_UPSTREAM), "env RELAY_UPSTREAM")
+    assert simulator_fallback(unconfigured, "default") == (Settings(upstream="sim"), True)
+    chosen, fell_back = simulator_fallback(Settings(upstream=DEFAULT_UPSTREAM), "env RELAY_UPSTREAM")
     assert (chosen.upstream, fell_back) == (DEFAULT_UPSTREAM, False)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from audio.devices import DeviceError
 from relay.bridge import EndReason
+from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic import MicResult, TerminalDisplay, choose_devices, run_mic_session
 
@@ -32,27 +33,47 @@ _OK_REASONS = frozenset({EndReason.CLIENT_CLOSED, EndReason.UPSTREAM_CLOSED})
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS
     parser.add_argument(
-        "--input-device", dest="input_device", metavar="INDEX|NAME", default=s,
+        "--input-device",
+        dest="input_device",
+        metavar="INDEX|NAME",
+        default=s,
         help="microphone: index or name substring from `realtime-relay devices` (default: the system's)",
     )
     parser.add_argument(
-        "--output-device", dest="output_device", metavar="INDEX|NAME", default=s,
+        "--output-device",
+        dest="output_device",
+        metavar="INDEX|NAME",
+        default=s,
         help="speaker: index or name substring (default: the system's)",
     )
     parser.add_argument(
-        "--duplex", dest="duplex", choices=("half", "full"), default=s,
+        "--duplex",
+        dest="duplex",
+        choices=("half", "full"),
+        default=s,
         help="half (default): mic muted while the assistant speaks; full: for headphones, allows barge-in",
     )
     parser.add_argument(
-        "--chunk-ms", dest="chunk_ms", type=int, metavar="MS", default=s,
+        "--chunk-ms",
+        dest="chunk_ms",
+        type=int,
+        metavar="MS",
+        default=s,
         help="milliseconds of audio per input_audio_buffer.append (default 20)",
     )
     parser.add_argument(
-        "--playback-buffer-ms", dest="playback_buffer_ms", type=int, metavar="MS", default=s,
+        "--playback-buffer-ms",
+        dest="playback_buffer_ms",
+        type=int,
+        metavar="MS",
+        default=s,
         help="jitter buffer filled before playback starts (default 80)",
     )
     parser.add_argument(
-        "--duration", type=float, metavar="SECONDS", default=None,
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        default=None,
         help="end the session by itself after this many seconds (as if Ctrl-C was pressed)",
     )
 
@@ -90,6 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The speaker callback runs in Python and needs the GIL within the device's ~10 ms buffer; a shorter
     # switch interval than the default 5 ms keeps a busy event loop from starving it into underruns.
     sys.setswitchinterval(0.002)
+    settings, _ = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
     try:
         result = asyncio.run(_main(settings, args.duration))
     except DeviceError as exc:

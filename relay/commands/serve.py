@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import signal
 from pathlib import Path
@@ -18,10 +17,10 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from relay.credentials import Credentials
+from relay.credentials import simulator_fallback
 from relay.eventlog import EventLog
 from relay.server import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
-from relay.settings import DEFAULT_UPSTREAM, UPSTREAM_SIM, Settings
+from relay.settings import Settings
 from relay.upstream import redact_url
 
 NAME = "serve"
@@ -50,15 +49,6 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)
-
-
-def effective_settings(settings: Settings, upstream_source: str = "default") -> tuple[Settings, bool]:
-    """(settings, fell_back_to_sim): the default upstream, not configured by anyone, without credentials means the
-    simulator (C1). An upstream set explicitly is used as given, so a production deployment that lost its
-    credentials fails loudly (upstream 401) instead of quietly serving simulated answers."""
-    if upstream_source == "default" and settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
-        return dataclasses.replace(settings, upstream=UPSTREAM_SIM), True
-    return settings, False
 
 
 class StopSignals:
@@ -146,5 +136,5 @@ async def serve(settings: Settings, fell_back: bool) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "setting_sources", {})
-    settings, fell_back = effective_settings(settings, sources.get("upstream", "default"))
+    settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
     return asyncio.run(serve(settings, fell_back))
