@@ -1,8 +1,11 @@
 """Drive one session: a client side <-> `RelaySession` <-> the upstream, with the event log as the tap.
 
-One task per direction; each feeds the pure core, then `_flush` drains it in one place (upstream frames, client
-frames, log records, WAVs to save, retrieve timers). The first pump to end decides the outcome and cancels the
-rest; `finally` gives pending retrieves their short grace, closes both sockets and writes `relay.session_ended`.
+One task reads the client; upstream messages arrive by callback from the upstream link's read path. Each is fed
+to the pure core, then `_flush` carries out its decisions in one place (upstream frames, client frames, log
+records, WAVs to save, retrieve timers), synchronously: both sockets are written at once, their transport buffers
+being the only queues (each bounded), so a frame crosses the relay without a task wake-up. Whatever ends first
+(the client, the upstream, a failure seen inside a callback, an outside stop) decides the outcome; then pending
+retrieves get their short grace, both sockets close and `relay.session_ended` is written.
 The client side is a small protocol so that `serve` (a WebSocket) and `mic` (the local audio loop) share all of
 this. I/O here is limited to awaiting the two sides and handing WAV writes to a worker thread.
 """
@@ -55,7 +58,7 @@ class EndReason(enum.StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us, and there is one per client frame
 class ClientFrame:
     """What the client side produced: a text frame, a binary frame (its size), or the end (close code)."""
 
@@ -178,11 +181,8 @@ class SessionBridge:
         self._started_info = dict(started_info or {})
         self._max_session_seconds = max_session_seconds
         self._upstream: UpstreamLink | None = None
-        # Frames for the upstream go through one writer task, so neither pump ever waits on the upstream socket.
-        self._upstream_queue: deque[str] = deque()
-        self._upstream_queued_bytes = 0
-        self._upstream_wake = asyncio.Event()
-        self._upstream_writer: asyncio.Task[None] | None = None
+        # Set by `_fail` from inside a callback (client too slow, upstream stalled): the session must end.
+        self._failure: asyncio.Future[Any] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
@@ -203,7 +203,7 @@ class SessionBridge:
         with structlog.contextvars.bound_contextvars(session_id=self.session_id):
             self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "refused": code, "upstream_url": None})
             self._tell_client(code, message)
-            await self._flush()
+            self._flush()
             self.core.session_closing()
             client_code = await self.client.close(close_code, code, grace=CLOSE_GRACE_S)
             return await self._finish(reason, client_code)
@@ -222,7 +222,7 @@ class SessionBridge:
                     finally:
                         upstream_url = redact_url(target.url) if target is not None else None
                         self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": upstream_url})
-                        await self._flush()
+                        self._flush()
                     self._upstream = await self._connect_watching_client(target)
                 except _EndedBeforeConnect as ended:
                     self.core.session_closing()
@@ -232,7 +232,7 @@ class SessionBridge:
                 except UpstreamUnavailable as exc:
                     log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
                     self._tell_client(ev.CODE_UPSTREAM_UNAVAILABLE, str(exc))
-                    await self._flush()
+                    self._flush()
                     self.core.session_closing()
                     client_code = await self.client.close(1013, "upstream unavailable", grace=CLOSE_GRACE_S)
                     reason = EndReason.UPSTREAM_UNAVAILABLE
@@ -240,7 +240,7 @@ class SessionBridge:
                 if self.env.metrics is not None:
                     self.env.metrics.observe_connect(self._upstream.connect_seconds)
                 self.core.upstream_connected(round(self._upstream.connect_seconds * 1000.0, 3))
-                await self._flush()
+                self._flush()
                 reason, client_code = await self._pump()
             except Exception:
                 log.exception("relay.session_failed")
@@ -255,7 +255,11 @@ class SessionBridge:
         cancels it, so no upstream session is opened for nobody (C4). Frames that arrive meanwhile are kept, in
         order, for the client pump."""
         assert self._stop is not None
-        connect = asyncio.create_task(UpstreamLink.connect(target.url, target.headers, open_timeout=target.connect_timeout))
+        connect = asyncio.create_task(
+            UpstreamLink.connect(
+                target.url, target.headers, open_timeout=target.connect_timeout, backlog_limit=UPSTREAM_BACKLOG_LIMIT_BYTES
+            )
+        )
         early_bytes = 0
         try:
             while not connect.done():
@@ -292,56 +296,53 @@ class SessionBridge:
 
     async def _pump(self) -> tuple[EndReason, int | None]:
         assert self._upstream is not None and self._stop is not None
+        upstream = self._upstream
+        self._failure = asyncio.get_running_loop().create_future()
         from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
-        from_upstream = asyncio.create_task(self._pump_upstream(), name=f"{self.session_id}:upstream")
-        to_upstream = asyncio.create_task(self._write_upstream(), name=f"{self.session_id}:upstream-writer")
-        self._upstream_writer = to_upstream
-        waiters: set[asyncio.Future[Any]] = {from_client, from_upstream, to_upstream, self._stop}
+        from_upstream = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
+        upstream.attach(self._on_upstream_message)
         expiry: asyncio.TimerHandle | None = None
         if self._max_session_seconds > 0:
             expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)
         try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({from_client, from_upstream, self._failure, self._stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if expiry is not None:
                 expiry.cancel()
         # From here on nothing more is forwarded (C4: frames read after the close are neither forwarded nor logged).
         self.core.session_closing()
-        first = next(iter(done))
+        # A failure carries the most precise reason, so it is looked at first.
+        first: asyncio.Future[Any] = next(f for f in (self._failure, from_upstream, from_client, self._stop) if f.done())
         result: Any = first.exception() if first.exception() is not None else first.result()
-        if isinstance(result, UpstreamDisconnected):  # a drop seen by the reader or the writer, or a stall
+        if isinstance(result, UpstreamDisconnected):  # a drop seen by the reader or by a write, or a stall
             await self._cancel(from_client)
-            await self._cancel(from_upstream)
+            await self._stop_reading_upstream(from_upstream)
             log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
             self._tell_client(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
-            await self._flush()
+            self._flush()
             return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(1014, "upstream disconnected", grace=CLOSE_GRACE_S)
-        if first is to_upstream:  # the writer only ends by failing; a disconnect was handled above
+        if result == EndReason.CLIENT_TOO_SLOW:
             await self._cancel(from_client)
-            await self._cancel(from_upstream)
-            raise result
+            await self._stop_reading_upstream(from_upstream)
+            return await self._close_too_slow()
+        if first is self._failure or first is from_upstream:
+            await self._cancel(from_client)
+            if isinstance(result, BaseException):
+                await self._stop_reading_upstream(from_upstream)
+                raise result
+            return EndReason.UPSTREAM_CLOSED, await self.client.close(1000, "upstream closed", grace=CLOSE_GRACE_S)
         if first is from_client:
             await self._cancel(from_client)
             if isinstance(result, ClientFrame):  # the client closed
                 await self._await_pending_retrieves(from_upstream)
                 return EndReason.CLIENT_CLOSED, result.close_code
-            if result == EndReason.CLIENT_TOO_SLOW:
-                await self._cancel(from_upstream)
-                return await self._close_too_slow()
-            await self._cancel(from_upstream)
+            await self._stop_reading_upstream(from_upstream)
             raise result if isinstance(result, BaseException) else RuntimeError(f"client pump ended: {result!r}")
-        if first is from_upstream:
-            await self._cancel(from_client)
-            if result == EndReason.CLIENT_TOO_SLOW:
-                return await self._close_too_slow()
-            if isinstance(result, BaseException):
-                raise result
-            return EndReason.UPSTREAM_CLOSED, await self.client.close(1000, "upstream closed", grace=CLOSE_GRACE_S)
         # An outside stop: drain or expiry.
         stop_reason: EndReason = result
         if stop_reason == EndReason.EXPIRED:
             self._tell_client(ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", "invalid_request_error")
-            await self._flush()
+            self._flush()
         await self._cancel(from_client)
         await self._await_pending_retrieves(from_upstream)
         code = 1001 if stop_reason == EndReason.DRAIN else 1000
@@ -373,23 +374,32 @@ class SessionBridge:
                 core.receive_client_text(frame.text)
             elif frame.binary_size is not None:
                 core.receive_client_binary(frame.binary_size)
-            if not await self._flush():
-                return EndReason.CLIENT_TOO_SLOW
+            self._flush()
 
-    async def _pump_upstream(self) -> Any:
-        assert self._upstream is not None
-        upstream, core = self._upstream, self.core
-        while True:
-            message = await upstream.recv()
-            if message is None:
-                return EndReason.UPSTREAM_CLOSED
-            if isinstance(message, bytes):
-                # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
-                core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
-            else:
-                core.receive_server_text(message)
-            if not await self._flush():
-                return EndReason.CLIENT_TOO_SLOW
+    def _on_upstream_message(self, message: str | bytes) -> None:
+        """Called by the upstream link from its read callback, in arrival order; an exception ends the session."""
+        if isinstance(message, bytes):
+            # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
+            self.core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
+        else:
+            self.core.receive_server_text(message)
+        self._flush()
+
+    def _fail(self, cause: EndReason | BaseException) -> None:
+        """End the session from inside a callback: the first cause wins; nothing more is forwarded."""
+        failure = self._failure
+        if failure is None or failure.done():
+            return
+        if isinstance(cause, BaseException):
+            failure.set_exception(cause)
+        else:
+            failure.set_result(cause)
+        self.core.session_closing()
+
+    async def _stop_reading_upstream(self, from_upstream: asyncio.Task[Any]) -> None:
+        if self._upstream is not None:
+            self._upstream.detach()
+        await self._cancel(from_upstream)
 
     async def _await_pending_retrieves(self, from_upstream: asyncio.Task[Any]) -> None:
         """Pending retrieves get min(retrieve_timeout, 1 s) before the upstream closes (C5)."""
@@ -398,7 +408,7 @@ class SessionBridge:
             end = time.monotonic() + deadline
             while self.core.pending_retrieves and not from_upstream.done() and time.monotonic() < end:
                 await asyncio.wait({from_upstream}, timeout=min(0.02, max(0.0, end - time.monotonic())))
-        await self._cancel(from_upstream)
+        await self._stop_reading_upstream(from_upstream)
 
     @staticmethod
     async def _cancel(task: asyncio.Task[Any]) -> None:
@@ -408,10 +418,9 @@ class SessionBridge:
             await task
 
     async def _close_upstream(self) -> int | None:
-        if self._upstream_writer is not None:
-            await self._cancel(self._upstream_writer)
         if self._upstream is None:
             return None
+        self._upstream.detach()
         try:
             await asyncio.wait_for(self._upstream.close(1000), CLOSE_GRACE_S)
         except (TimeoutError, Exception):
@@ -425,13 +434,13 @@ class SessionBridge:
         upstream_code = await self._close_upstream()
         for timer in self._timers:
             timer.cancel()
-        await self._flush()
+        self._flush()
         if self._background:
             await asyncio.wait(self._background, timeout=10.0)
             for task in list(self._background):  # nothing may log after relay.session_ended
                 log.error("relay.background_task_abandoned", task=task.get_name())
                 await self._cancel(task)
-        await self._flush()
+        self._flush()
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1
         self.core.log_relay(
@@ -444,7 +453,7 @@ class SessionBridge:
                 "log_dropped": self.log.dropped,
             },
         )
-        await self._flush()
+        self._flush()
         await self.log.aclose()
         self.outcome = SessionOutcome(
             self.session_id, reason, client_code, upstream_code, dict(self.core.counts), self.log.dropped
@@ -452,14 +461,23 @@ class SessionBridge:
         return self.outcome
 
     # ---- the one place where the core's decisions are carried out ----------------------------------------
-    async def _flush(self) -> bool:
-        """Carry out what the core decided. False when the client's backlog overflowed."""
+    def _flush(self) -> None:
+        """Carry out what the core decided, now. A client over its backlog bound or an upstream that stopped
+        reading ends the session through `_fail`."""
         core = self.core
-        client_ok = True
+        # Both sockets first: the log records (encoded on this thread, see relay.eventlog) come after.
         for text in core.to_client():
             if not self.client.send(text):
-                client_ok = False
+                self._fail(EndReason.CLIENT_TOO_SLOW)
                 break
+        frames = core.to_upstream()
+        upstream = self._upstream
+        if frames and upstream is not None:
+            try:
+                for text in frames:
+                    upstream.send(text)
+            except UpstreamDisconnected as exc:
+                self._fail(exc)
         metrics = self.env.metrics
         for entry in core.to_log():
             self.log.append(entry)
@@ -474,10 +492,6 @@ class SessionBridge:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._arm_timers()
-        frames = core.to_upstream()
-        if frames and self._upstream is not None:
-            self._queue_upstream(frames)
-        return client_ok
 
     def _arm_timers(self) -> None:
         items = self.core.to_arm()
@@ -488,31 +502,7 @@ class SessionBridge:
 
     def _retrieve_timed_out(self, item_id: str) -> None:
         self.core.retrieve_timed_out(item_id)
-        task = asyncio.create_task(self._flush())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _queue_upstream(self, frames: list[str]) -> None:
-        """Hand frames to the writer task in decision order; a stalled upstream ends the session, bounded."""
-        self._upstream_queue.extend(frames)
-        self._upstream_queued_bytes += sum(len(text) for text in frames)
-        if self._upstream_queued_bytes > UPSTREAM_BACKLOG_LIMIT_BYTES:
-            self._upstream_queue.clear()
-            self._upstream_queued_bytes = 0
-            raise UpstreamDisconnected(f"upstream stopped reading ({UPSTREAM_BACKLOG_LIMIT_BYTES >> 20} MiB waiting for it)")
-        self._upstream_wake.set()
-
-    async def _write_upstream(self) -> None:
-        """The only sender on the upstream socket: frames go out in the order the core decided them."""
-        assert self._upstream is not None
-        upstream, queue = self._upstream, self._upstream_queue
-        while True:
-            await self._upstream_wake.wait()
-            self._upstream_wake.clear()
-            while queue:
-                text = queue.popleft()
-                self._upstream_queued_bytes -= len(text)
-                await upstream.send(text)
+        self._flush()
 
     async def _save(self, save: AudioToSave) -> None:
         folder = self.env.data_dir / "sessions" / self.session_id
@@ -538,7 +528,7 @@ class SessionBridge:
                 "source": save.source,
             }
         )
-        await self._flush()
+        self._flush()
 
     def _tell_client(self, code: str, message: str, error_type: str = "server_error") -> None:
         """A relay-made `error` event for the client (queued; the next flush sends it), counted by code."""

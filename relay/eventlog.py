@@ -1,8 +1,13 @@
 """Per-session JSONL event logs (CONTRACT C6): one bounded queue, one writer thread, one code path per record.
 
-The event loop only stamps and enqueues (`SessionEventLog.append`: seq, wall time, monotonic time); the writer
-thread summarizes audio, applies `log_content`, serializes each record once with orjson, and write(2)s every
-file at least every 200 ms, at session end and at shutdown — so forwarding never waits on encoding or the disk.
+The event loop stamps each record (seq, wall time, monotonic time), summarizes its audio, applies `log_content`,
+serializes it once with orjson and enqueues the bytes (`SessionEventLog.append`); the writer thread only joins
+and write(2)s them, every file at least every 200 ms, at session end and at shutdown, so forwarding never waits
+on the disk. Encoding used to happen on the writer thread; on the one core a relay process gets, that thread
+rendering a batch of thousands of records held the core and the GIL against the loop for milliseconds, so p99
+latency at 100 real-time sessions was 11-19 ms; encoding each record on the loop, after both sockets are
+written, costs the same CPU and keeps it near 2 ms (`make bench`, README). The queue is bounded by the encoded
+bytes it holds, and holds no parsed event.
 When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
 again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
 fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
@@ -34,7 +39,6 @@ from relay.session import b64_decoded_len as _b64_len
 
 SCHEMA_VERSION: Final = 1
 FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound
-_RECORD_OVERHEAD: Final = 256  # rough bytes of the envelope around an event, for queue accounting
 _SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
 
 _TEXT_DELTA_TYPES: Final = frozenset(
@@ -121,28 +125,26 @@ def _ids(event: Any) -> tuple[Any, Any, Any]:
 
 
 class _Rfc3339:
-    """RFC 3339 UTC timestamps with microseconds; the seconds part is formatted once per second (writer thread)."""
+    """RFC 3339 UTC timestamps with microseconds; the seconds part is formatted once per second. Safe to share
+    between threads: the cache is one tuple, replaced whole."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._cache: tuple[int, str] = (-1, "")
 
     def __call__(self, wall: float) -> str:
         second = int(wall)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((wall - second) * 1_000_000):06d}Z"
+        cached_second, prefix = self._cache
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cache = (second, prefix)
+        return f"{prefix}.{int((wall - second) * 1_000_000):06d}Z"
 
 
 @dataclass
 class _Queued:
     log: SessionEventLog
-    seq: int | None
-    wall: float
-    t_ms: float
-    entry: LogEntry
-    size: int
+    seq: int
+    line: bytes
 
 
 @dataclass
@@ -211,10 +213,11 @@ class EventLog:
 
     # ---- loop side ------------------------------------------------------------------------------------
     def _enqueue(self, item: _Queued) -> bool:
-        if self.queued_bytes + item.size > self.max_queue_bytes:
+        size = len(item.line)
+        if self.queued_bytes + size > self.max_queue_bytes:
             self._dropped_enqueue += 1
             return False
-        self._enqueued_bytes += item.size
+        self._enqueued_bytes += size
         self._queue.append(item)
         if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
             self._wake.set()
@@ -253,20 +256,13 @@ class EventLog:
         while queue:
             item = queue.popleft()
             if isinstance(item, _Queued):
-                freed += item.size
-                try:
-                    line = self._render(item)
-                except Exception as exc:  # a record that cannot be encoded is a dropped record, never a dead writer
-                    item.log._note_drop(item.seq, "encode_error")
-                    self._dropped_write += 1
-                    log.warning("relay.log_encode_failed", session_id=item.log.session_id, error=str(exc))
-                    continue
+                freed += len(item.line)
                 target = item.log
                 lines = pending.get(target)
                 if lines is None:
                     lines = pending[target] = []
                     order.append(target)
-                lines.append((line, item.seq))
+                lines.append((item.line, item.seq))
             elif isinstance(item, _Gap):
                 gap = self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)
                 lines = pending.get(item.log)
@@ -331,15 +327,14 @@ class EventLog:
         self._dropped_write += len(seqs)
         log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
 
-    def _render(self, item: _Queued) -> bytes:
-        entry = item.entry
+    def _render(self, session_log: SessionEventLog, seq: int, wall: float, t_ms: float, entry: LogEntry) -> bytes:
         event_id, item_id, response_id = _ids(entry.event)
         record: dict[str, Any] = {
             "v": SCHEMA_VERSION,
-            "ts": self._timestamp(item.wall),
-            "t_ms": round(item.t_ms, 3),
-            "session_id": item.log.session_id,
-            "seq": item.seq,
+            "ts": self._timestamp(wall),
+            "t_ms": round(t_ms, 3),
+            "session_id": session_log.session_id,
+            "seq": seq,
             "dir": entry.dir,
             "type": entry.type,
             "event_id": event_id,
@@ -432,13 +427,20 @@ class SessionEventLog:
         self.next_seq += 1
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
             log.info(entry.type, session_id=self.session_id, **(entry.event if isinstance(entry.event, dict) else {}))
-        if not self.owner.enabled or self._closed:
+        owner = self.owner
+        if not owner.enabled or self._closed:
             return seq
-        now_mono = time.monotonic()
-        item = _Queued(
-            self, seq, time.time(), (now_mono - self.started_mono) * 1000.0, entry, (entry.bytes or 0) + _RECORD_OVERHEAD
-        )
-        if self._drop_start is not None and self.owner.queued_bytes + item.size <= self.owner.max_queue_bytes:
+        t_ms = (time.monotonic() - self.started_mono) * 1000.0
+        try:
+            line = owner._render(self, seq, time.time(), t_ms, entry)
+        except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
+            self.enqueue_dropped += 1
+            owner._dropped_enqueue += 1
+            log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
+            owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
+            return seq
+        item = _Queued(self, seq, line)
+        if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             # Room again: declare the gap before this record.
             self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
             self._drop_start = self._drop_end = None
@@ -449,10 +451,6 @@ class SessionEventLog:
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=self.owner.queued_bytes)
             self._drop_end = seq
         return seq
-
-    def _note_drop(self, seq: int | None, reason: str) -> None:
-        if seq is not None:
-            self._note_write_failure(seq, seq, reason)
 
     def _note_write_failure(self, from_seq: int, to_seq: int, reason: str = "write_failed") -> None:
         # Called on the writer thread; the loop thread only reads `dropped`.

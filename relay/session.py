@@ -85,7 +85,7 @@ class SessionPolicy:
     relay_events: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class LogEntry:
     """One record-to-be. The event log stamps seq/ts/t_ms and summarizes audio off the forwarding path."""
 
@@ -169,7 +169,12 @@ def parse_event(text: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         return None
-    # Cheap guard first: only frames with many brackets can be deep.
+    # Cheap guards first: a flat object (every audio event) cannot be deep; only frames with many brackets can.
+    for child in value.values():
+        if isinstance(child, (dict, list)):
+            break
+    else:
+        return value
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth_exceeds(value, MAX_JSON_DEPTH):
         return None
     return value

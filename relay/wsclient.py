@@ -1,7 +1,10 @@
 """The `serve` client side: an aiohttp WebSocket behind the bridge's `ClientSide` protocol.
 
-Outbound frames go through a byte-bounded queue drained by one writer task, so the upstream reader never waits
-on a slow client; `send` reports overflow (C4 `max_client_backlog_bytes`) and the bridge closes with 1008.
+An outbound frame is written straight into the socket's transport while that holds less than
+`DIRECT_WRITE_LIMIT_BYTES` and nothing is queued (the common case: no task wake-up per frame; the frame is encoded
+here, aiohttp negotiates no compression). Past that, frames go through a byte-bounded queue drained by one writer
+task, so the upstream reader never waits on a slow client and an overflow can drop the unsent backlog; `send`
+reports overflow (C4 `max_client_backlog_bytes`) and the bridge closes with 1008.
 The writer task is also the one that sends the close frame, and it is never cancelled while it writes: aiohttp
 shares one drain future between everything that writes to a socket, so cancelling a writer stuck in drain would
 cancel that future for the close frame too. Every wait here is bounded; a close that cannot finish (the client
@@ -12,16 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections import deque
 from typing import Final
 
 from aiohttp import WebSocketError, WSMsgType, web
 
 from relay.bridge import ClientFrame
-from relay.session import wire_len
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
 _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
+# What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
+# an overflow still finds nearly all of the backlog in the queue, where it can be dropped (C4).
+DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented RFC 6455 text frame (server to client)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class WebSocketClient:
@@ -35,10 +51,11 @@ class WebSocketClient:
         self._idle.set()
         self._close_request: tuple[int, str] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
+        self._transport = ws._req.transport if ws._req is not None else None
         self.overflowed = False
 
     def _transport_buffered(self) -> int:
-        transport = self.ws._req.transport if self.ws._req is not None else None
+        transport = self._transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def backlog_bytes(self) -> int:
@@ -64,7 +81,18 @@ class WebSocketClient:
         if self._close_request is not None:
             return True  # the session is ending; late frames are dropped, which is not slowness
         # Bytes, like the transport's buffer it is added to: a Cyrillic transcript is ~2 bytes per character.
-        size = wire_len(text)
+        payload = text.encode()
+        size = len(payload)
+        transport = self._transport
+        if (
+            not self._queue
+            and transport is not None
+            and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT_BYTES
+            and not self.ws.closed
+            and not transport.is_closing()
+        ):
+            transport.write(text_frame(payload))
+            return True
         backlog = self.backlog_bytes()
         # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
         # counts as slowness by itself; memory stays within the bound plus that one frame.
@@ -144,6 +172,6 @@ class WebSocketClient:
             await asyncio.wait({self._writer})
 
     def abort(self) -> None:
-        transport = self.ws._req.transport if self.ws._req is not None else None
+        transport = self._transport
         if transport is not None:
             transport.abort()

@@ -95,7 +95,8 @@ def test_a_full_queue_drops_and_declares_the_gap(tmp_path: Path) -> None:
     log = EventLog(tmp_path, max_queue_bytes=2000)
     log._wake.set = lambda: None  # type: ignore[method-assign]  # keep the writer from draining early
     session = log.open_session("sess_q")
-    seqs = [session.append(LogEntry("server", "x", {"type": "x"}, bytes=600)) for _ in range(10)]
+    # The queue is bounded by the encoded records it holds: ten ~800-byte lines do not fit 2000 bytes.
+    seqs = [session.append(LogEntry("server", "x", {"type": "x", "text": "a" * 600}, bytes=640)) for _ in range(10)]
     assert seqs == list(range(1, 11))
     assert session.dropped > 0
     session.close().result(5)
@@ -108,6 +109,21 @@ def test_a_full_queue_drops_and_declares_the_gap(tmp_path: Path) -> None:
     declared = set(range(gaps[0]["event"]["from_seq"], gaps[0]["event"]["to_seq"] + 1))
     assert missing == declared
     assert log.dropped_total == len(missing)
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_and_declared_in_its_place(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_enc")
+    session.append(LogEntry("server", "x", {"type": "x", "n": 1}))
+    session.append(LogEntry("server", "x", {"type": "x", "text": "\ud800"}))  # a lone surrogate: not UTF-8
+    session.append(LogEntry("server", "x", {"type": "x", "n": 3}))
+    assert session.dropped == 1
+    session.close().result(5)
+    log.close()
+    records = read_records(only_file(tmp_path))
+    assert [(r["seq"], r["type"]) for r in records] == [(1, "x"), (None, "relay.log_gap"), (3, "x")]
+    assert records[1]["event"] == {"from_seq": 2, "to_seq": 2, "reason": "encode_error"}
+    assert log.dropped_total == 1
 
 
 def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_again(
