@@ -9,8 +9,10 @@ Parts, each its own process so they can be pinned to their own core:
 - `bench.measure` — /proc readers (CPU ticks, RSS), percentiles, machine facts;
 - `bench.profiling` — py-spy (or nothing) on the relay under load, summarized;
 - `bench.runner` — the phases, the report, the targets; `bench.table` — the README table from a result file;
-- `bench.gc_relay`, `bench.uvloop_relay`, `bench.aiohttp_upstream_relay` — the unchanged relay CLI under a
-  what-if (GC pauses timed, uvloop, an aiohttp upstream link), for measured perf proposals.
+- `bench.gc_relay`, `bench.uvloop_relay` — the unchanged relay CLI under a what-if (GC pauses timed, uvloop),
+  for measured perf proposals;
+- `bench.splice_floor` (and `_uvloop`) — not a relay: a byte-for-byte TCP splice, the floor under any asyncio
+  relay on this machine, measured in the same run so each target can be read against it.
 Both WebSocket peers here speak RFC 6455 through `bench.frames`, a few dozen lines of framing, because the
 generator has to outrun the relay on one core: a general-purpose client library would measure itself.
 """

@@ -377,11 +377,15 @@ class Run:
 
 
 # name, wrapper module, module it needs, environment, with a session sweep
-# (The GC tuning an earlier experiment measured is now the relay's own.)
+# (The GC tuning an earlier experiment measured is now the relay's own.) The splice floors are not relays: they
+# copy bytes between the sockets with no parsing and no log, so they show the least any asyncio relay in CPython
+# can cost on this machine; each target's verdict quotes the asyncio floor measured in the same run.
+FLOOR_EXPERIMENT = "splice_floor"
 EXPERIMENTS: tuple[tuple[str, str, str | None, dict[str, str], bool], ...] = (
     ("gc_pauses", "bench.gc_relay", None, {}, False),
     ("uvloop", "bench.uvloop_relay", "uvloop", {}, False),
-    ("aiohttp_upstream", "bench.aiohttp_upstream_relay", None, {}, False),
+    (FLOOR_EXPERIMENT, "bench.splice_floor", None, {}, True),
+    ("splice_floor_uvloop", "bench.splice_floor_uvloop", "uvloop", {}, False),
 )
 
 
@@ -538,10 +542,25 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             f"~{default.get('relay_cpu_percent_scaled_to_reference_machine')}% there)"
         )
 
+    floor = report.get("experiments", {}).get(FLOOR_EXPERIMENT) or {}
+    floor_values: dict[str, Any] = {}
+    if floor.get("available"):
+        floor_lat = floor.get("added_latency_ms") or {}
+        floor_values = {
+            "added_latency_p50": floor_lat.get("p50"),
+            "added_latency_p99": floor_lat.get("p99"),
+            "cpu_at_200_sessions": floor.get("relay_cpu_percent"),
+            "sessions_per_core": (floor.get("capacity") or {}).get("sessions_per_core"),
+            "flood_ratio": floor.get("flood_ratio_to_direct"),
+        }
+
     def target(name: str, goal: str, measured: Any, met: bool | None, how: str = "") -> dict[str, Any]:
         entry = {"target": goal, "measured": measured, "met": met}
         if how:
             entry["how"] = how
+        if name in floor_values:
+            # What a byte-for-byte asyncio splice did in this run: no asyncio relay can do better here.
+            entry["asyncio_splice_floor"] = floor_values[name]
         return {name: entry}
 
     out: dict[str, Any] = {}

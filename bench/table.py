@@ -33,12 +33,13 @@ def render(report: dict[str, Any]) -> str:
         f"{layout['note']}; {layout.get('priority', 'default priority')}. Run {report['started_utc']}, "
         f"{report['duration_s']} s. Command: `make bench` (or `.venv/bin/python -m bench`).",
         "",
-        "| Target (issue 10) | Goal | Measured (event files on) | Verdict |",
-        "|---|---|---|---|",
+        "| Target (issue 10) | Goal | Measured (event files on) | Verdict | Floor: a byte splice, same run |",
+        "|---|---|---|---|---|",
     ]
     for name, entry in report["targets"].items():
         how = f" ({entry['how']})" if entry.get("how") else ""
-        lines.append(f"| {name} | {entry['target']} | {_fmt(entry['measured'])}{how} | {_met(entry['met'])} |")
+        floor = _fmt(entry["asyncio_splice_floor"]) if "asyncio_splice_floor" in entry else "n/a"
+        lines.append(f"| {name} | {entry['target']} | {_fmt(entry['measured'])}{how} | {_met(entry['met'])} | {floor} |")
     lines += [
         "",
         "| Logging variant | added p50 / p99 / max (ms) | flood rt/s (ratio to direct) | CPU % at 200 (delivered) "
