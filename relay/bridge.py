@@ -2,8 +2,8 @@
 
 One task reads the client; upstream messages arrive by callback from the upstream link's read path. Each is fed
 to the pure core, then `_flush` carries out its decisions in one place (upstream frames, client frames, log
-records, WAVs to save, retrieve timers), synchronously: both sockets are written at once, their transport buffers
-being the only queues (each bounded), so a frame crosses the relay without a task wake-up. Whatever ends first
+records, WAVs to save, retrieve timers), synchronously: both sockets are written at once (each side bounds what
+may wait for its peer), so a frame crosses the relay without a task wake-up. Whatever ends first
 (the client, the upstream, a failure seen inside a callback, an outside stop) decides the outcome; then pending
 retrieves get their short grace, both sockets close and `relay.session_ended` is written.
 The client side is a small protocol so that `serve` (a WebSocket) and `mic` (the local audio loop) share all of
@@ -181,7 +181,7 @@ class SessionBridge:
         self._started_info = dict(started_info or {})
         self._max_session_seconds = max_session_seconds
         self._upstream: UpstreamLink | None = None
-        # Set by `_fail` from inside a callback (client too slow, upstream stalled): the session must end.
+        # Set by `_fail` (client too slow, upstream stalled or dropped, a relay bug): the session must end.
         self._failure: asyncio.Future[Any] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -377,16 +377,23 @@ class SessionBridge:
             self._flush()
 
     def _on_upstream_message(self, message: str | bytes) -> None:
-        """Called by the upstream link from its read callback, in arrival order; an exception ends the session."""
-        if isinstance(message, bytes):
-            # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
-            self.core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
-        else:
-            self.core.receive_server_text(message)
-        self._flush()
+        """Called by the upstream link from its read callback, in arrival order. An exception here is a relay bug:
+        it becomes the session's failure first (so nothing it causes downstream, like the link's abort, is
+        reported instead), then goes back to the link, which stops delivering."""
+        try:
+            if isinstance(message, bytes):
+                # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
+                self.core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
+            else:
+                self.core.receive_server_text(message)
+            self._flush()
+        except Exception as exc:
+            self._fail(exc)
+            raise
 
     def _fail(self, cause: EndReason | BaseException) -> None:
-        """End the session from inside a callback: the first cause wins; nothing more is forwarded."""
+        """End the session from where no task can simply return (a read callback, a flush, a timer): a slow
+        client, a stalled or dropped upstream, a relay bug. The first cause wins; nothing more is forwarded."""
         failure = self._failure
         if failure is None or failure.done():
             return

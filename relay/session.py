@@ -87,7 +87,7 @@ class SessionPolicy:
 
 @dataclass(slots=True)
 class LogEntry:
-    """One record-to-be. The event log stamps seq/ts/t_ms and summarizes audio off the forwarding path."""
+    """One record-to-be. The event log stamps seq/ts/t_ms and summarizes audio once the frame is forwarded."""
 
     dir: str  # "client" | "server" | "relay"
     type: str | None

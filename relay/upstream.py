@@ -96,7 +96,8 @@ class _DeliveringConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deliver: Callable[[str | bytes], None] | None = None
-        self.held: list[str | bytes] | None = []  # None once detached: later messages are dropped
+        self.held: list[str | bytes] = []  # messages read before `attach`, in order
+        self.accepting = True  # False once detached or failed: later messages are read and dropped
         self.delivery_error: BaseException | None = None
         self._parts: list[bytes] = []
         self._text = False
@@ -104,10 +105,11 @@ class _DeliveringConnection(ClientConnection):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._close_deadline is None and self.protocol.state is not State.OPEN:
+        if self._close_deadline is None and self.protocol.close_expected():
             # A close frame went out (ours, or the echo of the upstream's): websockets enforces close_timeout only
             # inside its own send/recv/close calls, and the link makes none while it waits, so the deadline is
-            # kept here. An upstream that never closes TCP after the close frames is let go of.
+            # kept here (websockets' own data_received sets its deadline on the same condition). An upstream that
+            # never closes TCP after the close frames is let go of.
             self._close_deadline = self.loop.call_later(self.close_timeout or 1.0, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,6 +120,8 @@ class _DeliveringConnection(ClientConnection):
     def process_event(self, event: Event) -> None:
         if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
             super().process_event(event)  # the handshake response, pings, pongs, close
+            return
+        if not self.accepting:
             return
         if event.opcode is not Opcode.CONT:
             self._text = event.opcode is Opcode.TEXT
@@ -134,11 +138,13 @@ class _DeliveringConnection(ClientConnection):
             except UnicodeDecodeError:
                 self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
                 self.send_data()
-                self.detach()  # RFC 6455 7.1.7: nothing after the failure is processed, even from the same read
+                # RFC 6455 7.1.7: nothing after the failure is processed, even from the same read; what came
+                # before it (still held, if not attached yet) stays.
+                self.accepting = False
                 return
         if self.deliver is not None:
             self._hand_over(message)
-        elif self.held is not None:
+        else:
             self.held.append(message)
 
     def _hand_over(self, message: str | bytes) -> None:
@@ -149,19 +155,19 @@ class _DeliveringConnection(ClientConnection):
             deliver(message)
         except BaseException as exc:  # the consumer failed: remember why, stop reading, let wait_closed raise it
             self.delivery_error = exc
-            self.deliver = None
-            self.held = None
+            self.detach()
             self.transport.abort()
 
     def attach(self, deliver: Callable[[str | bytes], None]) -> None:
-        held, self.held = self.held or [], []
+        held, self.held = self.held, []
         self.deliver = deliver
         for message in held:
             self._hand_over(message)
 
     def detach(self) -> None:
         self.deliver = None
-        self.held = None
+        self.held = []
+        self.accepting = False
 
 
 class UpstreamLink:
@@ -184,7 +190,6 @@ class UpstreamLink:
                 url,
                 additional_headers=dict(headers),
                 max_size=None,
-                max_queue=64,
                 ping_interval=None,
                 compression=None,
                 open_timeout=open_timeout,
@@ -215,10 +220,15 @@ class UpstreamLink:
         self._connection.detach()
 
     def send(self, text: str) -> None:
-        """Write one text frame now. Raises UpstreamDisconnected when the link is closed or the upstream has
+        """Write one text frame now. Once the upstream has sent its close frame the frame is dropped: the upstream
+        ends the session and `wait_closed` says how (a normal close stays normal however many client frames were
+        still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the upstream has
         stopped reading (more than `backlog_limit` bytes wait for it)."""
         connection = self._connection
-        if connection.protocol.state is not State.OPEN or connection.transport.is_closing():
+        protocol = connection.protocol
+        if protocol.state is not State.OPEN or connection.transport.is_closing():
+            if protocol.close_rcvd is not None:
+                return
             raise self._disconnected()
         # The frame is built here rather than by websockets' protocol (no extensions are negotiated, frames are
         # never fragmented): its per-frame bookkeeping and a getrandom(2) per mask were measurable.
