@@ -300,7 +300,9 @@ class SessionBridge:
         self._failure = asyncio.get_running_loop().create_future()
         from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
         from_upstream = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
-        upstream.attach(self._on_upstream_message)
+        # The upstream's close frame ends forwarding at once: client frames read until its TCP close (a round
+        # trip later) have nowhere to go, so they are neither forwarded nor logged.
+        upstream.attach(self._on_upstream_message, on_close_frame=self.core.session_closing)
         expiry: asyncio.TimerHandle | None = None
         if self._max_session_seconds > 0:
             expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)

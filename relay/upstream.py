@@ -96,6 +96,7 @@ class _DeliveringConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deliver: Callable[[str | bytes], None] | None = None
+        self.on_close_frame: Callable[[], None] | None = None
         self.held: list[str | bytes] = []  # messages read before `attach`, in order
         self.accepting = True  # False once detached or failed: later messages are read and dropped
         self.delivery_error: BaseException | None = None
@@ -120,6 +121,8 @@ class _DeliveringConnection(ClientConnection):
     def process_event(self, event: Event) -> None:
         if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
             super().process_event(event)  # the handshake response, pings, pongs, close
+            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE and self.on_close_frame is not None:
+                self.on_close_frame()  # after every data frame that came before it, even from the same read
             return
         if not self.accepting:
             return
@@ -211,8 +214,11 @@ class UpstreamLink:
         assert isinstance(connection, _DeliveringConnection)
         return cls(connection, time.monotonic() - started, backlog_limit)
 
-    def attach(self, deliver: Callable[[str | bytes], None]) -> None:
-        """Start handing messages to `deliver` (held ones first, in order). An exception from it ends the link."""
+    def attach(self, deliver: Callable[[str | bytes], None], on_close_frame: Callable[[], None] | None = None) -> None:
+        """Start handing messages to `deliver` (held ones first, in order); `on_close_frame` is called once the
+        upstream's close frame has been read (the link is ending; `wait_closed` tells how). An exception from
+        `deliver` ends the link."""
+        self._connection.on_close_frame = on_close_frame
         self._connection.attach(deliver)
 
     def detach(self) -> None:

@@ -9,8 +9,9 @@ Specified here:
   TCP drop, invalid UTF-8, a protocol violation) raises `UpstreamDisconnected` carrying the upstream's close code
   (1006 when none came), and an exception raised by the consumer is raised again by `wait_closed` and stops delivery;
 - sending: `send` writes one masked, unfragmented text frame at once, with the shortest length encoding and a fresh
-  mask key per frame; it raises `UpstreamDisconnected` on an ended link and once more than `backlog_limit` bytes
-  wait for an upstream that stopped reading (the connection is then aborted);
+  mask key per frame; after the upstream's close frame it drops the frame (the upstream ends the session and
+  `wait_closed` says how); it raises `UpstreamDisconnected` on a link that ended otherwise and once more than
+  `backlog_limit` bytes wait for an upstream that stopped reading (the connection is then aborted);
 - connecting: every handshake failure is `UpstreamUnavailable` (a refusal keeps its HTTP status).
 
 Two kinds of upstream: a websockets server where a well-behaved peer is enough, and `RawUpstream`, a TCP server
@@ -703,17 +704,21 @@ async def test_frames_sent_while_messages_are_being_delivered_reach_the_upstream
 
 
 @pytest.mark.parametrize(
-    "ending",
+    ("ending", "upstream_sent_a_close"),
     [
-        "upstream closed 1000",
-        "upstream closed 1001",
-        "upstream close frame read, tcp still open",
-        "tcp dropped",
-        "link closed",
-        "link aborted",
+        ("upstream closed 1000", True),
+        ("upstream closed 1001", True),
+        ("upstream close frame read, tcp still open", True),
+        ("tcp dropped", False),
+        ("link closed", True),  # the upstream's answer to the link's close frame is a close frame too
+        ("link aborted", False),
     ],
 )
-async def test_send_on_an_ended_link_raises_upstream_disconnected(links: Links, ending: str) -> None:
+async def test_send_on_an_ended_link_drops_the_frame_after_an_upstream_close_and_raises_otherwise(
+    links: Links, ending: str, upstream_sent_a_close: bool
+) -> None:
+    # After the upstream's close frame, wait_closed decides how the session ended (a normal close stays normal
+    # however many client frames were still on their way); any other end is a disconnect the sender must hear of.
     async with raw_upstream() as upstream:
         link, peer = await open_raw(links, upstream, Inbox())
         if ending.startswith("upstream close"):
@@ -736,8 +741,11 @@ async def test_send_on_an_ended_link_raises_upstream_disconnected(links: Links, 
         else:
             link.abort()
             await disconnect_of(link)
-        with pytest.raises(UpstreamDisconnected):
-            link.send("too late")
+        if upstream_sent_a_close:
+            link.send("too late")  # dropped, not raised
+        else:
+            with pytest.raises(UpstreamDisconnected):
+                link.send("too late")
 
 
 async def test_send_right_after_abort_raises_upstream_disconnected(links: Links) -> None:
@@ -875,3 +883,76 @@ async def test_a_broken_handshake_answer_is_upstream_unavailable(
         with pytest.raises(UpstreamUnavailable) as caught:
             await asyncio.wait_for(links.open(upstream.url, open_timeout=0.5), seconds(2))
     assert caught.value.status is None
+
+
+# ---- reads that carry more than one thing ---------------------------------------------------------------------
+
+
+async def test_a_handshake_answer_read_in_two_parts_leaves_a_live_link_open_past_close_timeout(links: Links) -> None:
+    """The link keeps close_timeout itself once a close frame has gone out; an answer that reached it in two reads
+    is not that, and must not start the deadline (a healthy session used to be aborted 1 s in, as 1006)."""
+    async with raw_upstream(lambda request: upgrade(request)[:20]) as upstream:
+        opening = asyncio.ensure_future(links.open(upstream.url))
+        peer = await upstream.accepted()  # the status line and part of a header are out; the link waits for the rest
+        await asyncio.sleep(0.05)
+        peer.send(upgrade(peer.request)[20:])
+        link = await opening
+        inbox = Inbox()
+        link.attach(inbox)
+        ended = asyncio.ensure_future(link.wait_closed())
+        for i in range(5):  # one event every 0.3 s, to 1.5 s after the answer: well past close_timeout (1 s)
+            peer.send(text(f"tick {i}"))
+            await asyncio.sleep(0.3)
+        assert not ended.done()
+        assert await inbox.wait_for(5) == [f"tick {i}" for i in range(5)]
+        peer.send(close_frame(1000))
+        assert await peer.read_close() == 1000
+        peer.hang_up()
+        await asyncio.wait_for(ended, seconds(1))
+
+
+async def test_invalid_utf8_read_before_attach_keeps_the_messages_held_before_it_and_drops_those_after(links: Links) -> None:
+    """Failing the connection stops processing at the bad frame (RFC 6455 7.1.7), but what was read before it was
+    whole and valid and is still the consumer's (it used to be thrown away along with the rest)."""
+    async with raw_upstream() as upstream:
+        link, peer = await open_raw(links, upstream)
+        peer.send(text("session.created"), frame(OP_TEXT, b"\xff\xfe"), text("after"), frame(OP_BINARY, b"after too"))
+        assert await peer.read_close() == 1007  # the link failed the connection before anyone attached
+        inbox = Inbox()
+        link.attach(inbox)
+        assert inbox.messages == ["session.created"]  # handed over by attach itself
+        peer.hang_up()
+        await disconnect_of(link)
+        assert inbox.messages == ["session.created"]
+
+
+async def test_a_send_from_the_consumer_while_a_close_1000_waits_in_the_same_read_is_dropped_and_the_end_stays_normal(
+    links: Links,
+) -> None:
+    """websockets parses a whole read before the link hands its messages over, so a close frame that came in the same
+    read as data frames has been seen (and answered) when the consumer gets the first of them. What the consumer sends
+    then (the bridge's retrieve, a client's frame) is dropped without an error: every message before the close is
+    delivered and the end is the upstream's normal close (send used to raise, the rest was lost, the end was a
+    disconnect)."""
+    async with raw_upstream() as upstream:
+        link, peer = await open_raw(links, upstream)
+        inbox = Inbox()
+        send_errors: list[UpstreamDisconnected] = []
+
+        def consumer(message: Message) -> None:
+            inbox(message)
+            if message == "one":
+                try:
+                    link.send("an answer to one")
+                except UpstreamDisconnected as exc:
+                    send_errors.append(exc)
+                    raise
+
+        link.attach(consumer)
+        peer.send(text("one"), text("two"), frame(OP_BINARY, b"three"), close_frame(1000))
+        assert await peer.read_close() == 1000  # the link's answer, with nothing written before it
+        peer.hang_up()
+        await ends_normally(link)
+        assert send_errors == []
+        assert inbox.messages == ["one", "two", b"three"]
+        assert link.close_code == 1000
