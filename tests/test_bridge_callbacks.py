@@ -33,6 +33,7 @@ from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, e
 from relay.bridge import BridgeEnvironment, ClientFrame, EndReason, SessionBridge, UpstreamTarget
 from relay.eventlog import EventLog
 from relay.session import SessionPolicy
+from tests.loop_checks import no_unhandled_loop_errors
 from tests.timing import seconds
 
 PATH = "/v1/realtime"
@@ -192,13 +193,8 @@ def env(tmp_path: Path) -> Iterator[BridgeEnvironment]:
 @pytest.fixture(autouse=True)
 async def nothing_unhandled() -> AsyncIterator[None]:
     """Whatever goes wrong must end the session through the bridge, never reach the event loop's handler."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    yield
-    await asyncio.sleep(0)
-    loop.set_exception_handler(None)
-    assert reported == []
+    async with no_unhandled_loop_errors():
+        yield
 
 
 def bridge_to(upstream: ScriptedUpstream, client: ScriptedClient, env: BridgeEnvironment) -> SessionBridge:

@@ -43,6 +43,7 @@ from websockets.http11 import Request, Response
 from bench.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, server_response, unmask
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.upstream import UpstreamLink
+from tests.loop_checks import no_unhandled_loop_errors
 from tests.timing import seconds
 
 PATH = "/v1/realtime"
@@ -81,13 +82,8 @@ async def links() -> AsyncIterator[Links]:
 async def nothing_unhandled(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
     """No test may leave an error for the event loop's handler or websockets' logger: every failure of the upstream
     must surface through the link's API, never as an unhandled exception."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    yield
-    await asyncio.sleep(0)
-    loop.set_exception_handler(None)
-    assert reported == []
+    async with no_unhandled_loop_errors():
+        yield
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
