@@ -442,13 +442,13 @@ class SessionEventLog:
         item = _Queued(self, seq, line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             # Room again: declare the gap before this record.
-            self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
             self._drop_start = self._drop_end = None
-        if not self.owner._enqueue(item):
+        if not owner._enqueue(item):
             self.enqueue_dropped += 1
             if self._drop_start is None:
                 self._drop_start = seq
-                log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=self.owner.queued_bytes)
+                log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
 

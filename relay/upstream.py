@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -25,11 +24,7 @@ from websockets.protocol import Event, State
 from websockets.version import version as websockets_version
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - a websockets build without its C extension
-    from websockets.utils import apply_mask
+from relay.wsframe import text_frame
 
 _DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 _MASK_POOL_BYTES: Final = 4096
@@ -53,18 +48,6 @@ class _MaskKeys:
 
 
 _MASK_KEYS = _MaskKeys()
-
-
-def masked_text_frame(payload: bytes, mask: bytes) -> bytes:
-    """One masked, unfragmented RFC 6455 text frame (client to server)."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, 0x80 | size))
-    elif size < 65536:
-        header = struct.pack("!BBH", 0x81, 0xFE, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0xFF, size)
-    return header + mask + apply_mask(payload, mask)
 
 
 def upstream_url(base: str, model: str | None, client_query: Iterable[tuple[str, str]] = (), forward: Iterable[str] = ()) -> str:
@@ -239,7 +222,7 @@ class UpstreamLink:
         # The frame is built here rather than by websockets' protocol (no extensions are negotiated, frames are
         # never fragmented): its per-frame bookkeeping and a getrandom(2) per mask were measurable.
         transport = connection.transport
-        transport.write(masked_text_frame(text.encode(), _MASK_KEYS.next()))
+        transport.write(text_frame(text.encode(), _MASK_KEYS.next()))
         if transport.get_write_buffer_size() > self.backlog_limit:
             transport.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")

@@ -15,29 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections import deque
 from typing import Final
 
 from aiohttp import WebSocketError, WSMsgType, web
 
 from relay.bridge import ClientFrame
+from relay.wsframe import text_frame
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
 _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
 # What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
 # an overflow still finds nearly all of the backlog in the queue, where it can be dropped (C4).
 DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented RFC 6455 text frame (server to client)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class WebSocketClient:
