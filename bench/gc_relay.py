@@ -34,9 +34,9 @@ def main() -> int:
     import aiohttp.web  # noqa: F401
     import websockets.asyncio.client  # noqa: F401
 
-    import relay.commands.serve
-    import relay.server  # noqa: F401
-    from relay.cli import main as relay_main
+    import relay.cli.serve
+    import relay.server.app  # noqa: F401
+    from relay.cli.main import main as relay_main
 
     switch = os.environ.get("BENCH_SWITCH_INTERVAL")
     if switch:

@@ -24,18 +24,18 @@ FRAME_RE = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # Cost categories. A sample goes to the category of the frame nearest its leaf that matches one (so the
 # base64 decoding the event log does lands in "base64_decode", not in "event_log").
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base64_decode", ("base64.py:", "relay/session.py:_b64")),
-    ("sha256_audio_summary", ("relay/eventlog.py:audio_summary",)),
-    ("json_parse", ("relay/session.py:parse_event",)),
-    ("log_timestamp_format", ("relay/eventlog.py:_rfc3339",)),
+    ("base64_decode", ("base64.py:", "relay/core/session.py:_b64")),
+    ("sha256_audio_summary", ("relay/eventlog/writer.py:audio_summary",)),
+    ("json_parse", ("relay/core/session.py:parse_event",)),
+    ("log_timestamp_format", ("relay/eventlog/writer.py:_rfc3339",)),
     ("mask_key_random(websockets)", ("random.py:SystemRandom", "secrets.py:")),
-    ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "relay/eventlog.py:_write_all")),
-    ("event_log(other)", ("relay/eventlog.py:",)),
+    ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "relay/eventlog/writer.py:_write_all")),
+    ("event_log(other)", ("relay/eventlog/writer.py:",)),
     ("metrics", ("relay/metrics.py:",)),
-    ("session_core(other)", ("relay/session.py:",)),
+    ("session_core(other)", ("relay/core/session.py:",)),
     ("bridge(other)", ("relay/bridge.py:",)),
-    ("client_side(aiohttp+wsclient)", ("aiohttp/", "relay/wsclient.py:")),
-    ("upstream_side(websockets)", ("websockets/", "relay/upstream.py:", "asyncio/messages.py", "asyncio/connection.py")),
+    ("client_side(aiohttp+wsclient)", ("aiohttp/", "relay/links/client.py:")),
+    ("upstream_side(websockets)", ("websockets/", "relay/links/upstream.py:", "asyncio/messages.py", "asyncio/connection.py")),
     ("gil_and_thread_wakeups", ("threading.py:",)),
     ("asyncio_loop", ("asyncio/", "selectors.py:", "contextlib.py:")),
 )
@@ -53,7 +53,7 @@ def _frame_key(frame: str) -> str:
     if not match:
         return frame
     path = match.group("file")
-    # Keep the last two path parts: enough to tell relay/session.py from websockets/asyncio/connection.py.
+    # Keep the last two path parts: enough to tell relay/core/session.py from websockets/asyncio/connection.py.
     short = "/".join(path.replace("\\", "/").split("/")[-2:])
     return f"{short}:{match.group('name')}"
 

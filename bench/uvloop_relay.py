@@ -17,7 +17,7 @@ def main() -> int:
         return 2
     # asyncio.run() in `serve` picks the loop from the policy; 3.11/3.12 still honour set_event_loop_policy.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from relay.cli import main as relay_main
+    from relay.cli.main import main as relay_main
 
     return relay_main(sys.argv[1:])
 

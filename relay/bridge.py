@@ -26,14 +26,14 @@ from typing import Any, Protocol
 import structlog
 
 from audio import pcm as pcmlib
-from relay import events as ev
+from relay.core import events as ev
+from relay.core.session import AudioToSave, RelaySession, SessionPolicy
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
-from relay.eventlog import EventLog, SessionEventLog
+from relay.eventlog.writer import EventLog, SessionEventLog
+from relay.links.upstream import UpstreamLink, redact_url, upstream_url
 from relay.metrics import RelayMetrics
-from relay.session import AudioToSave, RelaySession, SessionPolicy
 from relay.settings import Settings
-from relay.upstream import UpstreamLink, redact_url, upstream_url
 
 log = structlog.get_logger()
 
@@ -474,7 +474,7 @@ class SessionBridge:
         """Carry out what the core decided, now. A client over its backlog bound or an upstream that stopped
         reading ends the session through `_fail`."""
         core = self.core
-        # Both sockets first: the log records (encoded on this thread, see relay.eventlog) come after.
+        # Both sockets first: the log records (encoded on this thread, see relay.eventlog.writer) come after.
         for text in core.to_client():
             if not self.client.send(text):
                 self._fail(EndReason.CLIENT_TOO_SLOW)

@@ -7,7 +7,7 @@
     ├── UpstreamError               trouble with the upstream realtime endpoint
     │   ├── UpstreamUnavailable     connect failed or handshake refused (status, reason); client close 1013
     │   └── UpstreamDisconnected    the upstream socket dropped mid-session; client close 1014
-    └── RestError                   the Conversations REST API answered with an error (see relay.conversations)
+    └── RestError                   the Conversations REST API answered with an error (see relay.history.client)
 
 Only adapters (server, bridge, CLI) turn these into close codes, HTTP statuses or exit codes.
 """

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from relay import events as ev
+from relay.core import events as ev
 
 _KNOWN_TYPES = (
     ev.CLIENT_EVENT_TYPES

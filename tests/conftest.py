@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tiers import all_tiers_required
+from tests.support.tiers import all_tiers_required
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from audio import pcm
-from relay import events as ev
+from relay.core import events as ev
 from relay.simulator import replies
 from relay.simulator.config import (
     AudioFormat,

@@ -1,0 +1,1 @@
+"""The command line: argument parsing, settings loading, and one module per subcommand."""

@@ -1,0 +1,106 @@
+"""The `realtime-relay` command line: parse arguments, load settings, configure logging, run a subcommand.
+
+Each subcommand lives in `relay.cli.<name>`; this module only wires them together and maps errors to exit
+codes (0 ok, 1 runtime failure, 2 usage or config error, see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+import structlog
+
+from relay import __version__
+from relay.errors import AudioDeviceError, ConfigError, UsageError
+from relay.logconfig import configure_logging
+from relay.settings import describe, load_settings
+
+COMMANDS: tuple[str, ...] = (
+    "serve",
+    "history",
+    "devices",
+    "mic",
+    "logs",
+    "sim",
+)
+
+# The daemons log to stdout (C6); the one-shot tools and `mic` (whose terminal shows the conversation) keep
+# stdout for their own output and log to stderr.
+DAEMON_COMMANDS = frozenset({"serve", "sim"})
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    s = argparse.SUPPRESS
+    group.add_argument("--config", metavar="FILE", default=None, help="TOML settings file (env RELAY_CONFIG)")
+    group.add_argument("--upstream", dest="upstream", metavar="URL|sim", default=s, help="upstream realtime URL, or 'sim'")
+    group.add_argument("--rest-base", dest="rest_base", metavar="URL", default=s, help="Conversations REST base URL")
+    group.add_argument("--model", dest="model", default=s, help="upstream model (gpt://FOLDER/NAME or NAME)")
+    group.add_argument("--log-dir", dest="log_dir", metavar="DIR", default=s, help="event log directory (./logs)")
+    group.add_argument("--data-dir", dest="data_dir", metavar="DIR", default=s, help="saved audio directory (./data)")
+    group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"), default=s)
+    group.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"), default=s)
+    group.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
+    return common
+
+
+def _load_command(name: str) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(f"relay.cli.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realtime-relay",
+        description="Relay between realtime-voice clients and Yandex AI Studio's OpenAI-compatible Realtime API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options()
+    for name in COMMANDS:
+        module = _load_command(name)
+        command = sub.add_parser(module.NAME, parents=[common], help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        loaded = load_settings(vars(args), config_path=args.config)
+    except ConfigError as exc:
+        print(f"realtime-relay: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(describe(loaded))
+        return 0
+    stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr
+    configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
+    module: ModuleType = args._module
+    try:
+        args.setting_sources = loaded.sources  # where each setting came from, for commands that care
+        code = module.run(args, loaded.settings)
+    except (ConfigError, UsageError, AudioDeviceError) as exc:
+        print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        structlog.get_logger().exception("relay.command_failed", command=args.command)
+        print(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    return int(code)
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""Per-session JSONL event logs (CONTRACT C6): one bounded queue, one writer thread, one code path per record.
+
+The event loop stamps each record (seq, wall time, monotonic time), summarizes its audio, applies `log_content`,
+serializes it once with orjson and enqueues the bytes (`SessionEventLog.append`); the writer thread only joins
+and write(2)s them, every file at least every 200 ms, at session end and at shutdown, so forwarding never waits
+on the disk. Encoding used to happen on the writer thread; on the one core a relay process gets, that thread
+rendering a batch of thousands of records held the core and the GIL against the loop for milliseconds, so p99
+latency at 100 real-time sessions was 11-19 ms; encoding each record on the loop, after both sockets are
+written, costs the same CPU and keeps it near 2 ms (`make bench`, README). The queue is bounded by the encoded
+bytes it holds, and holds no parsed event.
+When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
+again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
+fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
+
+This module does file I/O (and stdout writes with `event_log_stdout`) on its own thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from relay.core import events as ev
+from relay.core.session import AudioFormat, LogEntry
+from relay.core.session import b64_decoded_len as _b64_len
+
+SCHEMA_VERSION: Final = 1
+FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound
+_SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
+
+_TEXT_DELTA_TYPES: Final = frozenset(
+    {ev.RESPONSE_OUTPUT_TEXT_DELTA, ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA, ev.INPUT_AUDIO_TRANSCRIPTION_DELTA}
+)
+_TEXT_KEYS: Final = ("text", "transcript", "instructions")
+
+log = structlog.get_logger()
+
+
+def audio_summary(b64: str, fmt: AudioFormat | None) -> dict[str, Any]:
+    """What the log keeps of an audio payload: its size, its duration in the format in effect, and a hash.
+
+    The hash is the SHA-256 of the base64 payload as it crossed the relay (first 16 hex digits): it identifies
+    the payload without decoding it, which cost ~10% of the relay's CPU at 200 sessions (make bench). Sizes come
+    from the base64 length, which is exact for valid base64."""
+    n_bytes = _b64_len(b64)
+    return {
+        "audio_bytes": n_bytes,
+        "audio_ms": round(fmt.ms(n_bytes), 3) if fmt is not None else None,
+        "sha256": hashlib.sha256(b64.encode("ascii", "replace")).hexdigest()[:16],
+    }
+
+
+_MAX_WALK_DEPTH: Final = 64  # events are shallow; a deeper payload is logged as it is past this depth
+
+
+def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, depth: int = 0) -> Any:
+    """Every `audio` string (content parts, items in responses, anywhere) summarized; with `keep_text` off every
+    `text`, `transcript` and `instructions` string replaced by its length. Tool-call arguments and outputs stay.
+    Copies only the containers it changes."""
+    if depth > _MAX_WALK_DEPTH:
+        return value
+    if isinstance(value, dict):
+        changed: dict[str, Any] | None = None
+        for key, child in value.items():
+            new = child
+            if isinstance(child, str):
+                if key == "audio":
+                    new = audio_summary(child, fmt)
+                elif not keep_text and key in _TEXT_KEYS:
+                    new = len(child)
+            elif isinstance(child, (dict, list)):
+                new = _scrub(child, fmt, keep_text, depth + 1)
+            if new is not child:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = new
+        return value if changed is None else changed
+    if isinstance(value, list):
+        items = [_scrub(child, fmt, keep_text, depth + 1) if isinstance(child, (dict, list)) else child for child in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
+def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool) -> Any:
+    """The event as it goes in the log: audio replaced by a summary; text by its length when not kept (C6).
+
+    Builds new containers where it changes something; never mutates the event it is given.
+    """
+    if not isinstance(event, dict):
+        return event
+    out = _scrub(event, fmt, keep_text)
+    audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
+    delta = out.get("delta")
+    if audio_field == "delta" and isinstance(delta, str):
+        out = {**out, "delta": audio_summary(delta, fmt)}
+    elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
+        out = {**out, "delta": len(delta)}
+    return out
+
+
+def _ids(event: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(event, dict):
+        return None, None, None
+    event_id = event.get("event_id")
+    item_id = event.get("item_id")
+    if item_id is None and isinstance(event.get("item"), dict):
+        item_id = event["item"].get("id")
+    response_id = event.get("response_id")
+    if response_id is None and isinstance(event.get("response"), dict):
+        response_id = event["response"].get("id")
+    return event_id, item_id, response_id
+
+
+class _Rfc3339:
+    """RFC 3339 UTC timestamps with microseconds; the seconds part is formatted once per second. Safe to share
+    between threads: the cache is one tuple, replaced whole."""
+
+    def __init__(self) -> None:
+        self._cache: tuple[int, str] = (-1, "")
+
+    def __call__(self, wall: float) -> str:
+        second = int(wall)
+        cached_second, prefix = self._cache
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cache = (second, prefix)
+        return f"{prefix}.{int((wall - second) * 1_000_000):06d}Z"
+
+
+@dataclass
+class _Queued:
+    log: SessionEventLog
+    seq: int
+    line: bytes
+
+
+@dataclass
+class _Gap:
+    log: SessionEventLog
+    from_seq: int
+    to_seq: int
+    reason: str
+
+
+@dataclass
+class _Close:
+    log: SessionEventLog
+    done: concurrent.futures.Future[None]
+
+
+class EventLog:
+    """The process-wide writer. `open_session` hands out a `SessionEventLog` per session."""
+
+    def __init__(
+        self,
+        log_dir: Path | None,
+        *,
+        to_stdout: bool = False,
+        max_queue_bytes: int = 64 << 20,
+        keep_text: bool = True,
+        stdout_fd: int = 1,
+    ) -> None:
+        self.log_dir = log_dir
+        self.to_stdout = to_stdout
+        self.max_queue_bytes = max_queue_bytes
+        self.keep_text = keep_text
+        self._stdout_fd = stdout_fd
+        self._timestamp = _Rfc3339()
+        self._queue: deque[_Queued | _Gap | _Close] = deque()
+        self._enqueued_bytes = 0  # written by the loop thread only
+        self._written_bytes = 0  # written by the writer thread only
+        self._dropped_enqueue = 0
+        self._dropped_write = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="relay-eventlog", daemon=True)
+        self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self.log_dir is not None or self.to_stdout
+
+    @property
+    def dropped_total(self) -> int:
+        return self._dropped_enqueue + self._dropped_write
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._enqueued_bytes - self._written_bytes
+
+    def open_session(
+        self, session_id: str, *, started_wall: float | None = None, started_mono: float | None = None
+    ) -> SessionEventLog:
+        return SessionEventLog(
+            self,
+            session_id,
+            started_wall=time.time() if started_wall is None else started_wall,
+            started_mono=time.monotonic() if started_mono is None else started_mono,
+        )
+
+    # ---- loop side ------------------------------------------------------------------------------------
+    def _enqueue(self, item: _Queued) -> bool:
+        size = len(item.line)
+        if self.queued_bytes + size > self.max_queue_bytes:
+            self._dropped_enqueue += 1
+            return False
+        self._enqueued_bytes += size
+        self._queue.append(item)
+        if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _enqueue_control(self, item: _Gap | _Close) -> None:
+        self._queue.append(item)
+        self._wake.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, close every file, stop the thread (idempotent)."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    # ---- writer thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        files: dict[SessionEventLog, _OpenFile] = {}
+        while True:
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            stopping = self._stop
+            self._write_batch(files)
+            if stopping and not self._queue:
+                for open_file in files.values():
+                    open_file.close()
+                files.clear()
+                return
+
+    def _write_batch(self, files: dict[SessionEventLog, _OpenFile]) -> None:
+        pending: dict[SessionEventLog, list[tuple[bytes, int | None]]] = {}
+        closes: list[_Close] = []
+        order: list[SessionEventLog] = []
+        freed = 0
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, _Queued):
+                freed += len(item.line)
+                target = item.log
+                lines = pending.get(target)
+                if lines is None:
+                    lines = pending[target] = []
+                    order.append(target)
+                lines.append((item.line, item.seq))
+            elif isinstance(item, _Gap):
+                gap = self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)
+                lines = pending.get(item.log)
+                if lines is None:
+                    lines = pending[item.log] = []
+                    order.append(item.log)
+                lines.append((gap, None))
+            else:
+                closes.append(item)
+                if item.log not in pending:
+                    pending[item.log] = []
+                    order.append(item.log)
+        self._written_bytes += freed
+        for session_log in order:
+            self._write_session(files, session_log, pending[session_log])
+        for close in closes:
+            open_file = files.pop(close.log, None)
+            if open_file is not None:
+                open_file.close()
+            if not close.done.done():
+                close.done.set_result(None)
+
+    def _write_session(
+        self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, lines: list[tuple[bytes, int | None]]
+    ) -> None:
+        if not lines:
+            return
+        # A gap left by earlier failed writes is declared before the first line that makes it to disk.
+        if session_log._write_gap is not None:
+            start, end, reason = session_log._write_gap
+            lines.insert(0, (self._gap_line(session_log, start, end, reason), None))
+        blob = b"".join(line for line, _ in lines)
+        # The records' one durable copy is the file when files are on, else stdout: losing it is a counted,
+        # declared gap; a failing stdout mirror beside working files loses nothing.
+        try:
+            if self.log_dir is not None:
+                open_file = files.get(session_log)
+                if open_file is None:
+                    open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
+                open_file.write(blob)
+        except OSError as exc:
+            self._drop_batch(session_log, lines, exc, "file")
+            with contextlib.suppress(OSError):
+                self._mirror_to_stdout(blob)
+            return
+        try:
+            self._mirror_to_stdout(blob)
+        except OSError as exc:
+            if self.log_dir is None:
+                self._drop_batch(session_log, lines, exc, "stdout")
+                return
+        session_log._write_gap = None
+
+    def _mirror_to_stdout(self, blob: bytes) -> None:
+        if self.to_stdout:
+            _write_all(self._stdout_fd, blob)
+
+    def _drop_batch(self, session_log: SessionEventLog, lines: list[tuple[bytes, int | None]], exc: OSError, sink: str) -> None:
+        seqs = [seq for _, seq in lines if seq is not None]
+        if seqs:
+            session_log._note_write_failure(min(seqs), max(seqs))
+        self._dropped_write += len(seqs)
+        log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
+
+    def _render(self, session_log: SessionEventLog, seq: int, wall: float, t_ms: float, entry: LogEntry) -> bytes:
+        event_id, item_id, response_id = _ids(entry.event)
+        record: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "ts": self._timestamp(wall),
+            "t_ms": round(t_ms, 3),
+            "session_id": session_log.session_id,
+            "seq": seq,
+            "dir": entry.dir,
+            "type": entry.type,
+            "event_id": event_id,
+            "item_id": item_id,
+            "response_id": response_id,
+            "bytes": entry.bytes,
+            "event": summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text),
+        }
+        if entry.client_event is not None:
+            record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
+        now = time.time()
+        record = {
+            "v": SCHEMA_VERSION,
+            "ts": self._timestamp(now),
+            "t_ms": round((time.monotonic() - session_log.started_mono) * 1000.0, 3),
+            "session_id": session_log.session_id,
+            "seq": None,
+            "dir": "relay",
+            "type": ev.RELAY_LOG_GAP,
+            "event_id": None,
+            "item_id": None,
+            "response_id": None,
+            "bytes": None,
+            "event": {"from_seq": from_seq, "to_seq": to_seq, "reason": reason},
+        }
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class _OpenFile:
+    """One JSONL file opened for appending; a failed write is cut back to the last whole line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, blob: bytes) -> None:
+        try:
+            _write_all(self.fd, blob)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            raise
+        self.size += len(blob)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+@dataclass(eq=False)
+class SessionEventLog:
+    """One session's log. `append` is called on the event loop, in forwarding order."""
+
+    owner: EventLog
+    session_id: str
+    started_wall: float
+    started_mono: float
+    next_seq: int = 1
+    enqueue_dropped: int = 0  # touched by the loop thread only
+    write_dropped: int = 0  # touched by the writer thread only
+    _drop_start: int | None = None
+    _drop_end: int | None = None
+    _write_gap: tuple[int, int, str] | None = None
+    _closed: bool = False
+    _close_future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
+
+    def path(self, log_dir: Path) -> Path:
+        day = datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%d")
+        return log_dir / day / f"{self.session_id}.jsonl"
+
+    def append(self, entry: LogEntry) -> int:
+        """Stamp and enqueue one record; returns its seq (assigned even if the record is dropped)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
+            log.info(entry.type, session_id=self.session_id, **(entry.event if isinstance(entry.event, dict) else {}))
+        owner = self.owner
+        if not owner.enabled or self._closed:
+            return seq
+        t_ms = (time.monotonic() - self.started_mono) * 1000.0
+        try:
+            line = owner._render(self, seq, time.time(), t_ms, entry)
+        except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
+            self.enqueue_dropped += 1
+            owner._dropped_enqueue += 1
+            log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
+            owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
+            return seq
+        item = _Queued(self, seq, line)
+        if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
+            # Room again: declare the gap before this record.
+            owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            self._drop_start = self._drop_end = None
+        if not owner._enqueue(item):
+            self.enqueue_dropped += 1
+            if self._drop_start is None:
+                self._drop_start = seq
+                log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
+            self._drop_end = seq
+        return seq
+
+    def _note_write_failure(self, from_seq: int, to_seq: int, reason: str = "write_failed") -> None:
+        # Called on the writer thread; the loop thread only reads `dropped`.
+        if self._write_gap is None:
+            self._write_gap = (from_seq, to_seq, reason)
+        else:
+            self._write_gap = (min(self._write_gap[0], from_seq), max(self._write_gap[1], to_seq), self._write_gap[2])
+        self.write_dropped += to_seq - from_seq + 1
+
+    @property
+    def dropped(self) -> int:
+        return self.enqueue_dropped + self.write_dropped
+
+    def close(self) -> concurrent.futures.Future[None]:
+        """No more records; the writer writes what is queued and closes the file. Resolves when done."""
+        if self._close_future is None:
+            self._close_future = concurrent.futures.Future()
+            if self._drop_start is not None:
+                self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+                self._drop_start = None
+            self._closed = True
+            if self.owner.enabled:
+                self.owner._enqueue_control(_Close(self, self._close_future))
+            else:
+                self._close_future.set_result(None)
+        return self._close_future
+
+    async def aclose(self) -> None:
+        await asyncio.wrap_future(self.close())

@@ -1,0 +1,167 @@
+"""The `serve` client side: an aiohttp WebSocket behind the bridge's `ClientSide` protocol.
+
+An outbound frame is written straight into the socket's transport while that holds less than
+`DIRECT_WRITE_LIMIT_BYTES` and nothing is queued (the common case: no task wake-up per frame; the frame is encoded
+here, aiohttp negotiates no compression). Past that, frames go through a byte-bounded queue drained by one writer
+task, so the upstream reader never waits on a slow client and an overflow can drop the unsent backlog; `send`
+reports overflow (C4 `max_client_backlog_bytes`) and the bridge closes with 1008.
+The writer task is also the one that sends the close frame, and it is never cancelled while it writes: aiohttp
+shares one drain future between everything that writes to a socket, so cancelling a writer stuck in drain would
+cancel that future for the close frame too. Every wait here is bounded; a close that cannot finish (the client
+stopped reading) ends with the TCP connection aborted. I/O: this socket only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Final
+
+from aiohttp import WebSocketError, WSMsgType, web
+
+from relay.bridge import ClientFrame
+from relay.links.wsframe import text_frame
+
+CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
+_REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
+# What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
+# an overflow still finds nearly all of the backlog in the queue, where it can be dropped (C4).
+DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
+
+
+class WebSocketClient:
+    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int) -> None:
+        self.ws = ws
+        self.max_backlog_bytes = max_backlog_bytes
+        self._queue: deque[tuple[str, int]] = deque()  # (frame, its UTF-8 size)
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._close_request: tuple[int, str] | None = None
+        self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
+        self._transport = ws._req.transport if ws._req is not None else None
+        self.overflowed = False
+
+    def _transport_buffered(self) -> int:
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def backlog_bytes(self) -> int:
+        """What is waiting to reach the client: the relay's queue plus the transport's write buffer."""
+        return self._queued_bytes + self._transport_buffered()
+
+    async def receive(self) -> ClientFrame:
+        message = await self.ws.receive()
+        if message.type == WSMsgType.TEXT:
+            return ClientFrame(text=message.data)
+        if message.type == WSMsgType.BINARY:
+            return ClientFrame(binary_size=len(message.data))
+        if message.type == WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+            # aiohttp already sent the close (too big -> 1009, bad UTF-8 -> 1007); its own close_code then says
+            # 1006 because the client's reply cannot be parsed, so the protocol error's code is the one to report.
+            return ClientFrame(closed=True, close_code=int(message.data.code))
+        # CLOSE, CLOSING, CLOSED, other errors.
+        return ClientFrame(closed=True, close_code=self.ws.close_code)
+
+    def send(self, text: str) -> bool:
+        if self.overflowed:
+            return False
+        if self._close_request is not None:
+            return True  # the session is ending; late frames are dropped, which is not slowness
+        # Bytes, like the transport's buffer it is added to: a Cyrillic transcript is ~2 bytes per character.
+        payload = text.encode()
+        size = len(payload)
+        transport = self._transport
+        if (
+            not self._queue
+            and transport is not None
+            and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT_BYTES
+            and not self.ws.closed
+            and not transport.is_closing()
+        ):
+            transport.write(text_frame(payload))
+            return True
+        backlog = self.backlog_bytes()
+        # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
+        # counts as slowness by itself; memory stays within the bound plus that one frame.
+        if backlog and backlog + size > self.max_backlog_bytes:
+            self.overflowed = True
+            self._drop_queue()
+            return False
+        self._queue.append((text, size))
+        self._queued_bytes += size
+        self._idle.clear()
+        self._wake.set()
+        return True
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._idle.set()
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        ws = self.ws
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                text, size = queue.popleft()
+                self._queued_bytes -= size
+                if ws.closed:
+                    continue
+                try:
+                    await ws.send_str(text)
+                except (ConnectionError, RuntimeError):
+                    self._drop_queue()
+            self._idle.set()
+            if self._close_request is not None:
+                code, reason = self._close_request
+                if not ws.closed:
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=code, message=reason.encode()[:_REASON_MAX_BYTES])
+                return
+
+    async def close(self, code: int, reason: str, *, grace: float) -> int | None:
+        """Send what is queued (within `grace` s), then close with `code`; abort if that takes over 5 s more."""
+        if self.ws.closed and self._close_request is None:
+            await self.stop_writer()
+            return self.ws.close_code
+        if grace > 0 and not self.overflowed and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        self._drop_queue()
+        if self._close_request is None:
+            self._close_request = (code, reason)
+        self._wake.set()
+        # asyncio.wait, not wait_for: a timeout here must not cancel the writer in the middle of a write.
+        await asyncio.wait({self._writer}, timeout=CLOSE_HANDSHAKE_S)
+        if not self._writer.done() or self._transport_buffered():
+            # The close did not finish, or data the client never read is still held for it: let go of it.
+            self.abort()
+            await self.stop_writer()
+        return self._close_request[0]
+
+    async def stop_writer(self) -> None:
+        """End the writer task (the handler is done with this socket, however the session ended)."""
+        if self._writer.done():
+            return
+        self._drop_queue()
+        if self._close_request is None:
+            self._close_request = (1000, "")
+        self._wake.set()
+        await asyncio.wait({self._writer}, timeout=1.0)
+        if not self._writer.done():
+            # Stuck in a write to a client that does not read: abort the connection, which wakes the write.
+            self.abort()
+            await asyncio.wait({self._writer}, timeout=1.0)
+        if not self._writer.done():
+            self._writer.cancel()
+            await asyncio.wait({self._writer})
+
+    def abort(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.abort()

@@ -1,0 +1,1 @@
+"""The `serve` HTTP/WebSocket adapter: aiohttp app, routes, client auth, REST proxy."""

@@ -1,0 +1,363 @@
+"""`SessionBridge` when upstream messages arrive by callback from the link's read path, against a hand-written
+upstream on 127.0.0.1 (CONTRACT C4, C5).
+
+Specified here:
+
+- a close 1000 from the upstream is a normal end (`upstream_closed`, the client closed with 1000) however it
+  arrives: in the same read as the last events, which are all forwarded and logged (and an audio item's retrieve,
+  sent too late, fails as `session_closed` and the item is saved from the stream), or while the client is still
+  streaming frames toward an upstream that has already said goodbye;
+- an exception raised while the relay handles an upstream message is a relay bug: the session ends as `error`,
+  the client is closed with 1011 and `relay.session_failed` is logged with the exception, even when a client frame
+  that would then fail to reach the aborted upstream is already waiting.
+
+The bridge, its core, the upstream link and both sockets are the real ones; the client side is a scripted
+`ClientSide` (frames in, frames out, no socket), and the upstream is a TCP server that speaks just enough RFC 6455
+(with bench.frames) to choose exactly which bytes go out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, encode_frame, server_response
+from relay.bridge import BridgeEnvironment, ClientFrame, EndReason, SessionBridge, UpstreamTarget
+from relay.core.session import SessionPolicy
+from relay.eventlog.writer import EventLog
+from tests.support.loop_checks import no_unhandled_loop_errors
+from tests.support.timing import seconds
+
+PATH = "/v1/realtime"
+
+
+# ---- the client side: scripted ----------------------------------------------------------------------------------
+
+
+class ScriptedClient:
+    """A `ClientSide` without a socket: the test pushes frames for the relay to read and sees what the relay sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed_with: tuple[int, str] | None = None
+        self._frames: asyncio.Queue[ClientFrame] = asyncio.Queue()
+        self._sent_changed = asyncio.Event()
+        self._all_read = asyncio.Event()
+
+    # ClientSide
+    async def receive(self) -> ClientFrame:
+        if self._frames.empty():
+            self._all_read.set()  # the relay came back for more: everything pushed so far was handled
+        return await self._frames.get()
+
+    def send(self, text: str) -> bool:
+        self.sent.append(json.loads(text))
+        self._sent_changed.set()
+        return True
+
+    async def close(self, code: int, reason: str, *, grace: float) -> int | None:
+        self.closed_with = (code, reason)
+        return code
+
+    def abort(self) -> None:
+        pass
+
+    # the test's side
+    def push(self, event: dict[str, Any]) -> None:
+        self._all_read.clear()
+        self._frames.put_nowait(ClientFrame(text=json.dumps(event)))
+
+    async def relay_read_everything(self) -> None:
+        """Wait until the relay has handled every pushed frame and waits for the next one."""
+        async with asyncio.timeout(seconds(1)):
+            await self._all_read.wait()
+
+    async def received(self, event_type: str) -> None:
+        async with asyncio.timeout(seconds(1)):
+            while event_type not in self.sent_types:
+                self._sent_changed.clear()
+                await self._sent_changed.wait()
+
+    @property
+    def sent_types(self) -> list[str]:
+        return [event["type"] for event in self.sent]
+
+
+# ---- the upstream: hand-written -----------------------------------------------------------------------------------
+
+
+def text(event: dict[str, Any]) -> bytes:
+    return encode_frame(json.dumps(event).encode(), OP_TEXT)
+
+
+def close_frame(code: int) -> bytes:
+    return encode_frame(close_payload(code), OP_CLOSE)
+
+
+class UpstreamPeer:
+    """The upstream's end of the relay's connection, after the 101 answer. Nothing is read unless the script reads."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.received: list[Frame] = []  # every frame the relay sent that the script has read, in order
+        self._frames = FrameReader()
+
+    def send(self, *data: bytes) -> None:
+        """Write these bytes in one write (so the relay reads them in one read)."""
+        self.writer.write(b"".join(data))
+
+    async def read_until(self, opcode: int) -> Frame:
+        """Read the relay's frames up to the first one with `opcode`."""
+        async with asyncio.timeout(seconds(1)):
+            while True:
+                for frame in self.received:
+                    if frame.opcode == opcode:
+                        return frame
+                data = await self.reader.read(1 << 16)
+                assert data, "the relay hung up"
+                self.received += self._frames.feed(data)
+
+    async def relay_hung_up(self) -> None:
+        """Read (and keep) what the relay still sends until it ends the TCP connection."""
+        async with asyncio.timeout(seconds(1)):
+            with contextlib.suppress(ConnectionResetError):
+                while data := await self.reader.read(1 << 16):
+                    self.received += self._frames.feed(data)
+
+
+Script = Callable[[UpstreamPeer], Awaitable[None]]
+
+
+class ScriptedUpstream:
+    """Answers the relay's upgrade, then runs `script` on the connection; TCP is closed when the script returns."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.url = ""
+        self.peer: UpstreamPeer | None = None
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            writer.write(server_response(request.removesuffix(b"\r\n\r\n")))
+            self.peer = UpstreamPeer(reader, writer)
+            await self.script(self.peer)
+        except Exception as exc:  # handed to the test by `finished`, not left to the loop's handler
+            if not self._done.done():
+                self._done.set_exception(exc)
+        else:
+            if not self._done.done():
+                self._done.set_result(None)
+        finally:
+            writer.close()
+
+    async def finished(self) -> UpstreamPeer:
+        """The script ran to its end (whatever it raised is raised here); the peer it ran on."""
+        await asyncio.wait_for(asyncio.shield(self._done), seconds(1))
+        assert self.peer is not None
+        return self.peer
+
+
+@asynccontextmanager
+async def scripted_upstream(script: Script) -> AsyncIterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream(script)
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    upstream.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{PATH}"
+    try:
+        yield upstream
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ---- the relay's side ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[BridgeEnvironment]:
+    event_log = EventLog(tmp_path / "logs")
+    yield BridgeEnvironment(event_log=event_log, data_dir=tmp_path / "data", retrieve_timeout=seconds(5))
+    event_log.close()
+
+
+@pytest.fixture(autouse=True)
+async def nothing_unhandled() -> AsyncIterator[None]:
+    """Whatever goes wrong must end the session through the bridge, never reach the event loop's handler."""
+    async with no_unhandled_loop_errors():
+        yield
+
+
+def bridge_to(upstream: ScriptedUpstream, client: ScriptedClient, env: BridgeEnvironment) -> SessionBridge:
+    return SessionBridge(client, UpstreamTarget(upstream.url, {}, seconds(1)), SessionPolicy(), env)
+
+
+async def run(bridge: SessionBridge) -> list[dict[str, Any]]:
+    """Run the session to its end; its event-log records (the file is complete once `run` returns)."""
+    await asyncio.wait_for(bridge.run(), seconds(5))
+    log_dir = bridge.env.event_log.log_dir
+    assert log_dir is not None
+    lines = bridge.log.path(log_dir).read_bytes().split(b"\n")
+    return [json.loads(line) for line in lines if line]
+
+
+def session_created() -> dict[str, Any]:
+    return {"type": "session.created", "event_id": "e1", "session": {"id": "sess_up"}}
+
+
+def append(n: int) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "event_id": f"c{n}", "audio": "AAAAAAAA"}
+
+
+# ---- a normal close is a normal end -------------------------------------------------------------------------------
+
+
+async def test_events_in_the_same_read_as_a_close_1000_are_all_forwarded_and_the_session_ends_upstream_closed(
+    env: BridgeEnvironment,
+) -> None:
+    """The assistant's audio item is done, so the relay asks for it back (C5) from inside the read callback; but the
+    upstream's close came in the same read and has been answered already. The retrieve goes nowhere and fails as
+    `session_closed` (the item is saved from the stream), and nothing else changes: `response.done` still reaches
+    the client and the log, and the end is the upstream's normal close (it used to be lost, and the client got an
+    `error` and 1014)."""
+    client = ScriptedClient()
+    item_done = {
+        "type": "conversation.item.done",
+        "event_id": "e2",
+        "item": {
+            "id": "item_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_audio", "transcript": "hi"}],
+        },
+    }
+    response_done = {"type": "response.done", "event_id": "e3", "response": {"id": "resp_1"}}
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")  # the relay is attached and forwarding
+        peer.send(text(item_done), text(response_done), close_frame(1000))
+        await peer.read_until(OP_CLOSE)
+
+    async with scripted_upstream(upstream_script) as upstream:
+        bridge = bridge_to(upstream, client, env)
+        records = await run(bridge)
+        peer = await upstream.finished()
+
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.UPSTREAM_CLOSED
+    assert client.closed_with is not None and client.closed_with[0] == 1000
+    assert client.sent_types == ["session.created", "conversation.item.done", "response.done"]
+    assert [(f.opcode, f.payload) for f in peer.received] == [(OP_CLOSE, close_payload(1000))]  # only the answer
+    kinds = [(r["dir"], r["type"]) for r in records]
+    assert kinds[kinds.index(("server", "conversation.item.done")) :] == [
+        ("server", "conversation.item.done"),
+        ("relay", "conversation.item.retrieve"),
+        ("server", "response.done"),
+        ("relay", "relay.retrieve_failed"),
+        ("relay", "relay.audio_saved"),
+        ("relay", "relay.session_ended"),
+    ]
+    by_type = {r["type"]: r for r in records}
+    assert by_type["conversation.item.retrieve"]["item_id"] == "item_1"
+    assert by_type["relay.retrieve_failed"]["event"]["reason"] == "session_closed"
+    assert by_type["relay.audio_saved"]["event"]["source"] == "stream"
+    ended = by_type["relay.session_ended"]["event"]
+    assert (ended["reason"], ended["client_close_code"]) == ("upstream_closed", 1000)
+
+
+async def test_client_frames_still_streaming_after_the_upstreams_close_1000_do_not_turn_it_into_a_disconnect(
+    env: BridgeEnvironment,
+) -> None:
+    """The upstream's close frame is read (and answered) one round trip before it closes TCP, and a streaming
+    client's audio keeps coming meanwhile. Those frames have nowhere to go and are dropped; the session still ends
+    as the upstream ended it, normally (it used to end `upstream_disconnected`, 1014)."""
+    client = ScriptedClient()
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")
+        client.push(append(1))
+        await peer.read_until(OP_TEXT)  # the client's audio is flowing
+        peer.send(close_frame(1000))
+        await peer.read_until(OP_CLOSE)  # the relay has read the close and answered it; TCP stays open for now
+        for n in range(2, 6):
+            client.push(append(n))
+        await client.relay_read_everything()  # the relay handled them all before TCP ends
+        peer.writer.write_eof()
+        await peer.relay_hung_up()
+
+    async with scripted_upstream(upstream_script) as upstream:
+        bridge = bridge_to(upstream, client, env)
+        records = await run(bridge)
+        peer = await upstream.finished()
+
+    assert [f.opcode for f in peer.received] == [OP_TEXT, OP_CLOSE]  # nothing follows the relay's close frame
+
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.UPSTREAM_CLOSED
+    assert client.closed_with == (1000, "upstream closed")
+    assert client.sent_types == ["session.created"]  # no `error`
+    ended = records[-1]
+    assert ended["type"] == "relay.session_ended"
+    assert (ended["event"]["reason"], ended["event"]["client_close_code"]) == ("upstream_closed", 1000)
+    # Only the append that reached the upstream is an event that crossed the relay (C6); those read after the
+    # upstream's close frame were not forwarded, so they have no record either.
+    assert [r["event"]["event_id"] for r in records if r["type"] == "input_audio_buffer.append"] == ["c1"]
+
+
+# ---- a relay bug is a relay bug -----------------------------------------------------------------------------------
+
+
+class RelayBug(Exception):
+    pass
+
+
+async def test_an_exception_while_handling_an_upstream_message_ends_the_session_as_error_with_1011_and_is_logged(
+    env: BridgeEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bug is simulated by making this bridge's core raise on one upstream message. The link then aborts the
+    upstream connection, and a client frame already waiting fails to reach it; that failure is a consequence, not
+    the cause: the session ends as `error` with 1011 and the exception is logged with its traceback (it used to be
+    reported as `upstream_disconnected`, 1014, with no trace of the bug)."""
+    client = ScriptedClient()
+    bug = RelayBug("the relay cannot handle this event")
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")
+        peer.send(text({"type": "response.created", "event_id": "e2", "response": {"id": "resp_1"}}))
+        await peer.relay_hung_up()
+
+    async with scripted_upstream(upstream_script) as upstream:
+        bridge = bridge_to(upstream, client, env)
+        receive_server_text = bridge.core.receive_server_text
+
+        def buggy_receive_server_text(message: str) -> None:
+            if '"response.created"' in message:
+                client.push(append(1))  # ready to be forwarded as soon as the read callback returns
+                raise bug
+            receive_server_text(message)
+
+        monkeypatch.setattr(bridge.core, "receive_server_text", buggy_receive_server_text)
+        with structlog.testing.capture_logs(processors=[structlog.processors.format_exc_info]) as logged:
+            records = await run(bridge)
+        await upstream.finished()
+
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.ERROR
+    assert client.closed_with is not None and client.closed_with[0] == 1011
+    assert client.sent_types == ["session.created"]
+    [failed] = [entry for entry in logged if entry["event"] == "relay.session_failed"]
+    assert failed["log_level"] == "error"
+    assert f"RelayBug: {bug}" in failed["exception"]
+    assert not [entry for entry in logged if entry["event"] == "relay.upstream_disconnected"]
+    ended = records[-1]
+    assert ended["type"] == "relay.session_ended"
+    assert (ended["event"]["reason"], ended["event"]["client_close_code"]) == ("error", 1011)

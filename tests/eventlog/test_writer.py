@@ -1,0 +1,244 @@
+"""The per-session JSONL event log: record shape, audio summaries, seq without silent gaps, failing disks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.core.session import AudioFormat, LogEntry
+from relay.eventlog.writer import EventLog, _OpenFile, summarize_event
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def only_file(root: Path) -> Path:
+    (path,) = list(root.rglob("*.jsonl"))
+    return path
+
+
+def test_records_carry_every_contract_field_in_order(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_a")
+    session.append(LogEntry("client", "response.create", {"type": "response.create", "event_id": "c1"}, bytes=40))
+    session.append(
+        LogEntry("server", "response.done", {"type": "response.done", "event_id": "s1", "response": {"id": "resp_1"}}, bytes=70)
+    )
+    session.close().result(5)
+    log.close()
+    path = only_file(tmp_path)
+    assert path.parent.parent == tmp_path and path.name == "sess_a.jsonl"
+    first, second = read_records(path)
+    assert list(first) == [
+        "v",
+        "ts",
+        "t_ms",
+        "session_id",
+        "seq",
+        "dir",
+        "type",
+        "event_id",
+        "item_id",
+        "response_id",
+        "bytes",
+        "event",
+    ]
+    assert (first["v"], first["seq"], first["dir"], first["event_id"], first["bytes"]) == (1, 1, "client", "c1", 40)
+    assert first["ts"].endswith("Z") and len(first["ts"].split(".")[1]) == 7  # microseconds + Z
+    assert (second["seq"], second["response_id"]) == (2, "resp_1")
+    assert second["t_ms"] >= first["t_ms"] >= 0
+
+
+def test_audio_is_replaced_by_a_summary() -> None:
+    audio = bytes(range(256)) * 4  # 1024 bytes = 512 samples
+    encoded = base64.b64encode(audio).decode()
+    event = {"type": "input_audio_buffer.append", "audio": encoded}
+    summary = summarize_event(event, "input_audio_buffer.append", AudioFormat("audio/pcm", 16000), keep_text=True)
+    assert summary["audio"] == {"audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]}
+    assert event["audio"] == encoded  # the original event is not mutated
+
+
+def test_retrieved_item_audio_is_summarized_and_text_kept() -> None:
+    item = {
+        "id": "i",
+        "content": [{"type": "output_audio", "audio": base64.b64encode(b"\0" * 48).decode(), "transcript": "hello"}],
+    }
+    summary = summarize_event(
+        {"type": "conversation.item.retrieved", "item": item}, "conversation.item.retrieved", AudioFormat(), True
+    )
+    part = summary["item"]["content"][0]
+    assert part["audio"]["audio_bytes"] == 48 and part["transcript"] == "hello"
+
+
+def test_log_content_off_keeps_only_the_length_of_text() -> None:
+    event = {"type": "response.output_text.delta", "delta": "secret words"}
+    assert summarize_event(event, "response.output_text.delta", None, keep_text=False)["delta"] == 12
+    update = {"type": "session.update", "session": {"instructions": "abc"}}
+    assert summarize_event(update, "session.update", None, keep_text=False)["session"]["instructions"] == 3
+
+
+def test_invalid_base64_audio_is_summarized_not_fatal() -> None:
+    summary = summarize_event({"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True)
+    assert set(summary["audio"]) == {"audio_bytes", "audio_ms", "sha256"}
+    assert "!!!" not in json.dumps(summary)
+
+
+def test_a_full_queue_drops_and_declares_the_gap(tmp_path: Path) -> None:
+    log = EventLog(tmp_path, max_queue_bytes=2000)
+    log._wake.set = lambda: None  # type: ignore[method-assign]  # keep the writer from draining early
+    session = log.open_session("sess_q")
+    # The queue is bounded by the encoded records it holds: ten ~800-byte lines do not fit 2000 bytes.
+    seqs = [session.append(LogEntry("server", "x", {"type": "x", "text": "a" * 600}, bytes=640)) for _ in range(10)]
+    assert seqs == list(range(1, 11))
+    assert session.dropped > 0
+    session.close().result(5)
+    log.close()
+    records = read_records(only_file(tmp_path))
+    gaps = [r for r in records if r["type"] == "relay.log_gap"]
+    assert gaps and gaps[0]["seq"] is None and gaps[0]["event"]["reason"] == "queue_full"
+    written = [r["seq"] for r in records if r["seq"] is not None]
+    missing = set(range(1, 11)) - set(written)
+    declared = set(range(gaps[0]["event"]["from_seq"], gaps[0]["event"]["to_seq"] + 1))
+    assert missing == declared
+    assert log.dropped_total == len(missing)
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_and_declared_in_its_place(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_enc")
+    session.append(LogEntry("server", "x", {"type": "x", "n": 1}))
+    session.append(LogEntry("server", "x", {"type": "x", "text": "\ud800"}))  # a lone surrogate: not UTF-8
+    session.append(LogEntry("server", "x", {"type": "x", "n": 3}))
+    assert session.dropped == 1
+    session.close().result(5)
+    log.close()
+    records = read_records(only_file(tmp_path))
+    assert [(r["seq"], r["type"]) for r in records] == [(1, "x"), (None, "relay.log_gap"), (3, "x")]
+    assert records[1]["event"] == {"from_seq": 2, "to_seq": 2, "reason": "encode_error"}
+    assert log.dropped_total == 1
+
+
+def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_d")
+    session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+    log._wake.set()
+    deadline = time.monotonic() + 5
+    while not list(tmp_path.rglob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    path = only_file(tmp_path)
+    # Make this file's writes fail, the way a full disk does (other tests' writer threads are left alone).
+    real_write = _OpenFile.write
+    failing = {"on": True}
+
+    def flaky_write(self: _OpenFile, blob: bytes) -> None:
+        if failing["on"] and self.path == path:
+            raise OSError(28, "No space left on device")
+        real_write(self, blob)
+
+    monkeypatch.setattr(_OpenFile, "write", flaky_write)
+    try:
+        session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
+        session.append(LogEntry("client", "c", {"type": "c"}, bytes=1))
+        log._wake.set()
+        deadline = time.monotonic() + 5
+        while session.dropped < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert session.dropped == 2
+        failing["on"] = False
+        session.append(LogEntry("client", "d", {"type": "d"}, bytes=1))
+        session.close().result(5)
+    finally:
+        monkeypatch.undo()
+    log.close()
+    records = read_records(path)
+    assert [(r["type"], r["seq"]) for r in records] == [("a", 1), ("relay.log_gap", None), ("d", 4)]
+    assert records[1]["event"] == {"from_seq": 2, "to_seq": 3, "reason": "write_failed"}
+
+
+def test_a_partly_failed_write_is_cut_back_to_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = _OpenFile(tmp_path / "x.jsonl")
+    target.write(b'{"a":1}\n')
+    real_write = os.write
+    calls = {"n": 0}
+
+    def half_then_fail(fd: int, data: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[:5])
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(OSError):
+        target.write(b'{"b":2}\n{"c":3}\n')
+    monkeypatch.undo()
+    target.close()
+    assert (tmp_path / "x.jsonl").read_bytes() == b'{"a":1}\n'
+
+
+def test_stdout_mirror_gets_the_same_bytes(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    log = EventLog(tmp_path, to_stdout=True, stdout_fd=write_fd)
+    session = log.open_session("sess_s")
+    session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+    session.close().result(5)
+    log.close()
+    os.close(write_fd)
+    mirrored = os.read(read_fd, 1 << 16)
+    os.close(read_fd)
+    assert mirrored == only_file(tmp_path).read_bytes()
+
+
+def test_files_are_appended_never_rewritten(tmp_path: Path) -> None:
+    for _ in range(2):
+        log = EventLog(tmp_path)
+        session = log.open_session("sess_same", started_wall=1_700_000_000.0)
+        session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+        session.close().result(5)
+        log.close()
+    path = tmp_path / "2023-11-14" / "sess_same.jsonl"
+    assert len(read_records(path)) == 2
+
+
+def test_logging_off_writes_no_files_but_still_counts_seq(tmp_path: Path) -> None:
+    log = EventLog(None)
+    session = log.open_session("sess_off")
+    assert session.append(LogEntry("client", "a", {"type": "a"})) == 1
+    assert session.append(LogEntry("client", "a", {"type": "a"})) == 2
+    session.close().result(5)
+    log.close()
+    assert not list(tmp_path.rglob("*"))
+
+
+def test_log_content_off_reaches_items_nested_in_responses() -> None:
+    done = {
+        "type": "response.done",
+        "response": {"id": "r", "output": [{"id": "i", "content": [{"type": "output_text", "text": "SECRET"}, {"type": "output_audio", "transcript": "SECRET"}]}]},
+    }
+    logged = json.dumps(summarize_event(done, "response.done", AudioFormat(), keep_text=False))
+    assert "SECRET" not in logged
+    create = {"type": "response.create", "response": {"instructions": "SECRET", "input": [{"type": "message", "content": [{"type": "input_text", "text": "SECRET"}]}]}}
+    assert "SECRET" not in json.dumps(summarize_event(create, "response.create", AudioFormat(), keep_text=False))
+
+
+def test_audio_anywhere_in_an_event_is_summarized_and_tool_calls_stay() -> None:
+    raw = base64.b64encode(b"\x01\x02" * 500).decode()
+    create = {
+        "type": "response.create",
+        "response": {"input": [{"type": "message", "content": [{"type": "input_audio", "audio": raw}]}, {"type": "function_call_output", "output": "42"}]},
+    }
+    logged = summarize_event(create, "response.create", AudioFormat(), keep_text=False)
+    assert raw not in json.dumps(logged)
+    assert logged["response"]["input"][0]["content"][0]["audio"]["audio_bytes"] == 1000
+    assert logged["response"]["input"][1]["output"] == "42"
+    assert create["response"]["input"][0]["content"][0]["audio"] == raw  # the event itself is untouched
