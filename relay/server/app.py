@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # relay/static/
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -1,7 +1,7 @@
 """The simulator's aiohttp adapter: app factory, the realtime WebSocket handler, pacing and fault knobs.
 
 `create_app(options)` builds an application serving `GET /v1/realtime` (WebSocket) and the Conversations REST
-routes of `relay.simulator.rest` under `/v1/conversations`. Each socket gets one pure `SimSession`; this
+routes of `relay.simulator.rest_routes` under `/v1/conversations`. Each socket gets one pure `SimSession`; this
 module only moves frames in and events out, paces response audio in real time scaled by
 `SimulatorOptions.speed` (0 = as fast as possible), and applies the knobs (`relay.simulator.knobs`: query
 parameters on the realtime URL over `SimulatorOptions.knobs`). `start_simulator` runs the app on a real
@@ -34,7 +34,8 @@ from aiohttp import WSMsgType, web
 
 from relay.simulator.config import FLAVOURS, Flavour
 from relay.simulator.knobs import KnobError, Knobs, parse_knobs
-from relay.simulator.rest import ConversationApiError, ConversationStore, add_conversation_routes
+from relay.simulator.rest_routes import add_conversation_routes
+from relay.simulator.rest_store import ConversationApiError, ConversationStore
 from relay.simulator.session import AudioArchive, SimSession
 
 DEFAULT_MODEL: Final = "gpt://simulator/speech-realtime-250923"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.simulator.rest import ConversationApiError, ConversationStore
+from relay.simulator.rest_store import ConversationApiError, ConversationStore
 
 
 def _store_with(count: int) -> tuple[ConversationStore, str, list[str]]:

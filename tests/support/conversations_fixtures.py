@@ -1,6 +1,6 @@
 """Real Conversations REST servers on 127.0.0.1 port 0 for the conversations/history/restproxy tests.
 
-`RestSim` is the simulator's REST store and routes (relay.simulator.rest) in an aiohttp app, with a middleware
+`RestSim` is the simulator's REST store and routes (relay.simulator.rest_store, relay.simulator.rest_routes) in an aiohttp app, with a middleware
 that records what each request carried (method, raw path, raw query, headers; bodies are left to the handler),
 so tests can see what reached the "upstream". `running_sim` serves it on the test's event loop;
 `ThreadedRestSim` serves it from a thread of its own, for tests that call the synchronous CLI
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay.simulator.rest import ConversationStore, add_conversation_routes
+from relay.simulator.rest_routes import add_conversation_routes
+from relay.simulator.rest_store import ConversationStore
 
 UPSTREAM_KEY = "upstream-secret-key-7f3a9c"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

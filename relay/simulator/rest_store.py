@@ -1,7 +1,7 @@
-"""The simulator's Conversations REST API: an in-memory store and the aiohttp routes in front of it.
+"""The simulator's Conversations REST store: conversations and their items, in memory.
 
 Boundary: `ConversationStore` is pure (no I/O, no asyncio; the clock and id source are injectable) and holds
-conversations and their items in insertion order. `add_conversation_routes` mounts the documented endpoints
+conversations and their items in insertion order. `relay.simulator.rest_routes` mounts the documented endpoints
 (PROTOCOL.md "Conversations REST", reference/yandex-rest-listConversationItems.txt) on an aiohttp application:
 
     POST   /v1/conversations                      create  {"metadata"?, "items"?}
@@ -30,14 +30,11 @@ Fault knobs, so a client's retry logic can be tested against a real server:
 from __future__ import annotations
 
 import copy
-import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-
-from aiohttp import web
 
 JsonObject = dict[str, Any]
 
@@ -74,7 +71,7 @@ class ConversationApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def _bad_request(message: str, *, param: str | None = None,
+def bad_request(message: str, *, param: str | None = None,
                  code: str = "invalid_value") -> ConversationApiError:
     return ConversationApiError(400, message, param=param, code=code)
 
@@ -130,7 +127,7 @@ class ConversationStore:
         checked_metadata = _check_metadata(metadata)
         new_items = [_normalize_input_item(item, index) for index, item in enumerate(items or ())]
         if len(new_items) > MAX_ITEMS_PER_CREATE:
-            raise _bad_request(f"At most {MAX_ITEMS_PER_CREATE} items can be added at a time.", param="items")
+            raise bad_request(f"At most {MAX_ITEMS_PER_CREATE} items can be added at a time.", param="items")
         conversation_id = self._new_id("conv")
         record: JsonObject = {"id": conversation_id, "object": "conversation",
                               "created_at": int(self._clock()), "metadata": checked_metadata}
@@ -172,7 +169,7 @@ class ConversationStore:
             conversation.items[item_id] = stored
             return copy.deepcopy(stored)
         if previous_item_id != "root" and previous_item_id not in conversation.items:
-            raise _bad_request(f"Item with id '{previous_item_id}' not found in conversation "
+            raise bad_request(f"Item with id '{previous_item_id}' not found in conversation "
                                f"'{conversation_id}'.", param="previous_item_id", code="item_not_found")
         rebuilt: dict[str, JsonObject] = {}
         if previous_item_id == "root":
@@ -188,9 +185,9 @@ class ConversationStore:
         """REST `POST .../items`: validate and normalize client items, store them, return a list envelope."""
         self._conversation(conversation_id)
         if not isinstance(items, list) or not items:
-            raise _bad_request("'items' must be a non-empty array of item objects.", param="items")
+            raise bad_request("'items' must be a non-empty array of item objects.", param="items")
         if len(items) > MAX_ITEMS_PER_CREATE:
-            raise _bad_request(f"At most {MAX_ITEMS_PER_CREATE} items can be added at a time.", param="items")
+            raise bad_request(f"At most {MAX_ITEMS_PER_CREATE} items can be added at a time.", param="items")
         normalized = [_normalize_input_item(item, index) for index, item in enumerate(items)]
         stored = [self.add_item(conversation_id, item) for item in normalized]
         return _list_envelope(stored, has_more=False)
@@ -200,10 +197,10 @@ class ConversationStore:
         conversation = self._conversation(conversation_id)
         # bool is an int subclass: `limit=True` is a caller bug, not 1.
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise _bad_request(f"Invalid 'limit': {limit!r}. Limit can range between 1 and {MAX_LIMIT}.",
+            raise bad_request(f"Invalid 'limit': {limit!r}. Limit can range between 1 and {MAX_LIMIT}.",
                                param="limit")
         if order not in ORDERS:
-            raise _bad_request(f"Invalid 'order': {order!r}. Expected one of: 'asc', 'desc'.", param="order")
+            raise bad_request(f"Invalid 'order': {order!r}. Expected one of: 'asc', 'desc'.", param="order")
         ids = list(conversation.items)
         if order == "desc":
             ids.reverse()
@@ -212,7 +209,7 @@ class ConversationStore:
             try:
                 start = ids.index(after) + 1
             except ValueError:
-                raise _bad_request(f"Invalid 'after': no item with id '{after}' in conversation "
+                raise bad_request(f"Invalid 'after': no item with id '{after}' in conversation "
                                    f"'{conversation_id}'.", param="after", code="item_not_found") from None
         page_ids = ids[start:start + limit]
         page = [copy.deepcopy(conversation.items[item_id]) for item_id in page_ids]
@@ -287,9 +284,9 @@ def _knob_int(query: Mapping[str, str], name: str, *, default: int, low: int, hi
     try:
         value = int(raw)
     except ValueError:
-        raise _bad_request(f"Invalid simulator knob '{name}': {raw!r}.", param=name) from None
+        raise bad_request(f"Invalid simulator knob '{name}': {raw!r}.", param=name) from None
     if not low <= value <= high:
-        raise _bad_request(f"Invalid simulator knob '{name}': {value} not in {low}..{high}.", param=name)
+        raise bad_request(f"Invalid simulator knob '{name}': {value} not in {low}..{high}.", param=name)
     return value
 
 
@@ -302,7 +299,7 @@ def _knob_seconds(query: Mapping[str, str]) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 3600:
-        raise _bad_request(f"Invalid simulator knob '{FAULT_RETRY_AFTER_PARAM}': {raw!r}.",
+        raise bad_request(f"Invalid simulator knob '{FAULT_RETRY_AFTER_PARAM}': {raw!r}.",
                            param=FAULT_RETRY_AFTER_PARAM)
     return value
 
@@ -311,14 +308,14 @@ def _check_metadata(metadata: Any) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise _bad_request("'metadata' must be an object of string keys and string values.", param="metadata")
+        raise bad_request("'metadata' must be an object of string keys and string values.", param="metadata")
     if len(metadata) > MAX_METADATA_PAIRS:
-        raise _bad_request(f"'metadata' can have at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
+        raise bad_request(f"'metadata' can have at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise _bad_request("'metadata' keys and values must be strings.", param="metadata")
+            raise bad_request("'metadata' keys and values must be strings.", param="metadata")
         if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
-            raise _bad_request(f"'metadata' keys are at most {MAX_METADATA_KEY_CHARS} characters and values "
+            raise bad_request(f"'metadata' keys are at most {MAX_METADATA_KEY_CHARS} characters and values "
                                f"at most {MAX_METADATA_VALUE_CHARS}.", param="metadata")
     return dict(metadata)
 
@@ -327,20 +324,20 @@ def _normalize_input_item(item: Any, index: int) -> JsonObject:
     """A client's input item as the API stores it: messages get `type`, `status` and a content-part list."""
     param = f"items[{index}]"
     if not isinstance(item, Mapping):
-        raise _bad_request(f"Invalid '{param}': expected an object.", param=param)
+        raise bad_request(f"Invalid '{param}': expected an object.", param=param)
     stored = copy.deepcopy(dict(item))
     item_type = stored.get("type", "message")
     if not isinstance(item_type, str) or not item_type:
-        raise _bad_request(f"Invalid '{param}.type': expected a string.", param=f"{param}.type")
+        raise bad_request(f"Invalid '{param}.type': expected a string.", param=f"{param}.type")
     item_id = stored.get("id")
     if item_id is not None and (not isinstance(item_id, str) or not item_id):
-        raise _bad_request(f"Invalid '{param}.id': expected a non-empty string.", param=f"{param}.id")
+        raise bad_request(f"Invalid '{param}.id': expected a non-empty string.", param=f"{param}.id")
     stored["type"] = item_type
     if item_type != "message":
         return stored
     role = stored.get("role")
     if role not in MESSAGE_ROLES:
-        raise _bad_request(f"Invalid '{param}.role': {role!r}.", param=f"{param}.role")
+        raise bad_request(f"Invalid '{param}.role': {role!r}.", param=f"{param}.role")
     content = stored.get("content")
     if isinstance(content, str):
         # The SDK's ResponseOutputText requires `annotations`; input text has none.
@@ -350,151 +347,7 @@ def _normalize_input_item(item: Any, index: int) -> JsonObject:
             stored["content"] = [{"type": "input_text", "text": content}]
     elif not isinstance(content, list) or not all(
             isinstance(part, Mapping) and isinstance(part.get("type"), str) for part in content):
-        raise _bad_request(f"Invalid '{param}.content': expected a string or an array of content parts "
+        raise bad_request(f"Invalid '{param}.content': expected a string or an array of content parts "
                            "with a string 'type'.", param=f"{param}.content")
     stored.setdefault("status", "completed")
     return stored
-
-
-# -- HTTP ----------------------------------------------------------------------------------------------------
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error_response(error: ConversationApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=error.headers)
-
-
-def _authorized(request: web.Request, api_key: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() not in ("api-key", "bearer"):
-        return False
-    return secrets.compare_digest(credential.strip().encode(), api_key.encode())
-
-
-async def _json_body(request: web.Request, *, required: bool) -> JsonObject:
-    """The request body as a JSON object; an empty body is `{}` unless the endpoint requires one."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ConversationApiError(413, f"Request body too large: {exc.text}",
-                                   code="body_too_large") from None
-    if not raw.strip():
-        if required:
-            raise _bad_request("A JSON object body is required.", code="invalid_json")
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _bad_request("We could not parse the JSON body of your request.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise _bad_request("The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
-def _limit_from_query(request: web.Request) -> int:
-    raw = request.query.getall("limit", [])
-    if not raw:
-        return DEFAULT_LIMIT
-    if len(raw) > 1:
-        raise _bad_request("'limit' given more than once.", param="limit")
-    text = raw[0].strip()
-    if not text.lstrip("-").isdigit() or len(text) > 12:
-        raise _bad_request(f"Invalid 'limit': {raw[0]!r}. Expected an integer between 1 and {MAX_LIMIT}.",
-                           param="limit")
-    return int(text)
-
-
-def _single_query(request: web.Request, name: str) -> str | None:
-    values = request.query.getall(name, [])
-    if len(values) > 1:
-        raise _bad_request(f"'{name}' given more than once.", param=name)
-    return values[0] if values else None
-
-
-def add_conversation_routes(app: web.Application, store: ConversationStore, *, api_key: str | None) -> None:
-    """Mount the Conversations REST endpoints under `/v1` on `app`, served from `store`."""
-
-    def endpoint(handler: Callable[[web.Request], Awaitable[Any]], status: int = 200) -> Handler:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            store.requests_served += 1
-            try:
-                if api_key is not None and not _authorized(request, api_key):
-                    raise ConversationApiError(
-                        401, "Missing or invalid credentials: send 'Authorization: Api-Key <key>' or "
-                             "'Authorization: Bearer <token>'.", code="invalid_api_key")
-                fault = store.take_fault(request.method, request.path, request.query)
-                if fault is not None:
-                    raise fault
-                return web.json_response(await handler(request), status=status)
-            except ConversationApiError as error:
-                return _error_response(error)
-        return wrapped
-
-    async def create_conversation(request: web.Request) -> JsonObject:
-        body = await _json_body(request, required=False)
-        items = body.get("items")
-        if items is not None and not isinstance(items, list):
-            raise _bad_request("'items' must be an array of item objects.", param="items")
-        return store.create_conversation(metadata=body.get("metadata"), items=items)
-
-    async def get_conversation(request: web.Request) -> JsonObject:
-        return store.get_conversation(request.match_info["conversation_id"])
-
-    async def update_conversation(request: web.Request) -> JsonObject:
-        conversation_id = request.match_info["conversation_id"]
-        store.get_conversation(conversation_id)  # 404 before 400, as for every other call on it
-        body = await _json_body(request, required=True)
-        if "metadata" not in body:
-            raise _bad_request("Missing required parameter: 'metadata'.", param="metadata",
-                               code="missing_required_parameter")
-        return store.update_conversation(conversation_id, body["metadata"])
-
-    async def delete_conversation(request: web.Request) -> JsonObject:
-        return store.delete_conversation(request.match_info["conversation_id"])
-
-    async def list_items(request: web.Request) -> JsonObject:
-        conversation_id = request.match_info["conversation_id"]
-        store.get_conversation(conversation_id)
-        order = _single_query(request, "order")
-        return store.list_items(conversation_id, limit=_limit_from_query(request),
-                                order="desc" if order is None else order,
-                                after=_single_query(request, "after"))
-
-    async def create_items(request: web.Request) -> JsonObject:
-        conversation_id = request.match_info["conversation_id"]
-        store.get_conversation(conversation_id)
-        body = await _json_body(request, required=True)
-        return store.create_items(conversation_id, body.get("items"))
-
-    async def get_item(request: web.Request) -> JsonObject:
-        return store.get_item(request.match_info["conversation_id"], request.match_info["item_id"])
-
-    async def delete_item(request: web.Request) -> JsonObject:
-        return store.delete_item(request.match_info["conversation_id"], request.match_info["item_id"])
-
-    def not_allowed(allowed: str) -> Handler:
-        async def answer(request: web.Request) -> web.StreamResponse:
-            error = ConversationApiError(405, f"Method {request.method} is not allowed on {request.path}.",
-                                         code="method_not_allowed", headers={"Allow": allowed})
-            return _error_response(error)
-        return answer
-
-    collection = "/v1/conversations"
-    conversation = "/v1/conversations/{conversation_id}"
-    items = "/v1/conversations/{conversation_id}/items"
-    item = "/v1/conversations/{conversation_id}/items/{item_id}"
-    router = app.router
-    router.add_post(collection, endpoint(create_conversation))
-    router.add_route("*", collection, not_allowed("POST"))
-    router.add_get(conversation, endpoint(get_conversation), allow_head=False)
-    router.add_post(conversation, endpoint(update_conversation))
-    router.add_delete(conversation, endpoint(delete_conversation))
-    router.add_route("*", conversation, not_allowed("GET, POST, DELETE"))
-    router.add_get(items, endpoint(list_items), allow_head=False)
-    router.add_post(items, endpoint(create_items))
-    router.add_route("*", items, not_allowed("GET, POST"))
-    router.add_get(item, endpoint(get_item), allow_head=False)
-    router.add_delete(item, endpoint(delete_item))
-    router.add_route("*", item, not_allowed("GET, DELETE"))
