@@ -23,12 +23,12 @@ from relay.credentials import Credentials
 from relay.errors import RestError, UsageError
 from relay.history.client import (
     HISTORY_RETRY,
-    ConversationItem,
     ConversationsClient,
     RetryNotice,
     RetryPolicy,
     create_http_session,
 )
+from relay.history.models import ConversationItem
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 
 NAME: Final = "history"

@@ -1,4 +1,4 @@
-"""Async client of the Conversations REST API (CONTRACT C9): list, page through, get, create and delete.
+"""Async client of the Conversations REST API (docs/history.md): list, page through, get, create and delete.
 
 Boundary: HTTP through an aiohttp `ClientSession` the caller owns (one per process: `create_http_session`), to
 the REST base (`relay.settings.rest_base_url`) with the relay's upstream credentials. Answers become typed
@@ -6,29 +6,16 @@ results; failures become the `RestError` subclasses below, whose messages name t
 only when the caller passes a `RetryPolicy` with more than one try (`history` does; the serve proxy never
 retries and does not use this module's request path at all). Prints nothing; retry notices go to an
 optional callback.
-
-    RestError (relay.errors)
-    ├── ConversationsApiError       the API answered with an error status (status, api_message, body)
-    │   ├── BadRequest              400: the API's own message is shown
-    │   ├── AuthenticationFailed    401: the key or IAM token is bad or expired
-    │   ├── PermissionDenied        403: missing role ai.models.user / key scope
-    │   ├── NotFound                404: unknown conversation or item
-    │   ├── QuotaExceeded           429: quota or rate limit
-    │   ├── ServerError             5xx
-    │   └── UnexpectedStatus        anything else
-    ├── RestConnectionError         the API could not be reached or timed out
-    └── InvalidResponse             a success answer that is not the documented JSON
+The errors are in `relay.history.errors`, the typed results in `relay.history.models`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -37,6 +24,15 @@ import structlog
 from yarl import URL
 
 from relay.errors import RestError
+from relay.history.errors import (
+    ConversationsApiError,
+    InvalidResponse,
+    RestConnectionError,
+    api_message_of,
+    explain_status,
+    parse_retry_after,
+)
+from relay.history.models import Conversation, ConversationItem, ItemPage, preview
 
 JsonObject = dict[str, Any]
 AuthSource = Mapping[str, str] | Callable[[], Mapping[str, str]]
@@ -46,220 +42,6 @@ MAX_RETRY_AFTER_SECONDS: Final = 30.0
 # How much of an error body goes into a message: enough for any API message, bounded for HTML error pages.
 MAX_ERROR_TEXT_CHARS: Final = 500
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-class ConversationsApiError(RestError):
-    """The API answered with an error status."""
-
-    def __init__(
-        self, message: str, *, status: int, api_message: str, body: Any = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.api_message = api_message
-        self.body = body
-        self.retry_after = retry_after
-
-
-class BadRequest(ConversationsApiError):
-    """400: the request was rejected; the API's message says why (e.g. `limit` out of 1..100)."""
-
-
-class AuthenticationFailed(ConversationsApiError):
-    """401: the API key or IAM token is bad or expired."""
-
-
-class PermissionDenied(ConversationsApiError):
-    """403: the credentials lack the role `ai.models.user` or the key lacks its scope."""
-
-
-class NotFound(ConversationsApiError):
-    """404: no such conversation or item."""
-
-
-class QuotaExceeded(ConversationsApiError):
-    """429: a quota or rate limit was hit."""
-
-
-class ServerError(ConversationsApiError):
-    """5xx: the API failed on its side."""
-
-
-class UnexpectedStatus(ConversationsApiError):
-    """Any other non-success status."""
-
-
-class RestConnectionError(RestError):
-    """The REST base could not be reached, or the answer did not arrive in time."""
-
-
-class InvalidResponse(RestError):
-    """A success status whose body is not the documented JSON."""
-
-
-def _explain(status: int, reason: str, api_message: str, target: str) -> tuple[type[ConversationsApiError], str]:
-    said = f" (API: {api_message})" if api_message else ""
-    if status == 400:
-        return BadRequest, f"400 Bad Request: {api_message or 'the API rejected the request'}"
-    if status == 401:
-        return AuthenticationFailed, (
-            "401 Unauthorized: the API key or IAM token was rejected (bad or "
-            f"expired); check YANDEX_API_KEY / YANDEX_IAM_TOKEN{said}"
-        )
-    if status == 403:
-        return PermissionDenied, (
-            "403 Forbidden: the credentials are valid but not allowed here: the "
-            "service account needs the role ai.models.user in the folder (an API key "
-            f"also needs the scope yc.ai.foundationModels.execute){said}"
-        )
-    if status == 404:
-        return NotFound, f"404 Not Found: {target} does not exist (unknown or deleted){said}"
-    if status == 429:
-        return QuotaExceeded, f"429 Too Many Requests: quota or rate limit exceeded; try again later{said}"
-    if 500 <= status <= 599:
-        return ServerError, f"{status} {reason}: the API failed on its side{said}"
-    return UnexpectedStatus, f"{status} {reason}: unexpected answer{said}"
-
-
-def _api_message(body: Any, text: str) -> str:
-    """The API's own message: OpenAI `{"error": {"message"}}`, gRPC-gateway `{"message"}`, or the raw text."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    return " ".join(text.split())[:MAX_ERROR_TEXT_CHARS]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent/invalid."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-# -- typed results ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConversationItem:
-    """One item as the API returned it; `raw` is the full JSON object."""
-
-    id: str
-    type: str
-    role: str | None
-    status: str | None
-    raw: JsonObject = field(repr=False)
-
-    @classmethod
-    def from_json(cls, value: Any) -> ConversationItem:
-        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
-            raise InvalidResponse(f"an item without a string 'id': {_preview(value)}")
-        role = value.get("role")
-        status = value.get("status")
-        item_type = value.get("type")
-        return cls(
-            id=value["id"],
-            type=item_type if isinstance(item_type, str) else "",
-            role=role if isinstance(role, str) else None,
-            status=status if isinstance(status, str) else None,
-            raw=value,
-        )
-
-    @property
-    def text(self) -> str | None:
-        """What the item says: message text or audio transcript parts joined, a call's name and arguments,
-        a call output; None when it carries nothing readable."""
-        raw = self.raw
-        content = raw.get("content")
-        if isinstance(content, list):
-            pieces: list[str] = []
-            for part in content:
-                if not isinstance(part, dict):
-                    continue
-                for key in ("text", "transcript", "refusal"):
-                    piece = part.get(key)
-                    if isinstance(piece, str) and piece:
-                        pieces.append(piece)
-                        break
-            return " ".join(pieces) if pieces else None
-        if isinstance(content, str):
-            return content
-        if isinstance(raw.get("name"), str) and "arguments" in raw:
-            arguments = raw["arguments"]
-            return f"{raw['name']}({arguments if isinstance(arguments, str) else json.dumps(arguments)})"
-        output = raw.get("output")
-        if isinstance(output, str):
-            return output
-        if output is not None:
-            return json.dumps(output, ensure_ascii=False)
-        return None
-
-
-@dataclass(frozen=True)
-class ItemPage:
-    """One page of `GET /conversations/{id}/items`."""
-
-    items: list[ConversationItem]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-
-    @classmethod
-    def from_json(cls, value: Any) -> ItemPage:
-        if not isinstance(value, dict) or value.get("object", "list") != "list" or not isinstance(value.get("data"), list):
-            raise InvalidResponse(f"expected a list object with 'data', got {_preview(value)}")
-        first_id = value.get("first_id")
-        last_id = value.get("last_id")
-        return cls(
-            items=[ConversationItem.from_json(item) for item in value["data"]],
-            first_id=first_id if isinstance(first_id, str) else None,
-            last_id=last_id if isinstance(last_id, str) else None,
-            has_more=value.get("has_more") is True,
-        )
-
-
-@dataclass(frozen=True)
-class Conversation:
-    id: str
-    created_at: int | None
-    metadata: dict[str, Any]
-    raw: JsonObject = field(repr=False)
-
-    @classmethod
-    def from_json(cls, value: Any) -> Conversation:
-        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
-            raise InvalidResponse(f"expected a conversation object, got {_preview(value)}")
-        created_at = value.get("created_at")
-        metadata = value.get("metadata")
-        return cls(
-            id=value["id"],
-            created_at=created_at if isinstance(created_at, int) else None,
-            metadata=metadata if isinstance(metadata, dict) else {},
-            raw=value,
-        )
-
-
-def _preview(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # -- retry policy ----------------------------------------------------------------------------------
@@ -371,7 +153,7 @@ class ConversationsClient:
             "DELETE", ("conversations", _id(conversation_id)), target=f"conversation {conversation_id!r}"
         )
         if not isinstance(answer, dict):
-            raise InvalidResponse(f"expected a deletion object, got {_preview(answer)}")
+            raise InvalidResponse(f"expected a deletion object, got {preview(answer)}")
         return answer
 
     # -- items
@@ -539,14 +321,14 @@ class ConversationsClient:
         except ValueError:
             body = None
             if 200 <= status <= 299:
-                raise InvalidResponse(f"{where}: answer {status} is not JSON: {_preview(text)}") from None
+                raise InvalidResponse(f"{where}: answer {status} is not JSON: {preview(text)}") from None
         if 200 <= status <= 299:
             return body
-        kind, message = _explain(status, reason, _api_message(body, text), target)
+        kind, message = explain_status(status, reason, api_message_of(body, text), target)
         raise kind(
             message,
             status=status,
-            api_message=_api_message(body, text),
+            api_message=api_message_of(body, text),
             body=body,
             retry_after=parse_retry_after(retry_after_header),
         )

@@ -13,21 +13,25 @@ from relay.errors import RestError
 from relay.history.client import (
     HISTORY_RETRY,
     NO_RETRY,
+    ConversationsClient,
+    RetryNotice,
+    RetryPolicy,
+    create_http_session,
+)
+from relay.history.errors import (
     AuthenticationFailed,
     BadRequest,
-    ConversationItem,
-    ConversationsClient,
     InvalidResponse,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
     RestConnectionError,
-    RetryNotice,
-    RetryPolicy,
     ServerError,
     UnexpectedStatus,
-    create_http_session,
     parse_retry_after,
+)
+from relay.history.models import (
+    ConversationItem,
 )
 from tests.support.conversations_fixtures import UPSTREAM_KEY, RestSim, running_sim, serving
 
