@@ -79,19 +79,24 @@ class RetryNotice:
     cause: str
 
 
+async def _failures_are_final(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    """aiohttp re-sends an idempotent request once, unasked, when its connection fails with `ClientOSError` or
+    `ServerDisconnectedError`. The REST proxy must never retry (a client's request is the client's to repeat) and
+    `history` counts its own tries, so those two leave the middleware chain as their parent class,
+    `ClientConnectionError`, which aiohttp reports without re-sending."""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise aiohttp.ClientConnectionError(str(exc) or exc.__class__.__name__) from exc
+
+
 def create_http_session(*, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT) -> aiohttp.ClientSession:
-    """The process's HTTP session for the REST API: pooled, keep-alive connections (reused across calls)."""
+    """The process's HTTP session for the REST API: pooled, keep-alive connections (reused across calls), and no
+    request ever sent twice by the library itself."""
     connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30)
-    session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
-    # aiohttp (3.14 client.py `_request`) re-sends a GET/HEAD/PUT/DELETE/OPTIONS once, unasked, when its
-    # connection fails with ServerDisconnectedError/ClientOSError, whether or not it was a reused keep-alive
-    # one. The proxy must never retry (C4, C9) and `history` counts its tries itself (at most 4), so that hidden
-    # retry is off. There is no public switch (no session or per-request option, and a dedicated or
-    # `force_close` connector does not help since fresh connections are retried too); this is the attribute
-    # aiohttp's own `test_utils.TestClient` clears for the same reason. tests/test_review_server_proxy_retry.py
-    # fails if an aiohttp upgrade renames it.
-    session._retry_connection = False
-    return session
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, raise_for_status=False, middlewares=(_failures_are_final,)
+    )
 
 
 # -- the client ------------------------------------------------------------------------------------
