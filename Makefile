@@ -9,18 +9,22 @@ PYTEST_ARGS ?=
 # System packages for the audio and browser tiers and the deploy checks (Debian).
 SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl
 
-.PHONY: run test system-deps lint bench clean venv install install-test
+.PHONY: run test system-deps lint bench clean venv install install-test lock lowest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed: $(PY) pyproject.toml
-	$(PIP) install --quiet -e .
+# Installs are pinned by requirements/constraints.txt, the exact versions CI and the Docker image use
+# (docs/configuration.md); the tier tools of requirements/ci.txt are CI's, not extras of the package.
+CONSTRAINTS := requirements/constraints.txt
+
+$(VENV)/.installed: $(PY) pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet --constraint $(CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(PY) pyproject.toml
-	$(PIP) install --quiet -e '.[test,dev]'
+$(VENV)/.installed-test: $(PY) pyproject.toml $(CONSTRAINTS) requirements/ci.txt
+	$(PIP) install --quiet --constraint $(CONSTRAINTS) -e '.[test,dev]' -r requirements/ci.txt
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -48,6 +52,18 @@ lint: install-test
 BENCH_ARGS ?=
 bench: install-test
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Re-resolve requirements/constraints.txt: the newest versions pyproject.toml and requirements/ci.txt allow.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install --quiet --upgrade pip
+	build/lock-venv/bin/pip install --quiet '.[test,dev]' -r requirements/ci.txt
+	{ sed -n '/^#/p' $(CONSTRAINTS); build/lock-venv/bin/pip freeze --exclude-editable | grep -v '^realtime-relay'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf build/lock-venv
+
+# The lowest versions pyproject.toml allows, in a fresh venv: serve, an SDK turn and the upstream link's tests.
+lowest:
+	.ci/lowest-versions
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/artifacts

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.errors import ConfigError
-from relay.settings import DEFAULT_MODEL_NAME, DEFAULT_UPSTREAM, UPSTREAM_SIM, Secret, Settings
+from relay.settings import DEFAULT_MODEL_NAME, DEFAULT_UPSTREAM, UPSTREAM_SIM, LoadedSettings, Secret, Settings, describe
 
 CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
 
@@ -113,3 +113,32 @@ def simulator_fallback(settings: Settings, upstream_source: str = "default") -> 
     if upstream_source == "default" and settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
         return dataclasses.replace(settings, upstream=UPSTREAM_SIM), True
     return settings, False
+
+
+# Commands that fall back to the embedded simulator without credentials (see `simulator_fallback`).
+FALLBACK_COMMANDS = frozenset({"serve", "mic"})
+
+
+def describe_effective(loaded: LoadedSettings, command: str) -> str:
+    """`--print-config`: the settings as the command will use them, and whether credentials were found.
+
+    The `upstream` line shows the embedded simulator when the command would fall back to it; the credentials
+    line names which variables were found and where, never a value.
+    """
+    settings, sources = loaded.settings, dict(loaded.sources)
+    if command in FALLBACK_COMMANDS:
+        settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
+        if fell_back:
+            sources["upstream"] = "default upstream, no credentials found: the embedded simulator"
+    text = describe(LoadedSettings(settings, sources, loaded.warnings))
+    credentials = Credentials.load(loaded.settings)
+    where = "environment"
+    if loaded.settings.credentials_file:
+        where += f" and credentials_file {loaded.settings.credentials_file}"
+    if credentials.present:
+        kind = "YANDEX_IAM_TOKEN" if credentials.iam_token is not None else "YANDEX_API_KEY"
+        folder = "YANDEX_FOLDER_ID set" if credentials.folder_id else "YANDEX_FOLDER_ID not set"
+        found = f"found ({kind}, {folder}; looked in the {where})"
+    else:
+        found = f"not found (looked for YANDEX_API_KEY / YANDEX_IAM_TOKEN in the {where})"
+    return f"{text}\n# upstream credentials: {found}"

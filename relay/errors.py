@@ -33,6 +33,10 @@ class UsageError(RelayError):
     """The command line asks for something that cannot be done (exit 2)."""
 
 
+class StartupError(RelayError):
+    """The daemon cannot start for a reason outside its configuration (e.g. its port is taken): exit 1."""
+
+
 class AudioDeviceError(RelayError):
     """An audio device cannot be found, is ambiguous, or does not support what is asked (exit 2)."""
 

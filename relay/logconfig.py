@@ -2,6 +2,11 @@
 
 stdlib loggers (aiohttp, websockets, asyncio) are routed through the same processors via ProcessorFormatter, so
 stdout carries one format. This module writes only to the process's stdout stream through the logging module.
+
+JSON records share stdout with the event records of `event_log_stdout`, so they follow the same schema (see
+docs/configuration.md, "One stdout schema"): the time is `ts`, the severity `level`, the message `msg`; the keys
+only event records own (`event`, `seq`, `dir`, ...) never appear at the top level of a daemon record, and
+`event_id`/`item_id`/`response_id` are strings or absent.
 """
 
 from __future__ import annotations
@@ -11,6 +16,11 @@ import sys
 from typing import Any
 
 import structlog
+
+# Keys whose JSON type is fixed by the event records on the same stream: a daemon record that was given one of
+# them as a field keeps the value under `<key>_field` instead, so no key has two JSON types across stdout.
+EVENT_RECORD_KEYS = ("v", "t_ms", "seq", "dir", "type", "bytes", "client_event", "server_event")
+ID_KEYS = ("event_id", "item_id", "response_id")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -24,6 +34,21 @@ def use_json(log_format: str, stream: Any = None) -> bool:
     return not (hasattr(stream, "isatty") and stream.isatty())
 
 
+def one_stdout_schema(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Rename the message to `msg` and move fields that would clash with event records' keys (JSON output only)."""
+    for key in EVENT_RECORD_KEYS:
+        if key in event_dict:
+            event_dict[f"{key}_field"] = event_dict.pop(key)
+    for key in ID_KEYS:
+        if key in event_dict and not isinstance(event_dict[key], str):
+            value = event_dict.pop(key)
+            if value is not None:
+                event_dict[f"{key}_field"] = repr(value)
+    if "event" in event_dict:
+        event_dict["msg"] = event_dict.pop("event")
+    return event_dict
+
+
 def configure_logging(log_format: str = "auto", log_level: str = "info", stream: Any = None) -> None:
     """`stream`: stdout for the daemons (serve, sim, mic); the CLI tools log to stderr so their output stays clean."""
     stream = sys.stdout if stream is None else stream
@@ -32,13 +57,16 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any
+    final: list[Any] = []
     if use_json(log_format, stream):
+        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"))
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
+        final.append(one_stdout_schema)
     else:
+        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -48,7 +76,7 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final, renderer],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,6 +48,10 @@ class RelayMetrics:
         self._connect_sum = 0.0
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
+        # The standard process_* (CPU, memory, open fds) and python_gc_* families every Python exporter has, so
+        # stock dashboards and alerts work; the registry is per app, so several apps in one process can coexist.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def count_event(self, direction: str, event_type: str | None, size: int | None) -> None:
         self.events[(direction, type_label(event_type))] += 1

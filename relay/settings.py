@@ -8,6 +8,7 @@ where the value came from a file). Secrets are `Secret` objects whose repr and s
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -82,7 +83,9 @@ class Settings:
     )
     upstream_connect_timeout_seconds: float = _setting(10.0, "Seconds to wait for the upstream handshake.", min=0.1, max=300)
     allow_client_model: bool = _setting(False, "Use the client's ?model= instead of the configured model.")
-    forward_query_params: tuple[str, ...] = _setting((), "Client query parameters forwarded to the upstream URL.")
+    forward_query_params: tuple[str, ...] = _setting(
+        ("conversation_id",), "Client query parameters forwarded to the upstream URL (a session keeps its conversation)."
+    )
     # --- files and logging (C6)
     log_dir: str = _setting("./logs", "Directory of per-session JSONL event logs.")
     data_dir: str = _setting("./data", "Directory of saved audio (<data_dir>/sessions/<session_id>/<item_id>.wav).")
@@ -144,6 +147,10 @@ class Settings:
     duplex: str = _setting("half", "half: mic muted while the assistant speaks; full: for headphones.", choices=("half", "full"))
     chunk_ms: int = _setting(20, "Milliseconds of audio per input_audio_buffer.append.", min=5, max=500)
     playback_buffer_ms: int = _setting(80, "Jitter buffer before playback starts.", min=0, max=5000)
+    # --- configuration checking (docs/configuration.md)
+    strict_config: bool = _setting(
+        False, "Unknown TOML keys and RELAY_* environment variables are errors (exit 2) instead of warnings."
+    )
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(Settings))
@@ -154,6 +161,40 @@ _HINTS: Final = typing.get_type_hints(Settings)
 class LoadedSettings:
     settings: Settings
     sources: Mapping[str, str]
+    # Unknown TOML keys and RELAY_* variables, one message each (errors instead under `strict_config`).
+    warnings: tuple[str, ...] = ()
+
+
+# RELAY_* variables that are not settings: the --config twin, and the test suite's own switches.
+ENV_NOT_SETTINGS: Final = frozenset({"RELAY_CONFIG", "RELAY_REQUIRE_ALL_TIERS"})
+ENV_NOT_SETTINGS_PREFIXES: Final = ("RELAY_TEST_",)
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting a misspelled name most likely meant, or None when nothing is close."""
+    matches = difflib.get_close_matches(name.lower(), SETTING_NAMES, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _unknown(name: str, source: str, *, env: bool) -> tuple[str, str, str]:
+    """(name as written, source, message) for a key or variable that is no setting."""
+    guess = closest_setting(name[len(ENV_PREFIX) :] if env else name)
+    hint = f"; did you mean {env_name(guess) if env else guess}?" if guess else ""
+    return name, source, f"unknown setting{hint}"
+
+
+_ENV_NAMES: Final = frozenset(ENV_PREFIX + name.upper() for name in SETTING_NAMES)
+
+
+def unknown_env_variables(env: Mapping[str, str]) -> list[str]:
+    return sorted(
+        variable
+        for variable in env
+        if variable.startswith(ENV_PREFIX)
+        and variable not in ENV_NOT_SETTINGS
+        and not variable.startswith(ENV_NOT_SETTINGS_PREFIXES)
+        and variable not in _ENV_NAMES  # exact: RELAY_port is not RELAY_PORT, so it is reported
+    )
 
 
 def env_name(name: str) -> str:
@@ -309,10 +350,13 @@ def load_settings(
 
     `flags` holds only the options actually given on the command line (argparse.SUPPRESS defaults), keyed by
     setting name; keys that are not settings are ignored so a parsed Namespace can be passed as is.
+    Unknown TOML keys and `RELAY_*` variables end up in `warnings`, or raise ConfigError when `strict_config`
+    is on (from any source).
     """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+    unknown: list[tuple[str, str, str]] = []
     for f in fields(Settings):
         values[f.name] = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
         sources[f.name] = "default"
@@ -326,11 +370,13 @@ def load_settings(
             line = _line_of(text, key)
             source = f"{path}:{line}" if line else str(path)
             if key not in SETTING_NAMES:
-                raise ConfigError(key, source, "unknown setting")
+                unknown.append(_unknown(key, source, env=False))
+                continue
             values[key] = _coerce(key, raw, source, from_text=False)
             _validate(key, values[key], source)
             sources[key] = source
 
+    unknown.extend(_unknown(variable, f"env {variable}", env=True) for variable in unknown_env_variables(env))
     for name in SETTING_NAMES:
         variable = env_name(name)
         if variable in env:
@@ -347,7 +393,10 @@ def load_settings(
         _validate(name, values[name], source)
         sources[name] = source
 
-    return LoadedSettings(Settings(**values), sources)  # type: ignore[arg-type]
+    if unknown and values["strict_config"]:
+        raise ConfigError(*unknown[0])
+    warnings = tuple(f"setting {name!r} from {source}: {problem}" for name, source, problem in unknown)
+    return LoadedSettings(Settings(**values), sources, warnings)  # type: ignore[arg-type]
 
 
 def setting_doc(name: str) -> str:

@@ -4,9 +4,10 @@ Boundary: the command-line adapter over `relay.history.client`. It loads the cre
 one HTTP session, lists one page (or with `--all` every page, following `after=last_id` until `has_more` is
 false) and writes one line per item to stdout: `id  type  role  text`, or the item's JSON with `--json`. API
 and network errors are printed to stderr with their cause and give exit 1; exit 2 is left to usage and config
-errors (argparse, settings, credentials file, and upstream `sim` without a `rest_base`: there is no simulator
-here to talk to). 429, 5xx and connection errors are retried (at most 4 tries,
-`Retry-After` honoured up to 30 s), with a notice on stderr per retry.
+errors (argparse, settings, credentials file, upstream `sim` without a `rest_base`: there is no simulator
+here to talk to, and Yandex's default REST base with no credentials found: nothing is sent). 429, 5xx and
+connection errors are retried (at most 4 tries, `Retry-After` honoured up to 30 s), with a notice on stderr per
+retry.
 """
 
 from __future__ import annotations
@@ -63,9 +64,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "e.g. http://127.0.0.1:8090/v1 for a running `realtime-relay sim`"
         )
     credentials = Credentials.load(settings)  # ConfigError (a bad credentials file) -> exit 2 in the CLI
+    base_url = rest_base_url(settings)
+    if not credentials.present and base_url == rest_base_url(Settings()):
+        # Yandex's API answers every unauthenticated call with 401: send nothing, and say where credentials go.
+        raise UsageError(
+            f"no upstream credentials for {base_url}: set YANDEX_API_KEY or YANDEX_IAM_TOKEN (environment), "
+            "or name a file holding them with credentials_file (RELAY_CREDENTIALS_FILE)"
+        )
     return asyncio.run(
         print_history(
-            base_url=rest_base_url(settings),
+            base_url=base_url,
             auth=credentials.authorization_header(),
             conversation_id=conversation_id,
             limit=args.limit,

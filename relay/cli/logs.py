@@ -7,12 +7,15 @@ the logs or an HTML file could not be written, 2 the path does not exist.
 
 `--html OUT` rule: when exactly one session is selected and OUT is not an existing directory (and does not
 end with a path separator), OUT is that page's file name. Otherwise OUT is a directory (created when
-missing) and every session gets `<OUT>/<session_id>.html`.
+missing), every session gets `<OUT>/<session_id>.html` and `<OUT>/index.html` links them; an OUT ending in
+`.html` then is refused with exit 2 before anything is printed or written (a directory named `x.html` is
+never what was meant).
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
 from pathlib import Path
@@ -52,6 +55,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = summarize(path, args.session)
     except LogPathError as exc:
         print(f"realtime-relay logs: {exc}", file=sys.stderr)
+        return 2
+    if args.html is not None and len(result.sessions) > 1 and args.html.lower().endswith(".html"):
+        print(
+            f"realtime-relay logs: {path} holds {len(result.sessions)} sessions, so --html needs a directory "
+            f"(one page per session plus index.html), not the file {args.html!r}; pass a directory, or pick "
+            "one session with --session ID",
+            file=sys.stderr,
+        )
         return 2
     try:
         print_sessions(result, args.json)
@@ -154,7 +165,36 @@ def write_pages(result: LogSummary, out: Path, data_dir: Path) -> int:
             code = 1
             continue
         print(f"realtime-relay logs: wrote {page}", file=sys.stderr)
+    if len(paths) > 1:
+        index = out / "index.html"
+        try:
+            index.write_text(index_page(result, paths, index), encoding="utf-8")
+        except OSError as exc:
+            print(f"realtime-relay logs: cannot write {index}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"realtime-relay logs: wrote {index}", file=sys.stderr)
     return code
+
+
+def index_page(result: LogSummary, paths: dict[str, Path], index: Path) -> str:
+    """A self-contained page listing every session's timeline page (relative links), oldest first."""
+    rows = []
+    for session in result.sessions:
+        sid = session["session_id"]
+        link = Path(os.path.relpath(paths[sid], index.parent)).as_posix()
+        duration = session.get("duration_s")
+        rows.append(
+            f'<tr><td><a href="{html.escape(link)}">{html.escape(sid)}</a></td>'
+            f"<td>{html.escape(str(session.get('started_at') or '-'))}</td>"
+            f"<td>{'-' if not isinstance(duration, (int, float)) else f'{duration:.1f} s'}</td>"
+            f"<td>{len(session.get('turns') or [])}</td><td>{len(session.get('errors') or [])}</td></tr>"
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>realtime-relay sessions</title>'
+        "<style>body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}</style>"
+        "</head><body><h1>Sessions</h1><table><thead><tr><th>session</th><th>started</th><th>duration</th>"
+        "<th>turns</th><th>errors</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></body></html>\n"
+    )
 
 
 # -- terminal table ----------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from types import ModuleType
 import structlog
 
 from relay import __version__
-from relay.errors import AudioDeviceError, ConfigError, UsageError
+from relay.credentials import describe_effective
+from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
-from relay.settings import describe, load_settings
+from relay.settings import load_settings
 
 COMMANDS: tuple[str, ...] = (
     "serve",
@@ -44,6 +45,14 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument("--data-dir", dest="data_dir", metavar="DIR", default=s, help="saved audio directory (./data)")
     group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"), default=s)
     group.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"), default=s)
+    group.add_argument(
+        "--strict-config",
+        dest="strict_config",
+        action="store_const",
+        const="true",
+        default=s,
+        help="unknown TOML keys and RELAY_* variables are errors, not warnings (env RELAY_STRICT_CONFIG)",
+    )
     group.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
     return common
 
@@ -55,6 +64,11 @@ def _load_command(name: str) -> ModuleType:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build_parsers()[0]
+
+
+def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each subcommand's own, so a subcommand's usage error shows its own usage."""
     parser = argparse.ArgumentParser(
         prog="realtime-relay",
         description="Relay between realtime-voice clients and Yandex AI Studio's OpenAI-compatible Realtime API.",
@@ -62,18 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options()
+    commands: dict[str, argparse.ArgumentParser] = {}
     for name in COMMANDS:
         module = _load_command(name)
         command = sub.add_parser(module.NAME, parents=[common], help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(_module=module)
-    return parser
+        commands[module.NAME] = command
+    return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser, commands = _build_parsers()
     try:
-        args = parser.parse_args(argv)
+        # Unknown options are reported by the subcommand's parser: `serve --bogus` shows serve's usage.
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     try:
@@ -81,8 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"realtime-relay: config error: {exc}", file=sys.stderr)
         return 2
+    for warning in loaded.warnings:
+        print(f"realtime-relay: warning: {warning} (--strict-config makes this an error)", file=sys.stderr)
     if args.print_config:
-        print(describe(loaded))
+        try:
+            print(describe_effective(loaded, args.command))
+        except ConfigError as exc:
+            print(f"realtime-relay: config error: {exc}", file=sys.stderr)
+            return 2
         return 0
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr
     configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
@@ -93,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError, AudioDeviceError) as exc:
         print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:  # the message says it all; a traceback would bury it
+        print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import signal
 from pathlib import Path
@@ -17,11 +18,12 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from relay.credentials import simulator_fallback
+from relay.credentials import Credentials, resolve_model, simulator_fallback
+from relay.errors import StartupError
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
 from relay.server.app import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
-from relay.settings import Settings
+from relay.settings import UPSTREAM_SIM, Settings
 
 NAME = "serve"
 HELP = "run the relay daemon (WebSocket /v1/realtime, REST proxy, page at /)"
@@ -108,7 +110,15 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             await runner.setup()
             try:
                 site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    raise StartupError(
+                        f"cannot listen on {settings.host}:{settings.port}: the address is already in use (another "
+                        "relay still running?); stop it or choose another port with --port (RELAY_PORT)"
+                    ) from None
                 port = int(runner.addresses[0][1]) if runner.addresses else settings.port
                 state = app[STATE]
                 log.info(
@@ -134,7 +144,27 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     return 0
 
 
+def check_model(settings: Settings) -> None:
+    """Say at start what would otherwise fail on the first client: credentials but no folder for the model.
+
+    The default model cannot be built without YANDEX_FOLDER_ID (ConfigError, exit 2); a bare model name is
+    sent as given, which Yandex refuses, so that starts with a warning.
+    """
+    if settings.upstream == UPSTREAM_SIM:
+        return
+    credentials = Credentials.load(settings)
+    resolve_model(settings, credentials)
+    if credentials.present and not credentials.folder_id and not settings.model.startswith("gpt://"):
+        structlog.get_logger().warning(
+            "relay.folder_id_missing",
+            model=settings.model,
+            detail="YANDEX_FOLDER_ID is not set, so the model is sent without a folder (gpt://<folder>/<name>); "
+            "set YANDEX_FOLDER_ID or configure model as gpt://FOLDER/NAME",
+        )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "setting_sources", {})
     settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
+    check_model(settings)
     return asyncio.run(serve(settings, fell_back))

@@ -111,9 +111,12 @@ def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None
     return out
 
 
-def _ids(event: Any) -> tuple[Any, Any, Any]:
+def _ids(event: Any) -> dict[str, str]:
+    """The record's top-level `event_id`/`item_id`/`response_id`: only string values, else absent, so a collector
+    sees one JSON type per key; a client's non-string value stays inside `event` (docs/configuration.md)."""
     if not isinstance(event, dict):
-        return None, None, None
+        return {}
+    ids: dict[str, str] = {}
     event_id = event.get("event_id")
     item_id = event.get("item_id")
     if item_id is None and isinstance(event.get("item"), dict):
@@ -121,7 +124,10 @@ def _ids(event: Any) -> tuple[Any, Any, Any]:
     response_id = event.get("response_id")
     if response_id is None and isinstance(event.get("response"), dict):
         response_id = event["response"].get("id")
-    return event_id, item_id, response_id
+    for key, value in (("event_id", event_id), ("item_id", item_id), ("response_id", response_id)):
+        if isinstance(value, str):
+            ids[key] = value
+    return ids
 
 
 class _Rfc3339:
@@ -328,21 +334,20 @@ class EventLog:
         log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
 
     def _render(self, session_log: SessionEventLog, seq: int, wall: float, t_ms: float, entry: LogEntry) -> bytes:
-        event_id, item_id, response_id = _ids(entry.event)
         record: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "ts": self._timestamp(wall),
+            "level": "info",  # stdout carries daemon records too: one schema for a collector
             "t_ms": round(t_ms, 3),
             "session_id": session_log.session_id,
             "seq": seq,
             "dir": entry.dir,
             "type": entry.type,
-            "event_id": event_id,
-            "item_id": item_id,
-            "response_id": response_id,
-            "bytes": entry.bytes,
-            "event": summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text),
+            **_ids(entry.event),
         }
+        if entry.bytes is not None:  # a wire frame's length; the relay's own records have none (absent, not null)
+            record["bytes"] = entry.bytes
+        record["event"] = summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text)
         if entry.client_event is not None:
             record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -352,15 +357,12 @@ class EventLog:
         record = {
             "v": SCHEMA_VERSION,
             "ts": self._timestamp(now),
+            "level": "info",
             "t_ms": round((time.monotonic() - session_log.started_mono) * 1000.0, 3),
             "session_id": session_log.session_id,
             "seq": None,
             "dir": "relay",
             "type": ev.RELAY_LOG_GAP,
-            "event_id": None,
-            "item_id": None,
-            "response_id": None,
-            "bytes": None,
             "event": {"from_seq": from_seq, "to_seq": to_seq, "reason": reason},
         }
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)

@@ -15,6 +15,9 @@ const els = {
   connect: $("connect"),
   mic: $("mic"),
   micLevel: $("mic-level"),
+  micDb: $("mic-db"),
+  vad: $("vad"),
+  vadHint: $("vad-hint"),
   outLevel: $("out-level"),
   played: $("played"),
   error: $("error"),
@@ -31,9 +34,12 @@ const els = {
 };
 
 const MAX_ROWS = 1500;
+// With the microphone on and no speech detected for this long, the page says what to check.
+const NO_SPEECH_HINT_MS = 10_000;
+const VAD_LABELS = { off: "mic off", listening: "listening", speech: "speech", waiting: "waiting for reply" };
 const AUDIO_TYPES = new Set(["input_audio_buffer.append", "response.output_audio.delta"]);
 
-const page = { client: null, audioContext: null, meterPeaks: { mic: -70, speaker: -70 }, authRequired: null, eventCount: 0, blobUrls: [], audioRuns: { client: null, server: null } };
+const page = { vad: { state: "off", since: 0, heardSpeech: false, history: ["off"] }, client: null, audioContext: null, meterPeaks: { mic: -70, speaker: -70 }, authRequired: null, eventCount: 0, blobUrls: [], audioRuns: { client: null, server: null } };
 window.relayPage = page;
 
 function setStatus(state, text) {
@@ -101,8 +107,43 @@ function disconnect() {
   page.client?.close();
 }
 
+// ---- voice activity ---------------------------------------------------------------------------------------
+// The server's VAD decides when a turn starts and ends; showing its state (and a hint when it never hears
+// speech) keeps a quiet or wrong microphone from looking like a dead page.
+
+function setVad(state) {
+  if (page.vad.state === state) return;
+  page.vad.state = state;
+  page.vad.since = performance.now();
+  page.vad.history.push(state);
+  els.vad.dataset.state = state;
+  els.vad.textContent = VAD_LABELS[state];
+  if (state !== "listening") els.vadHint.hidden = true;
+}
+
+function followVad(event) {
+  if (!page.client?.micActive) return;
+  if (event.type === "input_audio_buffer.speech_started") {
+    page.vad.heardSpeech = true;
+    setVad("speech");
+  } else if (event.type === "input_audio_buffer.speech_stopped") {
+    setVad("waiting");
+  } else if (event.type === "response.done" && page.vad.state !== "speech") {
+    setVad("listening");
+  }
+}
+
+function updateVadHint() {
+  const silent = page.vad.state === "listening" && performance.now() - page.vad.since >= NO_SPEECH_HINT_MS;
+  if (silent && els.vadHint.hidden) els.vadHint.hidden = false;
+  document.body.dataset.vadHint = String(!els.vadHint.hidden);
+}
+
 function wire(client) {
-  client.addEventListener("server", (e) => logEvent("server", e.detail));
+  client.addEventListener("server", (e) => {
+    logEvent("server", e.detail);
+    followVad(e.detail.event);
+  });
   client.addEventListener("client", (e) => logEvent("client", e.detail));
   client.addEventListener("transcript", (e) => renderTranscript(e.detail));
   client.addEventListener("saved", (e) => renderSaved(e.detail));
@@ -119,6 +160,7 @@ function wire(client) {
   client.addEventListener("mic", (e) => {
     els.mic.textContent = e.detail.active ? "Stop microphone" : "Start microphone";
     els.mic.dataset.active = String(e.detail.active);
+    setVad(e.detail.active ? "listening" : "off");
   });
   client.addEventListener("close", (e) => {
     if (page.client !== client) return;
@@ -127,6 +169,7 @@ function wire(client) {
     els.connect.textContent = "Connect";
     els.connect.disabled = false;
     els.mic.disabled = true;
+    setVad("off");
   });
 }
 
@@ -328,6 +371,7 @@ function updateMeters() {
   const c = page.client;
   const clamp = (db) => (Number.isFinite(db) ? Math.max(-70, Math.min(0, db)) : -70);
   els.micLevel.value = clamp(c?.inputLevel ?? -Infinity);
+  els.micDb.textContent = c?.micActive ? `${Math.round(els.micLevel.value)} dBFS` : "- dBFS";
   els.outLevel.value = clamp(c?.outputLevel ?? -Infinity);
   // The loudest reading each meter has shown (for the tests: the meters really move).
   page.meterPeaks.mic = Math.max(page.meterPeaks.mic, els.micLevel.value);
@@ -335,6 +379,7 @@ function updateMeters() {
   const ms = c ? Math.round(c.playedMs) : 0;
   els.played.textContent = `${ms} ms played`;
   els.played.dataset.samples = String(c?.playedSamples ?? 0);
+  updateVadHint();
 }
 
 // ---- start ------------------------------------------------------------------------------------------------

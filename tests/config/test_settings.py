@@ -91,7 +91,6 @@ def test_bad_environment_values_name_the_setting_and_source(env: dict[str, str],
         ("retrieve_after_done = 1\n", "retrieve_after_done", "boolean"),
         ("client_tokens = 'abc'\n", "client_tokens", "list"),
         ("client_tokens = [1, 2]\n", "client_tokens", "list of strings"),
-        ("\n\nno_such_setting = 1\n", "no_such_setting", "unknown setting"),
         ("pinned_session = 3\n", "pinned_session", "table"),
     ],
 )

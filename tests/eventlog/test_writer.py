@@ -40,17 +40,17 @@ def test_records_carry_every_contract_field_in_order(tmp_path: Path) -> None:
     assert list(first) == [
         "v",
         "ts",
+        "level",
         "t_ms",
         "session_id",
         "seq",
         "dir",
         "type",
         "event_id",
-        "item_id",
-        "response_id",
         "bytes",
         "event",
     ]
+    assert first["level"] == "info" and "item_id" not in first and "response_id" not in first
     assert (first["v"], first["seq"], first["dir"], first["event_id"], first["bytes"]) == (1, 1, "client", "c1", 40)
     assert first["ts"].endswith("Z") and len(first["ts"].split(".")[1]) == 7  # microseconds + Z
     assert (second["seq"], second["response_id"]) == (2, "resp_1")

@@ -336,3 +336,16 @@ def test_upstream_sim_with_a_rest_base_lists_from_that_base(
     conversation_id, ids = sim.conversation_with_items(3)
     assert main(["history", "--upstream", "sim", "--rest-base", sim.base_url, "--order", "asc", conversation_id]) == 0
     assert _ids_printed(capsys.readouterr().out) == ids
+
+
+@pytest.mark.parametrize("rest_base", [None, "https://ai.api.cloud.yandex.net/v1"])
+def test_no_credentials_for_the_default_rest_base_exits_2_at_once_naming_where_they_go(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, rest_base: str | None
+) -> None:
+    for name in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID", "RELAY_CREDENTIALS_FILE", "RELAY_UPSTREAM", "RELAY_REST_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["history", *(["--rest-base", rest_base] if rest_base else []), "conv_x"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "YANDEX_API_KEY" in err and "YANDEX_IAM_TOKEN" in err and "credentials_file" in err
+    assert "retrying" not in err  # nothing was sent, so nothing was retried

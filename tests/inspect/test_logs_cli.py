@@ -151,7 +151,28 @@ def test_html_for_several_sessions_writes_one_page_each_into_the_directory(
     out_dir = tmp_path / "pages"
     code, _, _ = run_logs(capsys, str(two_sessions), "--html", str(out_dir))
     assert code == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == ["sess_one.html", "sess_other.html"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["index.html", "sess_one.html", "sess_other.html"]
+
+
+def test_html_for_several_sessions_writes_an_index_linking_every_page(
+    two_sessions: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "pages"
+    assert run_logs(capsys, str(two_sessions), "--html", str(out_dir))[0] == 0
+    index = (out_dir / "index.html").read_text(encoding="utf-8")
+    assert index.startswith("<!DOCTYPE html>")
+    assert re.findall(r'href="([^"]+)"', index) == ["sess_one.html", "sess_other.html"]
+
+
+@pytest.mark.parametrize("name", ["out.html", "OUT.HTML"])
+def test_html_file_name_for_several_sessions_exits_2_and_writes_nothing(
+    two_sessions: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    code, out, err = run_logs(capsys, str(two_sessions), "--html", str(tmp_path / name))
+    assert code == 2
+    assert "2 sessions" in err and "directory" in err and "--session" in err
+    assert out == ""
+    assert not (tmp_path / name).exists()
 
 
 def test_html_into_an_existing_directory_names_the_page_after_the_session(

@@ -51,6 +51,7 @@ JUNK: list[bytes] = [
     b"{}\n",
     b'{"v": 1}\n',
     b'{"event": "relay.listening", "level": "info", "timestamp": "2026-11-26T01:00:00Z"}\n',
+    b'{"ts": "2026-11-26T01:00:00.000001Z", "level": "info", "msg": "relay.listening", "port": 8080}\n',
     b'{"v": 1, "session_id": "sess_two", "type": "x", "dir": "sideways", "t_ms": 1}\n',
     b'{"v": 1, "session_id": "sess_two", "type": "x", "dir": "server", "t_ms": "soon"}\n',
     b'{"v": 1, "session_id": "sess_two", "type": "x", "dir": "server", "t_ms": 1, "seq": "7"}\n',

@@ -113,7 +113,7 @@ async def test_a_draining_relay_is_shown_as_refusing_not_as_down(browser: Any, r
     await live.wait_for_selector("#status[data-state=open]")
     late = await open_page(browser, relay)
     relay.process.send_signal(signal.SIGTERM)  # drains: /readyz 503, new upgrades 503, live sessions go on
-    await eventually(lambda: any(r.get("event") == "relay.draining" for r in relay.stdout_records()))
+    await eventually(lambda: any(r.get("msg") == "relay.draining" for r in relay.stdout_records()))
     await late.click("#connect")
     error = late.locator("#error[data-kind=refused]")
     await error.wait_for()

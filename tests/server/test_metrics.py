@@ -59,6 +59,16 @@ async def test_every_contract_metric_is_present_with_its_labels(tmp_path: Path) 
             assert set(sample.labels) - {"le"} == labels, (name, sample)
 
 
+async def test_standard_process_and_python_gc_collectors_are_exposed(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay:
+        families = await scrape(relay)
+    assert value(families, "process_resident_memory_bytes") > 0
+    assert value(families, "process_open_fds") > 0
+    assert value(families, "process_cpu_seconds", "process_cpu_seconds_total") > 0
+    assert {"python_gc_objects_collected", "python_gc_collections"} <= set(families)
+    assert {s.labels["generation"] for s in families["python_gc_collections"].samples} == {"0", "1", "2"}
+
+
 async def test_metrics_move_with_a_session(tmp_path: Path) -> None:
     async with running_relay(tmp_path) as relay:
         before = await scrape(relay)

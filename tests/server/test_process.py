@@ -108,7 +108,7 @@ async def test_loopback_bind_without_tokens_runs_with_auth_off_and_a_warning(tmp
 
 async def test_without_credentials_serve_uses_the_simulator_and_says_so_first(tmp_path: Path) -> None:
     async with running_relay_process(tmp_path, upstream=None) as relay:
-        assert relay.log_lines[0]["event"] == "relay.using_simulator"
+        assert relay.log_lines[0]["msg"] == "relay.using_simulator"
         async with aiohttp.ClientSession() as http, http.ws_connect(relay.ws_url) as ws:
             assert (await ws.receive_json(timeout=seconds(5)))["type"] == "session.created"
         relay.terminate()

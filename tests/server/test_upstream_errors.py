@@ -111,6 +111,16 @@ async def test_only_listed_client_query_parameters_reach_the_upstream(tmp_path: 
     assert [v for k, v in query if k == "model"] == [DEFAULT_MODEL]
 
 
+async def test_by_default_conversation_id_reaches_the_upstream_and_nothing_else_does(tmp_path: Path) -> None:
+    async with running_relay(tmp_path) as relay:
+        # The simulator knows no conversation conv_42 and refuses it: what matters is that it was asked.
+        await one_session(relay.state, relay.ws_url, "?conversation_id=conv_42&voice=alena")
+        (path,) = relay.handshakes.paths
+        query = query_of(path)
+    assert [v for k, v in query if k == "conversation_id"] == ["conv_42"]
+    assert "voice" not in dict(query)
+
+
 async def test_relay_events_never_reaches_the_upstream_even_when_listed(tmp_path: Path) -> None:
     async with running_relay(tmp_path, settings={"forward_query_params": "relay_events,voice"}) as relay:
         query = await upstream_query(relay, "?relay_events=1&voice=alena")

@@ -41,7 +41,7 @@ async def start_sim(*args: str) -> tuple[asyncio.subprocess.Process, dict]:
 async def test_sim_command_serves_until_signalled(flavour: str, sig: signal.Signals) -> None:
     process, first_record = await start_sim("--flavour", flavour, "--speed", "0")
     try:
-        assert first_record["event"] == "sim.listening"
+        assert first_record["msg"] == "sim.listening"
         assert first_record["port"] > 0 and first_record["flavour"] == flavour
         async with connect(first_record["realtime_url"], flavour) as client:
             assert (await client.recv())["type"] == "session.created"

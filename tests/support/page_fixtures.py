@@ -140,7 +140,7 @@ def start_relay(tmp: Path, *, env: Mapping[str, str] | None = None, extra_args: 
     deadline = time.monotonic() + seconds(20)
     while time.monotonic() < deadline:
         for record in relay.stdout_records():
-            if record.get("event") == "relay.listening":
+            if record.get("msg") == "relay.listening":
                 relay.port = int(record["port"])
                 return relay
         if process.poll() is not None:

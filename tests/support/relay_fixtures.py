@@ -224,7 +224,7 @@ class RelayProcess:
     async def wait_for_log(
         self, event: str, predicate: Callable[[dict[str, Any]], bool] = lambda r: True, timeout: float = 10.0
     ) -> dict[str, Any]:
-        """The first stdout record named `event` that satisfies `predicate` (waits for it)."""
+        """The first daemon stdout record whose `msg` is `event` that satisfies `predicate` (waits for it)."""
         return (await self.wait_for_logs(event, predicate, count=1, timeout=timeout))[0]
 
     async def wait_for_logs(
@@ -238,7 +238,7 @@ class RelayProcess:
         """The first `count` stdout records named `event` that satisfy `predicate` (waits for them)."""
         async with asyncio.timeout(timeout):
             while True:
-                found = [r for r in self.log_lines if r.get("event") == event and predicate(r)]
+                found = [r for r in self.log_lines if r.get("msg") == event and predicate(r)]
                 if len(found) >= count:
                     return found[:count]
                 if self.process.stdout is not None and self.process.stdout.at_eof():
