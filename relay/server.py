@@ -47,6 +47,7 @@ from relay.conversations import create_http_session
 from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog import EventLog
+from relay.keptaudio import KeptAudioBudget
 from relay.metrics import RelayMetrics
 from relay.session import SAFE_ITEM_ID_RE
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
@@ -78,10 +79,13 @@ class RelayState:
     owns_event_log: bool = False
     # Set whenever `bridges` is empty, so shutdown waits on it instead of polling.
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+    # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).
+    kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
 
     def __post_init__(self) -> None:
         if not self.bridges:
             self.no_sessions.set()
+        self.kept_audio.max_bytes = self.settings.kept_audio_max_bytes
 
     def add_bridge(self, bridge: SessionBridge) -> None:
         self.bridges.add(bridge)
@@ -271,6 +275,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         data_dir=Path(settings.data_dir),
         retrieve_timeout=settings.retrieve_timeout_seconds,
         metrics=state.metrics,
+        kept_audio=state.kept_audio,
     )
     bridge = SessionBridge(
         client,
