@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -34,7 +35,7 @@ import orjson
 import structlog
 
 from relay import events as ev
-from relay.session import AudioFormat, LogEntry
+from relay.session import ORJSON_MAX_DEPTH, AudioFormat, LogEntry, json_depth_exceeds
 from relay.session import b64_decoded_len as _b64_len
 
 SCHEMA_VERSION: Final = 1
@@ -111,7 +112,9 @@ def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None
     return out
 
 
-def _ids(event: Any) -> tuple[Any, Any, Any]:
+def _ids(event: Any) -> tuple[str | None, str | None, str | None]:
+    """A record's top-level ids: strings or None. A peer's non-string value stays only inside `event`, so no
+    key of the log has two JSON types."""
     if not isinstance(event, dict):
         return None, None, None
     event_id = event.get("event_id")
@@ -121,7 +124,11 @@ def _ids(event: Any) -> tuple[Any, Any, Any]:
     response_id = event.get("response_id")
     if response_id is None and isinstance(event.get("response"), dict):
         response_id = event["response"].get("id")
-    return event_id, item_id, response_id
+    return (
+        event_id if isinstance(event_id, str) else None,
+        item_id if isinstance(item_id, str) else None,
+        response_id if isinstance(response_id, str) else None,
+    )
 
 
 class _Rfc3339:
@@ -345,7 +352,14 @@ class EventLog:
         }
         if entry.client_event is not None:
             record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # orjson stops at 255 levels; a frame may nest up to 512 and still gets its one record. Anything
+            # else orjson refuses (a lone surrogate) stays a dropped record.
+            if not json_depth_exceeds(record, ORJSON_MAX_DEPTH):
+                raise
+            return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         now = time.time()

@@ -36,6 +36,7 @@ from relay import events as ev
 from relay.keptaudio import KeptAudio, KeptAudioBudget
 
 MAX_JSON_DEPTH: Final = 512
+ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_text`
 # Items whose bookkeeping (format, forwarded audio for truncate clamping) is remembered per session; older ones
 # with no retrieve in flight are forgotten, so a session's state does not grow with its number of turns.
 MAX_TRACKED_ITEMS: Final = 256
@@ -225,7 +226,9 @@ def dumps_text(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if not json_depth_exceeds(value, ORJSON_MAX_DEPTH):
+            raise
+        return json.dumps(value, separators=(",", ":"))
 
 
 def error_event(
