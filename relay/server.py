@@ -248,7 +248,10 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     state.sockets.add(ws)
-    client = WebSocketClient(ws, settings.max_client_backlog_bytes)
+    # After close 1009 up to 4x the limit of the oversized frame is read and dropped (see docs/client-input.md).
+    client = WebSocketClient(
+        ws, settings.max_client_backlog_bytes, oversize_discard_bytes=4 * settings.max_client_message_bytes
+    )
     query = request.query
     client_model = query.get("model")
     relay_events = query.get("relay_events", "") in ("1", "true", "yes")
