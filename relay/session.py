@@ -16,7 +16,9 @@ It owns the few things the relay interprets (CONTRACT C4, C5, C6):
 Everything else is forwarded as the raw text it arrived as. Any JSON value may stand in any field of a frame from
 either side: a field of the wrong type is not acted on (the frame is forwarded as it is), except where acting is a
 promise (a pinned `session.update` whose `session` is not an object is answered `invalid_value`); see
-docs/client-input.md. Nothing per item or per turn outlives its use: state is bounded by `MAX_TRACKED_ITEMS`.
+docs/client-input.md. Nothing per item or per turn outlives its use: a saved item is forgotten (only its id and
+forwarded audio length stay, for the last `MAX_FINISHED_ITEMS`); items never finished are bounded by
+`MAX_TRACKED_ITEMS`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_
 # Items whose bookkeeping (format, forwarded audio for truncate clamping) is remembered per session; older ones
 # with no retrieve in flight are forgotten, so a session's state does not grow with its number of turns.
 MAX_TRACKED_ITEMS: Final = 256
+# Items already saved (or done without audio) are forgotten at once; their ids are remembered, with the audio
+# forwarded for them (a barge-in truncate usually comes after the item was saved), for this many items.
+MAX_FINISHED_ITEMS: Final = 64
 # Client retrieves awaiting an answer per session; past this the oldest is forgotten (an upstream that never
 # answers must not make the relay remember every request).
 MAX_CLIENT_RETRIEVES: Final = 256
@@ -256,6 +261,9 @@ class RelaySession:
         self.output_format = DEFAULT_FORMAT
         self.upstream_session_id: str | None = None
         self._items: dict[str, _Item] = {}
+        # Forgotten items: id -> ms of audio forwarded for it (None: not an audio item), the newest last.
+        self._finished: dict[str, int | None] = {}
+        self._settle: list[str] = []  # items that may be finished, looked at once the current frame is handled
         # Per item id, who asked for a retrieve, in request order: "relay", "relay_late" (timed out), "client".
         self._retrieve_askers: dict[str, deque[str]] = {}
         # A client retrieve's event_id -> its item id, so an `error` answering it retires its place in line.
@@ -380,6 +388,8 @@ class RelaySession:
         elif kind in (ev.INPUT_AUDIO_BUFFER_CLEAR,):
             self._uncommitted_start_ms = self._appended_ms
 
+        if self._settle:
+            self._settle_items()
         if changed is None:
             self._upstream.append(text)
             self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
@@ -413,14 +423,21 @@ class RelaySession:
 
     def _clamp_truncate(self, event: dict[str, Any]) -> dict[str, Any] | None:
         item_id = event.get("item_id")
-        item = self._items.get(item_id) if isinstance(item_id, str) else None
         end = event.get("audio_end_ms")
-        if item is None or item.format is None or not isinstance(end, (int, float)) or isinstance(end, bool):
+        if not isinstance(item_id, str) or not isinstance(end, (int, float)) or isinstance(end, bool):
             return None
-        forwarded_ms = int(item.format.ms(item.output_forwarded_bytes))
-        if end <= forwarded_ms:
+        if item_id in self._finished:
+            forwarded_ms = self._finished[item_id]
+        else:
+            item = self._items.get(item_id)
+            forwarded_ms = self._forwarded_ms(item) if item is not None else None
+        if forwarded_ms is None or end <= forwarded_ms:
             return None
         return {**event, "audio_end_ms": forwarded_ms}
+
+    @staticmethod
+    def _forwarded_ms(item: _Item) -> int | None:
+        return int(item.format.ms(item.output_forwarded_bytes)) if item.format is not None else None
 
     def _note_append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
@@ -452,6 +469,11 @@ class RelaySession:
 
     # ---- upstream -> client ---------------------------------------------------------------------------
     def receive_server_text(self, text: str) -> None:
+        self._receive_server_text(text)
+        if self._settle:
+            self._settle_items()
+
+    def _receive_server_text(self, text: str) -> None:
         if self.closing:
             # Answers to pending retrieves are still read while the session winds down; nothing is forwarded.
             event = parse_event(text)
@@ -576,6 +598,10 @@ class RelaySession:
         if item is None:
             item = _Item(item_id)
             self._items[item_id] = item
+            if item_id in self._finished:
+                # Seen again after it was forgotten (a late done, a client's retrieve): never retrieved twice.
+                item.saved = item.retrieve_sent = True
+                self._settle.append(item_id)
             if len(self._items) > MAX_TRACKED_ITEMS:
                 self._forget_old_items()
         if item.role is None and role is not None:
@@ -602,12 +628,13 @@ class RelaySession:
 
     def _after_forward(self, event: dict[str, Any], kind: object) -> None:
         """Retrieve-after-done triggers (C5): item done, or the other signs of completion seen live."""
-        if not self.policy.retrieve_after_done:
-            return
         item: _Item | None = None
         if kind in (ev.CONVERSATION_ITEM_DONE, ev.RESPONSE_OUTPUT_ITEM_DONE):
             item = self._observe_item(event.get("item"))
-        elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED:
+            if item is not None and (not item.has_audio or not self.policy.retrieve_after_done):
+                self._finish(item)  # nothing to retrieve or save: only its truncate bookkeeping stays
+                return
+        elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED and self.policy.retrieve_after_done:
             item_id = event.get("item_id")
             if isinstance(item_id, str):
                 item = self._item(item_id, "user")
@@ -615,9 +642,7 @@ class RelaySession:
         if item is not None and item.has_audio and not item.retrieve_sent:
             item.retrieve_sent = True
             if not SAFE_ITEM_ID_RE.match(item.item_id):
-                item.saved = True
-                self._unsaved_user_starts.pop(item.item_id, None)
-                self._free_output_audio(item)
+                self._finish(item)
                 self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
                 return
             self._retrieve_askers.setdefault(item.item_id, deque()).append("relay")
@@ -759,6 +784,29 @@ class RelaySession:
         askers = self._retrieve_askers.get(item_id)
         if askers is not None and not askers:
             del self._retrieve_askers[item_id]
+            self._settle.append(item_id)
+
+    def _finish(self, item: _Item) -> None:
+        """Nothing more will be saved for `item`: let go of its audio; it is forgotten once no retrieve of it is
+        in flight (`_settle_items`)."""
+        item.saved = True
+        self._unsaved_user_starts.pop(item.item_id, None)
+        self._free_output_audio(item)
+        self._settle.append(item.item_id)
+
+    def _settle_items(self) -> None:
+        """Forget finished items nobody waits on; remember their ids (bounded) so they are never retrieved twice."""
+        candidates, self._settle = self._settle, []
+        for item_id in candidates:
+            item = self._items.get(item_id)
+            if item is None or not item.saved or item_id in self._retrieve_askers:
+                continue
+            del self._items[item_id]
+            # Seen again after it was forgotten: what was known the first time stands.
+            known = self._finished.pop(item_id, None)
+            self._finished[item_id] = known if known is not None else self._forwarded_ms(item)
+            if len(self._finished) > MAX_FINISHED_ITEMS:
+                del self._finished[next(iter(self._finished))]
 
     def _free_output_audio(self, item: _Item) -> None:
         for piece in item.output_audio:
@@ -799,9 +847,7 @@ class RelaySession:
             pcm = b"".join(_b64(piece.data) or b"" for piece in item.output_audio)
         if pcm is None:
             # Part of its audio was given back to the process-wide budget: a WAV with holes would mislead.
-            item.saved = True
-            self._unsaved_user_starts.pop(item.item_id, None)
-            self._free_output_audio(item)
+            self._finish(item)
             self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item.item_id, "reason": "audio_released"})
             return
         self._queue_save(item, pcm, "stream")
@@ -826,9 +872,7 @@ class RelaySession:
 
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
-        item.saved = True
-        self._unsaved_user_starts.pop(item.item_id, None)
-        self._free_output_audio(item)  # the stream copy is no longer needed once the item is saved
+        self._finish(item)  # the stream copy is no longer needed once the item is saved
         if not SAFE_ITEM_ID_RE.match(item.item_id):
             return
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
