@@ -17,6 +17,7 @@ from typing import Any
 
 from relay.keptaudio import KeptAudioBudget
 from relay.session import RelaySession, SessionPolicy
+from tests.test_session_core import drain as drain_core
 
 RATE = 24000
 BYTES_PER_S = RATE * 2
@@ -53,14 +54,7 @@ def session(budget: KeptAudioBudget | None = None, **policy: Any) -> RelaySessio
 
 
 def drain(core: RelaySession) -> dict[str, list[Any]]:
-    return {
-        "upstream": core.to_upstream(),
-        "client": core.to_client(),
-        "log": core.to_log(),
-        "save": core.to_save(),
-        "arm": core.to_arm(),
-        "disarm": core.to_disarm(),
-    }
+    return {**drain_core(core), "disarm": core.to_disarm()}
 
 
 def stream(core: RelaySession, item_id: str, seconds: float, chunk_bytes: int = 4800) -> None:
