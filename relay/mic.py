@@ -39,6 +39,7 @@ from relay import events as ev
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.commands.sim import simulator_options
 from relay.eventlog import EventLog
+from relay.keptaudio import KeptAudioBudget
 from relay.session import DEFAULT_FORMAT, AudioFormat
 from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
@@ -581,6 +582,7 @@ async def drive_session(
             event_log=event_log,
             data_dir=Path(settings.data_dir),
             retrieve_timeout=settings.retrieve_timeout_seconds,
+            kept_audio=KeptAudioBudget(settings.kept_audio_max_bytes),
         )
         bridge = SessionBridge(
             client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}

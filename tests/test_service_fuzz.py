@@ -277,6 +277,8 @@ def check_logs(relay: RunningRelay, outcomes: list[Outcome]) -> None:
     assert len(sessions) == len(outcomes)
     for records, outcome in zip(sessions, outcomes, strict=True):
         assert [r["seq"] for r in records] == list(range(1, len(records) + 1)), "seq has a gap"
+        for record in records:  # a client's non-string id stays inside `event` only
+            assert all(isinstance(record[key], str | None) for key in ("event_id", "item_id", "response_id")), record
         client = [r for r in records if r["dir"] == "client"]
         assert [r["type"] for r in client] == [f.forwarded_type for f in outcome.forwarded]
         for record, frame in zip(client, outcome.forwarded, strict=True):
