@@ -15,7 +15,10 @@ import json
 import tracemalloc
 from typing import Any
 
-from relay.keptaudio import KeptAudioBudget
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.keptaudio import KeptAudio, KeptAudioBudget
 from relay.session import RelaySession, SessionPolicy
 from tests.test_session_core import drain as drain_core
 
@@ -211,3 +214,30 @@ def test_the_cores_memory_does_not_grow_with_the_number_of_turns() -> None:
     # ~3 KiB a turn, 3 MiB over these 1000 turns, when every item's bookkeeping stayed until the session ended.
     assert growth < 64 * 1024, f"the core grew by {growth} bytes over 1000 turns"
     assert budget.kept_bytes < 5 * BYTES_PER_S
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_bytes=st.integers(0, 5000),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 2000), st.integers(0, 1000)), max_size=200),
+)
+def test_the_budget_accounts_exactly_and_releases_the_oldest_first(max_bytes: int, steps: list[tuple[bool, int, int]]) -> None:
+    budget = KeptAudioBudget(max_bytes)
+    created: list[KeptAudio] = []  # every piece, oldest first
+    owned: list[KeptAudio] = []  # pieces their owner has not freed yet
+    for keep, size, pick in steps:
+        if keep or not owned:
+            piece = budget.keep("x", size)
+            created.append(piece)
+            owned.append(piece)
+        else:
+            budget.free(owned.pop(pick % len(owned)))
+        live = [p for p in owned if p.data is not None]
+        assert budget.kept_bytes == sum(p.nbytes for p in live) <= max_bytes
+        assert len(budget) == len(live)
+        # Oldest first: every piece the budget took away is older than every piece still holding audio.
+        newest_released = max((i for i, p in enumerate(created) if p.released), default=-1)
+        assert all(created.index(p) > newest_released for p in live)
+    for piece in owned:
+        budget.free(piece)
+    assert budget.kept_bytes == 0 and len(budget) == 0
