@@ -759,7 +759,7 @@ class RelaySession:
         self.closing = True
 
     def session_closed(self) -> None:
-        """Retrieves still unanswered are saved from the stream and logged as failed (C5); then every piece of
+        """Retrieves still unanswered are saved from the stream and logged as failed; then every piece of
         kept audio goes back to the process-wide budget."""
         for item_id in self.pending_retrieves:
             askers = self._retrieve_askers[item_id]
