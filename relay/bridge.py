@@ -17,6 +17,7 @@ import contextlib
 import enum
 import secrets
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import structlog
 
 from audio import pcm as pcmlib
 from relay.core import events as ev
+from relay.core.keptaudio import KeptAudioBudget
 from relay.core.session import AudioToSave, RelaySession, SessionPolicy
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
@@ -124,6 +126,8 @@ class BridgeEnvironment:
     audio_url: Callable[[str, str], str] = field(
         default=lambda session_id, item_id: f"/relay/sessions/{session_id}/items/{item_id}.wav"
     )
+    # Audio kept for fallback saves, bounded across sessions: pass the process's one budget (`serve` does).
+    kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
 
 
 def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
@@ -176,14 +180,15 @@ class SessionBridge:
         self._target = target
         self.env = env
         self.session_id = session_id or new_session_id()
-        self.core = RelaySession(policy)
+        self.core = RelaySession(policy, env.kept_audio)
         self.log: SessionEventLog = env.event_log.open_session(self.session_id)
         self._started_info = dict(started_info or {})
         self._max_session_seconds = max_session_seconds
         self._upstream: UpstreamLink | None = None
         # Set by `_fail` (client too slow, upstream stalled or dropped, a relay bug): the session must end.
         self._failure: asyncio.Future[Any] | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        # Retrieve timers by item id; each leaves when it fires or when its answer comes (per-turn state is freed).
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
         # Client frames read while the upstream handshake runs, and a receive still in flight when it ends.
@@ -372,10 +377,13 @@ class SessionBridge:
                 frame = await self.client.receive()
             if frame.closed:
                 return frame
-            if frame.text is not None:
-                core.receive_client_text(frame.text)
-            elif frame.binary_size is not None:
-                core.receive_client_binary(frame.binary_size)
+            try:
+                if frame.text is not None:
+                    core.receive_client_text(frame.text)
+                elif frame.binary_size is not None:
+                    core.receive_client_binary(frame.binary_size)
+            except Exception as exc:  # a relay bug: this frame is answered relay_error, the session goes on
+                core.internal_error(frame.text, repr(exc), traceback.format_exc())
             self._flush()
 
     def _on_upstream_message(self, message: str | bytes) -> None:
@@ -441,8 +449,9 @@ class SessionBridge:
             await self._cancel(self._pending_receive)
         self.core.session_closed()
         upstream_code = await self._close_upstream()
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
+        self._timers.clear()
         self._flush()
         if self._background:
             await asyncio.wait(self._background, timeout=10.0)
@@ -503,13 +512,21 @@ class SessionBridge:
         self._arm_timers()
 
     def _arm_timers(self) -> None:
+        for item_id in self.core.to_disarm():
+            timer = self._timers.pop(item_id, None)
+            if timer is not None:
+                timer.cancel()
         items = self.core.to_arm()
         if items:
             loop = asyncio.get_running_loop()
             for item_id in items:
-                self._timers.append(loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id))
+                old = self._timers.pop(item_id, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[item_id] = loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id)
 
     def _retrieve_timed_out(self, item_id: str) -> None:
+        self._timers.pop(item_id, None)
         self.core.retrieve_timed_out(item_id)
         self._flush()
 

@@ -129,7 +129,11 @@ class Settings:
     retrieve_after_done: bool = _setting(True, "Retrieve every audio item after it is done and save its post-processed audio.")
     retrieve_timeout_seconds: float = _setting(10.0, "How long to wait for a retrieve's answer.", min=0.1, max=600)
     max_item_audio_seconds: float = _setting(
-        600.0, "Audio kept per item from the stream as fallback for retrieves without audio.", min=0
+        120.0, "Audio kept per item from the stream as fallback for retrieves without audio.", min=0
+    )
+    # --- memory bound on kept audio (see docs/client-input.md)
+    kept_audio_max_bytes: int = _setting(
+        64 * MiB, "Audio kept for fallback saves across all sessions; past it the oldest is released.", min=0
     )
     clamp_truncate: bool = _setting(True, "Clamp a client truncate's audio_end_ms to the audio the relay forwarded.")
     # --- simulator (C8)

@@ -124,6 +124,10 @@ CODE_UPSTREAM_DISCONNECTED: Final = "upstream_disconnected"
 CODE_SESSION_EXPIRED: Final = "session_expired"
 CODE_TOO_MANY_SESSIONS: Final = "too_many_sessions"
 CODE_CLIENT_TOO_SLOW: Final = "client_too_slow"
+# A field the relay must act on has the wrong type; the error's `param` names the field.
+CODE_INVALID_VALUE: Final = "invalid_value"
+# Handling one client frame failed inside the relay (a bug); the session goes on.
+CODE_RELAY_ERROR: Final = "relay_error"
 
 # The relay's own records and events (C5, C6).
 RELAY_SESSION_STARTED: Final = "relay.session_started"
@@ -135,5 +139,6 @@ RELAY_SESSION_ENDED: Final = "relay.session_ended"
 RELAY_LOG_GAP: Final = "relay.log_gap"
 RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a file name
 RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
+RELAY_INTERNAL_ERROR: Final = "relay.internal_error"  # {error, traceback}: a contained relay bug
 
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

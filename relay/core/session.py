@@ -10,9 +10,15 @@ It owns the few things the relay interprets (CONTRACT C4, C5, C6):
   the time the item appeared;
 - retrieve-after-done: one `conversation.item.retrieve` per audio item, on the first sign the item is complete,
   answers matched by item id in request order, relay answers swallowed, errors matched by event_id;
-- the audio that crossed the relay per item, kept (bounded) as a fallback when a retrieve has no audio;
+- the audio that crossed the relay per item, kept (bounded per item, and process-wide through a shared
+  `KeptAudioBudget`) as a fallback when a retrieve has no audio;
 - truncate clamping, pinned session fields, blocked client events, invalid client frames.
-Everything else is forwarded as the raw text it arrived as.
+Everything else is forwarded as the raw text it arrived as. Any JSON value may stand in any field of a frame from
+either side: a field of the wrong type is not acted on (the frame is forwarded as it is), except where acting is a
+promise (a pinned `session.update` whose `session` is not an object is answered `invalid_value`); see
+docs/client-input.md. Nothing per item or per turn outlives its use: a saved item is forgotten (only its id and
+forwarded audio length stay, for the last `MAX_FINISHED_ITEMS`); items never finished are bounded by
+`MAX_TRACKED_ITEMS`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,8 +35,19 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from relay.core import events as ev
+from relay.core.keptaudio import KeptAudio, KeptAudioBudget
 
 MAX_JSON_DEPTH: Final = 512
+ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_text`
+# Items whose bookkeeping (format, forwarded audio for truncate clamping) is remembered per session; older ones
+# with no retrieve in flight are forgotten, so a session's state does not grow with its number of turns.
+MAX_TRACKED_ITEMS: Final = 256
+# Items already saved (or done without audio) are forgotten at once; their ids are remembered, with the audio
+# forwarded for them (a barge-in truncate usually comes after the item was saved), for this many items.
+MAX_FINISHED_ITEMS: Final = 64
+# Client retrieves awaiting an answer per session; past this the oldest is forgotten (an upstream that never
+# answers must not make the relay remember every request).
+MAX_CLIENT_RETRIEVES: Final = 256
 VAD_LAG_MARGIN_MS: Final = 2000.0  # how late a server's speech_started may name an onset, beyond its prefix padding
 # Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved (C5).
 SAFE_ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
@@ -81,7 +99,7 @@ class SessionPolicy:
     clamp_truncate: bool = True
     pinned_session: dict[str, Any] = field(default_factory=dict)
     blocked_client_events: frozenset[str] = frozenset()
-    max_item_audio_seconds: float = 600.0
+    max_item_audio_seconds: float = 120.0
     relay_events: bool = False
 
 
@@ -114,7 +132,7 @@ class _Item:
     retrieve_sent: bool = False
     saved: bool = False
     # Deltas as received (base64), decoded only if a fallback save needs them: most items never do.
-    output_audio: list[str] = field(default_factory=list)
+    output_audio: list[KeptAudio] = field(default_factory=list)
     output_audio_bytes: int = 0
     output_forwarded_bytes: int = 0
     input_start_ms: float | None = None
@@ -122,11 +140,11 @@ class _Item:
 
 
 class _InputChunk(NamedTuple):
-    """One append, as received. A tuple of atoms, so the garbage collector stops tracking it (50 per second)."""
+    """One append, as received."""
 
     start_ms: float
     end_ms: float
-    audio_b64: str  # decoded only if a fallback save needs it
+    audio: KeptAudio  # base64, decoded only if a fallback save needs it
     bytes_per_second: int
     sample_width: int
 
@@ -134,6 +152,13 @@ class _InputChunk(NamedTuple):
         """Byte offset of `ms` milliseconds into this chunk, on a sample boundary."""
         n = int(ms * self.bytes_per_second / 1000.0)
         return n - n % self.sample_width
+
+
+def _is_audio_part(part: object) -> bool:
+    if not isinstance(part, dict):
+        return False
+    kind = part.get("type")
+    return isinstance(kind, str) and kind in _AUDIO_CONTENT_TYPES
 
 
 def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
@@ -200,8 +225,26 @@ def _b64(text: object) -> bytes | None:
         return None
 
 
-def error_event(code: str, message: str, *, event_id: object = None, error_type: str = "invalid_request_error") -> dict[str, Any]:
-    error: dict[str, Any] = {"type": error_type, "code": code, "message": message, "param": None, "event_id": None}
+def dumps_text(value: Any) -> str:
+    """JSON text of `value`. orjson stops at 255 levels of nesting, and frames may nest up to 512, so deeper
+    values go through the standard library instead (rare: only hand-made frames nest that deep)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        if not json_depth_exceeds(value, ORJSON_MAX_DEPTH):
+            raise
+        return json.dumps(value, separators=(",", ":"))
+
+
+def error_event(
+    code: str,
+    message: str,
+    *,
+    event_id: object = None,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": error_type, "code": code, "message": message, "param": param, "event_id": None}
     if isinstance(event_id, str):
         error["event_id"] = event_id
     return {"type": ev.ERROR, "event_id": f"relay_{code}", "error": error}
@@ -210,12 +253,17 @@ def error_event(code: str, message: str, *, event_id: object = None, error_type:
 class RelaySession:
     """State and decisions of one client<->upstream session. See the module docstring for the contract."""
 
-    def __init__(self, policy: SessionPolicy) -> None:
+    def __init__(self, policy: SessionPolicy, kept_audio: KeptAudioBudget | None = None) -> None:
         self.policy = policy
+        # Shared by every session of a process (the bridge passes one in); a lone core gets its own.
+        self.kept_audio = kept_audio if kept_audio is not None else KeptAudioBudget()
         self.input_format = DEFAULT_FORMAT
         self.output_format = DEFAULT_FORMAT
         self.upstream_session_id: str | None = None
         self._items: dict[str, _Item] = {}
+        # Forgotten items: id -> ms of audio forwarded for it (None: not an audio item), the newest last.
+        self._finished: dict[str, int | None] = {}
+        self._settle: list[str] = []  # items that may be finished, looked at once the current frame is handled
         # Per item id, who asked for a retrieve, in request order: "relay", "relay_late" (timed out), "client".
         self._retrieve_askers: dict[str, deque[str]] = {}
         # A client retrieve's event_id -> its item id, so an `error` answering it retires its place in line.
@@ -233,6 +281,7 @@ class RelaySession:
         self._log: list[LogEntry] = []
         self._save: list[AudioToSave] = []
         self._arm: list[str] = []
+        self._disarm: list[str] = []
         self._connect_ms: float | None = None
         self._upstream_connected_logged = False
         self.closing = False
@@ -259,6 +308,11 @@ class RelaySession:
         out, self._arm = self._arm, []
         return out
 
+    def to_disarm(self) -> list[str]:
+        """Items whose retrieve timer is no longer needed (answered, failed or given up)."""
+        out, self._disarm = self._disarm, []
+        return out
+
     def log(self, entry: LogEntry) -> None:
         self.counts[entry.dir] = self.counts.get(entry.dir, 0) + 1
         self._log.append(entry)
@@ -276,12 +330,12 @@ class RelaySession:
             self._send_relay_frame(update)
 
     def _send_relay_frame(self, event: dict[str, Any]) -> None:
-        text = orjson.dumps(event).decode()
+        text = dumps_text(event)
         self._upstream.append(text)
         self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text)))
 
     def _send_client_event(self, event: dict[str, Any]) -> str:
-        text = orjson.dumps(event).decode()
+        text = dumps_text(event)
         self._client.append(text)
         return text
 
@@ -315,6 +369,10 @@ class RelaySession:
         if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
             self._note_append(event)
         elif kind == ev.SESSION_UPDATE and self.policy.pinned_session:
+            if "session" in event and not isinstance(event["session"], dict):
+                # The operator's fields cannot be merged into it, and forwarding it unpinned breaks the pin.
+                self._reject_client(ev.CODE_INVALID_VALUE, "`session` must be an object", event_id, param="session")
+                return
             changed = self._pin(event)
         elif kind == ev.CONVERSATION_ITEM_TRUNCATE and self.policy.clamp_truncate:
             changed = self._clamp_truncate(event)
@@ -323,22 +381,29 @@ class RelaySession:
             if isinstance(item_id, str):
                 self._retrieve_askers.setdefault(item_id, deque()).append("client")
                 if isinstance(event_id, str):
+                    self._client_retrieves.pop(event_id, None)  # re-inserted last: the oldest stays first
                     self._client_retrieves[event_id] = item_id
+                    if len(self._client_retrieves) > MAX_CLIENT_RETRIEVES:
+                        del self._client_retrieves[next(iter(self._client_retrieves))]
         elif kind in (ev.INPUT_AUDIO_BUFFER_CLEAR,):
             self._uncommitted_start_ms = self._appended_ms
 
+        if self._settle:
+            self._settle_items()
         if changed is None:
             self._upstream.append(text)
             self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
         else:
-            out = orjson.dumps(changed).decode()
+            out = dumps_text(changed)
             self._upstream.append(out)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
 
-    def _reject_client(self, code: str, message: str, event_id: object) -> None:
-        event = error_event(code, message, event_id=event_id)
+    def _reject_client(self, code: str, message: str, event_id: object, *, param: str | None = None) -> None:
+        event = error_event(code, message, event_id=event_id, param=param)
         self._send_client_event(event)
         record: dict[str, Any] = {"code": code, "message": message}
+        if param is not None:
+            record["param"] = param
         if isinstance(event_id, str):
             record["event_id"] = event_id
         self.log_relay(ev.RELAY_CLIENT_ERROR, record)
@@ -348,15 +413,31 @@ class RelaySession:
         merged = deep_merge(session if isinstance(session, dict) else {}, self.policy.pinned_session)
         return {**event, "session": merged}
 
+    def internal_error(self, text: str | None, error: str, traceback: str) -> None:
+        """Handling one client frame raised (a relay bug): answer that frame `relay_error`, log the traceback;
+        the session goes on."""
+        event = parse_event(text) if text is not None else None
+        event_id = event.get("event_id") if event is not None else None
+        self.log_relay(ev.RELAY_INTERNAL_ERROR, {"error": error, "traceback": traceback})
+        self._reject_client(ev.CODE_RELAY_ERROR, "the relay failed to handle this event", event_id)
+
     def _clamp_truncate(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        item = self._items.get(event.get("item_id"))  # type: ignore[arg-type]
+        item_id = event.get("item_id")
         end = event.get("audio_end_ms")
-        if item is None or item.format is None or not isinstance(end, (int, float)) or isinstance(end, bool):
+        if not isinstance(item_id, str) or not isinstance(end, (int, float)) or isinstance(end, bool):
             return None
-        forwarded_ms = int(item.format.ms(item.output_forwarded_bytes))
-        if end <= forwarded_ms:
+        if item_id in self._finished:
+            forwarded_ms = self._finished[item_id]
+        else:
+            item = self._items.get(item_id)
+            forwarded_ms = self._forwarded_ms(item) if item is not None else None
+        if forwarded_ms is None or end <= forwarded_ms:
             return None
         return {**event, "audio_end_ms": forwarded_ms}
+
+    @staticmethod
+    def _forwarded_ms(item: _Item) -> int | None:
+        return int(item.format.ms(item.output_forwarded_bytes)) if item.format is not None else None
 
     def _note_append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
@@ -368,7 +449,8 @@ class RelaySession:
         self._appended_ms = start + fmt.ms(n_bytes)
         if not self.policy.retrieve_after_done:
             return  # nothing will be saved: keep no stream copy
-        self._input_chunks.append(_InputChunk(start, self._appended_ms, audio, fmt.bytes_per_second, fmt.sample_width))
+        kept = self.kept_audio.keep(audio, n_bytes)
+        self._input_chunks.append(_InputChunk(start, self._appended_ms, kept, fmt.bytes_per_second, fmt.sample_width))
         self._trim_input()
 
     def _trim_input(self) -> None:
@@ -383,10 +465,15 @@ class RelaySession:
         floor = max(floor, self._appended_ms - self.policy.max_item_audio_seconds * 1000.0)
         chunks = self._input_chunks
         while chunks and chunks[0].end_ms <= floor:
-            chunks.popleft()
+            self.kept_audio.free(chunks.popleft().audio)
 
     # ---- upstream -> client ---------------------------------------------------------------------------
     def receive_server_text(self, text: str) -> None:
+        self._receive_server_text(text)
+        if self._settle:
+            self._settle_items()
+
+    def _receive_server_text(self, text: str) -> None:
         if self.closing:
             # Answers to pending retrieves are still read while the session winds down; nothing is forwarded.
             event = parse_event(text)
@@ -452,7 +539,7 @@ class RelaySession:
                     item.output_forwarded_bytes += n
                     cap = (item.format or self.output_format).bytes_per_second * self.policy.max_item_audio_seconds
                     if self.policy.retrieve_after_done and not item.saved and item.output_audio_bytes + n <= cap:
-                        item.output_audio.append(delta)
+                        item.output_audio.append(self.kept_audio.keep(delta, n))
                         item.output_audio_bytes += n
                 return item.format
             return self.output_format
@@ -462,7 +549,7 @@ class RelaySession:
             if isinstance(item_id, str) and isinstance(start, (int, float)):
                 item = self._item(item_id, "user")
                 item.input_start_ms = float(start)
-                if not item.saved:
+                if not item.saved and self.policy.retrieve_after_done:
                     self._unsaved_user_starts[item_id] = item.input_start_ms
             return None
         if kind == ev.INPUT_AUDIO_BUFFER_SPEECH_STOPPED:
@@ -481,7 +568,7 @@ class RelaySession:
                     item.input_start_ms = self._uncommitted_start_ms
                 if item.input_end_ms is None:
                     item.input_end_ms = self._appended_ms
-                if not item.saved:
+                if not item.saved and self.policy.retrieve_after_done:
                     self._unsaved_user_starts[item_id] = item.input_start_ms
                 self._uncommitted_start_ms = item.input_end_ms
             return None
@@ -511,6 +598,12 @@ class RelaySession:
         if item is None:
             item = _Item(item_id)
             self._items[item_id] = item
+            if item_id in self._finished:
+                # Seen again after it was forgotten (a late done, a client's retrieve): never retrieved twice.
+                item.saved = item.retrieve_sent = True
+                self._settle.append(item_id)
+            if len(self._items) > MAX_TRACKED_ITEMS:
+                self._forget_old_items()
         if item.role is None and role is not None:
             item.role = role
         if item.format is None and item.role is not None:
@@ -523,7 +616,7 @@ class RelaySession:
         role = raw.get("role") if raw.get("type", "message") == "message" else None
         item = self._item(raw["id"], role if isinstance(role, str) and role in ("user", "assistant") else None)
         content = raw.get("content")
-        if isinstance(content, list) and any(isinstance(c, dict) and c.get("type") in _AUDIO_CONTENT_TYPES for c in content):
+        if isinstance(content, list) and any(_is_audio_part(c) for c in content):
             item.has_audio = True
             if item.role is None:
                 item.role = (
@@ -535,12 +628,13 @@ class RelaySession:
 
     def _after_forward(self, event: dict[str, Any], kind: object) -> None:
         """Retrieve-after-done triggers (C5): item done, or the other signs of completion seen live."""
-        if not self.policy.retrieve_after_done:
-            return
         item: _Item | None = None
         if kind in (ev.CONVERSATION_ITEM_DONE, ev.RESPONSE_OUTPUT_ITEM_DONE):
             item = self._observe_item(event.get("item"))
-        elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED:
+            if item is not None and (not item.has_audio or not self.policy.retrieve_after_done):
+                self._finish(item)  # nothing to retrieve or save: only its truncate bookkeeping stays
+                return
+        elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED and self.policy.retrieve_after_done:
             item_id = event.get("item_id")
             if isinstance(item_id, str):
                 item = self._item(item_id, "user")
@@ -548,8 +642,7 @@ class RelaySession:
         if item is not None and item.has_audio and not item.retrieve_sent:
             item.retrieve_sent = True
             if not SAFE_ITEM_ID_RE.match(item.item_id):
-                item.saved = True
-                self._unsaved_user_starts.pop(item.item_id, None)
+                self._finish(item)
                 self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
                 return
             self._retrieve_askers.setdefault(item.item_id, deque()).append("relay")
@@ -571,6 +664,7 @@ class RelaySession:
             askers = self._retrieve_askers.get(item_id) if item_id is not None else None
             if askers and "client" in askers:
                 askers.remove("client")
+                self._drop_empty_askers(item_id)
             return
         raw = event.get("item")
         item_id = raw.get("id") if isinstance(raw, dict) else None
@@ -578,6 +672,7 @@ class RelaySession:
         if not askers or askers[0] != "client":
             return
         askers.popleft()
+        self._drop_empty_askers(item_id)
         for event_id, asked_for in self._client_retrieves.items():
             if asked_for == item_id:
                 del self._client_retrieves[event_id]
@@ -610,6 +705,9 @@ class RelaySession:
             item_raw = event["item"]
             item_id: str = item_raw["id"]
             asker = self._retrieve_askers[item_id].popleft()
+            self._drop_empty_askers(item_id)
+            if asker == "relay":
+                self._disarm.append(item_id)
             item = self._observe_item(item_raw)
             self.log(LogEntry("relay", kind, event, bytes=size, audio_format=item.format if item else None))
             if asker == "relay" and item is not None:
@@ -618,8 +716,10 @@ class RelaySession:
         item_id = event["error"]["event_id"][len(ev.RELAY_RETRIEVE_EVENT_ID_PREFIX) :]
         askers = self._retrieve_askers.get(item_id)
         asker = askers.popleft() if askers and askers[0] in ("relay", "relay_late") else "relay_late"
+        self._drop_empty_askers(item_id)
         self.log(LogEntry("relay", kind, event, bytes=size))
         if asker == "relay":
+            self._disarm.append(item_id)
             self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "error", "error": event.get("error")})
             item = self._items.get(item_id)
             if item is not None:
@@ -627,7 +727,8 @@ class RelaySession:
 
     def _save_retrieved(self, item: _Item, raw: dict[str, Any], *, fallback: bool = True) -> None:
         pcm = bytearray()
-        for part in raw.get("content") or ():
+        content = raw.get("content")
+        for part in content if isinstance(content, list) else ():
             if isinstance(part, dict) and isinstance(part.get("audio"), str):
                 decoded = _b64(part["audio"])
                 if decoded:
@@ -643,6 +744,7 @@ class RelaySession:
         if not askers or "relay" not in askers:
             return
         askers[askers.index("relay")] = "relay_late"
+        self._disarm.append(item_id)  # the timer that fired is spent
         self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "timeout"})
         item = self._items.get(item_id)
         if item is not None:
@@ -657,12 +759,81 @@ class RelaySession:
         self.closing = True
 
     def session_closed(self) -> None:
-        """Retrieves still unanswered are saved from the stream and logged as failed (C5)."""
+        """Retrieves still unanswered are saved from the stream and logged as failed; then every piece of
+        kept audio goes back to the process-wide budget."""
         for item_id in self.pending_retrieves:
             askers = self._retrieve_askers[item_id]
             askers[askers.index("relay")] = "relay_late"
             self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "session_closed"})
-            self._save_from_stream(self._items[item_id])
+            item = self._items.get(item_id)
+            if item is not None:
+                self._save_from_stream(item)
+        self.release_kept_audio()
+
+    def release_kept_audio(self) -> None:
+        """Give every kept piece of audio back (the session is over: nothing more will be saved)."""
+        for item in self._items.values():
+            self._free_output_audio(item)
+        while self._input_chunks:
+            self.kept_audio.free(self._input_chunks.popleft().audio)
+
+    # ---- bounded bookkeeping --------------------------------------------------------------------------
+    def _drop_empty_askers(self, item_id: object) -> None:
+        if not isinstance(item_id, str):
+            return
+        askers = self._retrieve_askers.get(item_id)
+        if askers is not None and not askers:
+            del self._retrieve_askers[item_id]
+            self._settle.append(item_id)
+
+    def _finish(self, item: _Item) -> None:
+        """Nothing more will be saved for `item`: let go of its audio; it is forgotten once no retrieve of it is
+        in flight (`_settle_items`)."""
+        item.saved = True
+        self._unsaved_user_starts.pop(item.item_id, None)
+        self._free_output_audio(item)
+        self._settle.append(item.item_id)
+
+    def _settle_items(self) -> None:
+        """Forget finished items nobody waits on; remember their ids (bounded) so they are never retrieved twice."""
+        candidates, self._settle = self._settle, []
+        for item_id in candidates:
+            item = self._items.get(item_id)
+            if item is None or not item.saved or item_id in self._retrieve_askers:
+                continue
+            del self._items[item_id]
+            # Seen again after it was forgotten: what was known the first time stands.
+            known = self._finished.pop(item_id, None)
+            self._finished[item_id] = known if known is not None else self._forwarded_ms(item)
+            if len(self._finished) > MAX_FINISHED_ITEMS:
+                del self._finished[next(iter(self._finished))]
+
+    def _free_output_audio(self, item: _Item) -> None:
+        for piece in item.output_audio:
+            self.kept_audio.free(piece)
+        item.output_audio = []
+
+    def _forget_old_items(self) -> None:
+        """Forget the oldest items past `MAX_TRACKED_ITEMS`: first those with no retrieve in flight; past twice
+        the bound, any (an upstream that never answers must not make the relay remember every item)."""
+        excess = len(self._items) - MAX_TRACKED_ITEMS
+        hard = len(self._items) > 2 * MAX_TRACKED_ITEMS
+        for item_id in list(self._items)[:-1]:  # never the item being added
+            if excess <= 0:
+                break
+            askers = self._retrieve_askers.get(item_id)
+            if askers and not hard and ("relay" in askers or "client" in askers):
+                continue
+            item = self._items.pop(item_id)
+            self._free_output_audio(item)
+            self._unsaved_user_starts.pop(item_id, None)
+            if self._retrieve_askers.pop(item_id, None) is not None:
+                self._disarm.append(item_id)
+            excess -= 1
+        # Ids asked about that never became items (a client retrieving unknown ids whose errors carry no
+        # event_id): the oldest go first.
+        while len(self._retrieve_askers) > 2 * MAX_TRACKED_ITEMS:
+            self._retrieve_askers.pop(next(iter(self._retrieve_askers)))
 
     # ---- saving ---------------------------------------------------------------------------------------
     def _save_from_stream(self, item: _Item) -> None:
@@ -670,18 +841,28 @@ class RelaySession:
             return
         if item.role == "user":
             pcm = self._input_span(item)
+        elif any(piece.released for piece in item.output_audio):
+            pcm = None
         else:
-            pcm = b"".join(_b64(delta) or b"" for delta in item.output_audio)
+            pcm = b"".join(_b64(piece.data) or b"" for piece in item.output_audio)
+        if pcm is None:
+            # Part of its audio was given back to the process-wide budget: a WAV with holes would mislead.
+            self._finish(item)
+            self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item.item_id, "reason": "audio_released"})
+            return
         self._queue_save(item, pcm, "stream")
 
-    def _input_span(self, item: _Item) -> bytes:
+    def _input_span(self, item: _Item) -> bytes | None:
+        """The appended audio of a user item, or None when part of it was released for the budget."""
         start = item.input_start_ms if item.input_start_ms is not None else 0.0
         end = item.input_end_ms if item.input_end_ms is not None else self._appended_ms
         out = bytearray()
         for chunk in self._input_chunks:
             if chunk.end_ms <= start or chunk.start_ms >= end:
                 continue
-            pcm = _b64(chunk.audio_b64)
+            if chunk.audio.released:
+                return None
+            pcm = _b64(chunk.audio.data)
             if pcm is None:
                 continue
             lo = chunk.offset(max(0.0, start - chunk.start_ms))
@@ -691,11 +872,9 @@ class RelaySession:
 
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
-        item.saved = True
-        self._unsaved_user_starts.pop(item.item_id, None)
+        self._finish(item)  # the stream copy is no longer needed once the item is saved
         if not SAFE_ITEM_ID_RE.match(item.item_id):
             return
-        item.output_audio = []  # the stream copy is no longer needed once the item is saved
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
 
     def audio_saved(self, record: dict[str, Any]) -> None:

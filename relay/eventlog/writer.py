@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -34,7 +35,7 @@ import orjson
 import structlog
 
 from relay.core import events as ev
-from relay.core.session import AudioFormat, LogEntry
+from relay.core.session import ORJSON_MAX_DEPTH, AudioFormat, LogEntry, json_depth_exceeds
 from relay.core.session import b64_decoded_len as _b64_len
 
 SCHEMA_VERSION: Final = 1
@@ -350,7 +351,14 @@ class EventLog:
         record["event"] = summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text)
         if entry.client_event is not None:
             record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # orjson stops at 255 levels; a frame may nest up to 512 and still gets its one record. Anything
+            # else orjson refuses (a lone surrogate) stays a dropped record.
+            if not json_depth_exceeds(record, ORJSON_MAX_DEPTH):
+                raise
+            return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         now = time.time()

@@ -18,9 +18,10 @@ import contextlib
 from collections import deque
 from typing import Final
 
-from aiohttp import WebSocketError, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from relay.bridge import ClientFrame
+from relay.links.oversize import discard_rest_of_frame
 from relay.links.wsframe import text_frame
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
@@ -31,9 +32,12 @@ DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
 
 
 class WebSocketClient:
-    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int, *, oversize_discard_bytes: int = 0) -> None:
         self.ws = ws
         self.max_backlog_bytes = max_backlog_bytes
+        # After close 1009, how much of the oversized frame the relay reads and drops so the close stays
+        # readable (0: none; see relay.links.oversize).
+        self.oversize_discard_bytes = oversize_discard_bytes
         self._queue: deque[tuple[str, int]] = deque()  # (frame, its UTF-8 size)
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -61,7 +65,11 @@ class WebSocketClient:
         if message.type == WSMsgType.ERROR and isinstance(message.data, WebSocketError):
             # aiohttp already sent the close (too big -> 1009, bad UTF-8 -> 1007); its own close_code then says
             # 1006 because the client's reply cannot be parsed, so the protocol error's code is the one to report.
-            return ClientFrame(closed=True, close_code=int(message.data.code))
+            code = int(message.data.code)
+            if code == WSCloseCode.MESSAGE_TOO_BIG and self.oversize_discard_bytes:
+                # Now, before the loop runs again: aiohttp has just closed the transport.
+                discard_rest_of_frame(self._transport, max_bytes=self.oversize_discard_bytes)
+            return ClientFrame(closed=True, close_code=code)
         # CLOSE, CLOSING, CLOSED, other errors.
         return ClientFrame(closed=True, close_code=self.ws.close_code)
 

@@ -38,6 +38,7 @@ from audio.resample import StreamResampler
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.cli.sim import simulator_options
 from relay.core import events as ev
+from relay.core.keptaudio import KeptAudioBudget
 from relay.core.session import DEFAULT_FORMAT, AudioFormat
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
@@ -581,6 +582,7 @@ async def drive_session(
             event_log=event_log,
             data_dir=Path(settings.data_dir),
             retrieve_timeout=settings.retrieve_timeout_seconds,
+            kept_audio=KeptAudioBudget(settings.kept_audio_max_bytes),
         )
         bridge = SessionBridge(
             client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}

@@ -42,6 +42,7 @@ from relay.bridge import (
     upstream_target,
 )
 from relay.core import events as ev
+from relay.core.keptaudio import KeptAudioBudget
 from relay.core.session import SAFE_ITEM_ID_RE
 from relay.credentials import Credentials
 from relay.errors import ConfigError
@@ -78,10 +79,13 @@ class RelayState:
     owns_event_log: bool = False
     # Set whenever `bridges` is empty, so shutdown waits on it instead of polling.
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+    # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).
+    kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
 
     def __post_init__(self) -> None:
         if not self.bridges:
             self.no_sessions.set()
+        self.kept_audio.max_bytes = self.settings.kept_audio_max_bytes
 
     def add_bridge(self, bridge: SessionBridge) -> None:
         self.bridges.add(bridge)
@@ -244,7 +248,10 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     state.sockets.add(ws)
-    client = WebSocketClient(ws, settings.max_client_backlog_bytes)
+    # After close 1009 up to 4x the limit of the oversized frame is read and dropped (see docs/client-input.md).
+    client = WebSocketClient(
+        ws, settings.max_client_backlog_bytes, oversize_discard_bytes=4 * settings.max_client_message_bytes
+    )
     query = request.query
     client_model = query.get("model")
     relay_events = query.get("relay_events", "") in ("1", "true", "yes")
@@ -271,6 +278,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         data_dir=Path(settings.data_dir),
         retrieve_timeout=settings.retrieve_timeout_seconds,
         metrics=state.metrics,
+        kept_audio=state.kept_audio,
     )
     bridge = SessionBridge(
         client,

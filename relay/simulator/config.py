@@ -200,10 +200,15 @@ def _require_object(value: Any, param: str) -> dict[str, Any]:
     return value
 
 
-def _check_keys(obj: dict[str, Any], allowed: frozenset[str], param: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise _unknown(f"{param}.{key}")
+def _check_keys(obj: dict[str, Any], allowed: frozenset[str], param: str, flavour: Flavour) -> dict[str, Any]:
+    """`obj` without the keys it may not have. The openai flavour refuses an unknown key (`unknown_parameter`);
+    the yandex flavour, like Yandex itself, accepts and ignores it: not echoed, no error."""
+    unknown = [key for key in obj if key not in allowed]
+    if not unknown:
+        return obj
+    if flavour == "openai":
+        raise _unknown(f"{param}.{unknown[0]}")
+    return {key: value for key, value in obj.items() if key in allowed}
 
 
 def _int(value: Any, param: str, lo: int, hi: int) -> int:
@@ -261,7 +266,7 @@ def _format(value: Any, param: str, flavour: Flavour) -> dict[str, Any]:
             if fmt[key] != 1:
                 raise _bad_value(f"{param}.channels", "only mono (1) audio is supported")
             continue
-        if key not in allowed:
+        if key not in allowed and flavour == "openai":
             raise _unknown(f"{param}.{key}")
     if kind != PCM:
         return {"type": kind}
@@ -280,7 +285,7 @@ def _turn_detection(value: Any, current: dict[str, Any] | None, param: str, flav
     kind = patch.get("type", current["type"] if current else None)
     if kind != "server_vad":
         raise _bad_value(f"{param}.type", f"unsupported turn detection {kind!r} (the simulator has server_vad only)")
-    _check_keys(patch, _SERVER_VAD_KEYS, param)
+    patch = _check_keys(patch, _SERVER_VAD_KEYS, param, flavour)
     merged = dict(current) if current is not None else default_turn_detection(flavour)
     checks: dict[str, Callable[[Any, str], Any]] = {
         "threshold": lambda v, p: _number(v, p, 0.0, 1.0),
@@ -303,8 +308,7 @@ def _tools(value: Any, param: str, flavour: Flavour) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
     for index, raw in enumerate(value):
         where = f"{param}[{index}]"
-        tool = _require_object(raw, where)
-        _check_keys(tool, _TOOL_KEYS, where)
+        tool = _check_keys(_require_object(raw, where), _TOOL_KEYS, where, flavour)
         if tool.get("type", "function") != "function":
             raise _bad_value(f"{where}.type", "only function tools are supported")
         name = _str(tool.get("name"), f"{where}.name") if "name" in tool else None
@@ -322,30 +326,27 @@ def _tools(value: Any, param: str, flavour: Flavour) -> list[dict[str, Any]]:
     return tools
 
 
-def _tool_choice(value: Any, param: str) -> Any:
+def _tool_choice(value: Any, param: str, flavour: Flavour) -> Any:
     if value in ("auto", "none", "required"):
         return value
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
-        _check_keys(value, frozenset({"type", "name"}), param)
-        return dict(value)
+        return dict(_check_keys(value, frozenset({"type", "name"}), param, flavour))
     raise _bad_value(param, "expected 'auto', 'none', 'required' or {type: function, name}")
 
 
-def _transcription(value: Any, param: str) -> dict[str, Any] | None:
+def _transcription(value: Any, param: str, flavour: Flavour) -> dict[str, Any] | None:
     if value is None:
         return None
-    obj = _require_object(value, param)
-    _check_keys(obj, _TRANSCRIPTION_KEYS, param)
+    obj = _check_keys(_require_object(value, param), _TRANSCRIPTION_KEYS, param, flavour)
     for key in obj:
         _str(obj[key], f"{param}.{key}")
     return dict(obj)
 
 
-def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
+def _noise_reduction(value: Any, param: str, flavour: Flavour) -> dict[str, Any] | None:
     if value is None:
         return None
-    obj = _require_object(value, param)
-    _check_keys(obj, frozenset({"type"}), param)
+    obj = _check_keys(_require_object(value, param), frozenset({"type"}), param, flavour)
     if obj.get("type") not in _NOISE_REDUCTION_TYPES:
         raise _bad_value(f"{param}.type", f"expected one of {_NOISE_REDUCTION_TYPES}")
     return dict(obj)
@@ -369,7 +370,7 @@ def _patch_input(current: dict[str, Any], value: Any, flavour: Flavour) -> None:
     param = "session.audio.input"
     patch = _require_object(value, param)
     allowed = _INPUT_KEYS | ({"languages"} if flavour == "yandex" else set())
-    _check_keys(patch, frozenset(allowed), param)
+    patch = _check_keys(patch, frozenset(allowed), param, flavour)
     if "format" in patch:
         current["format"] = _format(patch["format"], f"{param}.format", flavour)
     if "turn_detection" in patch:
@@ -377,9 +378,9 @@ def _patch_input(current: dict[str, Any], value: Any, flavour: Flavour) -> None:
             patch["turn_detection"], current.get("turn_detection"), f"{param}.turn_detection", flavour
         )
     if "transcription" in patch:
-        current["transcription"] = _transcription(patch["transcription"], f"{param}.transcription")
+        current["transcription"] = _transcription(patch["transcription"], f"{param}.transcription", flavour)
     if "noise_reduction" in patch:
-        current["noise_reduction"] = _noise_reduction(patch["noise_reduction"], f"{param}.noise_reduction")
+        current["noise_reduction"] = _noise_reduction(patch["noise_reduction"], f"{param}.noise_reduction", flavour)
     if "languages" in patch:
         current["languages"] = _languages(patch["languages"], f"{param}.languages")
 
@@ -388,7 +389,7 @@ def _patch_output(current: dict[str, Any], value: Any, flavour: Flavour) -> None
     param = "session.audio.output"
     patch = _require_object(value, param)
     allowed = _OUTPUT_KEYS | ({"role"} if flavour == "yandex" else set())
-    _check_keys(patch, frozenset(allowed), param)
+    patch = _check_keys(patch, frozenset(allowed), param, flavour)
     if "format" in patch:
         current["format"] = _format(patch["format"], f"{param}.format", flavour)
     if "voice" in patch:
@@ -408,7 +409,7 @@ def apply_session_update(current: dict[str, Any], patch: Any, flavour: Flavour) 
             raise _bad_value("session.type", f"expected 'realtime', got {patch['type']!r}")
     elif flavour == "openai":
         raise SessionConfigError("missing_required_parameter", "Missing required parameter: 'session.type'.", "session.type")
-    _check_keys(patch, _SESSION_KEYS, "session")
+    patch = _check_keys(patch, _SESSION_KEYS, "session", flavour)
     new = copy.deepcopy(current)
     if "model" in patch:
         new["model"] = _str(patch["model"], "session.model")
@@ -419,7 +420,7 @@ def apply_session_update(current: dict[str, Any], patch: Any, flavour: Flavour) 
     if "tools" in patch:
         new["tools"] = _tools(patch["tools"], "session.tools", flavour)
     if "tool_choice" in patch:
-        new["tool_choice"] = _tool_choice(patch["tool_choice"], "session.tool_choice")
+        new["tool_choice"] = _tool_choice(patch["tool_choice"], "session.tool_choice", flavour)
     if "max_output_tokens" in patch:
         value = patch["max_output_tokens"]
         new["max_output_tokens"] = "inf" if value == "inf" else _int(value, "session.max_output_tokens", 1, 4096)
@@ -438,7 +439,7 @@ def apply_session_update(current: dict[str, Any], patch: Any, flavour: Flavour) 
         new["include"] = list(inc)
     if "audio" in patch:
         audio = _require_object(patch["audio"], "session.audio")
-        _check_keys(audio, _AUDIO_KEYS, "session.audio")
+        audio = _check_keys(audio, _AUDIO_KEYS, "session.audio", flavour)
         if "input" in audio:
             _patch_input(new["audio"]["input"], audio["input"], flavour)
         if "output" in audio:
@@ -466,7 +467,7 @@ def validate_response_params(params: Any, flavour: Flavour) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     if flavour == "openai":
-        _check_keys(obj, frozenset(known), "response")
+        _check_keys(obj, frozenset(known), "response", flavour)
     elif "modalities" in obj and "output_modalities" not in obj:
         out["output_modalities"] = validate_modalities(obj["modalities"], "response.modalities", flavour)
     if "output_modalities" in obj:

@@ -42,6 +42,7 @@ def test_rate_change_applies_to_input_and_output_independently() -> None:
     assert session["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
 
 
+# Unknown keys are refused by the openai flavour only: see tests/test_sim_leniency.py.
 BAD_UPDATES = [
     ({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 7999}}}}, "session.audio.input.format.rate"),
     ({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 48001}}}}, "session.audio.input.format.rate"),
@@ -62,11 +63,9 @@ BAD_UPDATES = [
         {"audio": {"input": {"turn_detection": {"type": "server_vad", "prefix_padding_ms": "300"}}}},
         "session.audio.input.turn_detection.prefix_padding_ms",
     ),
-    ({"audio": {"input": {"turn_detection": {"type": "server_vad", "bogus": 1}}}}, "session.audio.input.turn_detection.bogus"),
     ({"audio": {"input": {"turn_detection": "on"}}}, "session.audio.input.turn_detection"),
     ({"audio": {"output": {"voice": 7}}}, "session.audio.output.voice"),
     ({"audio": {"output": {"speed": 9}}}, "session.audio.output.speed"),
-    ({"audio": {"mixer": {}}}, "session.audio.mixer"),
     ({"output_modalities": ["video"]}, "session.output_modalities"),
     ({"output_modalities": "audio"}, "session.output_modalities"),
     ({"instructions": 5}, "session.instructions"),
@@ -75,7 +74,6 @@ BAD_UPDATES = [
     ({"tools": [{"type": "code_interpreter", "name": "x"}]}, "session.tools[0].type"),
     ({"tool_choice": "sometimes"}, "session.tool_choice"),
     ({"max_output_tokens": 0}, "session.max_output_tokens"),
-    ({"temperature": 0.8}, "session.temperature"),
     ({"type": "transcription"}, "session.type"),
     ("not an object", "session"),
 ]
