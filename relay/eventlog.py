@@ -108,7 +108,14 @@ def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None
         out = {**out, "delta": audio_summary(delta, fmt)}
     elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
         out = {**out, "delta": len(delta)}
+    if not keep_text and record_type == ev.RELAY_TOOL_CALL:
+        # A tool call's arguments and output are conversation content (docs/tools.md).
+        out = {**out, **{k: _content_len(out[k]) for k in ("arguments", "output") if k in out}}
     return out
+
+
+def _content_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else len(orjson.dumps(value, default=repr))
 
 
 def _ids(event: Any) -> tuple[Any, Any, Any]:
@@ -345,6 +352,8 @@ class EventLog:
         }
         if entry.client_event is not None:
             record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
+        if entry.server_event is not None:
+            record["server_event"] = summarize_event(entry.server_event, entry.type, entry.audio_format, self.keep_text)
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:

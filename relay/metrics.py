@@ -28,6 +28,7 @@ _KNOWN_TYPES = (
     }
 )
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def type_label(event_type: str | None) -> str:
@@ -43,6 +44,11 @@ class RelayMetrics:
         self.retrieves: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
+        # Server-side tools: calls by (tool, result) and their durations (docs/tools.md).
+        self.tool_calls: Counter[tuple[str, str]] = Counter()
+        self._tool_buckets = [0] * len(TOOL_BUCKETS)
+        self._tool_count = 0
+        self._tool_sum = 0.0
         self._connect_buckets = [0] * len(CONNECT_BUCKETS)
         self._connect_count = 0
         self._connect_sum = 0.0
@@ -60,6 +66,15 @@ class RelayMetrics:
         for index, bound in enumerate(CONNECT_BUCKETS):
             if seconds <= bound:
                 self._connect_buckets[index] += 1
+
+    def observe_tool(self, tool: str, result: str, seconds: float) -> None:
+        """One server-tool call; `tool` is a configured name, so the label set stays bounded."""
+        self.tool_calls[(tool, result)] += 1
+        self._tool_count += 1
+        self._tool_sum += seconds
+        for index, bound in enumerate(TOOL_BUCKETS):
+            if seconds <= bound:
+                self._tool_buckets[index] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -95,6 +110,17 @@ class RelayMetrics:
             for key, value in sorted(counter.items()):
                 family.add_metric([key], value)
             yield family
+        tool_calls = CounterMetricFamily(
+            "relay_tool_calls", "Server-side tool calls by tool and result.", labels=["tool", "result"]
+        )
+        for (tool, result), value in sorted(self.tool_calls.items()):
+            tool_calls.add_metric([tool, result], value)
+        yield tool_calls
+        tool_buckets = [(str(b), float(c)) for b, c in zip(TOOL_BUCKETS, self._tool_buckets, strict=True)]
+        tool_buckets.append(("+Inf", float(self._tool_count)))
+        tool_seconds = HistogramMetricFamily("relay_tool_seconds", "Server-side tool handler time.")
+        tool_seconds.add_metric([], tool_buckets, sum_value=self._tool_sum)
+        yield tool_seconds
         dropped = CounterMetricFamily("relay_log_dropped", "Event-log records dropped (queue full or disk failing).")
         dropped.add_metric([], self._log_dropped())
         yield dropped

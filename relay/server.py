@@ -50,6 +50,7 @@ from relay.eventlog import EventLog
 from relay.metrics import RelayMetrics
 from relay.session import SAFE_ITEM_ID_RE
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
+from relay.tools.config import load_tools
 from relay.wsclient import WebSocketClient
 
 if TYPE_CHECKING:
@@ -469,6 +470,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             detail="no token_secret configured: other replicas cannot verify this process's client tokens",
         )
     simulator_options = embedded_simulator_options(settings)  # a bad knob fails here, before a log is opened
+    load_tools(settings)  # so does a server tool that does not load (exit 2 naming the tool)
     owns_event_log = event_log is None
     if event_log is None:
         event_log = EventLog(

@@ -21,6 +21,7 @@ from relay.credentials import simulator_fallback
 from relay.eventlog import EventLog
 from relay.server import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
 from relay.settings import Settings
+from relay.tools.config import load_tools
 from relay.upstream import redact_url
 
 NAME = "serve"
@@ -137,4 +138,5 @@ async def serve(settings: Settings, fell_back: bool) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "setting_sources", {})
     settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
+    load_tools(settings, sources.get("tools", "config"))  # a tool that does not load: exit 2 before anything starts
     return asyncio.run(serve(settings, fell_back))
