@@ -435,7 +435,10 @@ class SessionEventLog:
         seq = self.next_seq
         self.next_seq += 1
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
-            log.info(entry.type, session_id=self.session_id, **(entry.event if isinstance(entry.event, dict) else {}))
+            fields = entry.event if isinstance(entry.event, dict) else {}
+            if entry.type == ev.RELAY_TOOL_CALL:  # arguments and output are content: log_content decides
+                fields = summarize_event(fields, entry.type, None, self.owner.keep_text)
+            log.info(entry.type, session_id=self.session_id, **fields)
         owner = self.owner
         if not owner.enabled or self._closed:
             return seq

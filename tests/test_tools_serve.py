@@ -352,3 +352,15 @@ async def test_the_client_cannot_remove_or_replace_server_tools(tmp_path: Path) 
     (error,) = errors
     assert error["error"]["code"] == "invalid_value"
     assert error["error"]["param"] == "session.tools" and error["error"]["event_id"] == "bad"
+
+
+async def test_without_log_content_a_calls_arguments_and_output_are_logged_as_lengths(tmp_path: Path) -> None:
+    settings = {"tools": [tool("lookup", H + "lookup")], "log_content": "false"}
+    async with running_relay(tmp_path, settings=settings) as relay:
+        async with sdk_session(relay) as connection:
+            await ask(connection, 'call lookup {"secret": "s-3"}')
+            await until_answer(connection)
+    records = only_session(relay)
+    (call,) = tool_records(records)
+    assert call["arguments"] == len('{"secret":"s-3"}')  # the parsed arguments' JSON length
+    assert isinstance(call["output"], int) and call["output"] > 0 and call["result"] == "ok"
