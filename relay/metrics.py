@@ -25,6 +25,7 @@ _KNOWN_TYPES = (
         ev.RELAY_RETRIEVE_FAILED,
         ev.RELAY_CLIENT_ERROR,
         ev.RELAY_SESSION_ENDED,
+        ev.RELAY_TOOL_CALL,
     }
 )
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

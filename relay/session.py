@@ -309,6 +309,7 @@ class RelaySession:
             return
         if self.tools is not None and self.tools.holding:
             self.tools.hold(text)  # behind a held response.create, in order
+            self._drain_tools()  # a hold grown past its bound lets everything go
             return
         event = parse_event(text)
         if event is None:

@@ -245,3 +245,15 @@ async def test_an_http_handler_that_fails_hangs_or_is_unreachable_gives_an_error
 def test_parse_arguments_treats_empty_text_as_no_arguments() -> None:
     assert parse_arguments("") == ({}, None)
     assert parse_arguments("  ") == ({}, None)
+
+
+def test_a_hold_ends_early_when_the_held_frames_grow_past_the_bound() -> None:
+    from relay.tools.state import HOLD_MAX_BYTES
+
+    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
+    state.hold('{"type":"response.create"}')
+    chunk = '{"type":"input_audio_buffer.append","audio":"' + "A" * 65536 + '"}'
+    for _ in range(HOLD_MAX_BYTES // len(chunk) + 1):
+        state.hold(chunk)
+    released = state.to_release()
+    assert not state.holding and released[0] == '{"type":"response.create"}' and len(released) > 100

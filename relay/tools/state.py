@@ -35,6 +35,9 @@ RELAY_TOOL_CALL: Final = ev.RELAY_TOOL_CALL
 # Calls, responses and hidden items remembered per session; the oldest are forgotten past this.
 HISTORY_LIMIT: Final = 1024
 _MAX_CHAIN: Final = 64  # a previous_item_id chain through hidden items is never longer in practice
+# Client frames held behind a response.create are bounded: past this much the hold ends early (the frames go on
+# in order), so a client streaming audio during a slow tool cannot grow the relay's memory without limit.
+HOLD_MAX_BYTES: Final = 8 * 1024 * 1024
 
 _HIDDEN_WHEN_ITEM: Final = frozenset(
     {
@@ -142,6 +145,7 @@ class ToolState:
         # Items the client does not see, with the previous_item_id the upstream gave them (None: not known yet).
         self._hidden: dict[str, str | None] = {}
         self._held: deque[str] = deque()
+        self._held_bytes = 0
         self._hold_generation = 0
         self.holding = False
         self._responses_continued = 0
@@ -219,12 +223,16 @@ class ToolState:
         return FORWARD
 
     def hold(self, text: str) -> None:
-        """Keep a client frame until the relay's outputs are sent or the hold expires; the first starts a timer."""
+        """Keep a client frame until the relay's outputs are sent or the hold expires (the first frame starts a
+        timer) or HOLD_MAX_BYTES are held."""
         if not self.holding:
             self.holding = True
             self._hold_generation += 1
             self._arm.append((self._hold_generation, self.tools.max_timeout))
         self._held.append(text)
+        self._held_bytes += len(text)
+        if self._held_bytes > HOLD_MAX_BYTES:
+            self._release()
 
     def hold_expired(self, generation: int) -> None:
         if self.holding and generation == self._hold_generation:
@@ -240,6 +248,7 @@ class ToolState:
                 response.hold_released = True
         self._released.extend(self._held)
         self._held.clear()
+        self._held_bytes = 0
 
     # ---- upstream -> client -----------------------------------------------------------------------------
     def on_server_event(self, event: dict[str, Any], kind: object) -> dict[str, Any] | None:
