@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import tools_handlers
 from tests.relay_fixtures import RunningRelay, running_relay
+from tests.schema_oracle import validate_server_event
 from tests.timing import seconds
 
 H = "python:tests.tools_handlers:"
@@ -114,8 +115,9 @@ async def wait_for(condition: Any, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_python_tool_call_reaches_the_client_as_the_final_answer_only(tmp_path: Path) -> None:
-    async with running_relay(tmp_path, settings={"tools": [CURRENT_TIME]}) as relay:
+@pytest.mark.parametrize("flavour", ["yandex", "openai"])
+async def test_a_python_tool_call_reaches_the_client_as_the_final_answer_only(tmp_path: Path, flavour: str) -> None:
+    async with running_relay(tmp_path, settings={"tools": [CURRENT_TIME]}, sim_flavour=flavour) as relay:
         async with sdk_session(relay) as connection:
             await ask(connection, 'call current_time {"tz": "Europe/Moscow"}')
             events = await until_answer(connection)
@@ -126,6 +128,7 @@ async def test_a_python_tool_call_reaches_the_client_as_the_final_answer_only(tm
             metrics = await resp.text()
     assert "Tool current_time returned:" in answer_text(events) and "Europe/Moscow" in answer_text(events)
     for event in events:
+        validate_server_event(event, flavour)  # what the relay changed is still a valid event for the SDK
         for item in items_of(event):
             assert item.get("type") not in ("function_call", "function_call_output"), event
         assert "function_call" not in event["type"]
@@ -285,7 +288,7 @@ async def test_a_response_mixing_client_and_server_calls_sends_one_response_crea
     records = only_session(relay)
     upstream_creates = [r for r in records if r["type"] == "response.create" and r["dir"] in ("client", "relay")]
     outputs = [r for r in records if r["type"] == "conversation.item.create" and r["event"]["item"].get("type") == "function_call_output"]
-    assert len(outputs) == 2
+    assert len(outputs) == 2 and len(upstream_creates) == 2
     # Two response.create went upstream: the first turn's, and the client's continuation, held until both outputs.
     assert [r["event"].get("event_id") for r in upstream_creates][-1] == "client_continue"
     assert not relay_frames(records, "response.create")
