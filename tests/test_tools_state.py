@@ -257,3 +257,13 @@ def test_a_hold_ends_early_when_the_held_frames_grow_past_the_bound() -> None:
         state.hold(chunk)
     released = state.to_release()
     assert not state.holding and released[0] == '{"type":"response.create"}' and len(released) > 100
+
+
+def test_a_function_call_item_the_client_created_itself_stays_visible_and_its_own() -> None:
+    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
+    item = {"id": "item_x", "type": "function_call", "name": "lookup", "call_id": "call_x", "arguments": "{}"}
+    added = {"type": "conversation.item.added", "previous_item_id": None, "item": item}
+    assert state.on_server_event(added, added["type"]) is added
+    assert state.to_start() == []
+    output = {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_x", "output": "1"}}
+    assert state.on_client_event(output, output["type"], None).action == "forward"

@@ -297,10 +297,12 @@ class ToolState:
         call_id = item.get("call_id")
         if not isinstance(call_id, str):
             return False
+        if kind not in (ev.RESPONSE_OUTPUT_ITEM_ADDED, ev.RESPONSE_OUTPUT_ITEM_DONE):
+            # Only the model's calls are the relay's: a function_call item a client created itself stays its own.
+            return call_id in self._calls or (item_id is not None and item_id in self._item_calls)
         response_id = event.get("response_id") if isinstance(event.get("response_id"), str) else None
         if self.tools.get(item.get("name")) is None:
-            if kind in (ev.RESPONSE_OUTPUT_ITEM_ADDED, ev.RESPONSE_OUTPUT_ITEM_DONE):
-                self._response(response_id).client_calls.add(call_id)
+            self._response(response_id).client_calls.add(call_id)
             return False
         call = self._register(call_id, str(item.get("name")), item_id, response_id)
         if kind == ev.RESPONSE_OUTPUT_ITEM_DONE:
