@@ -32,6 +32,30 @@ CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+class _Histogram:
+    """Cumulative buckets, count and sum of one unlabelled histogram; rendered as a family at scrape time."""
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, bounds
+        self.buckets = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.buckets[index] += 1
+
+    def family(self) -> HistogramMetricFamily:
+        buckets = [(str(bound), float(count)) for bound, count in zip(self.bounds, self.buckets, strict=True)]
+        buckets.append(("+Inf", float(self.count)))
+        family = HistogramMetricFamily(self.name, self.doc)
+        family.add_metric([], buckets, sum_value=self.sum)
+        return family
+
+
 def type_label(event_type: str | None) -> str:
     return event_type if event_type in _KNOWN_TYPES else "other"
 
@@ -47,12 +71,8 @@ class RelayMetrics:
         self.closes: Counter[str] = Counter()
         # Server-side tools: calls by (tool, result) and their durations (docs/tools.md).
         self.tool_calls: Counter[tuple[str, str]] = Counter()
-        self._tool_buckets = [0] * len(TOOL_BUCKETS)
-        self._tool_count = 0
-        self._tool_sum = 0.0
-        self._connect_buckets = [0] * len(CONNECT_BUCKETS)
-        self._connect_count = 0
-        self._connect_sum = 0.0
+        self._tool_seconds = _Histogram("relay_tool_seconds", "Server-side tool handler time.", TOOL_BUCKETS)
+        self._connect = _Histogram("relay_upstream_connect_seconds", "Upstream handshake time.", CONNECT_BUCKETS)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -62,20 +82,12 @@ class RelayMetrics:
             self.bytes[direction] += size
 
     def observe_connect(self, seconds: float) -> None:
-        self._connect_count += 1
-        self._connect_sum += seconds
-        for index, bound in enumerate(CONNECT_BUCKETS):
-            if seconds <= bound:
-                self._connect_buckets[index] += 1
+        self._connect.observe(seconds)
 
     def observe_tool(self, tool: str, result: str, seconds: float) -> None:
         """One server-tool call; `tool` is a configured name, so the label set stays bounded."""
         self.tool_calls[(tool, result)] += 1
-        self._tool_count += 1
-        self._tool_sum += seconds
-        for index, bound in enumerate(TOOL_BUCKETS):
-            if seconds <= bound:
-                self._tool_buckets[index] += 1
+        self._tool_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -92,11 +104,7 @@ class RelayMetrics:
         for direction, value in sorted(self.bytes.items()):
             sizes.add_metric([direction], value)
         yield sizes
-        buckets = [(str(bound), float(count)) for bound, count in zip(CONNECT_BUCKETS, self._connect_buckets, strict=True)]
-        buckets.append(("+Inf", float(self._connect_count)))
-        histogram = HistogramMetricFamily("relay_upstream_connect_seconds", "Upstream handshake time.")
-        histogram.add_metric([], buckets, sum_value=self._connect_sum)
-        yield histogram
+        yield self._connect.family()
         for name, doc, label, counter in (
             ("relay_retrieves", "Relay retrieves by result.", "result", self.retrieves),
             (
@@ -117,11 +125,7 @@ class RelayMetrics:
         for (tool, result), value in sorted(self.tool_calls.items()):
             tool_calls.add_metric([tool, result], value)
         yield tool_calls
-        tool_buckets = [(str(b), float(c)) for b, c in zip(TOOL_BUCKETS, self._tool_buckets, strict=True)]
-        tool_buckets.append(("+Inf", float(self._tool_count)))
-        tool_seconds = HistogramMetricFamily("relay_tool_seconds", "Server-side tool handler time.")
-        tool_seconds.add_metric([], tool_buckets, sum_value=self._tool_sum)
-        yield tool_seconds
+        yield self._tool_seconds.family()
         dropped = CounterMetricFamily("relay_log_dropped", "Event-log records dropped (queue full or disk failing).")
         dropped.add_metric([], self._log_dropped())
         yield dropped

@@ -45,6 +45,16 @@ def call_events(name: str, arguments: Any, *, call_id: str = "call_1", item_id: 
     ]
 
 
+def mixed_response() -> ToolState:
+    """A state that saw one response call a client tool and a server tool (the response not done yet)."""
+    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
+    client_item = {"id": "item_c", "type": "function_call", "name": "client_fn", "call_id": "call_c", "arguments": "{}"}
+    state.on_server_event({"type": "response.output_item.done", "response_id": "resp_1", "item": client_item}, "response.output_item.done")
+    for event in call_events("lookup", "{}")[:4]:
+        state.on_server_event(event, event["type"])
+    return state
+
+
 def test_the_call_starts_once_and_every_tool_event_is_hidden() -> None:
     state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
     shown = [state.on_server_event(e, e["type"]) for e in call_events("lookup", '{"q": 1}')]
@@ -133,11 +143,7 @@ def test_a_client_output_for_a_server_call_is_blocked_and_a_client_call_is_not()
 
 
 def test_a_held_response_create_and_the_frames_after_it_are_released_in_order_once_outputs_are_sent() -> None:
-    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
-    client_item = {"id": "item_c", "type": "function_call", "name": "client_fn", "call_id": "call_c", "arguments": "{}"}
-    state.on_server_event({"type": "response.output_item.done", "response_id": "resp_1", "item": client_item}, "response.output_item.done")
-    for event in call_events("lookup", "{}")[:4]:
-        state.on_server_event(event, event["type"])
+    state = mixed_response()
     (call,) = state.to_start()
     verdict = state.on_client_event({"type": "response.create"}, "response.create", None)
     assert verdict.action == "hold"
@@ -155,11 +161,7 @@ def test_a_held_response_create_and_the_frames_after_it_are_released_in_order_on
 
 
 def test_a_hold_ends_when_its_timer_expires() -> None:
-    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
-    client_item = {"id": "item_c", "type": "function_call", "name": "client_fn", "call_id": "call_c", "arguments": "{}"}
-    state.on_server_event({"type": "response.output_item.done", "response_id": "resp_1", "item": client_item}, "response.output_item.done")
-    for event in call_events("lookup", "{}")[:4]:
-        state.on_server_event(event, event["type"])
+    state = mixed_response()
     state.hold('{"type":"response.create"}')
     ((generation, _),) = state.to_arm()
     state.hold_expired(generation)
