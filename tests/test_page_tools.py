@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.page_fixtures import chromium_args, eventually, require_chromium, speech_wav, start_relay
+from tests.page_fixtures import chromium_args, eventually, open_session, require_chromium, speech_wav, start_relay
 from tests.timing import seconds
 
 pytestmark = [pytest.mark.browser]
@@ -37,10 +37,7 @@ async def test_the_conversation_panel_shows_a_server_tool_call_before_the_answer
             page = await browser.new_page()
             page.set_default_timeout(seconds(20) * 1000)
             page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(relay.url)
-            await page.wait_for_selector("body[data-ready=true]")
-            await page.click("#connect")
-            await page.wait_for_selector("#status[data-state=open]")
+            await open_session(page, relay.url)
             await page.click("#mic")
             answer = page.locator("#transcript li.assistant[data-done=true]").first
             await answer.wait_for()
