@@ -144,6 +144,8 @@ async def test_a_python_tool_call_reaches_the_client_as_the_final_answer_only(tm
     (create,) = relay_frames(records, "response.create")
     assert output["event"]["item"] == {"type": "function_call_output", "call_id": call["call_id"], "output": call["output"]}
     assert output["seq"] < create["seq"]
+    answer_first = next(r for r in records if r["dir"] == "server" and r["type"] == "response.output_text.delta")
+    assert create["seq"] < answer_first["seq"]  # the answer came after the relay's output and continuation
     stripped = next(r for r in records if r["type"] == "response.done" and "server_event" in r)
     assert stripped["dir"] == "server" and stripped["event"]["response"]["output"] == []
     assert stripped["server_event"]["response"]["output"][0]["type"] == "function_call"
@@ -241,6 +243,7 @@ async def test_a_tool_running_when_the_session_ends_is_cancelled_and_recorded(tm
     records = only_session(relay)
     (call,) = tool_records(records)
     assert call["result"] == "cancelled"
+    assert (call["call_id"] in tools_handlers.CANCELLED) is (handler == "hang")  # async: really cancelled
     assert records[-1]["type"] == "relay.session_ended"
     assert not relay_frames(records, "conversation.item.create"), "no output is sent for a cancelled call"
 

@@ -269,3 +269,24 @@ def test_a_function_call_item_the_client_created_itself_stays_visible_and_its_ow
     assert state.to_start() == []
     output = {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_x", "output": "1"}}
     assert state.on_client_event(output, output["type"], None).action == "forward"
+
+
+async def test_at_most_four_handlers_run_at_once_in_a_session() -> None:
+    tools_handlers.GATE.clear()
+    tools_handlers.STARTED.clear()
+    tools = ToolSet((spec("gated", tools_handlers.gated, timeout_seconds=30),))
+    done: list[ToolOutcome] = []
+    runner = SessionTools(tools, "sess_test", lambda c, o: done.append(o))
+    for n in range(6):
+        runner.start(ToolCall(f"call_{n}", "gated", None, None, "{}", {}))
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(tools_handlers.STARTED) < 4:  # polling handler threads, not standing in for an assertion
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert len(tools_handlers.STARTED) == 4 and runner.running == 6
+    tools_handlers.GATE.set()
+    while len(done) < 6:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert {o.result for o in done} == {"ok"} and len(tools_handlers.STARTED) == 6
+    await runner.aclose()

@@ -34,9 +34,16 @@ def explode(arguments: dict[str, Any], context: ToolContext) -> str:
     raise RuntimeError("the order database is down")
 
 
+CANCELLED: set[str] = set()  # call ids whose async handler saw its cancellation
+
+
 async def hang(arguments: dict[str, Any], context: ToolContext) -> str:
     _started(context)
-    await asyncio.Event().wait()  # never set: only a timeout or a cancellation ends it
+    try:
+        await asyncio.Event().wait()  # never set: only a timeout or a cancellation ends it
+    except asyncio.CancelledError:
+        CANCELLED.add(context.call_id)
+        raise
     return "unreachable"
 
 
