@@ -11,7 +11,8 @@ It owns the few things the relay interprets (CONTRACT C4, C5, C6):
 - retrieve-after-done: one `conversation.item.retrieve` per audio item, on the first sign the item is complete,
   answers matched by item id in request order, relay answers swallowed, errors matched by event_id;
 - the audio that crossed the relay per item, kept (bounded) as a fallback when a retrieve has no audio;
-- truncate clamping, pinned session fields, blocked client events, invalid client frames.
+- truncate clamping, pinned session fields, blocked client events, invalid client frames;
+- server-side tools, through the hooks of `relay.tools.state` (docs/tools.md).
 Everything else is forwarded as the raw text it arrived as.
 """
 

@@ -290,3 +290,14 @@ async def test_at_most_four_handlers_run_at_once_in_a_session() -> None:
         await asyncio.sleep(0.01)
     assert {o.result for o in done} == {"ok"} and len(tools_handlers.STARTED) == 6
     await runner.aclose()
+
+
+def test_a_call_cut_off_by_a_cancelled_response_is_owed_no_output_and_holds_nothing() -> None:
+    state = mixed_response()
+    item = {"id": "item_2", "type": "function_call", "name": "lookup", "call_id": "call_2", "arguments": ""}
+    state.on_server_event({"type": "response.output_item.added", "response_id": "resp_1", "item": item}, "response.output_item.added")
+    (call,) = state.to_start()  # the first call finished; call_2 never did
+    state.call_finished(call, ToolOutcome("ok", "x", 1.0), send=True)
+    done = {"type": "response.done", "response": {"id": "resp_1", "status": "cancelled", "output": []}}
+    state.on_server_event(done, "response.done")
+    assert state.on_client_event({"type": "response.create"}, "response.create", None).action == "forward"

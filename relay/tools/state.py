@@ -378,6 +378,8 @@ class ToolState:
         state = self._response(response_id)
         status = response.get("status")
         state.status = status if isinstance(status, str) else "unknown"
+        # A call the response never finished (cancelled mid-arguments) will get no output: owe none for it.
+        state.server_calls = {c for c in state.server_calls if c in self._calls and self._calls[c].started}
         self._maybe_continue(response_id)
         if stripped and self.tools.hide_events:
             return {**event, "response": {**response, "output": kept}}
