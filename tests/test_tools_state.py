@@ -191,7 +191,7 @@ def test_errors_answering_the_relays_tool_frames_are_not_the_clients() -> None:
 def test_long_outputs_are_cut_on_a_character_boundary_with_a_note() -> None:
     text = "ж" * 1000  # 2 bytes each
     cut = cap_output(text, 301)
-    assert len(cut.encode()) <= 301 and "[output cut by the relay: 2000 bytes, limit 301]" in cut
+    assert len(cut.encode()) <= 301 and "[output cut by the relay: longer than 301 bytes]" in cut
     assert cap_output("short", 301) == "short"
 
 
@@ -301,3 +301,26 @@ def test_a_call_cut_off_by_a_cancelled_response_is_owed_no_output_and_holds_noth
     done = {"type": "response.done", "response": {"id": "resp_1", "status": "cancelled", "output": []}}
     state.on_server_event(done, "response.done")
     assert state.on_client_event({"type": "response.create"}, "response.create", None).action == "forward"
+
+
+async def test_an_http_handlers_long_body_is_read_only_up_to_the_cap() -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(64):  # 4 MiB in all, far past the cap
+            await response.write(b"y" * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/t", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        http = spec("t", None, kind="http", url=f"http://127.0.0.1:{runner.addresses[0][1]}/t", timeout_seconds=5)
+        outcome = await run_one(ToolSet((http,), max_output_bytes=2000), a_call("t"))
+    finally:
+        await runner.cleanup()
+    assert outcome.result == "ok" and len(outcome.output.encode()) <= 2000
+    assert outcome.output.endswith("[output cut by the relay: longer than 2000 bytes]")

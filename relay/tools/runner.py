@@ -31,7 +31,7 @@ from relay.tools.state import ToolCall, ToolOutcome, error_output
 
 log = structlog.get_logger()
 
-OUTPUT_CUT_NOTE: Final = "\n[output cut by the relay: {size} bytes, limit {limit}]"
+OUTPUT_CUT_NOTE: Final = "\n[output cut by the relay: longer than {limit} bytes]"
 HTTP_ERROR_BODY_CHARS: Final = 300
 
 
@@ -44,7 +44,7 @@ def cap_output(text: str, limit: int) -> str:
     data = text.encode()
     if len(data) <= limit:
         return text
-    note = OUTPUT_CUT_NOTE.format(size=len(data), limit=limit)
+    note = OUTPUT_CUT_NOTE.format(limit=limit)
     head = data[: max(0, limit - len(note.encode()))].decode(errors="ignore")
     return head + note
 
@@ -198,9 +198,7 @@ class SessionTools:
                 text = data.decode(errors="replace")
                 if not 200 <= response.status < 300:
                     raise ToolFailed(f"the tool's server answered HTTP {response.status}: {text[:HTTP_ERROR_BODY_CHARS]}")
-                if len(data) > limit:
-                    text += "\u2026"  # more followed; cap_output adds the note
-                return text
+                return text  # one byte over the cap when more followed: cap_output cuts it and says so
         except aiohttp.ClientError as exc:
             raise ToolFailed(f"the tool's server could not be reached: {type(exc).__name__}: {exc}") from None
 
