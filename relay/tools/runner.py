@@ -105,8 +105,12 @@ class SessionTools:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def start(self, call: ToolCall) -> None:
+        if self._closed:  # the session has ended: nothing new may run (or log) after it
+            log.warning("relay.tool_call_dropped", tool=call.name, call_id=call.call_id, reason="session_closed")
+            return
         task = asyncio.create_task(self._run(call), name=f"{self.session_id}:tool:{call.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -120,6 +124,7 @@ class SessionTools:
 
     async def aclose(self) -> None:
         """Cancel every call still running (each is reported `cancelled`), stop timers, close the HTTP pool."""
+        self._closed = True
         for timer in self._timers:
             timer.cancel()
         tasks = list(self._tasks)
