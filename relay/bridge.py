@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import secrets
 import time
 import traceback
@@ -36,6 +37,9 @@ from relay.eventlog.writer import EventLog, SessionEventLog
 from relay.links.upstream import UpstreamLink, redact_url, upstream_url
 from relay.metrics import RelayMetrics
 from relay.settings import Settings
+from relay.tools.config import load_tools
+from relay.tools.runner import SessionTools
+from relay.tools.state import ToolCall, ToolOutcome
 
 log = structlog.get_logger()
 
@@ -139,6 +143,7 @@ def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
         blocked_client_events=frozenset(settings.blocked_client_events),
         max_item_audio_seconds=settings.max_item_audio_seconds,
         relay_events=relay_events,
+        tools=load_tools(settings),
     )
 
 
@@ -195,6 +200,11 @@ class SessionBridge:
         self._early_frames: deque[ClientFrame] = deque()
         self._pending_receive: asyncio.Task[ClientFrame] | None = None
         self.outcome: SessionOutcome | None = None
+        self._tools = (
+            SessionTools(policy.tools, self.session_id, self._tool_finished, on_metrics=self._count_tool)
+            if policy.tools is not None
+            else None
+        )
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -447,6 +457,8 @@ class SessionBridge:
     async def _finish(self, reason: EndReason, client_code: int | None) -> SessionOutcome:
         if self._pending_receive is not None:
             await self._cancel(self._pending_receive)
+        if self._tools is not None:
+            await self._tools.aclose()  # tools still running are cancelled and recorded as such
         self.core.session_closed()
         upstream_code = await self._close_upstream()
         for timer in self._timers.values():
@@ -510,6 +522,8 @@ class SessionBridge:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._arm_timers()
+        if core.tools is not None and self._tools is not None:
+            self._start_tools()
 
     def _arm_timers(self) -> None:
         for item_id in self.core.to_disarm():
@@ -524,6 +538,26 @@ class SessionBridge:
                 if old is not None:
                     old.cancel()
                 self._timers[item_id] = loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id)
+
+    # ---- server-side tools (relay.tools.runner runs them; relay.tools.state decides) -----------------------
+    def _start_tools(self) -> None:
+        assert self.core.tools is not None and self._tools is not None
+        for call in self.core.tools.to_start():
+            self._tools.start(call)
+        for generation, seconds in self.core.tools.to_arm():
+            self._tools.arm_hold(seconds, functools.partial(self._tool_hold_expired, generation))
+
+    def _tool_finished(self, call: ToolCall, outcome: ToolOutcome) -> None:
+        self.core.tool_call_finished(call, outcome)
+        self._flush()
+
+    def _tool_hold_expired(self, generation: int) -> None:
+        self.core.tool_hold_expired(generation)
+        self._flush()
+
+    def _count_tool(self, name: str, result: str, seconds: float) -> None:
+        if self.env.metrics is not None:
+            self.env.metrics.observe_tool(name, result, seconds)
 
     def _retrieve_timed_out(self, item_id: str) -> None:
         self._timers.pop(item_id, None)

@@ -25,9 +25,35 @@ _KNOWN_TYPES = (
         ev.RELAY_RETRIEVE_FAILED,
         ev.RELAY_CLIENT_ERROR,
         ev.RELAY_SESSION_ENDED,
+        ev.RELAY_TOOL_CALL,
     }
 )
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _Histogram:
+    """Cumulative buckets, count and sum of one unlabelled histogram; rendered as a family at scrape time."""
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, bounds
+        self.buckets = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.buckets[index] += 1
+
+    def family(self) -> HistogramMetricFamily:
+        buckets = [(str(bound), float(count)) for bound, count in zip(self.bounds, self.buckets, strict=True)]
+        buckets.append(("+Inf", float(self.count)))
+        family = HistogramMetricFamily(self.name, self.doc)
+        family.add_metric([], buckets, sum_value=self.sum)
+        return family
 
 
 def type_label(event_type: str | None) -> str:
@@ -43,9 +69,10 @@ class RelayMetrics:
         self.retrieves: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
-        self._connect_buckets = [0] * len(CONNECT_BUCKETS)
-        self._connect_count = 0
-        self._connect_sum = 0.0
+        # Server-side tools: calls by (tool, result) and their durations (docs/tools.md).
+        self.tool_calls: Counter[tuple[str, str]] = Counter()
+        self._tool_seconds = _Histogram("relay_tool_seconds", "Server-side tool handler time.", TOOL_BUCKETS)
+        self._connect = _Histogram("relay_upstream_connect_seconds", "Upstream handshake time.", CONNECT_BUCKETS)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
         # The standard process_* (CPU, memory, open fds) and python_gc_* families every Python exporter has, so
@@ -59,11 +86,12 @@ class RelayMetrics:
             self.bytes[direction] += size
 
     def observe_connect(self, seconds: float) -> None:
-        self._connect_count += 1
-        self._connect_sum += seconds
-        for index, bound in enumerate(CONNECT_BUCKETS):
-            if seconds <= bound:
-                self._connect_buckets[index] += 1
+        self._connect.observe(seconds)
+
+    def observe_tool(self, tool: str, result: str, seconds: float) -> None:
+        """One server-tool call; `tool` is a configured name, so the label set stays bounded."""
+        self.tool_calls[(tool, result)] += 1
+        self._tool_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -80,11 +108,7 @@ class RelayMetrics:
         for direction, value in sorted(self.bytes.items()):
             sizes.add_metric([direction], value)
         yield sizes
-        buckets = [(str(bound), float(count)) for bound, count in zip(CONNECT_BUCKETS, self._connect_buckets, strict=True)]
-        buckets.append(("+Inf", float(self._connect_count)))
-        histogram = HistogramMetricFamily("relay_upstream_connect_seconds", "Upstream handshake time.")
-        histogram.add_metric([], buckets, sum_value=self._connect_sum)
-        yield histogram
+        yield self._connect.family()
         for name, doc, label, counter in (
             ("relay_retrieves", "Relay retrieves by result.", "result", self.retrieves),
             (
@@ -99,6 +123,13 @@ class RelayMetrics:
             for key, value in sorted(counter.items()):
                 family.add_metric([key], value)
             yield family
+        tool_calls = CounterMetricFamily(
+            "relay_tool_calls", "Server-side tool calls by tool and result.", labels=["tool", "result"]
+        )
+        for (tool, result), value in sorted(self.tool_calls.items()):
+            tool_calls.add_metric([tool, result], value)
+        yield tool_calls
+        yield self._tool_seconds.family()
         dropped = CounterMetricFamily("relay_log_dropped", "Event-log records dropped (queue full or disk failing).")
         dropped.add_metric([], self._log_dropped())
         yield dropped

@@ -155,6 +155,15 @@ class Settings:
     strict_config: bool = _setting(
         False, "Unknown TOML keys and RELAY_* environment variables are errors (exit 2) instead of warnings."
     )
+    # --- server-side tools (see docs/tools.md; validated and imported by relay.tools.config at start)
+    tools: tuple[dict[str, Any], ...] = _setting(
+        (), "Server-side tools ([[tools]] tables: name, description, parameters, handler, timeout_seconds, headers)."
+    )
+    server_tool_events: str = _setting(
+        "hide", "hide: clients see nothing of server-tool calls; forward: pass them through.", choices=("hide", "forward")
+    )
+    tool_details_to_client: bool = _setting(False, "relay.tool_call events to clients carry arguments and output.")
+    max_tool_output_bytes: int = _setting(64 * 1024, "Longest tool output sent upstream; longer is cut with a note.", min=256)
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(Settings))
@@ -218,6 +227,8 @@ def _kind(name: str) -> str:
     if hint is str:
         return "str"
     if origin is tuple:
+        if args and typing.get_origin(args[0]) is dict:
+            return "table_list"
         return "secret_list" if args and args[0] is Secret else "str_list"
     if origin is dict:
         return "table"
@@ -242,7 +253,13 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
         return ConfigError(name, source, problem)
 
     if not from_text and isinstance(raw, str) and kind not in ("str", "secret"):
-        expected = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "table": "a table"}
+        expected = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "a boolean (true/false)",
+            "table": "a table",
+            "table_list": "an array of tables",
+        }
         raise bad(f"expected {expected.get(kind, 'a list of strings')}, got the string {raw!r}")
 
     if kind == "bool":
@@ -284,12 +301,16 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
         if kind == "secret_list":
             return tuple(Secret(x) for x in items)
         return tuple(items)
+    if kind in ("table", "table_list") and isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise bad(f"expected {'a JSON object' if kind == 'table' else 'a JSON array of objects'}: {exc}") from None
+    if kind == "table_list":
+        if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+            raise bad("expected an array of tables ([[tools]] in TOML, a JSON array of objects in the environment)")
+        return tuple(raw)
     if kind == "table":
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise bad(f"expected a JSON object: {exc}") from None
         if not isinstance(raw, dict):
             raise bad("expected a table (a JSON object in the environment)")
         return raw
@@ -321,7 +342,7 @@ def _validate(name: str, value: object, source: str) -> None:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=|^\s*\[\s*{re.escape(key)}\s*\]")
+    pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=|^\s*\[{{1,2}}\s*{re.escape(key)}\s*\]")
     for number, line in enumerate(text.splitlines(), start=1):
         if pattern.match(line):
             return number
@@ -416,6 +437,13 @@ def describe(loaded: LoadedSettings) -> str:
             shown = f"[{', '.join('****' for _ in value)}]"
         elif isinstance(value, Secret):
             shown = '"****"'
+        elif name == "tools":
+            # http handlers' headers usually carry credentials: only their names are shown.
+            masked = [
+                {**t, "headers": {k: "****" for k in t["headers"]}} if isinstance(t.get("headers"), dict) else t
+                for t in value
+            ]
+            shown = json.dumps(masked)
         elif isinstance(value, (dict, tuple, bool)):
             shown = json.dumps(list(value) if isinstance(value, tuple) else value)
         else:

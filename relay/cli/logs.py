@@ -252,6 +252,11 @@ def _short(text: str | None, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _printable(text: str) -> str:
+    """Tool names, arguments and outputs come from the model and handlers: no control characters on a terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def render_overview(sessions: list[dict[str, Any]], color: bool = False) -> str:
     """One line per session, before the details, when there are several."""
     st = _Style(color)
@@ -331,6 +336,21 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
                 said,
             ])
         out.extend(_table(rows, right=frozenset({0, 5, 6, 7})))
+
+    if s.get("tool_calls"):
+        out.append("  " + st.bold("Server tool calls"))
+        rows = [["at", "tool", "result", "took", "arguments → output"]]
+        for call in s["tool_calls"]:
+            arguments = call["arguments"] if isinstance(call["arguments"], str) else orjson.dumps(call["arguments"]).decode()
+            output = call["output"] if isinstance(call["output"], str) else str(call["output"])
+            rows.append([
+                f"{call['t_ms'] / 1000:.3f} s",
+                _printable(call["name"] or "?"),
+                call["result"] or "?",
+                _fmt_ms(call["duration_ms"]),
+                _printable(_short(arguments, 40) + " → " + _short(output, 60)),
+            ])
+        out.extend(_table(rows, right=frozenset({0, 3})))
 
     out.append("  " + st.bold("Latency"))
     rows = [["", "n", "p50", "p95", "max"]]

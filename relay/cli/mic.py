@@ -20,6 +20,7 @@ from relay.bridge import EndReason
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic.session import MicResult, TerminalDisplay, choose_devices, run_mic_session
+from relay.tools.config import load_tools
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # switch interval than the default 5 ms keeps a busy event loop from starving it into underruns.
     sys.setswitchinterval(0.002)
     settings, _ = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
+    load_tools(settings, getattr(args, "setting_sources", {}).get("tools", "config"))  # exit 2 naming a bad tool
     try:
         result = asyncio.run(_main(settings, args.duration))
     except DeviceError as exc:

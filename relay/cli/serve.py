@@ -24,6 +24,7 @@ from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
 from relay.server.app import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
 from relay.settings import UPSTREAM_SIM, Settings
+from relay.tools.config import load_tools
 
 NAME = "serve"
 HELP = "run the relay daemon (WebSocket /v1/realtime, REST proxy, page at /)"
@@ -167,4 +168,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "setting_sources", {})
     settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
     check_model(settings)
+    load_tools(settings, sources.get("tools", "config"))  # a tool that does not load: exit 2 before anything starts
     return asyncio.run(serve(settings, fell_back))

@@ -138,6 +138,7 @@ RELAY_CLIENT_ERROR: Final = "relay.client_error"
 RELAY_SESSION_ENDED: Final = "relay.session_ended"
 RELAY_LOG_GAP: Final = "relay.log_gap"
 RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a file name
+RELAY_TOOL_CALL: Final = "relay.tool_call"  # a server-side tool ran (docs/tools.md)
 RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
 RELAY_INTERNAL_ERROR: Final = "relay.internal_error"  # {error, traceback}: a contained relay bug
 

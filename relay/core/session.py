@@ -12,7 +12,8 @@ It owns the few things the relay interprets (CONTRACT C4, C5, C6):
   answers matched by item id in request order, relay answers swallowed, errors matched by event_id;
 - the audio that crossed the relay per item, kept (bounded per item, and process-wide through a shared
   `KeptAudioBudget`) as a fallback when a retrieve has no audio;
-- truncate clamping, pinned session fields, blocked client events, invalid client frames.
+- truncate clamping, pinned session fields, blocked client events, invalid client frames;
+- server-side tools, through the hooks of `relay.tools.state` (docs/tools.md).
 Everything else is forwarded as the raw text it arrived as. Any JSON value may stand in any field of a frame from
 either side: a field of the wrong type is not acted on (the frame is forwarded as it is), except where acting is a
 promise (a pinned `session.update` whose `session` is not an object is answered `invalid_value`); see
@@ -36,6 +37,8 @@ import orjson
 
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudio, KeptAudioBudget
+from relay.tools.config import ToolSet
+from relay.tools.state import RELAY_TOOL_CALL, ToolCall, ToolOutcome, ToolState
 
 MAX_JSON_DEPTH: Final = 512
 ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_text`
@@ -101,6 +104,7 @@ class SessionPolicy:
     blocked_client_events: frozenset[str] = frozenset()
     max_item_audio_seconds: float = 120.0
     relay_events: bool = False
+    tools: ToolSet | None = None  # server-side tools (relay.tools; docs/tools.md)
 
 
 @dataclass(slots=True)
@@ -113,6 +117,7 @@ class LogEntry:
     bytes: int | None = None
     client_event: Any = None
     audio_format: AudioFormat | None = None  # the format audio in `event` is in, for its summary
+    server_event: Any = None  # only on a changed server frame: what arrived
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,7 @@ class RelaySession:
         self._upstream_connected_logged = False
         self.closing = False
         self.counts = {"client": 0, "server": 0, "relay": 0}
+        self.tools = ToolState(policy.tools, relay_events=policy.relay_events) if policy.tools is not None else None
 
     # ---- drains ---------------------------------------------------------------------------------------
     def to_upstream(self) -> list[str]:
@@ -324,8 +330,10 @@ class RelaySession:
     def upstream_connected(self, connect_ms: float) -> None:
         """The upstream handshake completed: send the pinned session, if any, before any client frame."""
         self._connect_ms = connect_ms
-        if self.policy.pinned_session:
+        if self.policy.pinned_session or self.tools is not None:
             session = deep_merge({"type": "realtime"}, self.policy.pinned_session)
+            if self.tools is not None:
+                session = self.tools.merge_tools(session)
             update = {"type": ev.SESSION_UPDATE, "event_id": "relay_pinned_session", "session": session}
             self._send_relay_frame(update)
 
@@ -351,6 +359,10 @@ class RelaySession:
 
     def receive_client_text(self, text: str) -> None:
         if self.closing:
+            return
+        if self.tools is not None and self.tools.holding:
+            self.tools.hold(text)  # behind a held response.create, in order
+            self._drain_tools()  # a hold grown past its bound lets everything go
             return
         event = parse_event(text)
         if event is None:
@@ -387,6 +399,16 @@ class RelaySession:
                         del self._client_retrieves[next(iter(self._client_retrieves))]
         elif kind in (ev.INPUT_AUDIO_BUFFER_CLEAR,):
             self._uncommitted_start_ms = self._appended_ms
+        if self.tools is not None:
+            verdict = self.tools.on_client_event(event, kind, changed)
+            if verdict.action == "reject":
+                self._reject_client(verdict.code, verdict.message, event_id, param=verdict.param)
+                return
+            if verdict.action == "hold":
+                self.tools.hold(text)
+                self._drain_tools()
+                return
+            changed = verdict.event if verdict.event is not None else changed
 
         if self._settle:
             self._settle_items()
@@ -493,11 +515,55 @@ class RelaySession:
             return
         kind = event.get("type")
         fmt = self._observe_server_event(event, kind)
+        if self.tools is not None and self._tool_view(text, event, kind):
+            return
         self._client.append(text)
         self.log(LogEntry("server", kind if isinstance(kind, str) else None, event, bytes=wire_len(text), audio_format=fmt))
         if kind in (ev.CONVERSATION_ITEM_RETRIEVED, ev.ERROR):
             self._retire_client_retrieve(event, kind)
         self._after_forward(event, kind)
+
+    # ---- server-side tools (the rules live in relay.tools.state) -------------------------------------------
+    def _tool_view(self, text: str, event: dict[str, Any], kind: object) -> bool:
+        """Server-tool traffic: True when the event was handled here (hidden, or forwarded changed)."""
+        assert self.tools is not None
+        shown = self.tools.on_server_event(event, kind)
+        if shown is event:
+            self._drain_tools()
+            return False
+        record_type = kind if isinstance(kind, str) else None
+        if shown is None:
+            self.log(LogEntry("relay", record_type, event, bytes=wire_len(text)))
+        else:
+            out = orjson.dumps(shown).decode()
+            self._client.append(out)
+            self.log(LogEntry("server", record_type, shown, bytes=wire_len(out), server_event=event))
+            self._after_forward(shown, kind)
+        self._drain_tools()
+        return True
+
+    def tool_call_finished(self, call: ToolCall, outcome: ToolOutcome) -> None:
+        """The bridge ran a server tool: record it and, unless the session is ending, answer the model."""
+        if self.tools is not None:
+            self.tools.call_finished(call, outcome, send=not self.closing)
+            self._drain_tools()
+
+    def tool_hold_expired(self, generation: int) -> None:
+        if self.tools is not None and not self.closing:
+            self.tools.hold_expired(generation)
+            self._drain_tools()
+
+    def _drain_tools(self) -> None:
+        assert self.tools is not None
+        for frame in self.tools.to_upstream():
+            self._send_relay_frame(frame)
+        for record in self.tools.to_records():
+            self.log_relay(RELAY_TOOL_CALL, record)
+        if not self.closing:
+            for event in self.tools.to_client():
+                self._send_client_event(event)
+        for text in self.tools.to_release():
+            self.receive_client_text(text)
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:
         self._upstream_connected_logged = True

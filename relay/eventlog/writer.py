@@ -109,7 +109,14 @@ def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None
         out = {**out, "delta": audio_summary(delta, fmt)}
     elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
         out = {**out, "delta": len(delta)}
+    if not keep_text and record_type == ev.RELAY_TOOL_CALL:
+        # A tool call's arguments and output are conversation content (docs/tools.md).
+        out = {**out, **{k: _content_len(out[k]) for k in ("arguments", "output") if k in out}}
     return out
+
+
+def _content_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else len(orjson.dumps(value, default=repr))
 
 
 def _ids(event: Any) -> dict[str, str]:
@@ -351,6 +358,8 @@ class EventLog:
         record["event"] = summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text)
         if entry.client_event is not None:
             record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
+        if entry.server_event is not None:
+            record["server_event"] = summarize_event(entry.server_event, entry.type, entry.audio_format, self.keep_text)
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError:
@@ -436,7 +445,10 @@ class SessionEventLog:
         seq = self.next_seq
         self.next_seq += 1
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
-            log.info(entry.type, session_id=self.session_id, **(entry.event if isinstance(entry.event, dict) else {}))
+            fields = entry.event if isinstance(entry.event, dict) else {}
+            if entry.type == ev.RELAY_TOOL_CALL:  # arguments and output are content: log_content decides
+                fields = summarize_event(fields, entry.type, None, self.owner.keep_text)
+            log.info(entry.type, session_id=self.session_id, **fields)
         owner = self.owner
         if not owner.enabled or self._closed:
             return seq

@@ -407,6 +407,7 @@ class SessionAnalyzer:
         self.audio_saved: list[dict[str, Any]] = []
         self.gaps: list[dict[str, Any]] = []
         self.barge_ins = 0
+        self.tool_calls: list[dict[str, Any]] = []
 
     # -- feeding -------------------------------------------------------------------------------------------
 
@@ -446,6 +447,23 @@ class SessionAnalyzer:
     def _on_audio_saved(self, r: LogRecord) -> None:
         keys = ("item_id", "path", "url", "duration_ms", "audio_bytes", "rate", "source")
         self.audio_saved.append({k: r.event.get(k) for k in keys} | {"t_ms": _ms(r.t_ms)})
+
+    def _on_tool_call(self, r: LogRecord) -> None:
+        """A server-side tool ran: what it was asked, what it answered, how long it took (docs/tools.md)."""
+        output = r.event.get("output")
+        if isinstance(output, str) and len(output) > TEXT_KEEP_CHARS:
+            output = output[:TEXT_KEEP_CHARS] + "…"
+        self.tool_calls.append(
+            {
+                "t_ms": _ms(r.t_ms),
+                "name": _str(r.event.get("name")),
+                "call_id": _str(r.event.get("call_id")),
+                "result": _str(r.event.get("result")),
+                "duration_ms": _num(r.event.get("duration_ms")),
+                "arguments": r.event.get("arguments"),
+                "output": output,
+            }
+        )
 
     def _on_retrieve_failed(self, r: LogRecord) -> None:
         item_id = _str(r.event.get("item_id"))
@@ -692,6 +710,7 @@ class SessionAnalyzer:
         ("relay", ev.RELAY_LOG_GAP): _on_log_gap,
         ("relay", ev.RELAY_AUDIO_SAVED): _on_audio_saved,
         ("relay", ev.RELAY_RETRIEVE_FAILED): _on_retrieve_failed,
+        ("relay", ev.RELAY_TOOL_CALL): _on_tool_call,
         ("relay", ev.RELAY_CLIENT_ERROR): _on_client_error,
         ("relay", ev.CONVERSATION_ITEM_RETRIEVE): _on_relay_retrieve,
         ("relay", ev.CONVERSATION_ITEM_RETRIEVED): _on_relay_retrieved,
@@ -805,6 +824,7 @@ class SessionAnalyzer:
                 ],
             },
             "audio_saved": list(self.audio_saved),
+            "tool_calls": list(self.tool_calls),
             "log": {
                 "gaps": list(self.gaps),
                 "dropped": ended.get("log_dropped"),

@@ -4,7 +4,8 @@ Boundary: writes text to a handle it is given; opens no file, reads no log, touc
 has everything inline (CSS, JS, the data as JSON) and loads nothing from anywhere, so it opens from disk.
 
 What the page shows: the session summary (the `--json` object of `relay.inspect.summary`), a turns table, the
-latency percentiles, errors, saved WAVs (linked with paths relative to the page, when the caller found them),
+latency percentiles, errors, server tool calls (arguments, output, duration), saved WAVs (linked with paths
+relative to the page, when the caller found them),
 and a zoomable timeline with one lane per direction (client, server, relay) where every record is a mark;
 hovering a mark names it, clicking shows its full record. Turns are bands above the lanes; the
 speech-end -> first-audio latency of each turn is a bracket labelled with its milliseconds.
@@ -149,6 +150,20 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
             parts.append(f"<tr><td>{e['t_ms'] / 1000:.3f} s</td><td>{_esc(e['kind'])}</td>"
                          f"<td>{_esc(e['code'])}</td><td>{_esc(e['message'] or '')}</td>"
                          f"<td>{_esc(e['event_id'] or e['item_id'] or '')}</td></tr>")
+        parts.append("</table></section>\n")
+
+    if s.get("tool_calls"):
+        # Server-side tools (docs/tools.md): each call with what it was given, what it answered, how long it took.
+        parts.append('<section><h2>Server tool calls</h2><table class="tools"><tr><th>t</th><th>tool</th>'
+                     "<th>result</th><th>duration</th><th>arguments</th><th>output</th></tr>")
+        for c in s["tool_calls"]:
+            arguments = c["arguments"] if isinstance(c["arguments"], str) else orjson.dumps(c["arguments"]).decode()
+            result = _esc(c["result"])
+            if c["result"] != "ok":
+                result = f'<span class="warn">{result}</span>'
+            parts.append(f'<tr data-call="{_esc(c["call_id"])}"><td>{c["t_ms"] / 1000:.3f} s</td>'
+                         f"<td>{_esc(c['name'])}</td><td>{result}</td><td>{_ms(c['duration_ms'])}</td>"
+                         f"<td><code>{_esc(arguments)}</code></td><td><code>{_esc(c['output'])}</code></td></tr>")
         parts.append("</table></section>\n")
 
     if s["audio_saved"]:

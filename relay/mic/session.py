@@ -352,6 +352,9 @@ class MicAgent:
         if kind == ev.RELAY_AUDIO_SAVED:
             self.display.notice(f"saved {event.get('item_id')} ({event.get('duration_ms')} ms)")
             return []
+        if kind == ev.RELAY_TOOL_CALL:  # a server-side tool ran (docs/tools.md)
+            self.display.notice(f"tool {event.get('name')}: {event.get('result')} ({event.get('duration_ms')} ms)")
+            return []
         return []
 
     def _follow_formats(self, event: dict[str, Any]) -> list[str]:

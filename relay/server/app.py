@@ -52,6 +52,7 @@ from relay.links.client import WebSocketClient
 from relay.metrics import RelayMetrics
 from relay.server.auth import TokenAuthority, token_from_request
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
+from relay.tools.config import load_tools
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -477,6 +478,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             detail="no token_secret configured: other replicas cannot verify this process's client tokens",
         )
     simulator_options = embedded_simulator_options(settings)  # a bad knob fails here, before a log is opened
+    load_tools(settings)  # so does a server tool that does not load (exit 2 naming the tool)
     owns_event_log = event_log is None
     if event_log is None:
         event_log = EventLog(

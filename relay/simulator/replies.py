@@ -8,13 +8,16 @@ work and a test can check it. Rules (README documents them):
 - Text turn -> 'You said: "<text>".'; a response on an empty conversation -> `GREETING`; after a
   function_call_output -> 'Tool <name> returned: <output>'. When audio is asked for, such a text is
   "spoken" as one short tone per word (`speak_text`).
-- A user text containing `call <tool_name>` for a configured tool -> a function_call with arguments "{}".
+- A user text containing `call <tool_name>` for a configured tool -> a function_call whose arguments are the
+  JSON object written right after the name (`call get_time {"tz": "UTC"}`), else "{}"; every such `call` in
+  one text is one function_call of the same response, in order.
 - Retrieved audio is peak-normalized to -1 dBFS (`post_process`), so it differs checkably from the deltas.
 Pure functions over bytes and strings; no I/O.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Iterable
@@ -86,11 +89,31 @@ def tool_result_reply(name: str, output: str) -> str:
 
 def find_tool_call(text: str, tools: Iterable[dict[str, Any]]) -> str | None:
     """The tool a user text asks for by the rule `call <tool_name>`, if that tool is configured."""
+    calls = find_tool_calls(text, tools)
+    return calls[0][0] if calls else None
+
+
+def find_tool_calls(text: str, tools: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Every `call <tool_name> [{json}]` of a user text for a configured tool: (name, arguments JSON text)."""
     names = {tool.get("name") for tool in tools}
+    decoder = json.JSONDecoder()
+    calls: list[tuple[str, str]] = []
     for match in _TOOL_CALL.finditer(text):
-        if match.group(1) in names:
-            return match.group(1)
-    return None
+        if match.group(1) not in names:
+            continue
+        start = match.end()
+        while start < len(text) and text[start].isspace():
+            start += 1
+        arguments = "{}"
+        if text.startswith("{", start):
+            try:
+                value, end = decoder.raw_decode(text, start)
+            except ValueError:
+                value, end = None, start
+            if isinstance(value, dict):
+                arguments = text[start:end]
+        calls.append((match.group(1), arguments))
+    return calls
 
 
 def post_process(samples: bytes) -> bytes:

@@ -150,7 +150,7 @@ class _Reply:
     kind: Literal["message", "function_call"]
     text: str = ""
     audio: bytes | None = None  # PCM16 at the output rate
-    tool: str = ""
+    calls: list[tuple[str, str]] = field(default_factory=list)  # function calls: (name, arguments JSON)
 
 
 def _schedule_text(text: str, steps: int) -> list[str]:
@@ -687,15 +687,15 @@ class SimSession:
             return _Reply("message", text, replies.speak_text(text, out_rate) if with_audio else None)
         if last.audio is not None and last.fmt is not None:
             if self.knobs.tool_on_audio and tools:
-                return _Reply("function_call", tool=str(tools[0]["name"]))
+                return _Reply("function_call", calls=[(str(tools[0]["name"]), "{}")])
             heard = next((p.get("transcript") for p in item["content"] if p.get("transcript")), None)
             text = replies.echo_text(heard or replies.describe_speech(last.audio_ms()))
             audio = replies.echo_audio(bytes(last.audio), last.fmt.rate, out_rate) if with_audio else None
             return _Reply("message", text, audio)
         user_text = " ".join(p.get("text") or p.get("transcript") or "" for p in item.get("content", []))
-        tool = replies.find_tool_call(user_text, tools)
-        if tool is not None:
-            return _Reply("function_call", tool=tool)
+        calls = replies.find_tool_calls(user_text, tools)
+        if calls:
+            return _Reply("function_call", calls=calls)
         text = replies.text_reply(user_text)
         return _Reply("message", text, replies.speak_text(text, out_rate) if with_audio else None)
 
@@ -731,7 +731,7 @@ class SimSession:
         resp_id = self._mint("resp")
         item_id = self._mint("item")
         if reply.kind == "function_call":
-            self._function_call_response(resp_id, item_id, reply.tool, modalities, params, in_conversation, input_tokens)
+            self._function_call_response(resp_id, item_id, reply.calls, modalities, params, in_conversation, input_tokens)
             return
         part_type = "output_audio" if with_audio else "output_text"
         item: dict[str, Any] = {
@@ -788,69 +788,62 @@ class SimSession:
         self,
         resp_id: str,
         item_id: str,
-        tool: str,
+        calls: list[tuple[str, str]],
         modalities: list[str],
         params: dict[str, Any],
         in_conversation: bool,
         input_tokens: int,
     ) -> None:
-        call_id = self._mint("call")
-        self._calls[call_id] = tool
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "name": tool,
-            "call_id": call_id,
-            "arguments": "",
-        }
-        resp = _Response(
-            id=resp_id,
-            modalities=modalities,
-            metadata=params.get("metadata"),
-            in_conversation=in_conversation,
-            out_fmt=output_format(self.config),
-            voice=self.config["audio"]["output"]["voice"],
-            text="",
-            audio=None,
-            item=item,
-            stored=StoredItem(item=item),
-            text_chunks=[],
-            input_tokens=input_tokens,
-        )
-        self._emit(ev.RESPONSE_CREATED, response=self._response_object(resp, "in_progress", None, None))
-        self._emit(ev.RESPONSE_OUTPUT_ITEM_ADDED, response_id=resp_id, output_index=0, item=copy.deepcopy(item))
-        previous = self._last_item_id()
-        if in_conversation:
-            self._store(resp.stored)
-            self._item_added(item, previous)
-        arguments = "{}"
-        self._emit(
-            ev.RESPONSE_FUNCTION_CALL_ARGUMENTS_DELTA,
-            response_id=resp_id,
-            item_id=item_id,
-            output_index=0,
-            call_id=call_id,
-            delta=arguments,
-        )
-        self._emit(
-            ev.RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE,
-            response_id=resp_id,
-            item_id=item_id,
-            output_index=0,
-            call_id=call_id,
-            name=tool,
-            arguments=arguments,
-        )
-        item["arguments"] = arguments
-        item["status"] = "completed"
-        if in_conversation:
-            self._item_done(item, previous)
-            self._complete(item)
-        self._emit(ev.RESPONSE_OUTPUT_ITEM_DONE, response_id=resp_id, output_index=0, item=copy.deepcopy(item))
-        resp.output = [copy.deepcopy(item)]
-        usage = self._usage(resp, 0.0, "{}")
+        """One response whose output is a function_call item per (name, arguments), streamed in order."""
+        resp: _Response | None = None
+        outputs: list[dict[str, Any]] = []
+        for index, (tool, arguments) in enumerate(calls):
+            call_id = self._mint("call")
+            self._calls[call_id] = tool
+            item: dict[str, Any] = {
+                "id": item_id if index == 0 else self._mint("item"),
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": tool,
+                "call_id": call_id,
+                "arguments": "",
+            }
+            if resp is None:
+                resp = _Response(
+                    id=resp_id,
+                    modalities=modalities,
+                    metadata=params.get("metadata"),
+                    in_conversation=in_conversation,
+                    out_fmt=output_format(self.config),
+                    voice=self.config["audio"]["output"]["voice"],
+                    text="",
+                    audio=None,
+                    item=item,
+                    stored=StoredItem(item=item),
+                    text_chunks=[],
+                    input_tokens=input_tokens,
+                )
+                self._emit(ev.RESPONSE_CREATED, response=self._response_object(resp, "in_progress", None, None))
+            ids = {"response_id": resp_id, "output_index": index}
+            self._emit(ev.RESPONSE_OUTPUT_ITEM_ADDED, **ids, item=copy.deepcopy(item))
+            previous = self._last_item_id()
+            if in_conversation:
+                self._store(resp.stored if index == 0 else StoredItem(item=item))
+                self._item_added(item, previous)
+            ids = {**ids, "item_id": item["id"], "call_id": call_id}
+            self._emit(ev.RESPONSE_FUNCTION_CALL_ARGUMENTS_DELTA, **ids, delta=arguments)
+            self._emit(ev.RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE, **ids, name=tool, arguments=arguments)
+            item["arguments"] = arguments
+            item["status"] = "completed"
+            if in_conversation:
+                self._item_done(item, previous)
+                self._complete(item)
+            self._emit(ev.RESPONSE_OUTPUT_ITEM_DONE, response_id=resp_id, output_index=index, item=copy.deepcopy(item))
+            outputs.append(copy.deepcopy(item))
+        assert resp is not None
+        resp.output = outputs
+        usage = self._usage(resp, 0.0, "".join(arguments for _, arguments in calls))
         self._emit(ev.RESPONSE_DONE, response=self._response_object(resp, "completed", {"type": "completed"}, usage))
 
     def _usage(self, resp: _Response, audio_ms: float, text: str) -> dict[str, Any]:

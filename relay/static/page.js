@@ -147,6 +147,7 @@ function wire(client) {
   client.addEventListener("client", (e) => logEvent("client", e.detail));
   client.addEventListener("transcript", (e) => renderTranscript(e.detail));
   client.addEventListener("saved", (e) => renderSaved(e.detail));
+  client.addEventListener("relay.tool_call", (e) => renderToolCall(e.detail));
   client.addEventListener("session", (e) => renderSession(e.detail));
   client.addEventListener("failure", (e) => showError(e.detail.kind, e.detail.message));
   client.addEventListener("bargein", (e) => {
@@ -211,6 +212,34 @@ function renderTranscript({ role, itemId, text, done }) {
   }
   li.querySelector(".text").textContent = text;
   li.dataset.done = String(done);
+  li.scrollIntoView({ block: "nearest" });
+}
+
+// ---- server-side tools -------------------------------------------------------------------------------------
+
+// A tool the relay ran for the model (relay.tool_call): name, result and time; arguments and output only when
+// the operator lets clients see them (tool_details_to_client). Text nodes only: the values are not markup.
+function renderToolCall(call) {
+  const li = document.createElement("li");
+  li.className = "turn tool";
+  li.dataset.callId = String(call.call_id ?? "");
+  li.dataset.result = String(call.result ?? "");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = "tool";
+  const body = document.createElement("span");
+  body.className = "text";
+  const ms = typeof call.duration_ms === "number" ? `${Math.round(call.duration_ms)} ms` : "";
+  body.textContent = [String(call.name ?? "?"), String(call.result ?? "?"), ms].filter(Boolean).join(" · ");
+  li.append(who, body);
+  if ("arguments" in call || "output" in call) {
+    const details = document.createElement("code");
+    details.className = "tool-details";
+    const args = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments ?? {});
+    details.textContent = `${args} → ${String(call.output ?? "")}`;
+    li.append(details);
+  }
+  els.transcript.append(li);
   li.scrollIntoView({ block: "nearest" });
 }
 

@@ -20,7 +20,7 @@ JSON_FIELDS = {
     "session_id", "files", "started_at", "ended_at", "duration_s", "upstream_url", "client_model",
     "upstream_session_id", "connect_ms", "ended", "end_reason", "client_close_code", "upstream_close_code",
     "events", "event_types", "turn_count", "barge_in_count", "responses", "turns", "latency_ms", "audio_s",
-    "error_count", "errors", "retrieves", "audio_saved", "log",
+    "error_count", "errors", "retrieves", "audio_saved", "tool_calls", "log",
 }
 TURN_FIELDS = {
     "index", "user_item_ids", "input", "user_transcript", "speech_started_ms", "speech_stopped_ms",

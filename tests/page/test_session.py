@@ -22,6 +22,7 @@ from tests.support.page_fixtures import (
     RelayProcess,
     chromium_args,
     eventually,
+    open_session,
     require_chromium,
     speech_wav,
     start_relay,
@@ -71,10 +72,7 @@ async def turn(relay: RelayProcess, speech: Path) -> AsyncIterator[Turn]:
         state = Turn(page, relay, "", "")
         context.on("request", lambda r: state.requests.append(r.url))
         page.on("pageerror", lambda e: state.errors.append(str(e)))
-        await page.goto(relay.url)
-        await page.wait_for_selector("body[data-ready=true]")
-        await page.click("#connect")
-        await page.wait_for_selector("#status[data-state=open]")
+        await open_session(page, relay.url)
         await page.click("#mic")
         assistant = page.locator("#transcript li.assistant[data-done=true]").first
         await assistant.wait_for()

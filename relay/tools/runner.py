@@ -1,0 +1,212 @@
+"""Running server-side tool handlers for one session: off the event loop, bounded in time and output.
+
+`SessionTools` is the asyncio side of a session's tools, held by the bridge: `start(call)` runs a handler in
+its own task (at most `ToolSet.max_running` at once per session; the others wait their turn), and reports the
+`ToolOutcome` through the `on_finished` callback; `arm_hold` starts a hold timer; `aclose()` at session end
+cancels what still runs (async handlers are cancelled, sync ones abandoned on their thread, their result
+dropped) and reports those calls as `cancelled`.
+Handlers: `python:` ones are called with (arguments, ToolContext); async ones run on the loop, sync ones on a
+daemon thread (an abandoned one never delays the process's exit); `http:` ones get a POST of
+`{name, arguments, call_id, session_id}` and their response body is the output. Errors, timeouts and outputs
+that are not JSON-serializable become `{"error": ...}` outputs, never exceptions. See docs/tools.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+import structlog
+
+from relay.tools.config import ToolSet, ToolSpec
+from relay.tools.context import ToolContext
+from relay.tools.state import ToolCall, ToolOutcome, error_output
+
+log = structlog.get_logger()
+
+OUTPUT_CUT_NOTE: Final = "\n[output cut by the relay: longer than {limit} bytes]"
+HTTP_ERROR_BODY_CHARS: Final = 300
+
+
+class ToolFailed(Exception):
+    """A handler ran but gave nothing usable (an http error status, an unserializable value)."""
+
+
+def cap_output(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` UTF-8 bytes, else its head (cut on a character boundary) and a note."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    note = OUTPUT_CUT_NOTE.format(limit=limit)
+    head = data[: max(0, limit - len(note.encode()))].decode(errors="ignore")
+    return head + note
+
+
+def output_text(value: Any) -> str:
+    """A handler's return value as the output string: a str as is, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ToolFailed(f"the handler returned a value that is not JSON-serializable: {exc}") from None
+
+
+def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run a sync handler on its own daemon thread; the future gets its result (or is simply dropped)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return  # cancelled or timed out: the result is dropped
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # the handler's failure is reported, whatever it is
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name="relay-tool", daemon=True).start()
+    return future
+
+
+class SessionTools:
+    """The handlers of one session's server-tool calls (see the module docstring)."""
+
+    def __init__(
+        self,
+        tools: ToolSet,
+        session_id: str,
+        on_finished: Callable[[ToolCall, ToolOutcome], None],
+        *,
+        on_metrics: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.tools = tools
+        self.session_id = session_id
+        self._on_finished = on_finished
+        self._on_metrics = on_metrics
+        self._slots = asyncio.Semaphore(tools.max_running)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def start(self, call: ToolCall) -> None:
+        if self._closed:  # the session has ended: nothing new may run (or log) after it
+            log.warning("relay.tool_call_dropped", tool=call.name, call_id=call.call_id, reason="session_closed")
+            return
+        task = asyncio.create_task(self._run(call), name=f"{self.session_id}:tool:{call.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def arm_hold(self, seconds: float, on_expired: Callable[[], None]) -> None:
+        self._timers.append(asyncio.get_running_loop().call_later(seconds, on_expired))
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def aclose(self) -> None:
+        """Cancel every call still running (each is reported `cancelled`), stop timers, close the HTTP pool."""
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _run(self, call: ToolCall) -> None:
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                started = time.monotonic()
+                outcome = await self._outcome(call)
+        except asyncio.CancelledError:
+            outcome = ToolOutcome("cancelled", error_output("the session ended while the tool ran"), _ms(started))
+        except Exception as exc:  # a relay bug must not end the session: the model still gets an answer
+            log.exception("relay.tool_runner_failed", tool=call.name, call_id=call.call_id)
+            outcome = ToolOutcome("error", error_output(f"relay error: {type(exc).__name__}"), _ms(started))
+        if self._on_metrics is not None:
+            self._on_metrics(call.name, outcome.result, outcome.duration_ms / 1000.0)
+        self._on_finished(call, outcome)
+
+    async def _outcome(self, call: ToolCall) -> ToolOutcome:
+        started = time.monotonic()
+        limit = self.tools.max_output_bytes
+        spec = self.tools.get(call.name)
+        if spec is None:
+            return ToolOutcome("error", error_output(f"no server tool named {call.name!r}"), 0.0)
+        if call.arguments is None:
+            return ToolOutcome("error", cap_output(error_output(call.problem or "unusable arguments"), limit), 0.0)
+        try:
+            value = await asyncio.wait_for(self._invoke(spec, call), spec.timeout_seconds)
+            output = output_text(value)
+        except TimeoutError:
+            message = f"the tool did not answer within {spec.timeout_seconds:g} s"
+            return ToolOutcome("timeout", error_output(message), _ms(started))
+        except ToolFailed as exc:
+            return ToolOutcome("error", cap_output(error_output(str(exc)), limit), _ms(started))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the handler's exception is the model's to hear about, not a relay failure
+            return ToolOutcome("error", cap_output(error_output(f"{type(exc).__name__}: {exc}"), limit), _ms(started))
+        return ToolOutcome("ok", cap_output(output, limit), _ms(started))
+
+    async def _invoke(self, spec: ToolSpec, call: ToolCall) -> Any:
+        assert call.arguments is not None
+        if spec.kind == "http":
+            return await self._post(spec, call)
+        assert spec.function is not None
+        context = ToolContext(session_id=self.session_id, call_id=call.call_id, tool=call.name)
+        if inspect.iscoroutinefunction(spec.function):
+            return await spec.function(call.arguments, context)
+        result = await _in_daemon_thread(spec.function, call.arguments, context)
+        if inspect.isawaitable(result):  # a sync callable handing back a coroutine: await it here
+            return await result
+        return result
+
+    async def _post(self, spec: ToolSpec, call: ToolCall) -> str:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        body = {"name": call.name, "arguments": call.arguments, "call_id": call.call_id, "session_id": self.session_id}
+        limit = self.tools.max_output_bytes
+        try:
+            async with self._http.post(spec.url, json=body, headers=dict(spec.headers), allow_redirects=False) as response:
+                # Never more than the output cap (plus one byte, to know it was longer) is read.
+                data = await response.content.read(limit + 1)
+                while len(data) <= limit:
+                    more = await response.content.read(limit + 1 - len(data))
+                    if not more:
+                        break
+                    data += more
+                text = data.decode(errors="replace")
+                if not 200 <= response.status < 300:
+                    raise ToolFailed(f"the tool's server answered HTTP {response.status}: {text[:HTTP_ERROR_BODY_CHARS]}")
+                return text  # one byte over the cap when more followed: cap_output cuts it and says so
+        except aiohttp.ClientError as exc:
+            raise ToolFailed(f"the tool's server could not be reached: {type(exc).__name__}: {exc}") from None
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000.0, 3)

@@ -1,0 +1,81 @@
+"""Server-tool handlers for the tool tests, named in `tools` settings as `python:tests.support.tools_handlers:NAME`.
+
+Real handlers, as an operator would write them: each does one thing a test needs (answer, fail, hang, be slow).
+`EVENTS` lets a test see from its own thread or loop what a handler did, without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from relay.tools import ToolContext
+
+SYNC_HANG = threading.Event()  # set by a test to let `hang_sync` return
+STARTED: dict[str, threading.Event] = {}  # call_id -> set when the handler began
+
+
+def _started(context: ToolContext) -> None:
+    STARTED.setdefault(context.call_id, threading.Event()).set()
+
+
+def lookup(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    """Sync: echoes its arguments with the thread it ran on."""
+    return {"found": arguments, "thread": threading.current_thread().name}
+
+
+async def context_of(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    """Async: what the relay told it about the call."""
+    return {"session_id": context.session_id, "call_id": context.call_id, "tool": context.tool, "arguments": arguments}
+
+
+def explode(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise RuntimeError("the order database is down")
+
+
+CANCELLED: set[str] = set()  # call ids whose async handler saw its cancellation
+
+
+async def hang(arguments: dict[str, Any], context: ToolContext) -> str:
+    _started(context)
+    try:
+        await asyncio.Event().wait()  # never set: only a timeout or a cancellation ends it
+    except asyncio.CancelledError:
+        CANCELLED.add(context.call_id)
+        raise
+    return "unreachable"
+
+
+def hang_sync(arguments: dict[str, Any], context: ToolContext) -> str:
+    _started(context)
+    SYNC_HANG.wait(timeout=30)
+    return "late"
+
+
+async def slow(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Answers after `ms` milliseconds (default 300): long enough for a client to act first."""
+    delay = arguments.get("ms", 300)
+    await asyncio.sleep(float(delay) / 1000.0 if isinstance(delay, (int, float)) else 0.3)
+    return "slow done"
+
+
+def not_serializable(arguments: dict[str, Any], context: ToolContext) -> object:
+    return {"when": object()}
+
+
+def big(arguments: dict[str, Any], context: ToolContext) -> str:
+    return "x" * int(arguments.get("n", 100_000))
+
+
+NOT_A_FUNCTION = 42
+
+
+GATE = threading.Event()  # set by a test to let `gated` answer
+
+
+def gated(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Sync: answers once the test opens the gate (so the test decides what happens first)."""
+    _started(context)
+    GATE.wait(timeout=30)
+    return "gate opened"
