@@ -16,6 +16,7 @@ import structlog
 from relay import __version__
 from relay.errors import AudioDeviceError, ConfigError, UsageError
 from relay.logconfig import configure_logging
+from relay.redact import redact_text, register_secret
 from relay.settings import describe, load_settings
 
 COMMANDS: tuple[str, ...] = (
@@ -79,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load_settings(vars(args), config_path=args.config)
     except ConfigError as exc:
-        print(f"realtime-relay: config error: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)
         return 2
+    register_secret(*loaded.secret_values())
     if args.print_config:
         print(describe(loaded))
         return 0
@@ -91,13 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.setting_sources = loaded.sources  # where each setting came from, for commands that care
         code = module.run(args, loaded.settings)
     except (ConfigError, UsageError, AudioDeviceError) as exc:
-        print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay {args.command}: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         structlog.get_logger().exception("relay.command_failed", command=args.command)
-        print(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}"), file=sys.stderr)
         return 1
     return int(code)
 

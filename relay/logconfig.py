@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from relay.redact import RedactingFormatter
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -51,7 +53,8 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    # Secrets never reach the output, whoever logged them (see docs/security.md).
+    handler.setFormatter(RedactingFormatter(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

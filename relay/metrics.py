@@ -43,6 +43,7 @@ class RelayMetrics:
         self.retrieves: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
+        self.connections_closed: Counter[str] = Counter()  # by reason: header_timeout, max_connections
         self._connect_buckets = [0] * len(CONNECT_BUCKETS)
         self._connect_count = 0
         self._connect_sum = 0.0
@@ -90,6 +91,12 @@ class RelayMetrics:
                 self.client_errors,
             ),
             ("relay_closes", "Client sockets closed by close code.", "code", self.closes),
+            (
+                "relay_connections_closed",
+                "Connections the listener closed by reason: header_timeout, max_connections.",
+                "reason",
+                self.connections_closed,
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in sorted(counter.items()):
