@@ -23,7 +23,7 @@ MASK: Final = "****"
 # backslashes of escaped CR/LF, commas, whitespace after the first word).
 _HEADER_RE: Final = re.compile(
     r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|api-key)"
-    r"(['\"]?\s*[:=]\s*b?['\"]?)"
+    r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)"
     r"(?:(bearer|api-key|basic|token)\s+)?"
     r"([^\s'\",\\;]+)"
 )
