@@ -5,7 +5,9 @@ reprs and dicts alike), `Bearer`/`Api-Key` values, the browser subprotocol `open
 relay's own minted tokens, URL userinfo and the values of secret-looking query parameters, plus every exact value
 registered with `register_secret` (static client tokens, the token secret). `RedactingFormatter` applies it to the
 final text of every log record (structlog's and the stdlib loggers' of aiohttp, websockets and asyncio alike,
-tracebacks included), so nothing a library decides to log can carry a token past it.
+tracebacks included), so nothing a library decides to log can carry a token past it. `printable` makes text
+from events (which any upstream or client may have written) safe for a terminal: control characters, which could
+move the cursor, rewrite lines or retitle the window, are shown as visible `\\uXXXX` escapes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import re
 import threading
-from typing import Final
+from typing import Any, Final
 
 MASK: Final = "****"
 
@@ -86,3 +88,23 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(self.inner.format(record))
+
+
+# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and bidi overrides that reorder text.
+_CONTROL_RE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every terminal control character replaced by a visible `\\uXXXX` (valid inside JSON strings too)."""
+    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def printable_data(value: Any) -> Any:
+    """`value` (JSON-like data) with `printable` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable_data(k): printable_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_data(v) for v in value]
+    return value
