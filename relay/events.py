@@ -135,5 +135,7 @@ RELAY_SESSION_ENDED: Final = "relay.session_ended"
 RELAY_LOG_GAP: Final = "relay.log_gap"
 RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a file name
 RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
+# An upstream event whose type starts with `relay.`: dropped, as only the relay speaks relay.* (docs/security.md).
+RELAY_UPSTREAM_EVENT_DROPPED: Final = "relay.upstream_event_dropped"
 
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"
