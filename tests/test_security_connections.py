@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import structlog
 
-from relay.connections import connection_cap
+from relay.connections import AcceptErrorLimiter, connection_cap
 from tests.relay_fixtures import RelayProcess, running_relay_process
 from tests.timing import seconds
 
@@ -114,3 +115,19 @@ async def test_a_connection_flood_past_the_descriptor_limit_is_refused_and_count
     text = b"".join(relay.raw_stdout).decode("utf-8", "replace")
     assert text.count("Traceback") <= 2
     assert len(relay.log_lines) < 100
+
+
+def test_accept_errors_are_logged_at_most_once_a_second() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        others: list[dict[str, object]] = []
+        limiter = AcceptErrorLimiter(lambda _loop, context: others.append(context))
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(10_000):
+                limiter(loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")})
+            limiter(loop, {"message": "something else"})
+        assert [r["event"] for r in logs] == ["relay.accept_failed"]
+        assert limiter.suppressed == 9_999
+        assert others == [{"message": "something else"}]
+    finally:
+        loop.close()
