@@ -31,7 +31,7 @@ REASON_HEADER_TIMEOUT: Final = "header_timeout"
 REASON_MAX_CONNECTIONS: Final = "max_connections"
 # File descriptors kept out of max_connections' reach: event logs, saved audio, upstream sockets, the listener.
 FD_RESERVE_BASE: Final = 32
-FD_RESERVE_PER_SESSION: Final = 4
+FD_RESERVE_PER_SESSION: Final = 3  # upstream socket, event log file, a WAV being written
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -50,7 +50,10 @@ def connection_cap(max_connections: int, nofile: int, max_sessions: int) -> int:
     """max_connections, lowered so that a full house of sockets still leaves descriptors for the sessions' files."""
     if nofile == resource.RLIM_INFINITY or nofile <= 0:
         return max_connections
-    reserve = FD_RESERVE_BASE + FD_RESERVE_PER_SESSION * max_sessions
+    # Each live session holds a few descriptors besides its client socket; no more sessions than descriptors
+    # can exist, so a huge max_sessions does not reserve the whole table.
+    sessions = min(max_sessions, max(0, nofile - FD_RESERVE_BASE) // (FD_RESERVE_PER_SESSION + 1))
+    reserve = FD_RESERVE_BASE + FD_RESERVE_PER_SESSION * sessions
     return max(1, min(max_connections, nofile - reserve))
 
 

@@ -131,3 +131,10 @@ def test_accept_errors_are_logged_at_most_once_a_second() -> None:
         assert others == [{"message": "something else"}]
     finally:
         loop.close()
+
+
+def test_the_connection_cap_leaves_descriptors_for_sessions_but_never_starves_the_listener() -> None:
+    assert connection_cap(1000, HARD_LIMIT, 10) < HARD_LIMIT - 10 * 3
+    assert connection_cap(1000, 65536, 10) == 1000
+    assert connection_cap(1000, 20000, 100_000) == 1000  # a huge max_sessions does not reserve every descriptor
+    assert connection_cap(1000, 16, 10) >= 1
