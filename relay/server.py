@@ -62,7 +62,7 @@ log = structlog.get_logger()
 
 STATIC_DIR = Path(__file__).parent / "static"
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch): no trailing newline slips through
-GRANT: web.RequestKey[Grant | None] = web.RequestKey("relay_grant", object)  # type: ignore[arg-type]
+GRANT: web.RequestKey[Grant] = web.RequestKey("relay_grant", Grant)  # set on token-guarded routes when auth is on
 # `client_secrets` bodies are small JSON objects; a larger one is refused before it is buffered.
 MAX_CLIENT_SECRETS_BODY: Final = 32 * 1024
 
@@ -248,7 +248,8 @@ def requires_auth(handler: Handler, *, minted: bool = True) -> Handler:
         if grant is not None and grant.minted and not minted:
             log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
             return _openai_error(403, "a minted client token cannot use this route", "token_scope")
-        request[GRANT] = grant
+        if grant is not None:
+            request[GRANT] = grant
         return await handler(request)
 
     return guarded
@@ -340,11 +341,6 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
     if grant is not None and grant.session:
         # The session posted to client_secrets is pinned for this token's sessions; the operator's pins win.
         policy = dataclasses.replace(policy, pinned_session=deep_merge(grant.session, policy.pinned_session))
-    if grant is not None:
-        # Per-session files stay readable with the opening token on any replica sharing data_dir.
-        await asyncio.to_thread(
-            access.record_session_opener, Path(settings.data_dir) / "sessions" / session_id, grant.token
-        )
     env = BridgeEnvironment(
         event_log=state.event_log,
         data_dir=Path(settings.data_dir),
@@ -368,6 +364,14 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
             return ws
         state.add_bridge(bridge)
         try:
+            if grant is not None and grant.minted:
+                # Per-session files stay readable with the opening token on any replica sharing data_dir.
+                try:
+                    await asyncio.to_thread(
+                        access.record_session_opener, Path(settings.data_dir) / "sessions" / session_id, grant.token
+                    )
+                except OSError as exc:  # the session goes on; only its files stay closed to the token
+                    log.warning("relay.session_opener_not_recorded", session_id=session_id, error=str(exc))
             await bridge.run()
         finally:
             state.discard_bridge(bridge)
