@@ -8,6 +8,9 @@ a shared one) and checks the settings it needs (token secret, simulator knobs), 
 listens; `cleanup_ctx` starts the embedded simulator (`--upstream sim`) and the REST client session, and on the
 way out asks live sessions to end, closes both, and closes the event log only when it made it. Draining
 (`start_drain`) flips `/readyz` to 503 and turns new upgrades away with 503 + Retry-After while live sessions go on.
+Access (docs/security.md): with auth off on a loopback bind the `relay.access` guard serves only the relay's own
+loopback origin; `requires_auth` admits minted tokens only where they are scoped to (`minted=False` routes refuse
+them), and `may_read_session_files` decides any per-session file route.
 
 I/O: this module serves HTTP/WebSocket on whatever runner the caller starts; it opens upstream sockets only
 through `SessionBridge`, REST connections only through the proxy's pooled session, and reads files only for
