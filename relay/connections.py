@@ -32,6 +32,7 @@ REASON_MAX_CONNECTIONS: Final = "max_connections"
 # File descriptors kept out of max_connections' reach: event logs, saved audio, upstream sockets, the listener.
 FD_RESERVE_BASE: Final = 32
 FD_RESERVE_PER_SESSION: Final = 3  # upstream socket, event log file, a WAV being written
+ACCEPT_BACKLOG: Final = 128
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -46,14 +47,15 @@ def raise_nofile_limit() -> tuple[int, int]:
     return hard, hard
 
 
-def connection_cap(max_connections: int, nofile: int, max_sessions: int) -> int:
-    """max_connections, lowered so that a full house of sockets still leaves descriptors for the sessions' files."""
+def connection_cap(max_connections: int, nofile: int, max_sessions: int, backlog: int = ACCEPT_BACKLOG) -> int:
+    """max_connections, lowered so that a full house of sockets still leaves descriptors for the sessions' files
+    and for one burst of accepts (asyncio accepts up to `backlog` sockets before the first one is counted)."""
     if nofile == resource.RLIM_INFINITY or nofile <= 0:
         return max_connections
     # Each live session holds a few descriptors besides its client socket; no more sessions than descriptors
     # can exist, so a huge max_sessions does not reserve the whole table.
     sessions = min(max_sessions, max(0, nofile - FD_RESERVE_BASE) // (FD_RESERVE_PER_SESSION + 1))
-    reserve = FD_RESERVE_BASE + FD_RESERVE_PER_SESSION * sessions
+    reserve = FD_RESERVE_BASE + FD_RESERVE_PER_SESSION * sessions + backlog
     return max(1, min(max_connections, nofile - reserve))
 
 
@@ -142,7 +144,7 @@ async def start_listener(
     port: int,
     gate: ConnectionGate,
     *,
-    backlog: int = 128,
+    backlog: int = ACCEPT_BACKLOG,
 ) -> asyncio.Server:
     """Listen on host:port with `factory` behind `gate` (the caller closes the server)."""
     loop = asyncio.get_running_loop()
@@ -156,7 +158,8 @@ class AcceptErrorLimiter:
     def __init__(self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None) -> None:
         self._previous = previous
         self._last = -1e9
-        self.suppressed = 0
+        self.suppressed = 0  # failures since the last line
+        self.logged = 0  # lines written
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         message = str(context.get("message", ""))
@@ -171,6 +174,7 @@ class AcceptErrorLimiter:
             self.suppressed += 1
             return
         self._last = now
+        self.logged += 1
         exc = context.get("exception")
         log.error(
             "relay.accept_failed",

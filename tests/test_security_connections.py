@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import structlog
 
 from relay.connections import FD_RESERVE_BASE, AcceptErrorLimiter, connection_cap
 from tests.relay_fixtures import RelayProcess, running_relay_process
@@ -124,12 +123,10 @@ def test_accept_errors_are_logged_at_most_once_a_second() -> None:
     try:
         others: list[dict[str, object]] = []
         limiter = AcceptErrorLimiter(lambda _loop, context: others.append(context))
-        with structlog.testing.capture_logs() as logs:
-            for _ in range(10_000):
-                limiter(loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")})
-            limiter(loop, {"message": "something else"})
-        assert [r["event"] for r in logs] == ["relay.accept_failed"]
-        assert limiter.suppressed == 9_999
+        for _ in range(10_000):
+            limiter(loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")})
+        limiter(loop, {"message": "something else"})
+        assert (limiter.logged, limiter.suppressed) == (1, 9_999)
         assert others == [{"message": "something else"}]
     finally:
         loop.close()

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 
 from relay.commands.history import format_item
@@ -177,15 +176,15 @@ async def spoofing_upstream() -> AsyncIterator[str]:
 async def test_relay_events_from_the_upstream_are_dropped_and_logged(tmp_path: Path) -> None:
     async with spoofing_upstream() as upstream:
         async with running_relay(tmp_path, settings={"upstream": upstream}) as relay, aiohttp.ClientSession() as http:
-            with structlog.testing.capture_logs() as logs:
-                async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
-                    received = []
-                    while (event := await ws.receive_json(timeout=seconds(5)))["type"] != "rate_limits.updated":
-                        received.append(event)
-            assert "https://evil.example/steal" not in json.dumps(received)
-            assert not [e for e in received if e["type"] in ("relay.audio_saved", "relay.session_ended")]
-            dropped = [r for r in logs if r["event"] == "relay.upstream_event_dropped"]
-            assert [r["type"] for r in dropped] == ["relay.audio_saved", "relay.session_ended"]
+            async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+                received = []
+                while (event := await ws.receive_json(timeout=seconds(5)))["type"] != "rate_limits.updated":
+                    received.append(event)
+        (records,) = relay.session_records().values()  # the relay is stopped: every record is on disk
+    assert "https://evil.example/steal" not in json.dumps(received)
+    assert not [e for e in received if e["type"] in ("relay.audio_saved", "relay.session_ended")]
+    dropped = [r["event"]["type"] for r in records if r["type"] == "relay.upstream_event_dropped"]
+    assert dropped == ["relay.audio_saved", "relay.session_ended"]
 
 
 # ---- X-Forwarded-For -------------------------------------------------------------------------------------------
@@ -193,11 +192,11 @@ async def test_relay_events_from_the_upstream_are_dropped_and_logged(tmp_path: P
 
 async def session_remote(tmp_path: Path, settings: dict[str, Any], forwarded_for: str) -> str | None:
     async with running_relay(tmp_path, settings=settings) as relay, aiohttp.ClientSession() as http:
-        with structlog.testing.capture_logs() as logs:
-            async with http.ws_connect(relay.ws_url, headers={"X-Forwarded-For": forwarded_for}) as ws:
-                await ws.receive_json(timeout=seconds(5))
-        (started,) = [r for r in logs if r["event"] == "relay.session_started"]
-        return started["remote"]  # type: ignore[no-any-return]
+        async with http.ws_connect(relay.ws_url, headers={"X-Forwarded-For": forwarded_for}) as ws:
+            await ws.receive_json(timeout=seconds(5))
+    (records,) = relay.session_records().values()
+    (started,) = [r for r in records if r["type"] == "relay.session_started"]
+    return started["event"]["remote"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
