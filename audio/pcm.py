@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import wave
 from pathlib import Path
 
@@ -132,10 +133,13 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
 
 
 def write_wav(path: Path, pcm: bytes, rate: int) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a WAV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (temp file + rename) so a reader never sees half a WAV; 0640 in a 0750 folder, as
+    recordings of conversations are private to the relay's user and group."""
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(wav_bytes(pcm, rate))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "wb") as out:
+        out.write(wav_bytes(pcm, rate))
     tmp.replace(path)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from relay.redact import RedactingFormatter
+
 # Keys whose JSON type is fixed by the event records on the same stream: a daemon record that was given one of
 # them as a field keeps the value under `<key>_field` instead, so no key has two JSON types across stdout.
 EVENT_RECORD_KEYS = ("v", "t_ms", "seq", "dir", "type", "bytes", "client_event", "server_event")
@@ -79,7 +81,8 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final, renderer],
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    # Secrets never reach the output, whoever logged them (see docs/security.md).
+    handler.setFormatter(RedactingFormatter(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -73,6 +73,7 @@ class RelayMetrics:
         self.tool_calls: Counter[tuple[str, str]] = Counter()
         self._tool_seconds = _Histogram("relay_tool_seconds", "Server-side tool handler time.", TOOL_BUCKETS)
         self._connect = _Histogram("relay_upstream_connect_seconds", "Upstream handshake time.", CONNECT_BUCKETS)
+        self.connections_closed: Counter[str] = Counter()  # by reason: header_timeout, max_connections
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
         # The standard process_* (CPU, memory, open fds) and python_gc_* families every Python exporter has, so
@@ -118,6 +119,12 @@ class RelayMetrics:
                 self.client_errors,
             ),
             ("relay_closes", "Client sockets closed by close code.", "code", self.closes),
+            (
+                "relay_connections_closed",
+                "Connections the listener closed by reason: header_timeout, max_connections.",
+                "reason",
+                self.connections_closed,
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in sorted(counter.items()):

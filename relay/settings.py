@@ -23,6 +23,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from relay.errors import ConfigError
+from relay.redact import redact_text
 
 DEFAULT_UPSTREAM: Final = "wss://ai.api.cloud.yandex.net/v1/realtime"
 DEFAULT_MODEL_NAME: Final = "speech-realtime-250923"
@@ -113,7 +114,9 @@ class Settings:
     token_ttl_seconds: int = _setting(
         600, "Default lifetime of minted client tokens; bounds of expires_after.seconds are 10..7200.", min=10, max=7200
     )
-    allowed_origins: tuple[str, ...] = _setting((), "Allowed Origin headers for browser clients (empty: any).")
+    allowed_origins: tuple[str, ...] = _setting(
+        (), "Browser origins allowed besides the relay's own; only these get CORS headers."
+    )
     max_client_message_bytes: int = _setting(16 * MiB, "Largest client frame; larger closes the socket with 1009.", min=1024)
     max_client_backlog_bytes: int = _setting(
         8 * MiB, "Outbound buffer per client; past it the session closes with 1008 client_too_slow.", min=1024
@@ -125,6 +128,24 @@ class Settings:
         "Session fields deep-merged over every client session.update and sent at session start."
     )
     blocked_client_events: tuple[str, ...] = _setting((), "Client event types refused with error event_blocked.")
+    # --- security: connection bounds, token scope, proxies, log size, metrics listener (see docs/security.md)
+    header_timeout_seconds: float = _setting(
+        10.0, "A connection that has not sent a whole request head within this many seconds is closed.", min=0.5, max=600
+    )
+    max_connections: int = _setting(
+        1000, "Open client sockets at once; more are closed as soon as they are accepted (counted).", min=1, max=1000000
+    )
+    token_max_sessions: int = _setting(2, "Sessions one minted client token may have open at once.", min=1, max=100000)
+    forwarded_allow_ips: tuple[str, ...] = _setting(
+        (), "Proxy addresses (IPs or CIDRs) whose X-Forwarded-For names the client; empty: the socket peer is the client."
+    )
+    max_session_log_bytes: int = _setting(
+        256 * MiB, "Size cap of one session's event log; past it records are dropped (relay.log_gap size_limit).", min=4096
+    )
+    metrics_port: int = _setting(
+        0, "Serve /metrics on its own listener at this port (same host) instead of the main one; 0 = main listener.",
+        min=0, max=65535,
+    )
     # --- retrieve-after-done (C5)
     retrieve_after_done: bool = _setting(True, "Retrieve every audio item after it is done and save its post-processed audio.")
     retrieve_timeout_seconds: float = _setting(10.0, "How long to wait for a retrieve's answer.", min=0.1, max=600)
@@ -176,6 +197,16 @@ class LoadedSettings:
     sources: Mapping[str, str]
     # Unknown TOML keys and RELAY_* variables, one message each (errors instead under `strict_config`).
     warnings: tuple[str, ...] = ()
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret setting's raw value, so output redaction can mask them (see docs/security.md)."""
+        found: list[str] = []
+        for name in SETTING_NAMES:
+            value = getattr(self.settings, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, Secret) and item.reveal():
+                    found.append(item.reveal())
+        return tuple(found)
 
 
 # RELAY_* variables that are not settings: the --config twin, and the test suite's own switches.
@@ -448,7 +479,8 @@ def describe(loaded: LoadedSettings) -> str:
             shown = json.dumps(list(value) if isinstance(value, tuple) else value)
         else:
             shown = json.dumps(value)
-        lines.append(f"{name} = {shown}  # {loaded.sources[name]}")
+        # URL userinfo and secret-looking query values never reach the terminal (see docs/security.md).
+        lines.append(redact_text(f"{name} = {shown}  # {loaded.sources[name]}"))
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from relay.history.client import (
     create_http_session,
 )
 from relay.history.models import ConversationItem
+from relay.redact import printable
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 
 NAME: Final = "history"
@@ -150,13 +151,14 @@ def _text_width(out: TextIO) -> int | None:
 
 
 def format_item(item: ConversationItem, *, json_lines: bool, width: int | None) -> str:
-    """One output line, newline included."""
+    """One output line, newline included; text from the API never drives the terminal (see docs/security.md)."""
     if json_lines:
-        return json.dumps(item.raw, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return printable(json.dumps(item.raw, ensure_ascii=False, separators=(",", ":"))) + "\n"
     text = item.text
     # One item per line: newlines and tabs inside the text would break that.
     flat = " ".join(text.split()) if text is not None else ""
-    prefix = f"{item.id}  {item.type or '-'}  {item.role or '-'}"
+    flat = printable(flat)
+    prefix = printable(f"{item.id}  {item.type or '-'}  {item.role or '-'}")
     if not flat:
         return prefix + "\n"
     line = f"{prefix}  {flat}"

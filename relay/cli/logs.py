@@ -25,6 +25,7 @@ import orjson
 
 from relay.inspect.summary import LogPathError, LogSummary, ReadWarnings, session_records, summarize
 from relay.inspect.timeline import write_timeline
+from relay.redact import printable, printable_data
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -84,12 +85,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def print_sessions(result: LogSummary, as_json: bool) -> None:
     if as_json:
         for session in result.sessions:
-            sys.stdout.write(orjson.dumps(session).decode() + "\n")
+            sys.stdout.write(printable(orjson.dumps(session).decode()) + "\n")
     else:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        if len(result.sessions) > 1:
-            sys.stdout.write(render_overview(result.sessions, color) + "\n")
-        for session in result.sessions:
+        # Event text came from clients and upstreams: never let it drive the terminal (see docs/security.md).
+        # (sanitized before rendering, so the relay's own colours stay).
+        sessions = [printable_data(session) for session in result.sessions]
+        if len(sessions) > 1:
+            sys.stdout.write(render_overview(sessions, color) + "\n")
+        for session in sessions:
             sys.stdout.write(render_session(session, color) + "\n")
     sys.stdout.flush()
 

@@ -17,6 +17,7 @@ from relay import __version__
 from relay.credentials import describe_effective
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
+from relay.redact import redact_text, register_secret
 from relay.settings import load_settings
 
 COMMANDS: tuple[str, ...] = (
@@ -98,10 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load_settings(vars(args), config_path=args.config)
     except ConfigError as exc:
-        print(f"realtime-relay: config error: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)
         return 2
     for warning in loaded.warnings:
         print(f"realtime-relay: warning: {warning} (--strict-config makes this an error)", file=sys.stderr)
+    register_secret(*loaded.secret_values())
     if args.print_config:
         try:
             print(describe_effective(loaded, args.command))
@@ -116,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.setting_sources = loaded.sources  # where each setting came from, for commands that care
         code = module.run(args, loaded.settings)
     except (ConfigError, UsageError, AudioDeviceError) as exc:
-        print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay {args.command}: {exc}"), file=sys.stderr)
         return 2
     except StartupError as exc:  # the message says it all; a traceback would bury it
         print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         structlog.get_logger().exception("relay.command_failed", command=args.command)
-        print(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        print(redact_text(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}"), file=sys.stderr)
         return 1
     return int(code)
 

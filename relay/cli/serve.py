@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import errno
 import gc
+import os
 import signal
 from pathlib import Path
 
@@ -19,16 +20,27 @@ import structlog
 from aiohttp import web
 
 from relay.credentials import Credentials, resolve_model, simulator_fallback
-from relay.errors import StartupError
+from relay.errors import ConfigError, StartupError
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
-from relay.server.app import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
+from relay.server import connections
+from relay.server.app import (
+    STATE,
+    check_bind_policy,
+    create_app,
+    create_metrics_app,
+    drain,
+    force_close,
+    is_loopback,
+)
 from relay.settings import UPSTREAM_SIM, Settings
 from relay.tools.config import load_tools
 
 NAME = "serve"
 HELP = "run the relay daemon (WebSocket /v1/realtime, REST proxy, page at /)"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Idle keep-alive connections close after this long (aiohttp's own default is an hour: see docs/security.md).
+KEEPALIVE_TIMEOUT_SECONDS = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +90,14 @@ class StopSignals:
 
 async def serve(settings: Settings, fell_back: bool) -> int:
     check_bind_policy(settings)  # before anything is logged or bound: a refused bind is a config error (exit 2)
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise ConfigError("metrics_port", str(settings.metrics_port), "must differ from port")
     log = structlog.get_logger()
+    # Event logs, saved audio and recordings are private to the relay's user and group: 0640 files, 0750 folders.
+    os.umask(0o027)
+    nofile, _hard = connections.raise_nofile_limit()
+    loop = asyncio.get_running_loop()
+    connections.AcceptErrorLimiter.install(loop)
     if fell_back:
         log.warning(
             "relay.using_simulator",
@@ -92,7 +111,6 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             log.warning("relay.auth_disabled_insecure", host=settings.host, reason="--insecure-no-auth")
 
     # Handlers go in before anything else: a supervisor may signal as soon as the process exists.
-    loop = asyncio.get_running_loop()
     signals = StopSignals()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, signals, signum)
@@ -102,17 +120,30 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             to_stdout=settings.event_log_stdout,
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
+            max_session_bytes=settings.max_session_log_bytes,
         )
         try:
             app = create_app(settings, event_log=event_log)
             tune_garbage_collector()
             signals.app = app
-            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=2.0, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS
+            )
             await runner.setup()
+            state = app[STATE]
+            cap = connections.connection_cap(settings.max_connections, nofile, settings.max_sessions)
+            if cap < settings.max_connections:
+                log.warning("relay.max_connections_lowered", max_connections=cap, nofile_limit=nofile)
+            gate = connections.ConnectionGate(
+                cap, settings.header_timeout_seconds, lambda reason: state.metrics.connections_closed.update((reason,))
+            )
+            listener: asyncio.Server | None = None
+            metrics_runner: web.AppRunner | None = None
             try:
-                site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+                # The runner's protocol factory, behind the connection bounds (see relay.server.connections).
+                assert runner.server is not None  # set by setup()
                 try:
-                    await site.start()
+                    listener = await connections.start_listener(runner.server, settings.host, settings.port, gate)
                 except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:
                         raise
@@ -120,8 +151,12 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                         f"cannot listen on {settings.host}:{settings.port}: the address is already in use (another "
                         "relay still running?); stop it or choose another port with --port (RELAY_PORT)"
                     ) from None
-                port = int(runner.addresses[0][1]) if runner.addresses else settings.port
-                state = app[STATE]
+                port = int(listener.sockets[0].getsockname()[1]) if listener.sockets else settings.port
+                if settings.metrics_port:
+                    metrics_runner = web.AppRunner(create_metrics_app(app), handle_signals=False, access_log=None)
+                    await metrics_runner.setup()
+                    await web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True).start()
+                    log.info("relay.metrics_listening", host=settings.host, port=settings.metrics_port)
                 log.info(
                     "relay.listening",
                     host=settings.host,
@@ -134,6 +169,10 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 await signals.drain_requested.wait()
                 await drain(app, 0.0 if signals.count > 1 else settings.drain_seconds)
             finally:
+                if listener is not None:
+                    listener.close()
+                if metrics_runner is not None:
+                    await metrics_runner.cleanup()
                 await runner.cleanup()
         finally:
             # Every record of every session reaches the disk before the process says it stopped (C6).

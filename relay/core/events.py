@@ -141,5 +141,7 @@ RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a
 RELAY_TOOL_CALL: Final = "relay.tool_call"  # a server-side tool ran (docs/tools.md)
 RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
 RELAY_INTERNAL_ERROR: Final = "relay.internal_error"  # {error, traceback}: a contained relay bug
+# An upstream event whose type starts with `relay.`: dropped, as only the relay speaks relay.* (docs/security.md).
+RELAY_UPSTREAM_EVENT_DROPPED: Final = "relay.upstream_event_dropped"
 
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

@@ -53,7 +53,7 @@ MAX_FINISHED_ITEMS: Final = 64
 MAX_CLIENT_RETRIEVES: Final = 256
 VAD_LAG_MARGIN_MS: Final = 2000.0  # how late a server's speech_started may name an onset, beyond its prefix padding
 # Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved (C5).
-SAFE_ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+SAFE_ITEM_ID_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # fullmatch only: `$` lets "\n" by
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
 
 
@@ -514,6 +514,10 @@ class RelaySession:
             self._handle_relay_answer(event, wire_len(text))
             return
         kind = event.get("type")
+        if isinstance(kind, str) and kind.startswith("relay."):
+            # Only the relay speaks relay.*: a spoofed relay.audio_saved could point a page at another host.
+            self.log_relay(ev.RELAY_UPSTREAM_EVENT_DROPPED, {"type": kind[:128], "bytes": wire_len(text)})
+            return
         fmt = self._observe_server_event(event, kind)
         if self.tools is not None and self._tool_view(text, event, kind):
             return
@@ -707,7 +711,7 @@ class RelaySession:
                 item.has_audio = True
         if item is not None and item.has_audio and not item.retrieve_sent:
             item.retrieve_sent = True
-            if not SAFE_ITEM_ID_RE.match(item.item_id):
+            if not SAFE_ITEM_ID_RE.fullmatch(item.item_id):
                 self._finish(item)
                 self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
                 return
@@ -939,7 +943,7 @@ class RelaySession:
     def _queue_save(self, item: _Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
         self._finish(item)  # the stream copy is no longer needed once the item is saved
-        if not SAFE_ITEM_ID_RE.match(item.item_id):
+        if not SAFE_ITEM_ID_RE.fullmatch(item.item_id):
             return
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
 

@@ -11,6 +11,9 @@ bytes it holds, and holds no parsed event.
 When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
 again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
 fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
+One session's log holds at most `max_session_bytes` (`max_session_log_bytes`): later records are dropped, counted
+and declared by one `relay.log_gap` with reason `size_limit` before `relay.session_ended`, which always gets in.
+Files are created 0640 in 0750 folders.
 
 This module does file I/O (and stdout writes with `event_log_stdout`) on its own thread only.
 """
@@ -186,8 +189,10 @@ class EventLog:
         max_queue_bytes: int = 64 << 20,
         keep_text: bool = True,
         stdout_fd: int = 1,
+        max_session_bytes: int = 256 << 20,
     ) -> None:
         self.log_dir = log_dir
+        self.max_session_bytes = max_session_bytes
         self.to_stdout = to_stdout
         self.max_queue_bytes = max_queue_bytes
         self.keep_text = keep_text
@@ -397,7 +402,7 @@ class _OpenFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self.fd).st_size
 
@@ -434,6 +439,8 @@ class SessionEventLog:
     _drop_end: int | None = None
     _write_gap: tuple[int, int, str] | None = None
     _closed: bool = False
+    logged_bytes: int = 0  # encoded bytes accepted for this session (loop thread)
+    _size_gap: tuple[int, int] | None = None  # seqs dropped past max_session_bytes, declared once
     _close_future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
 
     def path(self, log_dir: Path) -> Path:
@@ -461,6 +468,15 @@ class SessionEventLog:
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
             owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
             return seq
+        if self.logged_bytes + len(line) > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
+            self.enqueue_dropped += 1
+            owner._dropped_enqueue += 1
+            if self._size_gap is None:
+                log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
+            self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
+            return seq
+        self._declare_size_gap()
+        self.logged_bytes += len(line)
         item = _Queued(self, seq, line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             # Room again: declare the gap before this record.
@@ -473,6 +489,11 @@ class SessionEventLog:
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
+
+    def _declare_size_gap(self) -> None:
+        if self._size_gap is not None:
+            self.owner._enqueue_control(_Gap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
+            self._size_gap = None
 
     def _note_write_failure(self, from_seq: int, to_seq: int, reason: str = "write_failed") -> None:
         # Called on the writer thread; the loop thread only reads `dropped`.
@@ -493,6 +514,7 @@ class SessionEventLog:
             if self._drop_start is not None:
                 self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
                 self._drop_start = None
+            self._declare_size_gap()
             self._closed = True
             if self.owner.enabled:
                 self.owner._enqueue_control(_Close(self, self._close_future))

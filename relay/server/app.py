@@ -8,6 +8,9 @@ a shared one) and checks the settings it needs (token secret, simulator knobs), 
 listens; `cleanup_ctx` starts the embedded simulator (`--upstream sim`) and the REST client session, and on the
 way out asks live sessions to end, closes both, and closes the event log only when it made it. Draining
 (`start_drain`) flips `/readyz` to 503 and turns new upgrades away with 503 + Retry-After while live sessions go on.
+Access (docs/security.md): with auth off on a loopback bind the `relay.server.access` guard serves only the relay's own
+loopback origin; `requires_auth` admits minted tokens only where they are scoped to (`minted=False` routes refuse
+them), and `may_read_session_files` decides any per-session file route.
 
 I/O: this module serves HTTP/WebSocket on whatever runner the caller starts; it opens upstream sockets only
 through `SessionBridge`, REST connections only through the proxy's pooled session, and reads files only for
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import re
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import orjson
@@ -43,14 +48,15 @@ from relay.bridge import (
 )
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudioBudget
-from relay.core.session import SAFE_ITEM_ID_RE
+from relay.core.session import SAFE_ITEM_ID_RE, deep_merge
 from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog
 from relay.history.client import create_http_session
 from relay.links.client import WebSocketClient
 from relay.metrics import RelayMetrics
-from relay.server.auth import TokenAuthority, token_from_request
+from relay.server import access
+from relay.server.auth import MIN_SECRET_BYTES, Grant, TokenAuthority, TokenTooLarge, token_from_request
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.tools.config import load_tools
 
@@ -60,7 +66,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # relay/static/
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch): no trailing newline slips through
+GRANT: web.RequestKey[Grant] = web.RequestKey("relay_grant", Grant)  # set on token-guarded routes when auth is on
+# `client_secrets` bodies are small JSON objects; a larger one is refused before it is buffered.
+MAX_CLIENT_SECRETS_BODY: Final = 32 * 1024
 
 
 @dataclass
@@ -78,6 +87,9 @@ class RelayState:
     simulator: Any = None
     simulator_options: SimulatorOptions | None = None  # set when the upstream is the embedded simulator
     owns_event_log: bool = False
+    # Live sessions per minted token (by hash), for token_max_sessions.
+    token_sessions: Counter[str] = field(default_factory=Counter)
+    proxies: tuple[access.Network, ...] = ()
     # Set whenever `bridges` is empty, so shutdown waits on it instead of polling.
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).
@@ -117,7 +129,7 @@ def is_loopback(host: str) -> bool:
 def token_secret(settings: Settings) -> tuple[bytes, bool]:
     """(secret, shared): from token_secret / token_secret_file, else a random per-process one."""
     if settings.token_secret is not None:
-        return settings.token_secret.reveal().encode(), True
+        return _strong_enough("token_secret", "token_secret", settings.token_secret.reveal().encode()), True
     if settings.token_secret_file:
         try:
             value = Path(settings.token_secret_file).read_text(encoding="utf-8").strip()
@@ -125,8 +137,17 @@ def token_secret(settings: Settings) -> tuple[bytes, bool]:
             raise ConfigError("token_secret_file", settings.token_secret_file, f"cannot read: {exc.__class__.__name__}") from None
         if not value:
             raise ConfigError("token_secret_file", settings.token_secret_file, "file is empty")
-        return value.encode(), True
+        return _strong_enough("token_secret_file", settings.token_secret_file, value.encode()), True
     return TokenAuthority.random_secret(), False
+
+
+def _strong_enough(name: str, source: str, secret: bytes) -> bytes:
+    """A short HMAC secret is brute-forced from one token: refuse it (exit 2)."""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            name, source, f"is {len(secret)} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -base64 32`)"
+        )
+    return secret
 
 
 def check_bind_policy(settings: Settings) -> None:
@@ -149,11 +170,17 @@ def _openai_error(status: int, message: str, code: str, error_type: str = "inval
 
 
 def _authorized(request: web.Request) -> bool:
+    return _grant(request) is not False
+
+
+def _grant(request: web.Request) -> Grant | bool | None:
+    """The request's grant; None when auth is off (everyone may); False for a missing or bad token."""
     state = request.app[STATE]
     if not state.auth_required:
-        return True
+        return None
     token = token_from_request(request.headers, _offered_protocols(request))
-    return state.authority.verify(token)
+    grant = state.authority.grant(token)
+    return False if grant is None else grant
 
 
 def _offered_protocols(request: web.Request) -> list[str]:
@@ -181,8 +208,8 @@ def _cors_origin(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is None or not request.path.startswith(_CORS_PREFIXES):
         return None
-    allowed = request.app[STATE].settings.allowed_origins
-    return origin if not allowed or origin in allowed else None
+    # Never by default: a page on another origin is served only when the operator listed that origin.
+    return origin if origin in request.app[STATE].settings.allowed_origins else None
 
 
 @web.middleware
@@ -213,24 +240,72 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
         response.headers["Vary"] = "Origin"
 
 
-def requires_auth(handler: Handler) -> Handler:
+def requires_auth(handler: Handler, *, minted: bool = True) -> Handler:
+    """Guard a route with client auth; `minted=False` admits static tokens only (minted ones are scoped)."""
+
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not _origin_allowed(request):
             log.warning("relay.origin_refused", origin=request.headers.get("Origin"), path=request.path)
             return _openai_error(403, "origin not allowed", "origin_not_allowed")
-        if not _authorized(request):
+        grant = _grant(request)
+        if grant is False:
             # Never log the token itself.
-            log.warning("relay.auth_failed", path=request.path, remote=request.remote)
+            log.warning("relay.auth_failed", path=request.path, remote=client_remote(request))
             return _openai_error(401, "missing or invalid client token", "invalid_api_key")
+        assert grant is not True
+        if grant is not None and grant.minted and not minted:
+            log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
+            return _openai_error(403, "a minted client token cannot use this route", "token_scope")
+        if grant is not None:
+            request[GRANT] = grant
         return await handler(request)
 
     return guarded
+
+
+def client_remote(request: web.Request) -> str | None:
+    """The client's address: the peer, or the X-Forwarded-For hop named by a trusted proxy (forwarded_allow_ips)."""
+    return access.client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), request.app[STATE].proxies
+    )
+
+
+def may_read_session_files(request: web.Request, session_id: str) -> bool:
+    """Whether this request may read a per-session file (saved audio, recordings) of `session_id`.
+
+    Auth off or a static token: yes. A minted token: only for sessions it opened, as recorded in the session
+    folder, so the answer is the same on every replica sharing data_dir. `session_id` must already be checked.
+    """
+    grant = request.get(GRANT)
+    if grant is None or not grant.minted:
+        return True
+    folder = Path(request.app[STATE].settings.data_dir) / "sessions" / session_id
+    return access.session_opener_matches(folder, grant.token)
 
 
 # ---- the realtime socket ----------------------------------------------------------------------------------
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    grant = request.get(GRANT)
+    token_key = access.token_digest(grant.token) if grant is not None and grant.minted else None
+    if token_key is not None:
+        if state.token_sessions[token_key] >= state.settings.token_max_sessions:
+            limit = state.settings.token_max_sessions
+            log.warning("relay.token_sessions_exceeded", remote=client_remote(request), limit=limit)
+            return _openai_error(429, f"this token already has {limit} sessions open", "too_many_sessions")
+        state.token_sessions[token_key] += 1  # held from here, so concurrent upgrades cannot both slip through
+    try:
+        return await _realtime(request, grant)
+    finally:
+        if token_key is not None:
+            state.token_sessions[token_key] -= 1
+            if state.token_sessions[token_key] <= 0:
+                del state.token_sessions[token_key]
+
+
+async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
     if state.draining:
@@ -259,7 +334,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     session_id = new_session_id()
     started_info: dict[str, Any] = {
         "client_model": client_model,
-        "remote": request.remote,
+        "remote": client_remote(request),
         "relay_events": relay_events,
         "user_agent": request.headers.get("User-Agent"),
     }
@@ -274,6 +349,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         )
 
     policy = session_policy(settings, relay_events=relay_events)
+    if grant is not None and grant.session:
+        # The session posted to client_secrets is pinned for this token's sessions; the operator's pins win.
+        policy = dataclasses.replace(policy, pinned_session=deep_merge(grant.session, policy.pinned_session))
     env = BridgeEnvironment(
         event_log=state.event_log,
         data_dir=Path(settings.data_dir),
@@ -298,6 +376,14 @@ async def realtime(request: web.Request) -> web.StreamResponse:
             return ws
         state.add_bridge(bridge)
         try:
+            if grant is not None and grant.minted:
+                # Per-session files stay readable with the opening token on any replica sharing data_dir.
+                try:
+                    await asyncio.to_thread(
+                        access.record_session_opener, Path(settings.data_dir) / "sessions" / session_id, grant.token
+                    )
+                except OSError as exc:  # the session goes on; only its files stay closed to the token
+                    log.warning("relay.session_opener_not_recorded", session_id=session_id, error=str(exc))
             await bridge.run()
         finally:
             state.discard_bridge(bridge)
@@ -321,8 +407,13 @@ async def client_secrets(request: web.Request) -> web.StreamResponse:
         log.warning("relay.auth_failed", path=request.path, remote=request.remote)
         return _openai_error(401, "client_secrets needs a static client token", "invalid_api_key")
     ttl: int | None = None
+    pinned: dict[str, Any] | None = None
     if request.can_read_body:
-        raw = await request.read()
+        if (request.content_length or 0) > MAX_CLIENT_SECRETS_BODY:
+            return _openai_error(413, f"the body is over {MAX_CLIENT_SECRETS_BODY} bytes", "body_too_large")
+        raw = await _read_at_most(request, MAX_CLIENT_SECRETS_BODY)
+        if raw is None:
+            return _openai_error(413, f"the body is over {MAX_CLIENT_SECRETS_BODY} bytes", "body_too_large")
         if raw.strip():
             try:
                 body = orjson.loads(raw)
@@ -336,11 +427,30 @@ async def client_secrets(request: web.Request) -> web.StreamResponse:
                 if not isinstance(seconds, int) or isinstance(seconds, bool):
                     return _openai_error(400, "expires_after.seconds must be an integer", "invalid_value")
                 ttl = seconds
+            session = body.get("session")
+            if session is not None:
+                if not isinstance(session, dict):
+                    return _openai_error(400, "session must be an object", "invalid_value")
+                pinned = session
     try:
-        minted = state.authority.mint(ttl)
+        minted = state.authority.mint(ttl, session=pinned)
+    except TokenTooLarge as exc:
+        return _openai_error(413, str(exc), "token_too_large")
     except ValueError as exc:
         return _openai_error(400, str(exc), "invalid_value")
     return _json(200, {"value": minted.value, "expires_at": minted.expires_at})
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit` bytes (read no further: a chunked body cannot make us buffer it)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+    return b"".join(chunks)
 
 
 async def auth_probe(request: web.Request) -> web.StreamResponse:
@@ -354,8 +464,11 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     item_id = request.match_info["item_id"]
     not_found = _openai_error(404, "no such saved audio", "not_found")
-    if not ID_RE.match(session_id) or not SAFE_ITEM_ID_RE.match(item_id):
+    if not ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
         return not_found
+    if not may_read_session_files(request, session_id):
+        log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
+        return not_found  # the same answer as for a missing file: a token learns nothing of other sessions
     root = (Path(state.settings.data_dir) / "sessions").resolve()
     path = (root / session_id / f"{item_id}.wav").resolve()
     if root not in path.parents or not path.is_file():
@@ -377,6 +490,16 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.StreamResponse:
     body = request.app[STATE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def create_metrics_app(app: web.Application) -> web.Application:
+    """`/metrics` (and the probes) of `app` on an app of their own, for the `metrics_port` listener."""
+    metrics_app = web.Application()
+    metrics_app[STATE] = app[STATE]
+    metrics_app.router.add_get("/metrics", metrics)
+    metrics_app.router.add_get("/healthz", healthz)
+    metrics_app.router.add_get("/readyz", readyz)
+    return metrics_app
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -486,8 +609,13 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             to_stdout=settings.event_log_stdout,
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
+            max_session_bytes=settings.max_session_log_bytes,
         )
     authority = TokenAuthority(settings.client_tokens, secret, default_ttl=settings.token_ttl_seconds)
+    try:
+        proxies = access.parse_networks(settings.forwarded_allow_ips)
+    except ValueError as exc:
+        raise ConfigError("forwarded_allow_ips", ",".join(settings.forwarded_allow_ips), str(exc)) from None
     bridges: set[SessionBridge] = set()
     state = RelayState(
         settings=settings,
@@ -499,8 +627,11 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         bridges=bridges,
         simulator_options=simulator_options,
         owns_event_log=owns_event_log,
+        proxies=proxies,
     )
-    app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[cors])
+    # With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md).
+    guard = [access.loopback_guard(settings.allowed_origins)] if not settings.client_tokens and is_loopback(settings.host) else []
+    app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[*guard, cors])
     app.on_response_prepare.append(_cors_headers)
     app[STATE] = state
     app.cleanup_ctx.append(_resources)
@@ -510,9 +641,11 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_route("*", "/v1/conversations", requires_auth(conversations_proxy))
-    app.router.add_route("*", "/v1/conversations/{tail:.*}", requires_auth(conversations_proxy))
+    if not settings.metrics_port:
+        app.router.add_get("/metrics", metrics)
+    # The REST proxy spends the operator's key on any conversation: static tokens only, never minted ones.
+    app.router.add_route("*", "/v1/conversations", requires_auth(conversations_proxy, minted=False))
+    app.router.add_route("*", "/v1/conversations/{tail:.*}", requires_auth(conversations_proxy, minted=False))
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, show_index=False)

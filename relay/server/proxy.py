@@ -1,11 +1,13 @@
 """The `serve` side's proxy of `/v1/conversations` and everything under it to the REST base (CONTRACT C4, C9).
 
-Boundary: one aiohttp handler body. It forwards the method, the path below `/v1`, the raw query (repeated
+Boundary: one aiohttp handler body. It forwards the method (GET, POST and DELETE only: anything else is 405
+before the operator's key goes anywhere), the path below `/v1`, the raw query (repeated
 `include[]` and all, byte for byte) and the streamed request body to `rest_base`, with the relay's credentials
 in place of the client's; it streams the status, headers and body back. Client authentication happens before
-this (the server mounts it behind the same auth as the WebSocket). Dropped on the way up: hop-by-hop headers,
-`Host`, the client's `Authorization`, `Cookie` and `Proxy-Authorization`; on the way down: hop-by-hop headers
-and `Set-Cookie`. Bodies are not decompressed, so `Content-Encoding` and `Content-Length` stay true. Never
+this (the server mounts it behind the same auth as the WebSocket). On the way up only the headers in
+`FORWARDED_UP` pass (content negotiation, body framing, OpenAI's request metadata); on the way down hop-by-hop
+headers, `Set-Cookie` and the API's own `Access-Control-*` are dropped (the relay decides CORS itself).
+Bodies are not decompressed, so `Content-Encoding` and `Content-Length` stay true. Never
 retries: a client's own retry policy decides. An unreachable REST base -> 502, no answer in time -> 504, both
 with an OpenAI-shaped error body.
 """
@@ -44,6 +46,26 @@ HOP_BY_HOP: Final = frozenset(
 )
 NOT_FORWARDED_UP: Final = HOP_BY_HOP | {"host", "authorization", "cookie", "content-length", "expect"}
 NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"set-cookie"}
+PROXIED_METHODS: Final = frozenset({"GET", "POST", "DELETE"})
+# The client headers that reach the API with the operator's key; everything else stays behind.
+FORWARDED_UP: Final = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-encoding",
+        "user-agent",
+        "idempotency-key",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "x-request-id",
+        "x-client-request-id",
+        "if-match",
+        "if-none-match",
+    }
+)
 # aiohttp would add its own defaults for these when the client sent none; an `Accept-Encoding` the client never
 # sent could make the API compress a body that is then passed through undecoded to a client that cannot read it.
 CLIENT_ONLY_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -60,13 +82,18 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return {token.strip().lower() for value in headers.getall(hdrs.CONNECTION, []) for token in value.split(",") if token.strip()}
 
 
-def _filtered(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+def _filtered(
+    headers: CIMultiDictProxy[str], dropped: frozenset[str], only: frozenset[str] | None = None
+) -> CIMultiDict[str]:
     also = _connection_listed(headers)
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered not in dropped and lowered not in also:
-            kept.add(name, value)
+        if lowered in dropped or lowered in also or (only is not None and lowered not in only):
+            continue
+        if lowered.startswith("access-control-") and only is None:
+            continue  # the API's CORS answer is not the relay's: the relay sends its own for allowed_origins
+        kept.add(name, value)
     return kept
 
 
@@ -101,10 +128,14 @@ async def proxy_conversations(
     client_timeout: aiohttp.ClientTimeout = DEFAULT_PROXY_TIMEOUT,
 ) -> web.StreamResponse:
     """Forward `request` to the REST base with `auth_header` as its only credentials; stream the answer."""
+    if request.method not in PROXIED_METHODS:
+        refused = _error(405, f"{request.method} is not proxied", "method_not_allowed", type_="invalid_request_error")
+        refused.headers["Allow"] = ", ".join(sorted(PROXIED_METHODS))
+        return refused
     target = upstream_url(request, rest_base)
     if target is None:
         return _error(404, f"No such endpoint: {request.path}", "not_found", type_="invalid_request_error")
-    headers = _filtered(request.headers, NOT_FORWARDED_UP)
+    headers = _filtered(request.headers, NOT_FORWARDED_UP, FORWARDED_UP)
     headers.update(auth_header)
     length = request.content_length
     body: aiohttp.StreamReader | None = None

@@ -4,7 +4,7 @@
 // relay-client.js; this file renders its events: status, errors, transcripts, saved items, the event console.
 // `window.relayPage` exposes the current client for debugging and the browser tests.
 
-import { FAILURES, RelayClient, probeAuth, summarizeEvent } from "./relay-client.js";
+import { FAILURES, RelayClient, probeAuth, relayRelativeUrl, summarizeEvent } from "./relay-client.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -268,7 +268,10 @@ async function playSaved(li, url, info) {
   const client = page.client;
   li.dataset.state = "loading";
   try {
-    const blob = await (client ? client.fetchSavedAudio(url) : fetch(url).then((r) => r.blob()));
+    // Same-origin relative URLs only (relayRelativeUrl), whichever path fetches it.
+    const blob = await (client
+      ? client.fetchSavedAudio(url)
+      : fetch(relayRelativeUrl(url, location.href)).then((r) => r.blob()));
     page.audioContext ??= new AudioContext();
     const ctx = page.audioContext;
     const buffer = await ctx.decodeAudioData(await blob.arrayBuffer());

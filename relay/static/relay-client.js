@@ -49,6 +49,19 @@ export class RelayError extends Error {
  * Ask the relay whether `token` is accepted: "ok" (204), "auth_failed" (401) or "relay_down" (no answer).
  * A browser sees a refused WebSocket upgrade only as close 1006, so this is how a page tells them apart.
  */
+/** `url` resolved against the relay's `baseUrl`, only when it is a relative path ("/...", not "//host") that stays
+ *  on the relay's origin; anything else (another host, a scheme, a protocol-relative URL) throws. See
+ *  docs/security.md: saved-audio URLs arrive in events, and the page sends its token with the fetch. */
+export function relayRelativeUrl(url, baseUrl) {
+  if (typeof url !== "string" || !url.startsWith("/") || url.startsWith("//") || url.includes("\\")) {
+    throw new Error("refusing a saved-audio URL that is not a relative path on the relay");
+  }
+  const base = new URL(baseUrl);
+  const target = new URL(url, base);
+  if (target.origin !== base.origin) throw new Error("refusing a saved-audio URL on another origin");
+  return target;
+}
+
 export async function probeAuth(baseUrl, token) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   try {
@@ -561,10 +574,12 @@ export class RelayClient extends EventTarget {
 
   // ---- saved audio --------------------------------------------------------------------------------------
 
-  /** Fetch a saved item's WAV (the `url` of relay.audio_saved) with this client's token; returns a Blob. */
+  /** Fetch a saved item's WAV (the `url` of relay.audio_saved) with this client's token; returns a Blob.
+   *  Only a relative path on the relay itself is fetched: the token never goes to a URL an event names. */
   async fetchSavedAudio(url) {
+    const target = relayRelativeUrl(url, this.baseUrl);
     const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
-    const res = await fetch(new URL(url, this.baseUrl), { headers, cache: "no-store" });
+    const res = await fetch(target, { headers, cache: "no-store" });
     if (!res.ok) throw new Error(`saved audio ${url}: HTTP ${res.status}`);
     return res.blob();
   }

@@ -513,7 +513,7 @@ async def test_a_client_leaving_is_noticed_while_the_upstream_has_stopped_readin
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         key = base64.b64encode(b"0123456789abcdef").decode()
         writer.write(
-            f"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         await reader.readuntil(b"\r\n\r\n")

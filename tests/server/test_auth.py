@@ -19,7 +19,7 @@ from tests.support.relay_fixtures import RunningRelay, running_relay
 from tests.support.timing import seconds
 
 STATIC = "static-token-for-tests"
-SECRET = "shared-hmac-secret-for-replicas"
+SECRET = "shared-hmac-secret-for-replicas-0123456789"
 
 
 async def upgrade_status(
@@ -158,7 +158,7 @@ async def test_token_from_a_replica_with_the_same_secret_file_verifies(tmp_path:
 
 
 async def test_token_from_a_replica_with_another_secret_gets_401(tmp_path: Path, relay: RunningRelay) -> None:
-    async with running_relay(tmp_path / "other", settings={"client_tokens": STATIC, "token_secret": "another"}) as other:
+    async with running_relay(tmp_path / "other", settings={"client_tokens": STATIC, "token_secret": "another-secret-of-at-least-32-bytes!"}) as other:
         _, body = await mint(other)
     assert (await upgrade_status(relay, {"Authorization": f"Bearer {body['value']}"}))[0] == 401
     assert_no_upstream(relay)

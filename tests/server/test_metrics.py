@@ -24,6 +24,7 @@ EXPECTED = {
     "relay_retrieves": ("counter", {"result"}),
     "relay_client_errors": ("counter", {"code"}),
     "relay_closes": ("counter", {"code"}),
+    "relay_connections_closed": ("counter", {"reason"}),
     "relay_log_dropped": ("counter", set()),
 }
 KNOWN_TYPES = ev.CLIENT_EVENT_TYPES | ev.SERVER_EVENT_TYPES | {"other"}

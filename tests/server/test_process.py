@@ -89,7 +89,7 @@ async def test_non_loopback_bind_with_insecure_no_auth_starts_with_a_warning(tmp
 
 
 async def test_non_loopback_bind_with_client_tokens_starts(tmp_path: Path) -> None:
-    env = {"RELAY_CLIENT_TOKENS": "tok-a,tok-b", "RELAY_TOKEN_SECRET": "s"}
+    env = {"RELAY_CLIENT_TOKENS": "tok-a,tok-b", "RELAY_TOKEN_SECRET": "s" * 32}
     async with running_relay_process(tmp_path, args=["--host", "0.0.0.0"], env=env) as relay:
         listening = await relay.wait_for_log("relay.listening")
         assert listening["auth"] is True
@@ -293,7 +293,7 @@ IAM_TOKEN = "t1.test-iam-token-4d2a8b6c"
 ROTATED_IAM_TOKEN = "t1.rotated-iam-token-9e8d7c"
 CLIENT_TOKEN = "client-static-token-51ab"
 WRONG_CLIENT_TOKEN = "wrong-client-token-62cd"
-TOKEN_SECRET = "hmac-secret-for-tests-73ef"
+TOKEN_SECRET = "hmac-secret-for-tests-73ef-0123456789abcdef"
 
 
 async def test_credentials_never_appear_in_logs_metrics_errors_pages_or_responses(tmp_path: Path) -> None:

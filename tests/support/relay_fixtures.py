@@ -276,12 +276,14 @@ async def running_relay_process(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     wait_listening: bool = True,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> AsyncIterator[RelayProcess]:
     """`python -m relay serve --port 0 --log-format json` with files under tmp_path; killed on exit if alive.
 
     `upstream=None` passes no --upstream (the default upstream; without credentials that means the simulator).
 
     `env` is added to a copy of the environment from which every RELAY_* and YANDEX_* variable was removed.
+    `preexec_fn` runs in the child before `serve` starts (e.g. to lower its RLIMIT_NOFILE).
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "YANDEX_"))}
     clean.update(env or {})
@@ -300,7 +302,12 @@ async def running_relay_process(
         *args,
     ]
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean, cwd=str(tmp_path)
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean,
+        cwd=str(tmp_path),
+        preexec_fn=preexec_fn,
     )
     running = RelayProcess(process)
     reader = asyncio.create_task(running._read())
