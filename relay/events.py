@@ -136,4 +136,10 @@ RELAY_LOG_GAP: Final = "relay.log_gap"
 RELAY_AUDIO_NOT_SAVED: Final = "relay.audio_not_saved"  # an item id unfit for a file name
 RELAY_UPSTREAM_BINARY_FRAME: Final = "relay.upstream_binary_frame"  # noted, not forwarded (the protocol is text)
 
+# Upstream resume (docs/resume.md): a dropped upstream is reconnected and the session rebuilt on it.
+RELAY_UPSTREAM_INTERRUPTED: Final = "relay.upstream_interrupted"
+RELAY_UPSTREAM_RESUME_ATTEMPT: Final = "relay.upstream_resume_attempt"
+RELAY_UPSTREAM_RESUMED: Final = "relay.upstream_resumed"
+RELAY_UPSTREAM_RESUME_FAILED: Final = "relay.upstream_resume_failed"
+
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

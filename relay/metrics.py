@@ -43,6 +43,7 @@ class RelayMetrics:
         self.retrieves: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
+        self.resumes: Counter[str] = Counter()  # upstream resumes by result: ok|failed|abandoned (docs/resume.md)
         self._connect_buckets = [0] * len(CONNECT_BUCKETS)
         self._connect_count = 0
         self._connect_sum = 0.0
@@ -90,6 +91,7 @@ class RelayMetrics:
                 self.client_errors,
             ),
             ("relay_closes", "Client sockets closed by close code.", "code", self.closes),
+            ("relay_upstream_resumes", "Upstream resumes after a drop, by result (ok|failed|abandoned).", "result", self.resumes),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in sorted(counter.items()):

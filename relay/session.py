@@ -23,11 +23,14 @@ import copy
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
 
 from relay import events as ev
+
+if TYPE_CHECKING:  # relay.resume builds on this module; the core only holds its objects
+    from relay.resume import GapQueue, Restore, ResumePolicy, ResumeState
 
 MAX_JSON_DEPTH: Final = 512
 VAD_LAG_MARGIN_MS: Final = 2000.0  # how late a server's speech_started may name an onset, beyond its prefix padding
@@ -83,6 +86,7 @@ class SessionPolicy:
     blocked_client_events: frozenset[str] = frozenset()
     max_item_audio_seconds: float = 600.0
     relay_events: bool = False
+    resume: ResumePolicy | None = None  # None: a dropped upstream ends the session (docs/resume.md)
 
 
 @dataclass(slots=True)
@@ -237,6 +241,15 @@ class RelaySession:
         self._upstream_connected_logged = False
         self.closing = False
         self.counts = {"client": 0, "server": 0, "relay": 0}
+        # Upstream resume (docs/resume.md): what a new upstream needs, the client frames held while there is
+        # none, and the rebuild in progress on a new one.
+        self.resume: ResumeState | None = None
+        if policy.resume is not None:
+            from relay.resume import ResumeState  # here: relay.resume imports this module
+
+            self.resume = ResumeState(policy.resume)
+        self._gap: GapQueue | None = None
+        self._restore: Restore | None = None
 
     # ---- drains ---------------------------------------------------------------------------------------
     def to_upstream(self) -> list[str]:
@@ -328,12 +341,20 @@ class RelaySession:
             self._uncommitted_start_ms = self._appended_ms
 
         if changed is None:
-            self._upstream.append(text)
+            if self._gap is None:
+                self._upstream.append(text)
+            else:
+                self._hold_in_gap(text, kind, event)
             self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
         else:
             out = orjson.dumps(changed).decode()
-            self._upstream.append(out)
+            if self._gap is None:
+                self._upstream.append(out)
+            else:
+                self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
+        if self.resume is not None:
+            self.resume.on_client(kind, changed or event, text if changed is None else out, self.input_format)
 
     def _reject_client(self, code: str, message: str, event_id: object) -> None:
         event = error_event(code, message, event_id=event_id)
@@ -387,6 +408,9 @@ class RelaySession:
 
     # ---- upstream -> client ---------------------------------------------------------------------------
     def receive_server_text(self, text: str) -> None:
+        if self._restore is not None:
+            self._restore_answer(text)
+            return
         if self.closing:
             # Answers to pending retrieves are still read while the session winds down; nothing is forwarded.
             event = parse_event(text)
@@ -411,6 +435,8 @@ class RelaySession:
         if kind in (ev.CONVERSATION_ITEM_RETRIEVED, ev.ERROR):
             self._retire_client_retrieve(event, kind)
         self._after_forward(event, kind)
+        if self.resume is not None:
+            self.resume.on_server(kind, event)
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:
         self._upstream_connected_logged = True
@@ -704,3 +730,113 @@ class RelaySession:
         if self.policy.relay_events and not self.closing:
             public: dict[str, Any] = {k: record[k] for k in ("item_id", "url", "duration_ms", "source") if k in record}
             self._send_client_event({"type": ev.RELAY_AUDIO_SAVED, "event_id": f"relay_saved_{record['item_id']}", **public})
+
+    # ---- upstream resume (docs/resume.md) -------------------------------------------------------------
+    # The bridge reconnects; the core tells the client, holds client frames, rebuilds the session on the new
+    # upstream (hiding its answers, logged as `dir: relay`) and then sends what it held.
+
+    def upstream_dropped(self, close_code: int | None, error: str) -> None:
+        """The upstream dropped and a resume begins: forwarding to the client goes on, client frames are held."""
+        assert self.resume is not None
+        self.closing = False
+        self._restore = None
+        number, ended, self._gap = self.resume.dropped()
+        self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
+        if self.policy.relay_events:
+            self._send_client_event(
+                {"type": ev.RELAY_UPSTREAM_INTERRUPTED, "event_id": f"relay_interrupted_{number}", "close_code": close_code}
+            )
+        if ended is not None:
+            text = self._send_client_event(ended)
+            self.log(LogEntry("relay", ev.RESPONSE_DONE, ended, bytes=wire_len(text)))
+
+    def begin_restore(self, attempt: int, connect_ms: float) -> None:
+        """A new upstream is connected: send the effective configuration and the completed items."""
+        assert self.resume is not None
+        self._connect_ms = connect_ms
+        self._restore = self.resume.restore(attempt, self._resume_overlay)
+        for frame in self._restore.first_frames:
+            self._send_relay_frame(frame)
+
+    def _resume_overlay(self, session: dict[str, Any]) -> dict[str, Any]:
+        """What the relay adds to every session it configures (the pins), over the resumed configuration."""
+        return self._pin({"session": session})["session"] if self.policy.pinned_session else session
+
+    @property
+    def restore_finished(self) -> bool:
+        return self._restore is not None and self._restore.done
+
+    def _restore_answer(self, text: str) -> None:
+        """An event of the new upstream while the restore runs: never forwarded, logged as the relay's."""
+        assert self._restore is not None
+        event = parse_event(text)
+        kind = event.get("type") if event is not None else None
+        if event is not None and kind in (ev.SESSION_CREATED, ev.SESSION_UPDATED):
+            self._observe_server_event(event, kind)  # the audio formats in effect on the new upstream
+            if kind == ev.SESSION_CREATED:
+                self._upstream_connected_logged = False
+                self._log_upstream_connected(event)
+        record = event if event is not None else {"invalid_json": True, "text": text[:4096]}
+        self.log(LogEntry("relay", kind if isinstance(kind, str) else None, record, bytes=wire_len(text)))
+        for frame in self._restore.answer(event):
+            self._send_relay_frame(frame)
+
+    def restore_abandoned(self, attempt: int, error: str) -> None:
+        """This attempt failed (no connection, or it dropped or stalled during the restore); held frames stay."""
+        self.closing = False
+        restore, self._restore = self._restore, None
+        record: dict[str, Any] = {"attempt": attempt, "result": "failed", "error": error}
+        if restore is not None:
+            record["items_restored"] = restore.restored
+        self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, record)
+
+    def finish_restore(self, attempt: int, downtime_ms: float) -> None:
+        """The new upstream has the session: send what was held, in order, and tell the client."""
+        assert self.resume is not None and self._restore is not None and self._gap is not None
+        restore, self._restore = self._restore, None
+        gap, self._gap = self._gap, None
+        self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, {"attempt": attempt, "result": "ok"})
+        for frame in gap.drain(self.resume.drops):
+            if isinstance(frame, str):
+                self._upstream.append(frame)  # a client frame of the gap: logged when it arrived
+            else:
+                self._send_relay_frame(frame)
+        self.resume.resumes += 1
+        items_dropped = self.resume.history.dropped + restore.refused
+        record = {
+            "attempt": attempt,
+            "downtime_ms": round(downtime_ms, 3),
+            "items_restored": restore.restored,
+            "items_dropped": items_dropped,
+            "config_refused": restore.config_refused,
+            "frames_dropped": gap.dropped_frames,
+            "audio_dropped_ms": round(gap.dropped_audio_ms, 3),
+        }
+        self.log_relay(ev.RELAY_UPSTREAM_RESUMED, record)
+        if self.policy.relay_events:
+            public = {key: record[key] for key in ("attempt", "downtime_ms", "items_restored", "items_dropped")}
+            self._send_client_event(
+                {"type": ev.RELAY_UPSTREAM_RESUMED, "event_id": f"relay_resumed_{self.resume.drops}", **public}
+            )
+
+    def resume_failed(self, attempts: int, downtime_ms: float, reason: str) -> None:
+        """No new upstream (every attempt failed, or the session ended meanwhile): the held frames are dropped."""
+        self._restore = None
+        gap, self._gap = self._gap, None
+        self.log_relay(
+            ev.RELAY_UPSTREAM_RESUME_FAILED,
+            {
+                "attempts": attempts,
+                "downtime_ms": round(downtime_ms, 3),
+                "reason": reason,
+                "frames_dropped": len(gap.entries) + gap.dropped_frames if gap is not None else 0,
+            },
+        )
+
+    def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any]) -> None:
+        assert self._gap is not None
+        audio_ms: float | None = None
+        if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
+            audio = event.get("audio")
+            audio_ms = self.input_format.ms(b64_decoded_len(audio)) if isinstance(audio, str) else 0.0
+        self._gap.add(text, audio_ms)
