@@ -629,7 +629,8 @@ class SessionBridge:
                 for text in frames:
                     upstream.send(text)
             except UpstreamDisconnected as exc:
-                self._fail(exc)
+                if self._restored is None:  # during a restore, the attempt's own watch of the new link sees it
+                    self._fail(exc)
         metrics = self.env.metrics
         for entry in core.to_log():
             self.log.append(entry)
