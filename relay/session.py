@@ -226,6 +226,10 @@ class RelaySession:
         self._client_retrieves: dict[str, str] = {}
         self._input_chunks: deque[_InputChunk] = deque()
         self._appended_ms = 0.0
+        # Where the upstream's audio time 0 lies on this session's appended-audio timeline: 0 until a resume,
+        # whose new upstream counts from the first append it was sent.
+        self._upstream_audio_origin_ms = 0.0
+        self._resent_input_from_ms: float | None = None  # audio a resume re-sends: kept until it is committed
         self._uncommitted_start_ms = 0.0
         # Server VAD's prefix padding (None: manual turns), and the starts of user items that may still need
         # their audio from the stream: together they say how much appended audio must be kept (`_trim_input`).
@@ -401,6 +405,13 @@ class RelaySession:
             floor = max(floor, self._appended_ms - self._vad_prefix_ms - VAD_LAG_MARGIN_MS)
         if self._unsaved_user_starts:
             floor = min(floor, min(self._unsaved_user_starts.values()))
+        if self._resent_input_from_ms is not None:
+            # After a resume the new upstream detects speech in re-sent audio late (by up to the whole gap):
+            # keep that audio until its first commit.
+            if self._uncommitted_start_ms > self._resent_input_from_ms:
+                self._resent_input_from_ms = None
+            else:
+                floor = min(floor, self._resent_input_from_ms)
         floor = max(floor, self._appended_ms - self.policy.max_item_audio_seconds * 1000.0)
         chunks = self._input_chunks
         while chunks and chunks[0].end_ms <= floor:
@@ -487,7 +498,7 @@ class RelaySession:
             item_id = event.get("item_id")
             if isinstance(item_id, str) and isinstance(start, (int, float)):
                 item = self._item(item_id, "user")
-                item.input_start_ms = float(start)
+                item.input_start_ms = float(start) + self._upstream_audio_origin_ms
                 if not item.saved:
                     self._unsaved_user_starts[item_id] = item.input_start_ms
             return None
@@ -496,7 +507,7 @@ class RelaySession:
             item_id = event.get("item_id")
             if isinstance(item_id, str) and isinstance(end, (int, float)):
                 item = self._item(item_id, "user")
-                item.input_end_ms = float(end)
+                item.input_end_ms = float(end) + self._upstream_audio_origin_ms
             return None
         if kind == ev.INPUT_AUDIO_BUFFER_COMMITTED:
             item_id = event.get("item_id")
@@ -741,6 +752,7 @@ class RelaySession:
         self.closing = False
         self._restore = None
         number, ended, self._gap = self.resume.dropped()
+        self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
         if self.policy.relay_events:
             self._send_client_event(
@@ -796,6 +808,10 @@ class RelaySession:
         restore, self._restore = self._restore, None
         gap, self._gap = self._gap, None
         self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, {"attempt": attempt, "result": "ok"})
+        # What the new upstream hears is the last `gap.audio_ms` of the appended audio (older appends are dropped
+        # first), so its audio time 0 is that far back on this session's timeline.
+        self._upstream_audio_origin_ms = max(0.0, self._appended_ms - gap.audio_ms)
+        self._uncommitted_start_ms = max(self._uncommitted_start_ms, self._upstream_audio_origin_ms)
         for frame in gap.drain(self.resume.drops):
             if isinstance(frame, str):
                 self._upstream.append(frame)  # a client frame of the gap: logged when it arrived

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from audio import pcm as pcmlib
 from relay.simulator import SimulatorOptions, start_simulator
 from tests.relay_fixtures import RunningRelay, running_relay
 from tests.resume_fixtures import DroppingProxy, dropping_proxy
@@ -27,9 +28,13 @@ Event = dict[str, Any]
 
 @asynccontextmanager
 async def relay_behind_proxy(
-    tmp_path: Path, *, settings: Mapping[str, Any] | None = None, sim_speed: float = 0.0
+    tmp_path: Path,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    sim_speed: float = 0.0,
+    sim_knobs: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[tuple[RunningRelay, DroppingProxy]]:
-    sim = await start_simulator(SimulatorOptions(speed=sim_speed))
+    sim = await start_simulator(SimulatorOptions(speed=sim_speed, knobs=dict(sim_knobs or {})))
     try:
         async with dropping_proxy(sim.realtime_url) as proxy:
             async with running_relay(tmp_path, settings={"upstream": proxy.url, **(settings or {})}) as relay:
@@ -160,7 +165,9 @@ async def test_a_drop_while_the_user_is_speaking_sends_the_buffered_audio_to_the
     chunks = [clip.pcm[i : i + chunk] for i in range(0, len(clip.pcm), chunk)]
     speech_start, speech_end = clip.utterances[0]
     middle = int((speech_start + speech_end) / 2 * 50)  # the chunk in the middle of the utterance
-    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+    # Retrieves without audio: the user item is saved from what crossed the relay, which must line up with what
+    # the new upstream heard (its audio time 0 is where the re-sent audio starts).
+    async with relay_behind_proxy(tmp_path, sim_knobs={"retrieve_no_audio": True}) as (relay, proxy):
         async with client(relay) as c:
             for piece in chunks[:middle]:
                 await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(piece).decode()})
@@ -171,6 +178,9 @@ async def test_a_drop_while_the_user_is_speaking_sends_the_buffered_audio_to_the
                 await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(piece).decode()})
             await c.until(lambda e: e["type"] == "conversation.item.input_audio_transcription.completed", timeout=20)
             second = await proxy.connection(1)
+            done = next(e for e in c.events if e["type"] == "conversation.item.input_audio_transcription.completed")
+            started = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_started" and e["item_id"] == done["item_id"])
+            await c.until(lambda e: e["type"] == "relay.audio_saved" and e["item_id"] == started["item_id"])
         log = await session_log(relay)
     transcript = next(e for e in c.events if e["type"] == "conversation.item.input_audio_transcription.completed")["transcript"]
     heard_s = float(transcript.strip("[]").split()[1])
@@ -180,6 +190,11 @@ async def test_a_drop_while_the_user_is_speaking_sends_the_buffered_audio_to_the
     assert resent and appends[: len(resent)] == resent  # the buffered audio first, then the gap's
     assert len(appends) - len(resent) == len(chunks) - middle
     assert sum(1 for r in log if r["dir"] == "relay" and r["type"] == "input_audio_buffer.append") == len(resent)
+    saved = pcmlib.read_wav(relay.data_dir / "sessions" / log[0]["session_id"] / f"{started['item_id']}.wav")[0]
+    stopped = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_stopped" and e["item_id"] == done["item_id"])
+    assert len(saved) == (stopped["audio_end_ms"] - started["audio_start_ms"]) * 48
+    origin_ms = (middle - len(resent)) * 20  # where the re-sent audio starts in what the client appended
+    assert clip.pcm.find(saved) == (origin_ms + started["audio_start_ms"]) * 48
 
 
 async def test_an_upstream_refusing_the_reconnect_ends_with_1014_soon_after_the_last_attempt(tmp_path: Path) -> None:
@@ -204,6 +219,7 @@ async def test_an_upstream_refusing_the_reconnect_ends_with_1014_soon_after_the_
     assert "relay.upstream_resume_failed" in story
     assert log[-1]["event"]["reason"] == "upstream_disconnected" and log[-1]["event"]["resumes"] == 0
     assert relay.state.metrics.resumes["failed"] == 1
+    assert b'relay_upstream_resumes_total{result="failed"} 1.0' in relay.state.metrics.render()
 
 
 async def test_a_normal_close_is_not_resumed(tmp_path: Path) -> None:
@@ -305,10 +321,15 @@ async def test_client_frames_during_the_gap_are_sent_after_the_restore_in_order(
             await (await proxy.connection(0)).drop()
             await c.until(lambda e: e["type"] == "relay.upstream_interrupted")
             await c.send(user_text("said during the gap"))
+            await c.ws.send_str("garbage during the gap")  # answered at once, never held for the new upstream
+            await c.ws.send_bytes(b"\x00")
             await c.send({"type": "response.create", "event_id": "gap_create"})
             reply = [e for e in await c.until(lambda e: e["type"] == "response.done") if e["type"] == "response.done"]
             second = await proxy.connection(1)
     assert reply[-1]["response"]["status"] == "completed"
+    errors = [e["error"]["code"] for e in c.events if e["type"] == "error"]
+    assert errors == ["invalid_json", "binary_not_supported"]
+    assert c.types().index("error") < c.types().index("relay.upstream_resumed")
     sent = [(f["type"], f.get("event_id", "")) for f in second.from_relay]
     restore_end = max(i for i, (_, eid) in enumerate(sent) if eid.startswith("relay_resume"))
     after = [frame for frame in sent[restore_end + 1 :] if not frame[1].startswith("relay_")]  # not its retrieves
