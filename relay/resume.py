@@ -5,8 +5,8 @@ rebuild it on a new one. No I/O, no asyncio, no clock (see docs/resume.md for th
 - `backoff_delays`: the waits before each reconnect attempt (0.5 s, 1 s, 2 s... with +-50% jitter).
 - `EffectiveConfig`: the deep merge of every `session.update` the upstream answered with `session.updated`.
 - `CompactHistory`: the completed items (role, text, call ids), oldest dropped first past a byte cap.
-- `PendingAudio`: the audio appended since the last commit, at most `buffer_seconds` of it.
-- `GapQueue`: client frames that arrive while there is no upstream, in order, within their bounds.
+- `GapQueue`: client frames that arrive while there is no upstream, in order, within their bounds, after the
+  audio appended since the last commit (which the session core keeps anyway, see `RelaySession.uncommitted_audio`).
 - `Restore`: the frames that rebuild a session on a new upstream and the bookkeeping of their answers.
 - `ResumeState`: the above for one session, fed by the session core with what crosses the relay.
 The reconnect loop itself lives in the bridge (relay.bridge); the session core (relay.session) feeds this.
@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
 from relay import events as ev
-from relay.session import AudioFormat, b64_decoded_len, deep_merge
+from relay.session import deep_merge
 
 # A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
 RESUMABLE_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
@@ -228,28 +226,9 @@ class CompactHistory:
 # ---- audio and client frames kept across the gap ---------------------------------------------------------------
 
 
-class PendingAudio:
-    """The `input_audio_buffer.append` frames since the last commit (or clear), at most `max_ms` of audio."""
-
-    def __init__(self, max_ms: float) -> None:
-        self.max_ms = max_ms
-        self.frames: deque[tuple[str, float]] = deque()
-        self.ms = 0.0
-
-    def appended(self, text: str, ms: float) -> None:
-        self.frames.append((text, ms))
-        self.ms += ms
-        while self.frames and self.ms > self.max_ms:
-            self.ms -= self.frames.popleft()[1]
-
-    def committed(self) -> None:
-        self.frames.clear()
-        self.ms = 0.0
-
-
 @dataclass
 class _Queued:
-    text: str
+    text: str  # the client's frame, or for audio from before the drop its base64 audio
     audio_ms: float | None  # None: not an append
     resend: bool  # True: forwarded before the drop, so re-sent as the relay's own frame
 
@@ -269,8 +248,9 @@ class GapQueue:
     dropped_audio_ms: float = 0.0
 
     def seed(self, audio: Iterable[tuple[str, float]]) -> None:
-        for text, ms in audio:
-            self._put(_Queued(text, ms, resend=True))
+        """Audio forwarded before the drop and not committed: (base64 audio, its length in ms), oldest first."""
+        for b64_audio, ms in audio:
+            self._put(_Queued(b64_audio, ms, resend=True))
 
     def add(self, text: str, audio_ms: float | None) -> None:
         self._put(_Queued(text, audio_ms, resend=False))
@@ -317,8 +297,8 @@ class GapQueue:
         for index, entry in enumerate(self.entries):
             if not entry.resend:
                 out.append(entry.text)
-            elif (frame := resent_append(entry.text, number, index)) is not None:
-                out.append(frame)
+            else:
+                out.append(resent_append(entry.text, number, index))
         self.entries.clear()
         self.bytes = 0
         self.audio_ms = 0.0
@@ -433,15 +413,9 @@ def failed_response_done(response_id: str, number: int) -> dict[str, Any]:
     }
 
 
-def resent_append(text: str, number: int, index: int) -> dict[str, Any] | None:
-    """An append forwarded before the drop, re-sent as the relay's own frame (its own `relay_` event_id)."""
-    try:
-        event = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("audio"), str):
-        return None
-    return {"type": ev.INPUT_AUDIO_BUFFER_APPEND, "event_id": f"relay_resume{number}_audio{index}", "audio": event["audio"]}
+def resent_append(b64_audio: str, number: int, index: int) -> dict[str, Any]:
+    """Audio forwarded before the drop, re-sent as the relay's own append (its own `relay_` event_id)."""
+    return {"type": ev.INPUT_AUDIO_BUFFER_APPEND, "event_id": f"relay_resume{number}_audio{index}", "audio": b64_audio}
 
 
 class ResumeState:
@@ -451,20 +425,12 @@ class ResumeState:
         self.policy = policy
         self.config = EffectiveConfig()
         self.history = CompactHistory(policy.history_max_bytes)
-        self.audio = PendingAudio(policy.buffer_seconds * 1000.0)
         self.response_in_flight: str | None = None
         self.drops = 0  # numbers the relay's event ids of each resume
         self.resumes = 0
 
-    def on_client(self, kind: str, event: dict[str, Any], text: str, input_format: AudioFormat) -> None:
-        if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
-            audio = event.get("audio")
-            if isinstance(audio, str):
-                self.audio.appended(text, input_format.ms(b64_decoded_len(audio)))
-        elif kind == ev.SESSION_UPDATE:
-            self.config.sent(event.get("event_id"), event.get("session"))
-        elif kind in (ev.INPUT_AUDIO_BUFFER_COMMIT, ev.INPUT_AUDIO_BUFFER_CLEAR):
-            self.audio.committed()
+    def session_update_sent(self, event: dict[str, Any]) -> None:
+        self.config.sent(event.get("event_id"), event.get("session"))
 
     def on_server(self, kind: object, event: dict[str, Any]) -> None:
         if kind in _IGNORED:
@@ -475,8 +441,6 @@ class ResumeState:
             error = event.get("error")
             if isinstance(error, dict):
                 self.config.refused(error.get("event_id"))
-        elif kind in (ev.INPUT_AUDIO_BUFFER_COMMITTED, ev.INPUT_AUDIO_BUFFER_CLEARED):
-            self.audio.committed()
         elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
             self.history.observe_item(event.get("item"), complete=False)
         elif kind in (ev.CONVERSATION_ITEM_DONE, ev.RESPONSE_OUTPUT_ITEM_DONE):
@@ -492,7 +456,7 @@ class ResumeState:
         elif kind == ev.RESPONSE_DONE:
             self.response_in_flight = None
 
-    def dropped(self) -> tuple[int, dict[str, Any] | None, GapQueue]:
+    def dropped(self, uncommitted_audio: Iterable[tuple[str, float]]) -> tuple[int, dict[str, Any] | None, GapQueue]:
         """The upstream dropped: (this drop's number, the response.done ending a response in flight or None,
         the queue for the gap, seeded with the audio appended since the last commit)."""
         self.drops += 1
@@ -502,7 +466,7 @@ class ResumeState:
             ended = failed_response_done(self.response_in_flight, self.drops)
             self.response_in_flight = None
         gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
-        gap.seed(self.audio.frames)  # still pending after a resume too, until the next commit
+        gap.seed(uncommitted_audio)
         return self.drops, ended, gap
 
     def restore(self, attempt: int, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Restore:

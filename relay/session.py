@@ -357,8 +357,8 @@ class RelaySession:
             else:
                 self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
-        if self.resume is not None:
-            self.resume.on_client(kind, changed or event, text if changed is None else out, self.input_format)
+        if kind == ev.SESSION_UPDATE and self.resume is not None:
+            self.resume.session_update_sent(changed or event)
 
     def _reject_client(self, code: str, message: str, event_id: object) -> None:
         event = error_event(code, message, event_id=event_id)
@@ -391,8 +391,8 @@ class RelaySession:
         n_bytes = b64_decoded_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
         start = self._appended_ms
         self._appended_ms = start + fmt.ms(n_bytes)
-        if not self.policy.retrieve_after_done:
-            return  # nothing will be saved: keep no stream copy
+        if not self.policy.retrieve_after_done and self.resume is None:
+            return  # nothing will be saved or re-sent: keep no stream copy
         self._input_chunks.append(_InputChunk(start, self._appended_ms, audio, fmt.bytes_per_second, fmt.sample_width))
         self._trim_input()
 
@@ -751,7 +751,7 @@ class RelaySession:
         assert self.resume is not None
         self.closing = False
         self._restore = None
-        number, ended, self._gap = self.resume.dropped()
+        number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
         self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
         if self.policy.relay_events:
@@ -848,6 +848,23 @@ class RelaySession:
                 "frames_dropped": len(gap.entries) + gap.dropped_frames if gap is not None else 0,
             },
         )
+
+    def uncommitted_audio(self, max_ms: float) -> list[tuple[str, float]]:
+        """The appended audio no commit has taken yet, at most the last `max_ms` of it (whole appends), as
+        (base64 audio, ms), oldest first. With server VAD only what a speech onset can still reach back to is
+        kept at all (`_trim_input`), so an idle stream costs nothing more than it does for saving."""
+        out: list[tuple[str, float]] = []
+        total = 0.0
+        for chunk in reversed(self._input_chunks):
+            if chunk.end_ms <= self._uncommitted_start_ms:
+                break
+            ms = chunk.end_ms - chunk.start_ms
+            if total + ms > max_ms:
+                break
+            out.append((chunk.audio_b64, ms))
+            total += ms
+        out.reverse()
+        return out
 
     def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any]) -> None:
         assert self._gap is not None

@@ -14,14 +14,13 @@ from relay.resume import (
     CompactHistory,
     EffectiveConfig,
     GapQueue,
-    PendingAudio,
     Restore,
     ResumePolicy,
     ResumeState,
     backoff_delays,
     is_resumable,
 )
-from relay.session import AudioFormat
+from relay.session import RelaySession, SessionPolicy
 from tests.schema_oracle import validate_server_event
 
 
@@ -153,21 +152,28 @@ def test_the_history_stays_under_its_cap_dropping_the_oldest_first(texts: list[s
 # ---- audio and the gap queue -------------------------------------------------------------------------------------
 
 
-@given(st.lists(st.one_of(st.integers(min_value=1, max_value=400), st.just(-1)), max_size=80), st.integers(min_value=0, max_value=3000))
-def test_pending_audio_is_what_came_since_the_last_commit_within_the_bound(steps: list[int], bound_ms: int) -> None:
-    pending = PendingAudio(bound_ms)
+def core_with_resume(**policy: Any) -> RelaySession:
+    core = RelaySession(SessionPolicy(resume=ResumePolicy(**policy)))
+    # Manual turns: nothing but a commit ends the uncommitted buffer (server VAD would also trim idle audio).
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    return core
+
+
+@given(st.lists(st.one_of(st.integers(min_value=1, max_value=400), st.just(-1)), max_size=60), st.integers(min_value=0, max_value=3000))
+def test_the_audio_to_resend_is_what_came_since_the_last_commit_within_the_bound(steps: list[int], bound_ms: int) -> None:
+    core = core_with_resume(buffer_seconds=bound_ms / 1000.0)
     since_commit: list[int] = []
-    for ms in steps:
+    for n, ms in enumerate(steps):
         if ms < 0:
-            pending.committed()
+            core.receive_server_text(json.dumps({"type": "input_audio_buffer.committed", "item_id": f"u{n}"}))
             since_commit = []
         else:
-            pending.appended(f"frame{len(since_commit)}", float(ms))
+            core.receive_client_text(append(ms))
             since_commit.append(ms)
-    kept = [ms for _, ms in pending.frames]
+    kept = [round(ms) for _, ms in core.uncommitted_audio(bound_ms)]
     assert sum(kept) <= bound_ms
     assert kept == since_commit[len(since_commit) - len(kept) :]  # the newest audio, in order
-    if len(kept) < len(since_commit):  # nothing droppable was dropped needlessly
+    if len(kept) < len(since_commit):  # nothing that fits was left out
         assert sum(kept) + since_commit[len(since_commit) - len(kept) - 1] > bound_ms
 
 
@@ -191,12 +197,14 @@ def test_the_gap_queue_keeps_order_and_both_bounds(frames: list[tuple[bool, int,
 
 def test_audio_from_before_the_drop_is_resent_as_the_relays_own_appends_then_the_gap_frames() -> None:
     gap = GapQueue(1 << 20, 5000.0)
-    gap.seed([(append(100, event_id="client_1"), 100.0), ("not json", 100.0)])
+    audio = json.loads(append(100))["audio"]
+    gap.seed([(audio, 100.0)])
     gap.add('{"type":"response.create"}', None)
     out = gap.drain(3)
-    assert isinstance(out[0], dict) and out[0]["event_id"] == "relay_resume3_audio0"
-    assert out[0]["type"] == "input_audio_buffer.append" and out[0]["audio"] == json.loads(append(100))["audio"]
-    assert out[1:] == ['{"type":"response.create"}']  # an unreadable old frame is not re-sent
+    assert out == [
+        {"type": "input_audio_buffer.append", "event_id": "relay_resume3_audio0", "audio": audio},
+        '{"type":"response.create"}',
+    ]
 
 
 # ---- the restore -----------------------------------------------------------------------------------------------
@@ -249,17 +257,12 @@ def test_garbage_from_the_new_upstream_never_breaks_the_restore(events: list[Any
 
 def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> None:
     state = ResumeState(ResumePolicy(buffer_seconds=1.0))
-    fmt = AudioFormat("audio/pcm", 24000)
-    state.on_client("input_audio_buffer.append", json.loads(append(600)), append(600), fmt)
-    state.on_server("input_audio_buffer.committed", {"item_id": "u1"})
-    state.on_client("input_audio_buffer.append", json.loads(append(700)), append(700), fmt)
-    state.on_client("input_audio_buffer.append", json.loads(append(700)), append(700), fmt)
     state.on_server("response.created", {"response": {"id": "resp_1"}})
-    number, ended, gap = state.dropped()
+    number, ended, gap = state.dropped([("AAAA", 700.0), ("AAAA", 700.0)])
     assert number == 1
     assert ended is not None and ended["type"] == "response.done"
     assert ended["response"]["id"] == "resp_1" and ended["response"]["status"] == "failed"
     assert ended["response"]["status_details"]["error"]["code"] == "upstream_interrupted"
     validate_server_event(ended, "openai")  # what SDK clients parse
-    assert gap.audio_ms == 700.0  # one second at most: the last append since the commit
-    assert state.dropped()[1] is None  # nothing in flight any more
+    assert gap.audio_ms == 700.0  # one second at most: the older append makes room
+    assert state.dropped([])[1] is None  # nothing in flight any more
