@@ -403,7 +403,7 @@ class RelaySession:
         floor = self._uncommitted_start_ms
         if self._vad_prefix_ms is not None:
             floor = max(floor, self._appended_ms - self._vad_prefix_ms - VAD_LAG_MARGIN_MS)
-        if self._unsaved_user_starts:
+        if self._unsaved_user_starts and self.policy.retrieve_after_done:  # (else kept only for a resume)
             floor = min(floor, min(self._unsaved_user_starts.values()))
         if self._resent_input_from_ms is not None:
             # After a resume the new upstream detects speech in re-sent audio late (by up to the whole gap):

@@ -266,3 +266,14 @@ def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> No
     validate_server_event(ended, "openai")  # what SDK clients parse
     assert gap.audio_ms == 700.0  # one second at most: the older append makes room
     assert state.dropped([])[1] is None  # nothing in flight any more
+
+
+def test_without_retrieves_the_core_keeps_only_the_audio_a_resume_can_resend() -> None:
+    core = RelaySession(SessionPolicy(retrieve_after_done=False, resume=ResumePolicy()))
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {}}))  # server VAD, 300 ms padding
+    core.receive_server_text(json.dumps({"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}))
+    core.receive_server_text(json.dumps({"type": "input_audio_buffer.committed", "item_id": "u1"}))
+    for _ in range(600):  # a minute of audio after an item that will never be saved
+        core.receive_client_text(append(100))
+    kept = core.uncommitted_audio(60_000)
+    assert sum(ms for _, ms in kept) <= 300 + 2000 + 100  # the VAD's reach back, not the whole minute
