@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from relay import events as ev
 from relay.session import deep_merge
@@ -391,8 +391,9 @@ class Restore:
 RESPONSE_FAILED_CODE: Final = "upstream_interrupted"
 
 
-def failed_response_done(response_id: str, number: int) -> dict[str, Any]:
-    """The relay-made end of a response the dropped upstream never finished (so no client waits forever)."""
+def failed_response_done(response_id: str, number: int, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The relay-made end of a response the dropped upstream never finished (so no client waits forever); its
+    `output` lists the response's messages as `incomplete`, so a client can close what it was playing."""
     return {
         "type": ev.RESPONSE_DONE,
         "event_id": f"relay_resume{number}_response_done",
@@ -408,7 +409,7 @@ def failed_response_done(response_id: str, number: int) -> dict[str, Any]:
                     "message": "the upstream connection dropped during this response; the relay reconnected",
                 },
             },
-            "output": [],
+            "output": output or [],
         },
     }
 
@@ -426,6 +427,7 @@ class ResumeState:
         self.config = EffectiveConfig()
         self.history = CompactHistory(policy.history_max_bytes)
         self.response_in_flight: str | None = None
+        self.response_messages: list[dict[str, Any]] = []  # the response's assistant messages, as `incomplete`
         self.drops = 0  # numbers the relay's event ids of each resume
         self.resumes = 0
 
@@ -442,7 +444,11 @@ class ResumeState:
             if isinstance(error, dict):
                 self.config.refused(error.get("event_id"))
         elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
-            self.history.observe_item(event.get("item"), complete=False)
+            item = event.get("item")
+            self.history.observe_item(item, complete=False)
+            if kind == ev.RESPONSE_OUTPUT_ITEM_ADDED and _is_assistant_message(item):
+                incomplete = {"object": "realtime.item", "type": "message", "role": "assistant", "status": "incomplete"}
+                self.response_messages.append({"id": item["id"], **incomplete, "content": []})
         elif kind in (ev.CONVERSATION_ITEM_DONE, ev.RESPONSE_OUTPUT_ITEM_DONE):
             self.history.observe_item(event.get("item"), complete=True)
         elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED:
@@ -453,8 +459,10 @@ class ResumeState:
             response = event.get("response")
             response_id = response.get("id") if isinstance(response, dict) else None
             self.response_in_flight = response_id if isinstance(response_id, str) else ""
+            self.response_messages = []
         elif kind == ev.RESPONSE_DONE:
             self.response_in_flight = None
+            self.response_messages = []
 
     def dropped(self, uncommitted_audio: Iterable[tuple[str, float]]) -> tuple[int, dict[str, Any] | None, GapQueue]:
         """The upstream dropped: (this drop's number, the response.done ending a response in flight or None,
@@ -463,14 +471,24 @@ class ResumeState:
         self.config.upstream_lost()
         ended = None
         if self.response_in_flight is not None:
-            ended = failed_response_done(self.response_in_flight, self.drops)
+            ended = failed_response_done(self.response_in_flight, self.drops, self.response_messages)
             self.response_in_flight = None
+            self.response_messages = []
         gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
         gap.seed(uncommitted_audio)
         return self.drops, ended, gap
 
     def restore(self, attempt: int, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Restore:
         return Restore(f"{self.drops}_{attempt}", self.config.session(overlay), self.history.restorable())
+
+
+def _is_assistant_message(item: object) -> TypeGuard[dict[str, Any]]:
+    return (
+        isinstance(item, dict)
+        and item.get("type") == "message"
+        and item.get("role") == "assistant"
+        and isinstance(item.get("id"), str)
+    )
 
 
 # Server events the resume state never looks at: the bulk of a session (audio and text deltas).

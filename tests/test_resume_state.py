@@ -258,11 +258,14 @@ def test_garbage_from_the_new_upstream_never_breaks_the_restore(events: list[Any
 def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> None:
     state = ResumeState(ResumePolicy(buffer_seconds=1.0))
     state.on_server("response.created", {"response": {"id": "resp_1"}})
+    item = {"id": "item_a", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    state.on_server("response.output_item.added", {"response_id": "resp_1", "item": item})
     number, ended, gap = state.dropped([("AAAA", 700.0), ("AAAA", 700.0)])
     assert number == 1
     assert ended is not None and ended["type"] == "response.done"
     assert ended["response"]["id"] == "resp_1" and ended["response"]["status"] == "failed"
     assert ended["response"]["status_details"]["error"]["code"] == "upstream_interrupted"
+    assert [(o["id"], o["status"]) for o in ended["response"]["output"]] == [("item_a", "incomplete")]
     validate_server_event(ended, "openai")  # what SDK clients parse
     assert gap.audio_ms == 700.0  # one second at most: the older append makes room
     assert state.dropped([])[1] is None  # nothing in flight any more
