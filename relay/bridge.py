@@ -447,9 +447,12 @@ class SessionBridge:
                 target.url, target.headers, open_timeout=target.connect_timeout, backlog_limit=UPSTREAM_BACKLOG_LIMIT_BYTES
             )
         )
-        await asyncio.wait({connect, *ends}, return_when=asyncio.FIRST_COMPLETED)
-        if not connect.done():
-            await self._cancel(connect)
+        try:
+            await asyncio.wait({connect, *ends}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not connect.done():  # the session is ending (or this task is cancelled): no socket for nobody
+                await self._cancel(connect)
+        if connect.cancelled():
             return None
         if connect.exception() is not None:
             error = connect.exception()
