@@ -52,6 +52,13 @@ class ResumePolicy:
 # ---- the effective configuration ----------------------------------------------------------------------------
 
 
+@dataclass
+class _Update:
+    event_id: object
+    session: dict[str, Any]
+    text: str  # the frame as the upstream got it, to send again if it is lost unanswered
+
+
 class EffectiveConfig:
     """`session.update`s in flight, answered in order: a `session.updated` accepts the oldest one (its session is
     merged in); an `error` naming one's event_id refuses it. A second `session.updated` for one update (seen live)
@@ -59,28 +66,29 @@ class EffectiveConfig:
 
     def __init__(self) -> None:
         self.accepted: dict[str, Any] = {}
-        self._in_flight: deque[tuple[object, dict[str, Any]]] = deque()
+        self._in_flight: deque[_Update] = deque()
 
-    def sent(self, event_id: object, session: object) -> None:
+    def sent(self, event_id: object, session: object, text: str) -> None:
         # A non-object session still takes its place in line: the upstream answers it too.
-        self._in_flight.append((event_id, session if isinstance(session, dict) else {}))
+        self._in_flight.append(_Update(event_id, session if isinstance(session, dict) else {}, text))
 
     def updated(self) -> None:
         if self._in_flight:
-            _, session = self._in_flight.popleft()
-            self.accepted = deep_merge(self.accepted, session)
+            update = self._in_flight.popleft()
+            self.accepted = deep_merge(self.accepted, update.session)
 
     def refused(self, event_id: object) -> None:
         if not isinstance(event_id, str):
             return
-        for entry in self._in_flight:
-            if entry[0] == event_id:
-                self._in_flight.remove(entry)
+        for update in self._in_flight:
+            if update.event_id == event_id:
+                self._in_flight.remove(update)
                 return
 
-    def upstream_lost(self) -> None:
-        """Updates the lost upstream never answered were not accepted."""
-        self._in_flight.clear()
+    def upstream_lost(self) -> list[str]:
+        """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
+        restore, so the client gets its answer), and stay in line for the new upstream's answers."""
+        return [update.text for update in self._in_flight]
 
     def session(self, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
         """What a new upstream is sent: the accepted merge, with the operator's overlay (pins, server tools) on top."""
@@ -431,8 +439,8 @@ class ResumeState:
         self.drops = 0  # numbers the relay's event ids of each resume
         self.resumes = 0
 
-    def session_update_sent(self, event: dict[str, Any]) -> None:
-        self.config.sent(event.get("event_id"), event.get("session"))
+    def session_update_sent(self, event: dict[str, Any], text: str) -> None:
+        self.config.sent(event.get("event_id"), event.get("session"), text)
 
     def on_server(self, kind: object, event: dict[str, Any]) -> None:
         if kind in _IGNORED:
@@ -468,13 +476,15 @@ class ResumeState:
         """The upstream dropped: (this drop's number, the response.done ending a response in flight or None,
         the queue for the gap, seeded with the audio appended since the last commit)."""
         self.drops += 1
-        self.config.upstream_lost()
+        unanswered = self.config.upstream_lost()
         ended = None
         if self.response_in_flight is not None:
             ended = failed_response_done(self.response_in_flight, self.drops, self.response_messages)
             self.response_in_flight = None
             self.response_messages = []
         gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
+        for text in unanswered:
+            gap.add(text, None)
         gap.seed(uncommitted_audio)
         return self.drops, ended, gap
 

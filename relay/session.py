@@ -358,7 +358,7 @@ class RelaySession:
                 self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
         if kind == ev.SESSION_UPDATE and self.resume is not None:
-            self.resume.session_update_sent(changed or event)
+            self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
 
     def _reject_client(self, code: str, message: str, event_id: object) -> None:
         event = error_event(code, message, event_id=event_id)
@@ -771,8 +771,10 @@ class RelaySession:
             self._send_relay_frame(frame)
 
     def _resume_overlay(self, session: dict[str, Any]) -> dict[str, Any]:
-        """What the relay adds to every session it configures (the pins), over the resumed configuration."""
-        return self._pin({"session": session})["session"] if self.policy.pinned_session else session
+        """What the relay adds to every client `session.update` (`_pin`: the pins) goes over the resumed
+        configuration too."""
+        pinned: dict[str, Any] = self._pin({"session": session})["session"]
+        return pinned
 
     @property
     def restore_finished(self) -> bool:

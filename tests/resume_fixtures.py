@@ -3,6 +3,7 @@
     async with dropping_proxy(relay.sim.realtime_url) as proxy:      # relay settings: {"upstream": proxy.url}
         socket = await proxy.connection(0)     # the relay's first upstream socket (waits for it)
         socket.from_relay                      # parsed frames the relay sent on it, in order
+        socket.swallow = True                  # from now on the relay's frames stop here (never answered)
         await socket.drop()                    # TCP abort, no close frame (the relay sees 1006)
         await socket.close(1011)               # a close frame with that code
         proxy.refuse = 503                     # later handshakes are answered 503
@@ -38,6 +39,7 @@ class ProxiedSocket:
     from_relay: list[dict[str, Any]] = field(default_factory=list)
     to_relay: list[str] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    swallow: bool = False
 
     async def drop(self) -> None:
         """End the TCP connection without a close frame."""
@@ -108,7 +110,8 @@ class DroppingProxy:
                         with contextlib.suppress(ValueError):
                             socket.from_relay.append(json.loads(message.data))
                         self._changed.set()
-                        await sim.send_str(message.data)
+                        if not socket.swallow:
+                            await sim.send_str(message.data)
                 finally:
                     down.cancel()
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):

@@ -334,3 +334,23 @@ async def test_client_frames_during_the_gap_are_sent_after_the_restore_in_order(
     restore_end = max(i for i, (_, eid) in enumerate(sent) if eid.startswith("relay_resume"))
     after = [frame for frame in sent[restore_end + 1 :] if not frame[1].startswith("relay_")]  # not its retrieves
     assert after == [("conversation.item.create", ""), ("response.create", "gap_create")]
+
+
+async def test_a_session_update_unanswered_at_the_drop_is_sent_again_and_answered(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        async with client(relay) as c:
+            await c.send({"type": "session.update", "event_id": "upd_1", "session": {"instructions": "first"}})
+            await c.until(lambda e: e["type"] == "session.updated")
+            first = await proxy.connection(0)
+            first.swallow = True  # the next update never gets its answer from this upstream
+            await c.send({"type": "session.update", "event_id": "upd_2", "session": {"instructions": "second"}})
+            await proxy.until(first, lambda frames: frames[-1].get("event_id") == "upd_2")
+            await first.drop()
+            answered = await c.until(lambda e: e["type"] == "session.updated")
+            second = await proxy.connection(1)
+    assert answered[-1]["session"]["instructions"] == "second"
+    assert c.types().index("relay.upstream_resumed") < len(c.events) - 1  # answered after the restore
+    sent = [(f["type"], f.get("event_id")) for f in second.from_relay]
+    restore_update = second.from_relay[0]
+    assert restore_update["event_id"].startswith("relay_resume") and restore_update["session"]["instructions"] == "first"
+    assert sent.index(("session.update", "upd_2")) > 0

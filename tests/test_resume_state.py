@@ -56,10 +56,10 @@ def test_backoff_doubles_from_half_a_second_within_half_jitter(attempts: int, dr
 
 def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
     config = EffectiveConfig()
-    config.sent("a", {"instructions": "one", "audio": {"output": {"voice": "alena"}}})
-    config.sent("b", {"audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}}})
-    config.sent("c", {"instructions": "refused"})
-    config.sent(None, "not an object")
+    config.sent("a", {"instructions": "one", "audio": {"output": {"voice": "alena"}}}, "a")
+    config.sent("b", {"audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}}}, "b")
+    config.sent("c", {"instructions": "refused"}, "c")
+    config.sent(None, "not an object", "d")
     config.updated()  # a
     config.refused("c")
     config.updated()  # b
@@ -72,14 +72,14 @@ def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
     }
 
 
-def test_updates_in_flight_at_the_drop_are_not_accepted_and_the_overlay_wins() -> None:
+def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
     config = EffectiveConfig()
-    config.sent("a", {"instructions": "client"})
-    config.upstream_lost()
-    config.updated()  # the new upstream's answer to the relay's own update
-    assert config.session() == {"type": "realtime"}
-    config.sent("b", {"instructions": "client", "voice": "x"})
+    config.sent("a", {"voice": "x"}, "A")
     config.updated()
+    config.sent("b", {"instructions": "client"}, "B")
+    assert config.upstream_lost() == ["B"]  # to be sent again after the restore
+    assert config.session() == {"type": "realtime", "voice": "x"}  # not accepted yet: not part of the restore
+    config.updated()  # the new upstream answers the update sent again
     assert config.session(lambda s: {**s, "instructions": "pinned"}) == {"type": "realtime", "instructions": "pinned", "voice": "x"}
 
 
