@@ -788,7 +788,7 @@ class RelaySession:
         if event is not None and kind in (ev.SESSION_CREATED, ev.SESSION_UPDATED):
             self._observe_server_event(event, kind)  # the audio formats in effect on the new upstream
             if kind == ev.SESSION_CREATED:
-                self._upstream_connected_logged = False
+                self._upstream_connected_logged, self.upstream_session_id = False, None
                 self._log_upstream_connected(event)
         record = event if event is not None else {"invalid_json": True, "text": text[:4096]}
         self.log(LogEntry("relay", kind if isinstance(kind, str) else None, record, bytes=wire_len(text)))
