@@ -204,6 +204,14 @@ def _b64(text: object) -> bytes | None:
         return None
 
 
+def _answers_resume(error: dict[str, Any]) -> bool:
+    """An `error` answering a frame a resume sent (its event_id starts with `relay_resume`): the relay's, not
+    the client's."""
+    detail = error.get("error")
+    event_id = detail.get("event_id") if isinstance(detail, dict) else None
+    return isinstance(event_id, str) and event_id.startswith("relay_resume")
+
+
 def error_event(code: str, message: str, *, event_id: object = None, error_type: str = "invalid_request_error") -> dict[str, Any]:
     error: dict[str, Any] = {"type": error_type, "code": code, "message": message, "param": None, "event_id": None}
     if isinstance(event_id, str):
@@ -440,6 +448,9 @@ class RelaySession:
             self._handle_relay_answer(event, wire_len(text))
             return
         kind = event.get("type")
+        if kind == ev.ERROR and self.resume is not None and _answers_resume(event):
+            self.log(LogEntry("relay", kind, event, bytes=wire_len(text)))  # e.g. a re-sent append refused
+            return
         fmt = self._observe_server_event(event, kind)
         self._client.append(text)
         self.log(LogEntry("server", kind if isinstance(kind, str) else None, event, bytes=wire_len(text), audio_format=fmt))

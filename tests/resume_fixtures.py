@@ -6,6 +6,7 @@
         socket.swallow = True                  # from now on the relay's frames stop here (never answered)
         await socket.drop()                    # TCP abort, no close frame (the relay sees 1006)
         await socket.close(1011)               # a close frame with that code
+        await socket.inject(text)              # a frame of the test's own, as if from the upstream
         proxy.refuse = 503                     # later handshakes are answered 503
         proxy.greeting = ["not json", ...]     # frames sent first on every later socket (before the simulator's)
 
@@ -52,6 +53,10 @@ class ProxiedSocket:
         with contextlib.suppress(ConnectionError):
             await self.ws.close(code=code, message=b"test upstream closing")
         await self.ended.wait()
+
+    async def inject(self, text: str) -> None:
+        """Send the relay a frame of the test's own, as if from the upstream."""
+        await self.ws.send_str(text)
 
     def sent_types(self) -> list[str]:
         return [str(frame.get("type")) for frame in self.from_relay]

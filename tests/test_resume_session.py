@@ -354,3 +354,19 @@ async def test_a_session_update_unanswered_at_the_drop_is_sent_again_and_answere
     restore_update = second.from_relay[0]
     assert restore_update["event_id"].startswith("relay_resume") and restore_update["session"]["instructions"] == "first"
     assert sent.index(("session.update", "upd_2")) > 0
+
+
+async def test_an_error_answering_the_relays_resume_frames_after_the_restore_is_not_forwarded(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        async with client(relay) as c:
+            await (await proxy.connection(0)).drop()
+            await c.until(lambda e: e["type"] == "relay.upstream_resumed")
+            second = await proxy.connection(1)
+            late = {"type": "error", "event_id": "e1", "error": {"type": "invalid_request_error", "code": "x", "event_id": "relay_resume1_audio0"}}
+            mine = {"type": "error", "event_id": "e2", "error": {"type": "invalid_request_error", "code": "y", "event_id": "client_1"}}
+            await second.inject(json.dumps(late))
+            await second.inject(json.dumps(mine))
+            errors = [e for e in await c.until(lambda e: e["type"] == "error") if e["type"] == "error"]
+        log = await session_log(relay)
+    assert [e["error"]["event_id"] for e in errors] == ["client_1"]
+    assert any(r["dir"] == "relay" and r["type"] == "error" and r["event"]["error"]["event_id"] == "relay_resume1_audio0" for r in log)
