@@ -300,10 +300,10 @@ class RelaySession:
             update = {"type": ev.SESSION_UPDATE, "event_id": "relay_pinned_session", "session": session}
             self._send_relay_frame(update)
 
-    def _send_relay_frame(self, event: dict[str, Any]) -> None:
+    def _send_relay_frame(self, event: dict[str, Any], audio_format: AudioFormat | None = None) -> None:
         text = orjson.dumps(event).decode()
         self._upstream.append(text)
-        self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text)))
+        self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text), audio_format=audio_format))
 
     def _send_client_event(self, event: dict[str, Any]) -> str:
         text = orjson.dumps(event).decode()
@@ -829,7 +829,7 @@ class RelaySession:
             if isinstance(frame, str):
                 self._upstream.append(frame)  # a client frame of the gap: logged when it arrived
             else:
-                self._send_relay_frame(frame)
+                self._send_relay_frame(frame, self.input_format)  # audio re-sent: logged as a summary
         self.resume.resumes += 1
         items_dropped = self.resume.history.dropped + restore.refused
         record = {
