@@ -7,7 +7,7 @@ import base64
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.resume import (
@@ -41,6 +41,7 @@ def test_drops_are_resumed_and_normal_or_protocol_closes_are_not() -> None:
         assert not is_resumable(code)
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(st.integers(min_value=0, max_value=12), st.lists(st.floats(min_value=0.0, max_value=0.999999), min_size=12, max_size=12))
 def test_backoff_doubles_from_half_a_second_within_half_jitter(attempts: int, draws: list[float]) -> None:
     it = iter(draws)
@@ -121,6 +122,7 @@ _garbage = st.recursive(
 )
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(st.lists(st.tuples(st.sampled_from(["item", "done", "transcript", "deleted"]), _garbage, _garbage), max_size=30))
 def test_garbage_items_never_break_the_history(steps: list[tuple[str, Any, Any]]) -> None:
     history = CompactHistory(2_000)
@@ -138,6 +140,7 @@ def test_garbage_items_never_break_the_history(steps: list[tuple[str, Any, Any]]
     assert history.bytes == sum(entry.size for entry in history.items.values())
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(st.lists(st.text(min_size=1, max_size=300), min_size=1, max_size=60), st.integers(min_value=0, max_value=4000))
 def test_the_history_stays_under_its_cap_dropping_the_oldest_first(texts: list[str], cap: int) -> None:
     history = CompactHistory(cap)
@@ -159,6 +162,7 @@ def core_with_resume(**policy: Any) -> RelaySession:
     return core
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(st.lists(st.one_of(st.integers(min_value=1, max_value=400), st.just(-1)), max_size=60), st.integers(min_value=0, max_value=3000))
 def test_the_audio_to_resend_is_what_came_since_the_last_commit_within_the_bound(steps: list[int], bound_ms: int) -> None:
     core = core_with_resume(buffer_seconds=bound_ms / 1000.0)
@@ -177,6 +181,7 @@ def test_the_audio_to_resend_is_what_came_since_the_last_commit_within_the_bound
         assert sum(kept) + since_commit[len(since_commit) - len(kept) - 1] > bound_ms
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(
     st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=500), st.integers(min_value=1, max_value=400)), max_size=60),
     st.integers(min_value=100, max_value=20_000),
@@ -245,6 +250,7 @@ def test_the_restore_sends_the_config_then_the_items_with_their_ids_and_ends_whe
     assert restore.done and restore.restored == 2 and restore.refused == 1
 
 
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
 @given(st.lists(_garbage, max_size=40))
 def test_garbage_from_the_new_upstream_never_breaks_the_restore(events: list[Any]) -> None:
     restore = Restore("1_1", {"type": "realtime"}, two_items())
