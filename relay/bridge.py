@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import random
 import secrets
 import time
 import traceback
@@ -30,6 +31,7 @@ import structlog
 from audio import pcm as pcmlib
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudioBudget
+from relay.core.resume import ResumePolicy, backoff_delays, is_resumable
 from relay.core.session import AudioToSave, RelaySession, SessionPolicy
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
@@ -144,6 +146,14 @@ def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
         max_item_audio_seconds=settings.max_item_audio_seconds,
         relay_events=relay_events,
         tools=load_tools(settings),
+        resume=ResumePolicy(
+            attempts=settings.upstream_resume_attempts,
+            buffer_seconds=settings.resume_buffer_seconds,
+            history_max_bytes=settings.resume_history_max_bytes,
+            gap_max_bytes=settings.max_client_backlog_bytes,
+        )
+        if settings.upstream_resume
+        else None,
     )
 
 
@@ -205,6 +215,10 @@ class SessionBridge:
             if policy.tools is not None
             else None
         )
+        # Upstream resume: set while a new upstream is being rebuilt (done when the core says so), and once every
+        # attempt after a drop has failed (the session then ends as disconnected).
+        self._restored: asyncio.Future[None] | None = None
+        self._resume_exhausted = False
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -322,7 +336,12 @@ class SessionBridge:
         if self._max_session_seconds > 0:
             expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)
         try:
-            await asyncio.wait({from_client, from_upstream, self._failure, self._stop}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                await asyncio.wait({from_client, from_upstream, self._failure, self._stop}, return_when=asyncio.FIRST_COMPLETED)
+                drop = self._resumable_drop(from_upstream, from_client)
+                if drop is None:
+                    break
+                from_upstream = await self._resume(drop, from_upstream, from_client)
         finally:
             if expiry is not None:
                 expiry.cancel()
@@ -367,6 +386,130 @@ class SessionBridge:
             code, "relay shutting down" if code == 1001 else "session expired", grace=CLOSE_GRACE_S
         )
 
+    # ---- upstream resume (docs/resume.md) ----------------------------------------------------------------
+    def _resumable_drop(self, from_upstream: asyncio.Task[Any], from_client: asyncio.Task[Any]) -> UpstreamDisconnected | None:
+        """The drop to resume from, if the session should survive what just ended (the client and an outside stop
+        come first; a normal close, a relay bug or a slow client end the session as before)."""
+        assert self._failure is not None and self._stop is not None
+        if self.core.resume is None or self._resume_exhausted or self._stop.done() or from_client.done():
+            return None
+        for ended in (self._failure, from_upstream):
+            if ended.done():
+                error = ended.exception()
+                if isinstance(error, UpstreamDisconnected) and is_resumable(error.code):
+                    return error
+                return None
+        return None
+
+    async def _resume(
+        self, drop: UpstreamDisconnected, from_upstream: asyncio.Task[Any], from_client: asyncio.Task[Any]
+    ) -> asyncio.Task[Any]:
+        """Reconnect after a drop while the client stays connected: up to the configured attempts, with jittered
+        backoff, each bounded by the connect timeout (handshake, then the restore). Returns the new upstream's
+        `wait_closed` task; when the resume fails or the session ends meanwhile, a task that never ends, with the
+        reason left where `_pump` looks (the failure, the client's end, the stop)."""
+        assert self._stop is not None and self.core.resume is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        await self._stop_reading_upstream(from_upstream)
+        if self._upstream is not None:
+            self._upstream.abort()
+            self._upstream = None
+        if self._failure is None or self._failure.done():
+            self._failure = loop.create_future()
+        log.warning("relay.upstream_interrupted", code=drop.code, error=str(drop))
+        self.core.upstream_dropped(drop.code, str(drop))
+        self._flush()
+        ends: set[asyncio.Future[Any]] = {from_client, self._failure, self._stop}
+        delays = backoff_delays(self.core.resume.policy.attempts, random.random)
+        for attempt, delay in enumerate(delays, start=1):
+            done, _ = await asyncio.wait(ends, timeout=delay)
+            if not done:
+                upstream = await self._resume_attempt(attempt, ends)
+                if upstream is not None:
+                    downtime_ms = (time.monotonic() - started) * 1000.0
+                    log.info("relay.upstream_resumed", attempt=attempt, downtime_ms=round(downtime_ms, 3))
+                    self.core.finish_restore(attempt, downtime_ms)
+                    self._flush()
+                    self._count_resume("ok")
+                    return upstream
+            if any(end.done() for end in ends):  # the client left, a drain, expiry, a slow client: ends as usual
+                self.core.resume_failed(attempt, (time.monotonic() - started) * 1000.0, "session_ending")
+                self._flush()
+                self._count_resume("abandoned")
+                return asyncio.create_task(asyncio.Event().wait())
+        downtime_ms = (time.monotonic() - started) * 1000.0
+        log.warning("relay.upstream_resume_failed", attempts=len(delays), downtime_ms=round(downtime_ms, 3))
+        self.core.resume_failed(len(delays), downtime_ms, "attempts_exhausted")
+        self._flush()
+        self._count_resume("failed")
+        self._resume_exhausted = True
+        self._fail(UpstreamDisconnected(f"{drop}; every resume attempt failed", code=drop.code))
+        return asyncio.create_task(asyncio.Event().wait())
+
+    async def _resume_attempt(self, attempt: int, ends: set[asyncio.Future[Any]]) -> asyncio.Task[Any] | None:
+        """One reconnect: handshake, then the restore, within the connect timeout. Returns the new upstream's
+        `wait_closed` task once it has the session; None when this attempt failed or the session is ending."""
+        try:
+            target = self._resolve_target()
+        except UpstreamUnavailable as exc:
+            self.core.restore_abandoned(attempt, str(exc))
+            self._flush()
+            return None
+        deadline = time.monotonic() + target.connect_timeout
+        connect = asyncio.create_task(
+            UpstreamLink.connect(
+                target.url, target.headers, open_timeout=target.connect_timeout, backlog_limit=UPSTREAM_BACKLOG_LIMIT_BYTES
+            )
+        )
+        try:
+            await asyncio.wait({connect, *ends}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not connect.done():  # the session is ending (or this task is cancelled): no socket for nobody
+                await self._cancel(connect)
+        if connect.cancelled():
+            return None
+        if connect.exception() is not None:
+            error = connect.exception()
+            log.warning("relay.upstream_resume_attempt_failed", attempt=attempt, error=str(error))
+            self.core.restore_abandoned(attempt, str(error))
+            self._flush()
+            if not isinstance(error, UpstreamUnavailable):
+                raise error  # type: ignore[misc]  # a relay bug: the session's failure path reports it
+            return None
+        upstream = connect.result()
+        if self.env.metrics is not None:
+            self.env.metrics.observe_connect(upstream.connect_seconds)
+        self._upstream = upstream
+        self._restored = asyncio.get_running_loop().create_future()
+        closed = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
+        self.core.begin_restore(attempt, round(upstream.connect_seconds * 1000.0, 3))
+        upstream.attach(self._on_upstream_message, on_close_frame=self.core.session_closing)
+        self._flush()
+        try:
+            watched: set[asyncio.Future[Any]] = {self._restored, closed, *ends}
+            await asyncio.wait(watched, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+            if self._restored.done() and not closed.done() and not any(end.done() for end in ends):
+                return closed
+            why = "the session is ending" if any(end.done() for end in ends) else "restore not answered in time"
+            if closed.done():
+                error = closed.exception()
+                why = str(error) if error is not None else "the new upstream closed during the restore"
+        finally:
+            self._restored = None
+        upstream.detach()
+        upstream.abort()
+        self._upstream = None
+        await self._cancel(closed)
+        log.warning("relay.upstream_resume_attempt_failed", attempt=attempt, error=why)
+        self.core.restore_abandoned(attempt, why)
+        self._flush()
+        return None
+
+    def _count_resume(self, result: str) -> None:
+        if self.env.metrics is not None:
+            self.env.metrics.resumes[result] += 1
+
     async def _close_too_slow(self) -> tuple[EndReason, int | None]:
         """C4: drop the backlog, close the upstream at once, close 1008, abort the TCP connection after 5 s."""
         log.warning("relay.client_too_slow")
@@ -407,6 +550,8 @@ class SessionBridge:
             else:
                 self.core.receive_server_text(message)
             self._flush()
+            if self._restored is not None and not self._restored.done() and self.core.restore_finished:
+                self._restored.set_result(None)
         except Exception as exc:
             self._fail(exc)
             raise
@@ -481,6 +626,7 @@ class SessionBridge:
                 "reason": str(reason),
                 "counts": {**self.core.counts, "relay": self.core.counts["relay"] + 1},
                 "log_dropped": self.log.dropped,
+                "resumes": self.core.resume.resumes if self.core.resume is not None else 0,
             },
         )
         self._flush()
@@ -507,7 +653,8 @@ class SessionBridge:
                 for text in frames:
                     upstream.send(text)
             except UpstreamDisconnected as exc:
-                self._fail(exc)
+                if self._restored is None:  # during a restore, the attempt's own watch of the new link sees it
+                    self._fail(exc)
         metrics = self.env.metrics
         for entry in core.to_log():
             self.log.append(entry)

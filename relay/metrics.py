@@ -26,6 +26,10 @@ _KNOWN_TYPES = (
         ev.RELAY_CLIENT_ERROR,
         ev.RELAY_SESSION_ENDED,
         ev.RELAY_TOOL_CALL,
+        ev.RELAY_UPSTREAM_INTERRUPTED,
+        ev.RELAY_UPSTREAM_RESUME_ATTEMPT,
+        ev.RELAY_UPSTREAM_RESUMED,
+        ev.RELAY_UPSTREAM_RESUME_FAILED,
     }
 )
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -74,6 +78,7 @@ class RelayMetrics:
         self._tool_seconds = _Histogram("relay_tool_seconds", "Server-side tool handler time.", TOOL_BUCKETS)
         self._connect = _Histogram("relay_upstream_connect_seconds", "Upstream handshake time.", CONNECT_BUCKETS)
         self.connections_closed: Counter[str] = Counter()  # by reason: header_timeout, max_connections
+        self.resumes: Counter[str] = Counter()  # upstream resumes by result: ok|failed|abandoned (docs/resume.md)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
         # The standard process_* (CPU, memory, open fds) and python_gc_* families every Python exporter has, so
@@ -125,6 +130,7 @@ class RelayMetrics:
                 "reason",
                 self.connections_closed,
             ),
+            ("relay_upstream_resumes", "Upstream resumes after a drop, by result (ok|failed|abandoned).", "result", self.resumes),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in sorted(counter.items()):

@@ -146,6 +146,15 @@ class Settings:
         0, "Serve /metrics on its own listener at this port (same host) instead of the main one; 0 = main listener.",
         min=0, max=65535,
     )
+    # --- upstream resume: a dropped upstream is reconnected and the session rebuilt (docs/resume.md)
+    upstream_resume: bool = _setting(True, "Reconnect an upstream that drops mid-session instead of ending the session.")
+    upstream_resume_attempts: int = _setting(3, "Reconnect attempts per drop (backoff 0.5 s, 1 s, 2 s... +-50%).", min=1, max=20)
+    resume_buffer_seconds: float = _setting(
+        5.0, "Audio appended since the last commit (and during the gap) that is re-sent to the new upstream.", min=0, max=60
+    )
+    resume_history_max_bytes: int = _setting(
+        256 * 1024, "Bound of the compact history (texts, call ids) a resume restores; oldest items dropped first.", min=0
+    )
     # --- retrieve-after-done (C5)
     retrieve_after_done: bool = _setting(True, "Retrieve every audio item after it is done and save its post-processed audio.")
     retrieve_timeout_seconds: float = _setting(10.0, "How long to wait for a retrieve's answer.", min=0.1, max=600)

@@ -144,4 +144,10 @@ RELAY_INTERNAL_ERROR: Final = "relay.internal_error"  # {error, traceback}: a co
 # An upstream event whose type starts with `relay.`: dropped, as only the relay speaks relay.* (docs/security.md).
 RELAY_UPSTREAM_EVENT_DROPPED: Final = "relay.upstream_event_dropped"
 
+# Upstream resume (docs/resume.md): a dropped upstream is reconnected and the session rebuilt on it.
+RELAY_UPSTREAM_INTERRUPTED: Final = "relay.upstream_interrupted"
+RELAY_UPSTREAM_RESUME_ATTEMPT: Final = "relay.upstream_resume_attempt"
+RELAY_UPSTREAM_RESUMED: Final = "relay.upstream_resumed"
+RELAY_UPSTREAM_RESUME_FAILED: Final = "relay.upstream_resume_failed"
+
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

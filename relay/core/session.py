@@ -31,7 +31,7 @@ import json
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
 
@@ -39,6 +39,9 @@ from relay.core import events as ev
 from relay.core.keptaudio import KeptAudio, KeptAudioBudget
 from relay.tools.config import ToolSet
 from relay.tools.state import RELAY_TOOL_CALL, ToolCall, ToolOutcome, ToolState
+
+if TYPE_CHECKING:  # relay.core.resume builds on this module; the core only holds its objects
+    from relay.core.resume import GapQueue, Restore, ResumePolicy, ResumeState
 
 MAX_JSON_DEPTH: Final = 512
 ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_text`
@@ -105,6 +108,7 @@ class SessionPolicy:
     max_item_audio_seconds: float = 120.0
     relay_events: bool = False
     tools: ToolSet | None = None  # server-side tools (relay.tools; docs/tools.md)
+    resume: ResumePolicy | None = None  # None: a dropped upstream ends the session (docs/resume.md)
 
 
 @dataclass(slots=True)
@@ -230,6 +234,14 @@ def _b64(text: object) -> bytes | None:
         return None
 
 
+def _answers_resume(error: dict[str, Any]) -> bool:
+    """An `error` answering a frame a resume sent (its event_id starts with `relay_resume`): the relay's, not
+    the client's."""
+    detail = error.get("error")
+    event_id = detail.get("event_id") if isinstance(detail, dict) else None
+    return isinstance(event_id, str) and event_id.startswith("relay_resume")
+
+
 def dumps_text(value: Any) -> str:
     """JSON text of `value`. orjson stops at 255 levels of nesting, and frames may nest up to 512, so deeper
     values go through the standard library instead (rare: only hand-made frames nest that deep)."""
@@ -275,6 +287,10 @@ class RelaySession:
         self._client_retrieves: dict[str, str] = {}
         self._input_chunks: deque[_InputChunk] = deque()
         self._appended_ms = 0.0
+        # Where the upstream's audio time 0 lies on this session's appended-audio timeline: 0 until a resume,
+        # whose new upstream counts from the first append it was sent.
+        self._upstream_audio_origin_ms = 0.0
+        self._resent_input_from_ms: float | None = None  # audio a resume re-sends: kept until it is committed
         self._uncommitted_start_ms = 0.0
         # Server VAD's prefix padding (None: manual turns), and the starts of user items that may still need
         # their audio from the stream: together they say how much appended audio must be kept (`_trim_input`).
@@ -292,6 +308,15 @@ class RelaySession:
         self.closing = False
         self.counts = {"client": 0, "server": 0, "relay": 0}
         self.tools = ToolState(policy.tools, relay_events=policy.relay_events) if policy.tools is not None else None
+        # Upstream resume (docs/resume.md): what a new upstream needs, the client frames held while there is
+        # none, and the rebuild in progress on a new one.
+        self.resume: ResumeState | None = None
+        if policy.resume is not None:
+            from relay.core.resume import ResumeState  # here: relay.core.resume imports this module
+
+            self.resume = ResumeState(policy.resume)
+        self._gap: GapQueue | None = None
+        self._restore: Restore | None = None
 
     # ---- drains ---------------------------------------------------------------------------------------
     def to_upstream(self) -> list[str]:
@@ -337,10 +362,10 @@ class RelaySession:
             update = {"type": ev.SESSION_UPDATE, "event_id": "relay_pinned_session", "session": session}
             self._send_relay_frame(update)
 
-    def _send_relay_frame(self, event: dict[str, Any]) -> None:
+    def _send_relay_frame(self, event: dict[str, Any], audio_format: AudioFormat | None = None) -> None:
         text = dumps_text(event)
         self._upstream.append(text)
-        self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text)))
+        self.log(LogEntry("relay", event["type"], event, bytes=wire_len(text), audio_format=audio_format))
 
     def _send_client_event(self, event: dict[str, Any]) -> str:
         text = dumps_text(event)
@@ -413,12 +438,20 @@ class RelaySession:
         if self._settle:
             self._settle_items()
         if changed is None:
-            self._upstream.append(text)
+            if self._gap is None:
+                self._upstream.append(text)
+            else:
+                self._hold_in_gap(text, kind, event)
             self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
         else:
             out = dumps_text(changed)
-            self._upstream.append(out)
+            if self._gap is None:
+                self._upstream.append(out)
+            else:
+                self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
+        if kind == ev.SESSION_UPDATE and self.resume is not None:
+            self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
 
     def _reject_client(self, code: str, message: str, event_id: object, *, param: str | None = None) -> None:
         event = error_event(code, message, event_id=event_id, param=param)
@@ -469,8 +502,8 @@ class RelaySession:
         n_bytes = b64_decoded_len(audio)  # exact for valid base64; invalid audio is the upstream's to refuse
         start = self._appended_ms
         self._appended_ms = start + fmt.ms(n_bytes)
-        if not self.policy.retrieve_after_done:
-            return  # nothing will be saved: keep no stream copy
+        if not self.policy.retrieve_after_done and self.resume is None:
+            return  # nothing will be saved or re-sent: keep no stream copy
         kept = self.kept_audio.keep(audio, n_bytes)
         self._input_chunks.append(_InputChunk(start, self._appended_ms, kept, fmt.bytes_per_second, fmt.sample_width))
         self._trim_input()
@@ -482,8 +515,15 @@ class RelaySession:
         floor = self._uncommitted_start_ms
         if self._vad_prefix_ms is not None:
             floor = max(floor, self._appended_ms - self._vad_prefix_ms - VAD_LAG_MARGIN_MS)
-        if self._unsaved_user_starts:
+        if self._unsaved_user_starts and self.policy.retrieve_after_done:  # (else kept only for a resume)
             floor = min(floor, min(self._unsaved_user_starts.values()))
+        if self._resent_input_from_ms is not None:
+            # After a resume the new upstream detects speech in re-sent audio late (by up to the whole gap):
+            # keep that audio until its first commit.
+            if self._uncommitted_start_ms > self._resent_input_from_ms:
+                self._resent_input_from_ms = None
+            else:
+                floor = min(floor, self._resent_input_from_ms)
         floor = max(floor, self._appended_ms - self.policy.max_item_audio_seconds * 1000.0)
         chunks = self._input_chunks
         while chunks and chunks[0].end_ms <= floor:
@@ -496,6 +536,9 @@ class RelaySession:
             self._settle_items()
 
     def _receive_server_text(self, text: str) -> None:
+        if self._restore is not None:
+            self._restore_answer(text)
+            return
         if self.closing:
             # Answers to pending retrieves are still read while the session winds down; nothing is forwarded.
             event = parse_event(text)
@@ -518,6 +561,9 @@ class RelaySession:
             # Only the relay speaks relay.*: a spoofed relay.audio_saved could point a page at another host.
             self.log_relay(ev.RELAY_UPSTREAM_EVENT_DROPPED, {"type": kind[:128], "bytes": wire_len(text)})
             return
+        if kind == ev.ERROR and self.resume is not None and _answers_resume(event):
+            self.log(LogEntry("relay", kind, event, bytes=wire_len(text)))  # e.g. a re-sent append refused
+            return
         fmt = self._observe_server_event(event, kind)
         if self.tools is not None and self._tool_view(text, event, kind):
             return
@@ -526,6 +572,8 @@ class RelaySession:
         if kind in (ev.CONVERSATION_ITEM_RETRIEVED, ev.ERROR):
             self._retire_client_retrieve(event, kind)
         self._after_forward(event, kind)
+        if self.resume is not None:
+            self.resume.on_server(kind, event)
 
     # ---- server-side tools (the rules live in relay.tools.state) -------------------------------------------
     def _tool_view(self, text: str, event: dict[str, Any], kind: object) -> bool:
@@ -618,7 +666,7 @@ class RelaySession:
             item_id = event.get("item_id")
             if isinstance(item_id, str) and isinstance(start, (int, float)):
                 item = self._item(item_id, "user")
-                item.input_start_ms = float(start)
+                item.input_start_ms = float(start) + self._upstream_audio_origin_ms
                 if not item.saved and self.policy.retrieve_after_done:
                     self._unsaved_user_starts[item_id] = item.input_start_ms
             return None
@@ -627,7 +675,7 @@ class RelaySession:
             item_id = event.get("item_id")
             if isinstance(item_id, str) and isinstance(end, (int, float)):
                 item = self._item(item_id, "user")
-                item.input_end_ms = float(end)
+                item.input_end_ms = float(end) + self._upstream_audio_origin_ms
             return None
         if kind == ev.INPUT_AUDIO_BUFFER_COMMITTED:
             item_id = event.get("item_id")
@@ -953,3 +1001,137 @@ class RelaySession:
         if self.policy.relay_events and not self.closing:
             public: dict[str, Any] = {k: record[k] for k in ("item_id", "url", "duration_ms", "source") if k in record}
             self._send_client_event({"type": ev.RELAY_AUDIO_SAVED, "event_id": f"relay_saved_{record['item_id']}", **public})
+
+    # ---- upstream resume (docs/resume.md) -------------------------------------------------------------
+    # The bridge reconnects; the core tells the client, holds client frames, rebuilds the session on the new
+    # upstream (hiding its answers, logged as `dir: relay`) and then sends what it held.
+
+    def upstream_dropped(self, close_code: int | None, error: str) -> None:
+        """The upstream dropped and a resume begins: forwarding to the client goes on, client frames are held."""
+        assert self.resume is not None
+        self.closing = False
+        self._restore = None
+        number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
+        self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
+        self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
+        if self.policy.relay_events:
+            self._send_client_event(
+                {"type": ev.RELAY_UPSTREAM_INTERRUPTED, "event_id": f"relay_interrupted_{number}", "close_code": close_code}
+            )
+        if ended is not None:
+            text = self._send_client_event(ended)
+            self.log(LogEntry("relay", ev.RESPONSE_DONE, ended, bytes=wire_len(text)))
+
+    def begin_restore(self, attempt: int, connect_ms: float) -> None:
+        """A new upstream is connected: send the effective configuration and the completed items."""
+        assert self.resume is not None
+        self._connect_ms = connect_ms
+        self._restore = self.resume.restore(attempt, self._resume_overlay)
+        for frame in self._restore.first_frames:
+            self._send_relay_frame(frame)
+
+    def _resume_overlay(self, session: dict[str, Any]) -> dict[str, Any]:
+        """What the relay adds to every client `session.update` (`_pin`: the pins) goes over the resumed
+        configuration too."""
+        pinned: dict[str, Any] = self._pin({"session": session})["session"]
+        return pinned
+
+    @property
+    def restore_finished(self) -> bool:
+        return self._restore is not None and self._restore.done
+
+    def _restore_answer(self, text: str) -> None:
+        """An event of the new upstream while the restore runs: never forwarded, logged as the relay's."""
+        assert self._restore is not None
+        event = parse_event(text)
+        kind = event.get("type") if event is not None else None
+        if event is not None and kind in (ev.SESSION_CREATED, ev.SESSION_UPDATED):
+            self._observe_server_event(event, kind)  # the audio formats in effect on the new upstream
+            if kind == ev.SESSION_CREATED:
+                self._upstream_connected_logged, self.upstream_session_id = False, None
+                self._log_upstream_connected(event)
+        record = event if event is not None else {"invalid_json": True, "text": text[:4096]}
+        self.log(LogEntry("relay", kind if isinstance(kind, str) else None, record, bytes=wire_len(text)))
+        for frame in self._restore.answer(event):
+            self._send_relay_frame(frame)
+
+    def restore_abandoned(self, attempt: int, error: str) -> None:
+        """This attempt failed (no connection, or it dropped or stalled during the restore); held frames stay."""
+        self.closing = False
+        restore, self._restore = self._restore, None
+        record: dict[str, Any] = {"attempt": attempt, "result": "failed", "error": error}
+        if restore is not None:
+            record["items_restored"] = restore.restored
+        self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, record)
+
+    def finish_restore(self, attempt: int, downtime_ms: float) -> None:
+        """The new upstream has the session: send what was held, in order, and tell the client."""
+        assert self.resume is not None and self._restore is not None and self._gap is not None
+        restore, self._restore = self._restore, None
+        gap, self._gap = self._gap, None
+        self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, {"attempt": attempt, "result": "ok"})
+        # What the new upstream hears is the last `gap.audio_ms` of the appended audio (older appends are dropped
+        # first), so its audio time 0 is that far back on this session's timeline.
+        self._upstream_audio_origin_ms = max(0.0, self._appended_ms - gap.audio_ms)
+        self._uncommitted_start_ms = max(self._uncommitted_start_ms, self._upstream_audio_origin_ms)
+        for frame in gap.drain(self.resume.drops):
+            if isinstance(frame, str):
+                self._upstream.append(frame)  # a client frame of the gap: logged when it arrived
+            else:
+                self._send_relay_frame(frame, self.input_format)  # audio re-sent: logged as a summary
+        self.resume.resumes += 1
+        items_dropped = self.resume.history.dropped + restore.refused
+        record = {
+            "attempt": attempt,
+            "downtime_ms": round(downtime_ms, 3),
+            "items_restored": restore.restored,
+            "items_dropped": items_dropped,
+            "config_refused": restore.config_refused,
+            "frames_dropped": gap.dropped_frames,
+            "audio_dropped_ms": round(gap.dropped_audio_ms, 3),
+        }
+        self.log_relay(ev.RELAY_UPSTREAM_RESUMED, record)
+        if self.policy.relay_events:
+            public = {key: record[key] for key in ("attempt", "downtime_ms", "items_restored", "items_dropped")}
+            self._send_client_event(
+                {"type": ev.RELAY_UPSTREAM_RESUMED, "event_id": f"relay_resumed_{self.resume.drops}", **public}
+            )
+
+    def resume_failed(self, attempts: int, downtime_ms: float, reason: str) -> None:
+        """No new upstream (every attempt failed, or the session ended meanwhile): the held frames are dropped."""
+        self._restore = None
+        gap, self._gap = self._gap, None
+        self.log_relay(
+            ev.RELAY_UPSTREAM_RESUME_FAILED,
+            {
+                "attempts": attempts,
+                "downtime_ms": round(downtime_ms, 3),
+                "reason": reason,
+                "frames_dropped": len(gap.entries) + gap.dropped_frames if gap is not None else 0,
+            },
+        )
+
+    def uncommitted_audio(self, max_ms: float) -> list[tuple[str, float]]:
+        """The appended audio no commit has taken yet, at most the last `max_ms` of it (whole appends), as
+        (base64 audio, ms), oldest first. With server VAD only what a speech onset can still reach back to is
+        kept at all (`_trim_input`), so an idle stream costs nothing more than it does for saving."""
+        out: list[tuple[str, float]] = []
+        total = 0.0
+        for chunk in reversed(self._input_chunks):
+            if chunk.end_ms <= self._uncommitted_start_ms:
+                break
+            ms = chunk.end_ms - chunk.start_ms
+            if total + ms > max_ms or chunk.audio.data is None:  # released for the process-wide budget: the
+                break  # re-sent audio stays one contiguous tail
+            out.append((chunk.audio.data, ms))
+            total += ms
+        out.reverse()
+        return out
+
+    def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any]) -> None:
+        assert self._gap is not None
+        audio_ms: float | None = None
+        if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
+            audio = event.get("audio")
+            audio_ms = self.input_format.ms(b64_decoded_len(audio)) if isinstance(audio, str) else 0.0
+        self._gap.add(text, audio_ms)

@@ -7,6 +7,7 @@ Knobs (each also accepted in `SimulatorOptions.knobs` as a default that a query 
 | `reject_auth` | flag | the WebSocket handshake is answered 401 |
 | `refuse` | flag or HTTP status (400..599) | the handshake is answered with that status (flag: 503) |
 | `close_after` | N >= 1 | the socket is dropped (TCP closed, no close frame) after N server events |
+| `close_after_sessions` | K >= 1 | `close_after` applies only to the first K realtime sockets of the process |
 | `delay_ms` | D >= 0 | every server event is sent D ms late |
 | `inject_error` | N >= 1 | an `error` (server_error, code injected_error) follows the N-th server event |
 | `stall` | N >= 0 | after reading N client frames the server stops reading (backpressure) |
@@ -40,6 +41,7 @@ class Knobs:
     reject_auth: bool = False
     refuse: int | None = None
     close_after: int | None = None
+    close_after_sessions: int | None = None
     delay_ms: int = 0
     inject_error: int | None = None
     stall: int | None = None
@@ -99,7 +101,7 @@ def parse_knobs(defaults: Mapping[str, Any], query: Mapping[str, str]) -> Knobs:
     for name, value in raw.items():
         if name == "refuse":
             values[name] = _refuse(value)
-        elif name == "close_after" or name == "inject_error":
+        elif name in ("close_after", "close_after_sessions", "inject_error"):
             values[name] = _count(name, value, 1)
         elif name == "delay_ms" or name == "stall":
             values[name] = _count(name, value, 0)

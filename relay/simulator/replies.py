@@ -11,6 +11,8 @@ work and a test can check it. Rules (README documents them):
 - A user text containing `call <tool_name>` for a configured tool -> a function_call whose arguments are the
   JSON object written right after the name (`call get_time {"tz": "UTC"}`), else "{}"; every such `call` in
   one text is one function_call of the same response, in order.
+- A user text containing `recall` -> the texts of the earlier user messages of the conversation, in order
+  (`recall_reply`), so a test can see which context reached the model.
 - Retrieved audio is peak-normalized to -1 dBFS (`post_process`), so it differs checkably from the deltas.
 Pure functions over bytes and strings; no I/O.
 """
@@ -81,6 +83,21 @@ def echo_text(transcript: str) -> str:
 
 def text_reply(user_text: str) -> str:
     return f'You said: "{user_text}".'
+
+
+_RECALL: Final = re.compile(r"\brecall\b", re.IGNORECASE)
+
+
+def asks_recall(text: str) -> bool:
+    return _RECALL.search(text) is not None
+
+
+def recall_reply(earlier: Iterable[str]) -> str:
+    """'Earlier you said: "a" | "b".' from the earlier user texts in order (or a sentence saying there were none)."""
+    said = [f'"{text}"' for text in earlier]
+    if not said:
+        return "You have not said anything earlier."
+    return "Earlier you said: " + " | ".join(said) + "."
 
 
 def tool_result_reply(name: str, output: str) -> str:

@@ -69,6 +69,7 @@ class _SimState:
     store: ConversationStore
     archive: AudioArchive
     links: weakref.WeakSet[_Link] = field(default_factory=weakref.WeakSet)
+    sockets_opened: int = 0  # realtime sockets accepted by this process (the close_after_sessions knob counts them)
 
 
 STATE_KEY: Final = web.AppKey("relay_simulator_state", _SimState)
@@ -120,6 +121,10 @@ class _Link:
         self.conversation_id = conversation_id
         self.speed = state.options.speed
         self.sent = 0
+        state.sockets_opened += 1
+        # With close_after_sessions=K only the first K sockets of this simulator process are dropped.
+        limited = knobs.close_after_sessions is None or state.sockets_opened <= knobs.close_after_sessions
+        self.close_after = knobs.close_after if limited else None
         self.closing = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -133,7 +138,7 @@ class _Link:
                     await asyncio.sleep(self.knobs.delay_ms / 1000.0)
                 await self.ws.send_str(json.dumps(event))
                 self.sent += 1
-                if self.knobs.close_after is not None and self.sent >= self.knobs.close_after:
+                if self.close_after is not None and self.sent >= self.close_after:
                     self._drop()
                     raise _Dropped
 

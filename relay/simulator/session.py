@@ -696,8 +696,24 @@ class SimSession:
         calls = replies.find_tool_calls(user_text, tools)
         if calls:
             return _Reply("function_call", calls=calls)
+        if replies.asks_recall(user_text):
+            text = replies.recall_reply(self._earlier_user_texts(last))
+            return _Reply("message", text, replies.speak_text(text, out_rate) if with_audio else None)
         text = replies.text_reply(user_text)
         return _Reply("message", text, replies.speak_text(text, out_rate) if with_audio else None)
+
+    def _earlier_user_texts(self, last: StoredItem) -> list[str]:
+        """The texts (or transcripts) of the user messages before `last`, in conversation order."""
+        texts: list[str] = []
+        for stored in self.items.values():
+            if stored is last:
+                break
+            item = stored.item
+            if item.get("type") == "message" and item.get("role") == "user":
+                text = " ".join(p.get("text") or p.get("transcript") or "" for p in item.get("content", []))
+                if text:
+                    texts.append(text)
+        return texts
 
     def _response_object(
         self, resp: _Response, status: str, details: dict[str, Any] | None, usage: dict[str, Any] | None

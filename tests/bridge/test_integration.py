@@ -331,7 +331,12 @@ async def test_a_refused_handshake_reports_the_upstream_status(tmp_path: Path) -
 
 
 async def test_an_upstream_drop_mid_response_is_reported_and_closed_1014(tmp_path: Path) -> None:
-    async with running_relay(tmp_path, upstream_query="close_after=12") as relay, aiohttp.ClientSession() as http:
+    # With upstream_resume on (the default) a drop is resumed instead: tests/test_resume_*.py.
+    settings = {"upstream_resume": False}
+    async with (
+        running_relay(tmp_path, settings=settings, upstream_query="close_after=12") as relay,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.ws_connect(relay.ws_url) as ws:
             await receive_until(ws, lambda e: e["type"] == "session.created")
             await send(ws, text_item("tell me a long story"))

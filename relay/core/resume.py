@@ -1,0 +1,513 @@
+"""Upstream resume, the pure parts: what a session must remember to survive a dropped upstream, and how to
+rebuild it on a new one. No I/O, no asyncio, no clock (see docs/resume.md for the rules users rely on).
+
+- `is_resumable`: which ends of an upstream socket are drops (resumed) and which are a normal end.
+- `backoff_delays`: the waits before each reconnect attempt (0.5 s, 1 s, 2 s... with +-50% jitter).
+- `EffectiveConfig`: the deep merge of every `session.update` the upstream answered with `session.updated`.
+- `CompactHistory`: the completed items (role, text, call ids), oldest dropped first past a byte cap.
+- `GapQueue`: client frames that arrive while there is no upstream, in order, within their bounds, after the
+  audio appended since the last commit (which the session core keeps anyway, see `RelaySession.uncommitted_audio`).
+- `Restore`: the frames that rebuild a session on a new upstream and the bookkeeping of their answers.
+- `ResumeState`: the above for one session, fed by the session core with what crosses the relay.
+The reconnect loop itself lives in the bridge (relay.bridge); the session core (relay.core.session) feeds this.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeGuard
+
+from relay.core import events as ev
+from relay.core.session import deep_merge
+
+# A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
+RESUMABLE_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+BACKOFF_FIRST_S: Final = 0.5
+KiB: Final = 1024
+
+
+def is_resumable(close_code: int | None) -> bool:
+    """True for a drop: no close frame (the upstream link reports it as 1006) or a going-away, server-error or
+    try-again code. None is an end the relay decided (an upstream that stopped reading): not resumed."""
+    return close_code in RESUMABLE_CLOSE_CODES
+
+
+def backoff_delays(attempts: int, rand: Callable[[], float]) -> list[float]:
+    """Seconds to wait before each attempt: 0.5, 1, 2, 4... each scaled by 0.5..1.5 (`rand()` in [0, 1))."""
+    return [BACKOFF_FIRST_S * 2.0**index * (0.5 + rand()) for index in range(max(0, attempts))]
+
+
+@dataclass(frozen=True)
+class ResumePolicy:
+    """The operator's resume settings for one session."""
+
+    attempts: int = 3
+    buffer_seconds: float = 5.0
+    history_max_bytes: int = 256 * KiB
+    gap_max_bytes: int = 8 * 1024 * KiB
+
+
+# ---- the effective configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Update:
+    event_id: object
+    session: dict[str, Any]
+    text: str  # the frame as the upstream got it, to send again if it is lost unanswered
+
+
+class EffectiveConfig:
+    """`session.update`s in flight, answered in order: a `session.updated` accepts the oldest one (its session is
+    merged in); an `error` naming one's event_id refuses it. A second `session.updated` for one update (seen live)
+    finds nothing in flight and changes nothing."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, Any] = {}
+        self._in_flight: deque[_Update] = deque()
+
+    def sent(self, event_id: object, session: object, text: str) -> None:
+        # A non-object session still takes its place in line: the upstream answers it too.
+        self._in_flight.append(_Update(event_id, session if isinstance(session, dict) else {}, text))
+
+    def updated(self) -> None:
+        if self._in_flight:
+            update = self._in_flight.popleft()
+            self.accepted = deep_merge(self.accepted, update.session)
+
+    def refused(self, event_id: object) -> None:
+        if not isinstance(event_id, str):
+            return
+        for update in self._in_flight:
+            if update.event_id == event_id:
+                self._in_flight.remove(update)
+                return
+
+    def upstream_lost(self) -> list[str]:
+        """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
+        restore, so the client gets its answer), and stay in line for the new upstream's answers."""
+        return [update.text for update in self._in_flight]
+
+    def session(self, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """What a new upstream is sent: the accepted merge, with the operator's overlay (pins, server tools) on top."""
+        merged = deep_merge({"type": "realtime"}, self.accepted)
+        return overlay(merged) if overlay is not None else merged
+
+
+# ---- the compact history --------------------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryItem:
+    """One conversation item as much as a restore needs: no audio, only its text and call ids."""
+
+    item_id: str
+    kind: str  # "message" | "function_call" | "function_call_output"
+    role: str | None = None
+    text: str = ""
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+    complete: bool = False
+    size: int = 0
+
+    def weigh(self) -> int:
+        values = (self.item_id, self.text, self.call_id, self.name, self.arguments, self.output)
+        self.size = 64 + sum(len(value.encode()) for value in values if value)
+        return self.size
+
+    def restore_item(self, *, keep_id: bool) -> dict[str, Any]:
+        """The `item` of a `conversation.item.create` that re-creates this one (text in place of audio)."""
+        item: dict[str, Any] = {"id": self.item_id} if keep_id else {}
+        if self.kind == "function_call":
+            item.update(type="function_call", call_id=self.call_id, name=self.name, arguments=self.arguments or "{}")
+        elif self.kind == "function_call_output":
+            item.update(type="function_call_output", call_id=self.call_id, output=self.output or "")
+        else:
+            part = "output_text" if self.role == "assistant" else "input_text"
+            item.update(type="message", role=self.role, content=[{"type": part, "text": self.text}])
+        return item
+
+    @property
+    def restorable(self) -> bool:
+        if not self.complete:
+            return False
+        if self.kind == "function_call":
+            return isinstance(self.call_id, str) and isinstance(self.name, str)
+        if self.kind == "function_call_output":
+            return isinstance(self.call_id, str)
+        return self.role in ("user", "assistant", "system") and bool(self.text)
+
+
+_TEXT_FIELDS: Final = ("text", "transcript")
+
+
+def _content_text(content: object) -> str:
+    if not isinstance(content, list):
+        return ""
+    texts: list[str] = []
+    for part in content:
+        if isinstance(part, dict):
+            for key in _TEXT_FIELDS:
+                value = part.get(key)
+                if isinstance(value, str) and value:
+                    texts.append(value)
+                    break
+    return "".join(texts)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class CompactHistory:
+    """Items in the order they appeared, complete once the upstream said so; capped at `max_bytes` (the oldest
+    items go first, counted in `dropped`)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.items: OrderedDict[str, HistoryItem] = OrderedDict()
+        self.bytes = 0
+        self.dropped = 0
+
+    def observe_item(self, raw: object, *, complete: bool) -> None:
+        """An item as the upstream showed it (added, done); `complete` when the upstream says it is finished."""
+        if not isinstance(raw, dict):
+            return
+        item_id = raw.get("id")
+        if not isinstance(item_id, str):
+            return
+        kind = raw.get("type", "message")
+        if kind not in ("message", "function_call", "function_call_output"):
+            return
+        entry = self.items.get(item_id)
+        if entry is None:
+            entry = HistoryItem(item_id, kind)
+            self.items[item_id] = entry
+        if kind == "message":
+            entry.role = _str(raw.get("role")) or entry.role
+            text = _content_text(raw.get("content"))
+            if text:
+                entry.text = text
+        else:
+            entry.call_id = _str(raw.get("call_id")) or entry.call_id
+            entry.name = _str(raw.get("name")) or entry.name
+            entry.arguments = _str(raw.get("arguments")) or entry.arguments
+            entry.output = _str(raw.get("output")) or entry.output
+        if complete or raw.get("status") == "completed":
+            entry.complete = True
+        self._reweigh(entry)
+
+    def transcript(self, item_id: object, text: object) -> None:
+        """A user audio item's transcript arrived (it may come after the item's done); it makes the item complete."""
+        if not isinstance(item_id, str) or not isinstance(text, str):
+            return
+        entry = self.items.get(item_id)
+        if entry is None:
+            entry = HistoryItem(item_id, "message", role="user")
+            self.items[item_id] = entry
+        entry.text = text
+        entry.complete = True
+        self._reweigh(entry)
+
+    def deleted(self, item_id: object) -> None:
+        if isinstance(item_id, str):
+            entry = self.items.pop(item_id, None)
+            if entry is not None:
+                self.bytes -= entry.size
+
+    def _reweigh(self, entry: HistoryItem) -> None:
+        self.bytes -= entry.size
+        self.bytes += entry.weigh()
+        while self.bytes > self.max_bytes and self.items:
+            _, oldest = self.items.popitem(last=False)
+            self.bytes -= oldest.size
+            self.dropped += 1
+
+    def restorable(self) -> list[HistoryItem]:
+        return [entry for entry in self.items.values() if entry.restorable]
+
+
+# ---- audio and client frames kept across the gap ---------------------------------------------------------------
+
+
+@dataclass
+class _Queued:
+    text: str  # the client's frame, or for audio from before the drop its base64 audio
+    audio_ms: float | None  # None: not an append
+    resend: bool  # True: forwarded before the drop, so re-sent as the relay's own frame
+
+
+@dataclass
+class GapQueue:
+    """Client frames that arrive while no upstream is there, in order, plus the audio appended since the last
+    commit before the drop. Appends are bounded by `max_audio_ms` (the oldest go first), everything by
+    `max_bytes` (an append makes room before a later frame is refused); what does not fit is counted."""
+
+    max_bytes: int
+    max_audio_ms: float
+    entries: deque[_Queued] = field(default_factory=deque)
+    bytes: int = 0
+    audio_ms: float = 0.0
+    dropped_frames: int = 0
+    dropped_audio_ms: float = 0.0
+
+    def seed(self, audio: Iterable[tuple[str, float]]) -> None:
+        """Audio forwarded before the drop and not committed: (base64 audio, its length in ms), oldest first."""
+        for b64_audio, ms in audio:
+            self._put(_Queued(b64_audio, ms, resend=True))
+
+    def add(self, text: str, audio_ms: float | None) -> None:
+        self._put(_Queued(text, audio_ms, resend=False))
+
+    def _put(self, entry: _Queued) -> None:
+        size = len(entry.text)
+        if entry.audio_ms is not None:
+            self.audio_ms += entry.audio_ms
+            while self.audio_ms > self.max_audio_ms and self._drop_oldest_append():
+                pass
+            if entry.audio_ms > self.max_audio_ms:  # alone longer than the bound: nothing of it is kept
+                self.audio_ms -= entry.audio_ms
+                self._count_dropped(entry)
+                return
+        while self.bytes + size > self.max_bytes and self._drop_oldest_append():
+            pass
+        if self.bytes + size > self.max_bytes:
+            if entry.audio_ms is not None:
+                self.audio_ms -= entry.audio_ms
+            self._count_dropped(entry)
+            return
+        self.entries.append(entry)
+        self.bytes += size
+
+    def _drop_oldest_append(self) -> bool:
+        for entry in self.entries:
+            if entry.audio_ms is not None:
+                self.entries.remove(entry)
+                self.bytes -= len(entry.text)
+                self.audio_ms -= entry.audio_ms
+                self._count_dropped(entry)
+                return True
+        return False
+
+    def _count_dropped(self, entry: _Queued) -> None:
+        self.dropped_frames += 1
+        if entry.audio_ms is not None:
+            self.dropped_audio_ms += entry.audio_ms
+
+    def drain(self, number: int) -> list[str | dict[str, Any]]:
+        """What to send, in order: a client frame of the gap as its text, audio forwarded before the drop as the
+        relay's own append (an object to send and log as such). The queue is empty afterwards."""
+        out: list[str | dict[str, Any]] = []
+        for index, entry in enumerate(self.entries):
+            if not entry.resend:
+                out.append(entry.text)
+            else:
+                out.append(resent_append(entry.text, number, index))
+        self.entries.clear()
+        self.bytes = 0
+        self.audio_ms = 0.0
+        return out
+
+
+# ---- the restore ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Create:
+    event_id: str
+    index: int  # position in the plan
+    kept_id: bool
+
+
+class Restore:
+    """One attempt's rebuild of the session on a new upstream: the effective `session.update`, then one
+    `conversation.item.create` per restorable item, in order, with its original id. Answers come in request
+    order: an `item.added`/`item.created` answers the oldest create in line, an `error` names its event_id. An
+    item refused with its id is tried once more without it (placed after the nearest earlier item kept under its
+    own id); refused again, it counts as dropped. Done once the configuration and every create are answered."""
+
+    def __init__(self, tag: str, session: dict[str, Any], items: list[HistoryItem]) -> None:
+        self.prefix = f"relay_resume{tag}_"
+        self.items = items
+        self.config_event_id = self.prefix + "session"
+        self.config_answered = False
+        self.config_refused = False
+        self.restored = 0
+        self.refused = 0
+        self._kept: set[int] = set()
+        self._in_line: deque[_Create] = deque()
+        self.first_frames: list[dict[str, Any]] = [
+            {"type": ev.SESSION_UPDATE, "event_id": self.config_event_id, "session": session}
+        ]
+        for index in range(len(items)):
+            self.first_frames.append(self._create(index, keep_id=True))
+
+    def _create(self, index: int, *, keep_id: bool, previous: str | None = None) -> dict[str, Any]:
+        event_id = f"{self.prefix}item{index}" + ("" if keep_id else "_noid")
+        self._in_line.append(_Create(event_id, index, keep_id))
+        frame: dict[str, Any] = {
+            "type": ev.CONVERSATION_ITEM_CREATE,
+            "event_id": event_id,
+            "item": self.items[index].restore_item(keep_id=keep_id),
+        }
+        if previous is not None:
+            frame["previous_item_id"] = previous
+        return frame
+
+    @property
+    def done(self) -> bool:
+        return self.config_answered and not self._in_line
+
+    def answer(self, event: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Take one event from the new upstream; returns frames to send now (a retry without the id)."""
+        if event is None:
+            return []
+        kind = event.get("type")
+        if kind == ev.SESSION_UPDATED:
+            self.config_answered = True
+        elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED) and self._in_line:
+            create = self._in_line.popleft()
+            self.restored += 1
+            if create.kept_id:
+                self._kept.add(create.index)
+        elif kind == ev.ERROR:
+            error = event.get("error")
+            event_id = error.get("event_id") if isinstance(error, dict) else None
+            if event_id == self.config_event_id:
+                self.config_answered = self.config_refused = True
+                return []
+            for create in self._in_line:
+                if create.event_id == event_id:
+                    self._in_line.remove(create)
+                    if create.kept_id:
+                        return [self._create(create.index, keep_id=False, previous=self._previous_kept(create.index))]
+                    self.refused += 1
+                    break
+        return []
+
+    def _previous_kept(self, index: int) -> str | None:
+        earlier = [i for i in self._kept if i < index]
+        return self.items[max(earlier)].item_id if earlier else None
+
+
+# ---- one session's resume state -------------------------------------------------------------------------------
+
+RESPONSE_FAILED_CODE: Final = "upstream_interrupted"
+
+
+def failed_response_done(response_id: str, number: int, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The relay-made end of a response the dropped upstream never finished (so no client waits forever); its
+    `output` lists the response's messages as `incomplete`, so a client can close what it was playing."""
+    return {
+        "type": ev.RESPONSE_DONE,
+        "event_id": f"relay_resume{number}_response_done",
+        "response": {
+            "id": response_id,
+            "object": "realtime.response",
+            "status": "failed",
+            "status_details": {
+                "type": "failed",
+                "error": {
+                    "type": "server_error",
+                    "code": RESPONSE_FAILED_CODE,
+                    "message": "the upstream connection dropped during this response; the relay reconnected",
+                },
+            },
+            "output": output or [],
+        },
+    }
+
+
+def resent_append(b64_audio: str, number: int, index: int) -> dict[str, Any]:
+    """Audio forwarded before the drop, re-sent as the relay's own append (its own `relay_` event_id)."""
+    return {"type": ev.INPUT_AUDIO_BUFFER_APPEND, "event_id": f"relay_resume{number}_audio{index}", "audio": b64_audio}
+
+
+class ResumeState:
+    """What one session remembers for a resume, fed with every frame the relay forwards (cheap on audio)."""
+
+    def __init__(self, policy: ResumePolicy) -> None:
+        self.policy = policy
+        self.config = EffectiveConfig()
+        self.history = CompactHistory(policy.history_max_bytes)
+        self.response_in_flight: str | None = None
+        self.response_messages: list[dict[str, Any]] = []  # the response's assistant messages, as `incomplete`
+        self.drops = 0  # numbers the relay's event ids of each resume
+        self.resumes = 0
+
+    def session_update_sent(self, event: dict[str, Any], text: str) -> None:
+        self.config.sent(event.get("event_id"), event.get("session"), text)
+
+    def on_server(self, kind: object, event: dict[str, Any]) -> None:
+        if kind in _IGNORED:
+            return
+        if kind == ev.SESSION_UPDATED:
+            self.config.updated()
+        elif kind == ev.ERROR:
+            error = event.get("error")
+            if isinstance(error, dict):
+                self.config.refused(error.get("event_id"))
+        elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
+            item = event.get("item")
+            self.history.observe_item(item, complete=False)
+            if kind == ev.RESPONSE_OUTPUT_ITEM_ADDED and _is_assistant_message(item):
+                incomplete = {"object": "realtime.item", "type": "message", "role": "assistant", "status": "incomplete"}
+                self.response_messages.append({"id": item["id"], **incomplete, "content": []})
+        elif kind in (ev.CONVERSATION_ITEM_DONE, ev.RESPONSE_OUTPUT_ITEM_DONE):
+            self.history.observe_item(event.get("item"), complete=True)
+        elif kind == ev.INPUT_AUDIO_TRANSCRIPTION_COMPLETED:
+            self.history.transcript(event.get("item_id"), event.get("transcript"))
+        elif kind == ev.CONVERSATION_ITEM_DELETED:
+            self.history.deleted(event.get("item_id"))
+        elif kind == ev.RESPONSE_CREATED:
+            response = event.get("response")
+            response_id = response.get("id") if isinstance(response, dict) else None
+            self.response_in_flight = response_id if isinstance(response_id, str) else ""
+            self.response_messages = []
+        elif kind == ev.RESPONSE_DONE:
+            self.response_in_flight = None
+            self.response_messages = []
+
+    def dropped(self, uncommitted_audio: Iterable[tuple[str, float]]) -> tuple[int, dict[str, Any] | None, GapQueue]:
+        """The upstream dropped: (this drop's number, the response.done ending a response in flight or None,
+        the queue for the gap, seeded with the audio appended since the last commit)."""
+        self.drops += 1
+        unanswered = self.config.upstream_lost()
+        ended = None
+        if self.response_in_flight is not None:
+            ended = failed_response_done(self.response_in_flight, self.drops, self.response_messages)
+            self.response_in_flight = None
+            self.response_messages = []
+        gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
+        for text in unanswered:
+            gap.add(text, None)
+        gap.seed(uncommitted_audio)
+        return self.drops, ended, gap
+
+    def restore(self, attempt: int, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Restore:
+        return Restore(f"{self.drops}_{attempt}", self.config.session(overlay), self.history.restorable())
+
+
+def _is_assistant_message(item: object) -> TypeGuard[dict[str, Any]]:
+    return (
+        isinstance(item, dict)
+        and item.get("type") == "message"
+        and item.get("role") == "assistant"
+        and isinstance(item.get("id"), str)
+    )
+
+
+# Server events the resume state never looks at: the bulk of a session (audio and text deltas).
+_IGNORED: Final = frozenset(
+    {
+        ev.RESPONSE_OUTPUT_AUDIO_DELTA,
+        ev.RESPONSE_OUTPUT_TEXT_DELTA,
+        ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA,
+        ev.RESPONSE_FUNCTION_CALL_ARGUMENTS_DELTA,
+        ev.INPUT_AUDIO_TRANSCRIPTION_DELTA,
+    }
+)

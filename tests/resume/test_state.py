@@ -1,0 +1,288 @@
+"""The pure parts of upstream resume (relay.core.resume): backoff, the effective configuration, the compact history,
+the pending audio, the gap queue and the restore plan, with property tests where a rule holds for any input."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.core.resume import (
+    CompactHistory,
+    EffectiveConfig,
+    GapQueue,
+    Restore,
+    ResumePolicy,
+    ResumeState,
+    backoff_delays,
+    is_resumable,
+)
+from relay.core.session import RelaySession, SessionPolicy
+from tests.support.schema_oracle import validate_server_event
+
+
+def append(ms: int, rate: int = 24000, event_id: str | None = None) -> str:
+    event: dict[str, Any] = {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\0\0" * (rate * ms // 1000)).decode()}
+    if event_id is not None:
+        event["event_id"] = event_id
+    return json.dumps(event)
+
+
+# ---- which ends are drops, and the waits between attempts ------------------------------------------------------
+
+
+def test_drops_are_resumed_and_normal_or_protocol_closes_are_not() -> None:
+    for code in (1001, 1006, 1011, 1012, 1013, 1014):
+        assert is_resumable(code)
+    for code in (1000, 1002, 1003, 1007, 1008, 1009, 4000, None):
+        assert not is_resumable(code)
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(st.integers(min_value=0, max_value=12), st.lists(st.floats(min_value=0.0, max_value=0.999999), min_size=12, max_size=12))
+def test_backoff_doubles_from_half_a_second_within_half_jitter(attempts: int, draws: list[float]) -> None:
+    it = iter(draws)
+    delays = backoff_delays(attempts, lambda: next(it))
+    assert len(delays) == attempts
+    for index, delay in enumerate(delays):
+        base = 0.5 * 2**index
+        assert 0.5 * base <= delay < 1.5 * base
+
+
+# ---- effective configuration ------------------------------------------------------------------------------------
+
+
+def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
+    config = EffectiveConfig()
+    config.sent("a", {"instructions": "one", "audio": {"output": {"voice": "alena"}}}, "a")
+    config.sent("b", {"audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}}}, "b")
+    config.sent("c", {"instructions": "refused"}, "c")
+    config.sent(None, "not an object", "d")
+    config.updated()  # a
+    config.refused("c")
+    config.updated()  # b
+    config.updated()  # the non-object one: nothing to merge
+    config.updated()  # a second session.updated for one update: nothing left in flight
+    assert config.session() == {
+        "type": "realtime",
+        "instructions": "one",
+        "audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}},
+    }
+
+
+def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
+    config = EffectiveConfig()
+    config.sent("a", {"voice": "x"}, "A")
+    config.updated()
+    config.sent("b", {"instructions": "client"}, "B")
+    assert config.upstream_lost() == ["B"]  # to be sent again after the restore
+    assert config.session() == {"type": "realtime", "voice": "x"}  # not accepted yet: not part of the restore
+    config.updated()  # the new upstream answers the update sent again
+    assert config.session(lambda s: {**s, "instructions": "pinned"}) == {"type": "realtime", "instructions": "pinned", "voice": "x"}
+
+
+# ---- compact history ----------------------------------------------------------------------------------------------
+
+
+def user_text(item_id: str, text: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "role": "user", "status": "completed", "content": [{"type": "input_text", "text": text}]}
+
+
+def test_the_history_keeps_completed_items_in_order_with_transcripts_and_calls() -> None:
+    history = CompactHistory(10_000)
+    history.observe_item(user_text("u1", "hello"), complete=False)
+    history.observe_item({"id": "u2", "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": None}]}, complete=True)
+    history.observe_item({"id": "a1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}, complete=False)
+    history.observe_item({"id": "a1", "type": "message", "role": "assistant", "content": [{"type": "output_audio", "transcript": "hi there"}]}, complete=True)
+    history.observe_item({"id": "a2", "type": "message", "role": "assistant", "status": "in_progress", "content": []}, complete=False)
+    history.observe_item({"id": "c1", "type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"}, complete=True)
+    history.observe_item({"id": "o1", "type": "function_call_output", "call_id": "call_1", "output": "12:00", "status": "completed"}, complete=False)
+    history.transcript("u2", "the spoken words")
+    restorable = history.restorable()
+    assert [entry.item_id for entry in restorable] == ["u1", "u2", "a1", "c1", "o1"]  # a2 never finished
+    assert [entry.restore_item(keep_id=True) for entry in restorable] == [
+        {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]},
+        {"id": "u2", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "the spoken words"}]},
+        {"id": "a1", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi there"}]},
+        {"id": "c1", "type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"},
+        {"id": "o1", "type": "function_call_output", "call_id": "call_1", "output": "12:00"},
+    ]
+    history.deleted("u1")
+    assert "id" not in history.restorable()[0].restore_item(keep_id=False)
+    assert [entry.item_id for entry in history.restorable()] == ["u2", "a1", "c1", "o1"]
+
+
+_garbage = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["id", "type", "role", "content", "text", "transcript", "call_id", "status", "x"]), children, max_size=6),
+    max_leaves=20,
+)
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(st.lists(st.tuples(st.sampled_from(["item", "done", "transcript", "deleted"]), _garbage, _garbage), max_size=30))
+def test_garbage_items_never_break_the_history(steps: list[tuple[str, Any, Any]]) -> None:
+    history = CompactHistory(2_000)
+    for op, first, second in steps:
+        if op == "item":
+            history.observe_item(first, complete=False)
+        elif op == "done":
+            history.observe_item(first, complete=True)
+        elif op == "transcript":
+            history.transcript(first, second)
+        else:
+            history.deleted(first)
+    for entry in history.restorable():
+        json.dumps(entry.restore_item(keep_id=True))
+    assert history.bytes == sum(entry.size for entry in history.items.values())
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(st.lists(st.text(min_size=1, max_size=300), min_size=1, max_size=60), st.integers(min_value=0, max_value=4000))
+def test_the_history_stays_under_its_cap_dropping_the_oldest_first(texts: list[str], cap: int) -> None:
+    history = CompactHistory(cap)
+    for index, text in enumerate(texts):
+        history.observe_item(user_text(f"u{index}", text), complete=True)
+    assert history.bytes <= cap
+    kept = [int(item_id[1:]) for item_id in history.items]
+    assert kept == list(range(len(texts) - len(kept), len(texts)))  # a suffix: the newest survive
+    assert history.dropped == len(texts) - len(kept)
+
+
+# ---- audio and the gap queue -------------------------------------------------------------------------------------
+
+
+def core_with_resume(**policy: Any) -> RelaySession:
+    core = RelaySession(SessionPolicy(resume=ResumePolicy(**policy)))
+    # Manual turns: nothing but a commit ends the uncommitted buffer (server VAD would also trim idle audio).
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    return core
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(st.lists(st.one_of(st.integers(min_value=1, max_value=400), st.just(-1)), max_size=60), st.integers(min_value=0, max_value=3000))
+def test_the_audio_to_resend_is_what_came_since_the_last_commit_within_the_bound(steps: list[int], bound_ms: int) -> None:
+    core = core_with_resume(buffer_seconds=bound_ms / 1000.0)
+    since_commit: list[int] = []
+    for n, ms in enumerate(steps):
+        if ms < 0:
+            core.receive_server_text(json.dumps({"type": "input_audio_buffer.committed", "item_id": f"u{n}"}))
+            since_commit = []
+        else:
+            core.receive_client_text(append(ms))
+            since_commit.append(ms)
+    kept = [round(ms) for _, ms in core.uncommitted_audio(bound_ms)]
+    assert sum(kept) <= bound_ms
+    assert kept == since_commit[len(since_commit) - len(kept) :]  # the newest audio, in order
+    if len(kept) < len(since_commit):  # nothing that fits was left out
+        assert sum(kept) + since_commit[len(since_commit) - len(kept) - 1] > bound_ms
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=500), st.integers(min_value=1, max_value=400)), max_size=60),
+    st.integers(min_value=100, max_value=20_000),
+    st.integers(min_value=0, max_value=2000),
+)
+def test_the_gap_queue_keeps_order_and_both_bounds(frames: list[tuple[bool, int, int]], max_bytes: int, max_ms: int) -> None:
+    gap = GapQueue(max_bytes, float(max_ms))
+    for index, (is_append, size, ms) in enumerate(frames):
+        gap.add(f"{index:05d}" + "x" * size, float(ms) if is_append else None)
+    kept = list(gap.entries)
+    assert gap.bytes == sum(len(entry.text) for entry in kept) <= max_bytes
+    assert gap.audio_ms == sum(entry.audio_ms or 0.0 for entry in kept) <= max_ms
+    order = [int(entry.text[:5]) for entry in kept]
+    assert order == sorted(order)
+    assert len(kept) + gap.dropped_frames == len(frames)
+    assert gap.drain(1) == [entry.text for entry in kept] and not gap.entries
+
+
+def test_audio_from_before_the_drop_is_resent_as_the_relays_own_appends_then_the_gap_frames() -> None:
+    gap = GapQueue(1 << 20, 5000.0)
+    audio = json.loads(append(100))["audio"]
+    gap.seed([(audio, 100.0)])
+    gap.add('{"type":"response.create"}', None)
+    out = gap.drain(3)
+    assert out == [
+        {"type": "input_audio_buffer.append", "event_id": "relay_resume3_audio0", "audio": audio},
+        '{"type":"response.create"}',
+    ]
+
+
+# ---- the restore -----------------------------------------------------------------------------------------------
+
+
+def two_items() -> list[Any]:
+    history = CompactHistory(10_000)
+    history.observe_item(user_text("u1", "first"), complete=True)
+    history.observe_item(user_text("u2", "second"), complete=True)
+    history.observe_item(user_text("u3", "third"), complete=True)
+    return history.restorable()
+
+
+def test_the_restore_sends_the_config_then_the_items_with_their_ids_and_ends_when_all_are_answered() -> None:
+    restore = Restore("1_1", {"type": "realtime", "instructions": "x"}, two_items())
+    frames = restore.first_frames
+    assert frames[0] == {"type": "session.update", "event_id": "relay_resume1_1_session", "session": {"type": "realtime", "instructions": "x"}}
+    assert [f["item"]["id"] for f in frames[1:]] == ["u1", "u2", "u3"]
+    assert all(f["event_id"].startswith("relay_") for f in frames)
+    assert restore.answer({"type": "session.created"}) == []
+    assert restore.answer(None) == []
+    assert restore.answer({"type": "session.updated"}) == []
+    assert not restore.done
+    restore.answer({"type": "conversation.item.added", "item": {"id": "u1"}})
+    retry = restore.answer({"type": "error", "error": {"event_id": "relay_resume1_1_item1", "code": "duplicate"}})
+    assert retry == [
+        {
+            "type": "conversation.item.create",
+            "event_id": "relay_resume1_1_item1_noid",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "second"}]},
+            "previous_item_id": "u1",
+        }
+    ]
+    restore.answer({"type": "conversation.item.done", "item": {"id": "u1"}})
+    restore.answer({"type": "conversation.item.added", "item": {"id": "u3"}})
+    assert not restore.done
+    assert restore.answer({"type": "error", "error": {"event_id": "relay_resume1_1_item1_noid"}}) == []
+    assert restore.done and restore.restored == 2 and restore.refused == 1
+
+
+@settings(deadline=None)  # a busy shared machine: examples are checked, not timed
+@given(st.lists(_garbage, max_size=40))
+def test_garbage_from_the_new_upstream_never_breaks_the_restore(events: list[Any]) -> None:
+    restore = Restore("1_1", {"type": "realtime"}, two_items())
+    for event in events:
+        if isinstance(event, dict):
+            for frame in restore.answer(event):
+                json.dumps(frame)
+    assert restore.restored + restore.refused <= 3
+
+
+def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> None:
+    state = ResumeState(ResumePolicy(buffer_seconds=1.0))
+    state.on_server("response.created", {"response": {"id": "resp_1"}})
+    item = {"id": "item_a", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    state.on_server("response.output_item.added", {"response_id": "resp_1", "item": item})
+    number, ended, gap = state.dropped([("AAAA", 700.0), ("AAAA", 700.0)])
+    assert number == 1
+    assert ended is not None and ended["type"] == "response.done"
+    assert ended["response"]["id"] == "resp_1" and ended["response"]["status"] == "failed"
+    assert ended["response"]["status_details"]["error"]["code"] == "upstream_interrupted"
+    assert [(o["id"], o["status"]) for o in ended["response"]["output"]] == [("item_a", "incomplete")]
+    validate_server_event(ended, "openai")  # what SDK clients parse
+    assert gap.audio_ms == 700.0  # one second at most: the older append makes room
+    assert state.dropped([])[1] is None  # nothing in flight any more
+
+
+def test_without_retrieves_the_core_keeps_only_the_audio_a_resume_can_resend() -> None:
+    core = RelaySession(SessionPolicy(retrieve_after_done=False, resume=ResumePolicy()))
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {}}))  # server VAD, 300 ms padding
+    core.receive_server_text(json.dumps({"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}))
+    core.receive_server_text(json.dumps({"type": "input_audio_buffer.committed", "item_id": "u1"}))
+    for _ in range(600):  # a minute of audio after an item that will never be saved
+        core.receive_client_text(append(100))
+    kept = core.uncommitted_audio(60_000)
+    assert sum(ms for _, ms in kept) <= 300 + 2000 + 100  # the VAD's reach back, not the whole minute
