@@ -244,7 +244,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     state.sockets.add(ws)
-    client = WebSocketClient(ws, settings.max_client_backlog_bytes)
+    client = WebSocketClient(ws, settings.max_client_backlog_bytes, transport=request.transport)
     query = request.query
     client_model = query.get("model")
     relay_events = query.get("relay_events", "") in ("1", "true", "yes")

@@ -31,7 +31,10 @@ DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
 
 
 class WebSocketClient:
-    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int) -> None:
+    """`transport` is the request's own (`web.BaseRequest.transport`, aiohttp's documented handle on the socket):
+    the direct path writes there; without one every frame goes through the queue."""
+
+    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int, *, transport: asyncio.Transport | None) -> None:
         self.ws = ws
         self.max_backlog_bytes = max_backlog_bytes
         self._queue: deque[tuple[str, int]] = deque()  # (frame, its UTF-8 size)
@@ -41,7 +44,7 @@ class WebSocketClient:
         self._idle.set()
         self._close_request: tuple[int, str] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
-        self._transport = ws._req.transport if ws._req is not None else None
+        self._transport = transport
         self.overflowed = False
 
     def _transport_buffered(self) -> int:
