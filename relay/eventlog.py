@@ -49,24 +49,25 @@ _TEXT_KEYS: Final = ("text", "transcript", "instructions")
 log = structlog.get_logger()
 
 
-def audio_summary(b64: str, fmt: AudioFormat | None) -> dict[str, Any]:
-    """What the log keeps of an audio payload: its size, its duration in the format in effect, and a hash.
+def audio_summary(b64: str, fmt: AudioFormat | None, with_hash: bool = False) -> dict[str, Any]:
+    """What the log keeps of an audio payload: its size, its duration in the format in effect, and (`log_audio_hash`)
+    a hash.
 
     The hash is the SHA-256 of the base64 payload as it crossed the relay (first 16 hex digits): it identifies
-    the payload without decoding it, which cost ~10% of the relay's CPU at 200 sessions (make bench). Sizes come
-    from the base64 length, which is exact for valid base64."""
+    the payload without decoding it. It is off by default: hashing every audio frame was about half of what
+    rendering a record cost (see docs/performance.md). Sizes come from the base64 length, which is exact for valid
+    base64."""
     n_bytes = _b64_len(b64)
-    return {
-        "audio_bytes": n_bytes,
-        "audio_ms": round(fmt.ms(n_bytes), 3) if fmt is not None else None,
-        "sha256": hashlib.sha256(b64.encode("ascii", "replace")).hexdigest()[:16],
-    }
+    summary: dict[str, Any] = {"audio_bytes": n_bytes, "audio_ms": round(fmt.ms(n_bytes), 3) if fmt is not None else None}
+    if with_hash:
+        summary["sha256"] = hashlib.sha256(b64.encode("ascii", "replace")).hexdigest()[:16]
+    return summary
 
 
 _MAX_WALK_DEPTH: Final = 64  # events are shallow; a deeper payload is logged as it is past this depth
 
 
-def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, depth: int = 0) -> Any:
+def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, with_hash: bool, depth: int = 0) -> Any:
     """Every `audio` string (content parts, items in responses, anywhere) summarized; with `keep_text` off every
     `text`, `transcript` and `instructions` string replaced by its length. Tool-call arguments and outputs stay.
     Copies only the containers it changes."""
@@ -78,34 +79,39 @@ def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, depth: int = 0)
             new = child
             if isinstance(child, str):
                 if key == "audio":
-                    new = audio_summary(child, fmt)
+                    new = audio_summary(child, fmt, with_hash)
                 elif not keep_text and key in _TEXT_KEYS:
                     new = len(child)
             elif isinstance(child, (dict, list)):
-                new = _scrub(child, fmt, keep_text, depth + 1)
+                new = _scrub(child, fmt, keep_text, with_hash, depth + 1)
             if new is not child:
                 if changed is None:
                     changed = dict(value)
                 changed[key] = new
         return value if changed is None else changed
     if isinstance(value, list):
-        items = [_scrub(child, fmt, keep_text, depth + 1) if isinstance(child, (dict, list)) else child for child in value]
+        items = [
+            _scrub(child, fmt, keep_text, with_hash, depth + 1) if isinstance(child, (dict, list)) else child for child in value
+        ]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 
-def summarize_event(event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool) -> Any:
-    """The event as it goes in the log: audio replaced by a summary; text by its length when not kept (C6).
+def summarize_event(
+    event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool, audio_hash: bool = False
+) -> Any:
+    """The event as it goes in the log: audio replaced by a summary (with a hash when `audio_hash`); text by its
+    length when not kept.
 
     Builds new containers where it changes something; never mutates the event it is given.
     """
     if not isinstance(event, dict):
         return event
-    out = _scrub(event, fmt, keep_text)
+    out = _scrub(event, fmt, keep_text, audio_hash)
     audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
     delta = out.get("delta")
     if audio_field == "delta" and isinstance(delta, str):
-        out = {**out, "delta": audio_summary(delta, fmt)}
+        out = {**out, "delta": audio_summary(delta, fmt, audio_hash)}
     elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
         out = {**out, "delta": len(delta)}
     return out
@@ -172,11 +178,13 @@ class EventLog:
         max_queue_bytes: int = 64 << 20,
         keep_text: bool = True,
         stdout_fd: int = 1,
+        audio_hash: bool = False,
     ) -> None:
         self.log_dir = log_dir
         self.to_stdout = to_stdout
         self.max_queue_bytes = max_queue_bytes
         self.keep_text = keep_text
+        self.audio_hash = audio_hash
         self._stdout_fd = stdout_fd
         self._timestamp = _Rfc3339()
         self._queue: deque[_Queued | _Gap | _Close] = deque()
@@ -341,10 +349,12 @@ class EventLog:
             "item_id": item_id,
             "response_id": response_id,
             "bytes": entry.bytes,
-            "event": summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text),
+            "event": summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text, self.audio_hash),
         }
         if entry.client_event is not None:
-            record["client_event"] = summarize_event(entry.client_event, entry.type, entry.audio_format, self.keep_text)
+            record["client_event"] = summarize_event(
+                entry.client_event, entry.type, entry.audio_format, self.keep_text, self.audio_hash
+            )
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:

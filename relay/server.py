@@ -476,6 +476,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             to_stdout=settings.event_log_stdout,
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
+            audio_hash=settings.log_audio_hash,
         )
     authority = TokenAuthority(settings.client_tokens, secret, default_ttl=settings.token_ttl_seconds)
     bridges: set[SessionBridge] = set()

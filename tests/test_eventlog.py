@@ -62,8 +62,21 @@ def test_audio_is_replaced_by_a_summary() -> None:
     encoded = base64.b64encode(audio).decode()
     event = {"type": "input_audio_buffer.append", "audio": encoded}
     summary = summarize_event(event, "input_audio_buffer.append", AudioFormat("audio/pcm", 16000), keep_text=True)
-    assert summary["audio"] == {"audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]}
+    assert summary["audio"] == {"audio_bytes": 1024, "audio_ms": 32.0}  # no hash unless log_audio_hash
     assert event["audio"] == encoded  # the original event is not mutated
+
+
+def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payload() -> None:
+    encoded = base64.b64encode(bytes(range(256)) * 4).decode()
+    for record_type, event in (
+        ("input_audio_buffer.append", {"type": "input_audio_buffer.append", "audio": encoded}),
+        ("response.output_audio.delta", {"type": "response.output_audio.delta", "delta": encoded}),
+    ):
+        summary = summarize_event(event, record_type, AudioFormat("audio/pcm", 16000), True, audio_hash=True)
+        field = "audio" if "audio" in event else "delta"
+        assert summary[field] == {
+            "audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        }
 
 
 def test_retrieved_item_audio_is_summarized_and_text_kept() -> None:
@@ -86,7 +99,9 @@ def test_log_content_off_keeps_only_the_length_of_text() -> None:
 
 
 def test_invalid_base64_audio_is_summarized_not_fatal() -> None:
-    summary = summarize_event({"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True)
+    summary = summarize_event(
+        {"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True, audio_hash=True
+    )
     assert set(summary["audio"]) == {"audio_bytes", "audio_ms", "sha256"}
     assert "!!!" not in json.dumps(summary)
 

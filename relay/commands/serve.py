@@ -99,6 +99,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             to_stdout=settings.event_log_stdout,
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
+            audio_hash=settings.log_audio_hash,
         )
         try:
             app = create_app(settings, event_log=event_log)
