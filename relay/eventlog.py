@@ -107,8 +107,18 @@ def summarize_event(
     """
     if not isinstance(event, dict):
         return event
-    out = _scrub(event, fmt, keep_text, audio_hash)
     audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
+    if audio_field is not None and keep_text:
+        # The hot path (an audio frame every 20 ms each way): its audio is at the top and nothing else nests, so the
+        # general walk is not needed (it was a third of what rendering such a record cost).
+        payload = event.get(audio_field)
+        if isinstance(payload, str) and (audio_field == "audio" or "audio" not in event):
+            for value in event.values():
+                if type(value) is dict or type(value) is list:
+                    break
+            else:
+                return {**event, audio_field: audio_summary(payload, fmt, audio_hash)}
+    out = _scrub(event, fmt, keep_text, audio_hash)
     delta = out.get("delta")
     if audio_field == "delta" and isinstance(delta, str):
         out = {**out, "delta": audio_summary(delta, fmt, audio_hash)}
@@ -138,12 +148,13 @@ class _Rfc3339:
         self._cache: tuple[int, str] = (-1, "")
 
     def __call__(self, wall: float) -> str:
-        second = int(wall)
+        micros = int(wall * 1_000_000)
+        second, fraction = divmod(micros, 1_000_000)
         cached_second, prefix = self._cache
         if second != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._cache = (second, prefix)
-        return f"{prefix}.{int((wall - second) * 1_000_000):06d}Z"
+        return "%s.%06dZ" % (prefix, fraction)  # noqa: UP031 - measurably cheaper than the f-string with a format spec
 
 
 @dataclass
