@@ -20,7 +20,7 @@ from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -228,14 +228,14 @@ class UpstreamLink:
         started = time.monotonic()
         try:
             uri = parse_uri(url)
-        except InvalidURI as exc:
-            raise UpstreamUnavailable(f"upstream unreachable: {exc}") from None
-        protocol = ClientProtocol(uri, max_size=None)  # no extensions offered, no size cap
-        request = protocol.connect()
-        request.headers["User-Agent"] = _USER_AGENT
-        for name, value in headers.items():
-            request.headers[name] = value
-        protocol.send_request(request)
+            protocol = ClientProtocol(uri, max_size=None)  # no extensions offered, no size cap
+            request = protocol.connect()
+            request.headers["User-Agent"] = _USER_AGENT
+            for name, value in headers.items():
+                request.headers[name] = value
+            protocol.send_request(request)
+        except (InvalidURI, InvalidHandshake, ValueError) as exc:  # a URL or header that cannot make a request
+            raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
         loop = asyncio.get_running_loop()
         link = _LinkProtocol(protocol, loop)
         tls = ssl.create_default_context() if uri.secure else None
