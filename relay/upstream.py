@@ -73,6 +73,10 @@ class _LinkProtocol(asyncio.Protocol):
         self._parts: list[bytes | bytearray | memoryview] = []
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
+        # Data frames sent during the current loop iteration, written together right after it (one send(2) for
+        # all the frames a burst of client messages produced; see docs/performance.md).
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
 
@@ -113,11 +117,33 @@ class _LinkProtocol(asyncio.Protocol):
 
     # -- the protocol's output ----------------------------------------------------------------------------------
 
+    def queue_data(self, frames: list[bytes]) -> None:
+        """Data frames to write once the current callbacks are done (in order, before anything `flush` writes)."""
+        pending = self.pending
+        first = not pending
+        for data in frames:
+            pending.append(data)
+            self.pending_bytes += len(data)
+        if first and pending:
+            self.loop.call_soon(self.write_pending)
+
+    def write_pending(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self.pending_bytes = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
     def flush(self) -> None:
         """Write what the protocol produced; an empty chunk means "end of stream" (half-close when possible)."""
         transport = self.transport
         if transport is None:
             return
+        self.write_pending()  # data frames sent before a pong or a close frame go out before it
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
@@ -190,6 +216,8 @@ class _LinkProtocol(asyncio.Protocol):
         self.accepting = False
 
     def abort(self) -> None:
+        self.pending.clear()
+        self.pending_bytes = 0
         if self.transport is not None:
             self.transport.abort()
 
@@ -283,10 +311,12 @@ class UpstreamLink:
                 return
             raise self._disconnected()
         protocol.send_text(text.encode())
-        for data in protocol.data_to_send():
-            transport.write(data)
+        link = self._link
+        link.queue_data(protocol.data_to_send())
+        if link.pending_bytes > self.backlog_limit:
+            link.write_pending()  # too much to hold back: the kernel's buffers take it now, or the check below fails
         if transport.get_write_buffer_size() > self.backlog_limit:
-            transport.abort()
+            link.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")
 
     async def wait_closed(self) -> None:
@@ -317,8 +347,8 @@ class UpstreamLink:
         protocol = self._protocol
         if protocol.state is State.OPEN and not self._transport.is_closing():
             protocol.send_close(code, reason)
-            self._link.flush()
+            self._link.flush()  # what was sent before the close frame goes first
         await asyncio.shield(self._link.closed)
 
     def abort(self) -> None:
-        self._transport.abort()
+        self._link.abort()
