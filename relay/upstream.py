@@ -28,6 +28,7 @@ from websockets.uri import parse_uri
 from websockets.version import version as websockets_version
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
+from relay.writebatch import WriteBatch
 
 CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
 _USER_AGENT: Final = f"realtime-relay websockets/{websockets_version}"
@@ -73,15 +74,13 @@ class _LinkProtocol(asyncio.Protocol):
         self._parts: list[bytes | bytearray | memoryview] = []
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
-        # Data frames sent during the current loop iteration, written together right after it (one send(2) for
-        # all the frames a burst of client messages produced; see docs/performance.md).
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
+        self.batch = WriteBatch(None)  # data frames of the current loop iteration, written together after it
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.batch = WriteBatch(self.transport)
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
@@ -117,33 +116,12 @@ class _LinkProtocol(asyncio.Protocol):
 
     # -- the protocol's output ----------------------------------------------------------------------------------
 
-    def queue_data(self, frames: list[bytes]) -> None:
-        """Data frames to write once the current callbacks are done (in order, before anything `flush` writes)."""
-        pending = self.pending
-        first = not pending
-        for data in frames:
-            pending.append(data)
-            self.pending_bytes += len(data)
-        if first and pending:
-            self.loop.call_soon(self.write_pending)
-
-    def write_pending(self) -> None:
-        pending = self.pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self.pending_bytes = 0
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-
     def flush(self) -> None:
         """Write what the protocol produced; an empty chunk means "end of stream" (half-close when possible)."""
         transport = self.transport
         if transport is None:
             return
-        self.write_pending()  # data frames sent before a pong or a close frame go out before it
+        self.batch.write()  # data frames sent before a pong or a close frame go out before it
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
@@ -216,8 +194,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.accepting = False
 
     def abort(self) -> None:
-        self.pending.clear()
-        self.pending_bytes = 0
+        self.batch.clear()
         if self.transport is not None:
             self.transport.abort()
 
@@ -312,9 +289,11 @@ class UpstreamLink:
             raise self._disconnected()
         protocol.send_text(text.encode())
         link = self._link
-        link.queue_data(protocol.data_to_send())
-        if link.pending_bytes > self.backlog_limit:
-            link.write_pending()  # too much to hold back: the kernel's buffers take it now, or the check below fails
+        batch = link.batch
+        for data in protocol.data_to_send():
+            batch.add(data)
+        if batch.size > self.backlog_limit:
+            batch.write()  # too much to hold back: the kernel's buffers take it now, or the check below fails
         if transport.get_write_buffer_size() > self.backlog_limit:
             link.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")

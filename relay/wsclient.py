@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import WebSocketError, WSMsgType, web
 
 from relay.bridge import ClientFrame
+from relay.writebatch import WriteBatch
 from relay.wsframe import text_frame
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
@@ -45,10 +46,8 @@ class WebSocketClient:
         self._close_request: tuple[int, str] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
         self._transport = transport
-        # Frames of the direct path written together once the current callbacks are done: one send(2) for all the
-        # frames an upstream read produced, instead of one each (see docs/performance.md).
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        # Frames of the direct path are written together once the current callbacks are done.
+        self._batch = WriteBatch(transport)
         self.overflowed = False
 
     def _transport_buffered(self) -> int:
@@ -57,18 +56,7 @@ class WebSocketClient:
 
     def backlog_bytes(self) -> int:
         """What is waiting to reach the client: the relay's queue plus the transport's write buffer."""
-        return self._queued_bytes + self._pending_bytes + self._transport_buffered()
-
-    def _write_pending(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._pending_bytes = 0
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        return self._queued_bytes + self._batch.size + self._transport_buffered()
 
     async def receive(self) -> ClientFrame:
         message = await self.ws.receive()
@@ -95,17 +83,13 @@ class WebSocketClient:
         if (
             not self._queue
             and transport is not None
-            and transport.get_write_buffer_size() + self._pending_bytes < DIRECT_WRITE_LIMIT_BYTES
+            and transport.get_write_buffer_size() + self._batch.size < DIRECT_WRITE_LIMIT_BYTES
             and not self.ws.closed
             and not transport.is_closing()
         ):
-            pending = self._pending
-            pending.append(text_frame(payload))
-            self._pending_bytes += size
-            if len(pending) == 1:
-                asyncio.get_running_loop().call_soon(self._write_pending)
+            self._batch.add(text_frame(payload))
             return True
-        self._write_pending()  # what went the direct way before this frame goes out before it
+        self._batch.write()  # what went the direct way before this frame goes out before it
         backlog = self.backlog_bytes()
         # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
         # counts as slowness by itself; memory stays within the bound plus that one frame.
@@ -149,7 +133,7 @@ class WebSocketClient:
 
     async def close(self, code: int, reason: str, *, grace: float) -> int | None:
         """Send what is queued (within `grace` s), then close with `code`; abort if that takes over 5 s more."""
-        self._write_pending()
+        self._batch.write()
         if self.ws.closed and self._close_request is None:
             await self.stop_writer()
             return self.ws.close_code
@@ -170,7 +154,7 @@ class WebSocketClient:
 
     async def stop_writer(self) -> None:
         """End the writer task (the handler is done with this socket, however the session ended)."""
-        self._write_pending()
+        self._batch.write()
         if self._writer.done():
             return
         self._drop_queue()
@@ -187,8 +171,7 @@ class WebSocketClient:
             await asyncio.wait({self._writer})
 
     def abort(self) -> None:
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._batch.clear()
         transport = self._transport
         if transport is not None:
             transport.abort()
