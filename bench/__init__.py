@@ -11,6 +11,9 @@ Parts, each its own process so they can be pinned to their own core:
 - `bench.runner` — the phases, the report, the targets; `bench.table` — the README table from a result file;
 - `bench.gc_relay`, `bench.uvloop_relay` — the unchanged relay CLI under a what-if (GC pauses timed, uvloop),
   for measured perf proposals;
+- `bench.reference_relay` — the reference pass-through relay (aiohttp both sides, `json.loads` of every message, no
+  logging, built like Azure's rtmt.py and sharing no code with the product): the contract's targets are read
+  against it, measured in the same run;
 - `bench.splice_floor` (and `_uvloop`) — not a relay: a byte-for-byte TCP splice, the floor under any asyncio
   relay on this machine, measured in the same run so each target can be read against it.
 Both WebSocket peers here speak RFC 6455 through `bench.frames`, a few dozen lines of framing, because the

@@ -7,6 +7,7 @@ suite; `--out PATH` writes elsewhere (`--out -` writes no file).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,8 +28,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run every benchmark process at this nice value (negative needs root): on a shared machine, keeps "
         "other work from landing in the figures",
     )
+    parser.add_argument(
+        "--memory-seconds",
+        type=float,
+        default=None,
+        help="how long the memory phase's sessions stream before RSS is read (default 60, --quick 0.5)",
+    )
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.memory_seconds is not None:
+        if args.memory_seconds <= 0:
+            parser.error("--memory-seconds must be positive")
+        plan = dataclasses.replace(plan, memory_stream_s=args.memory_seconds)
     report = execute(plan, None if args.out == "-" else Path(args.out), nice=args.nice)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

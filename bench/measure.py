@@ -49,6 +49,52 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def descendants(pid: int) -> list[int]:
+    """The live processes below `pid` (children, grandchildren...), from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo += children.get(child, [])
+    return out
+
+
+def tree_cpu_ticks(pid: int) -> int:
+    """CPU of a whole process tree in clock ticks: the process (all its threads), the children it has waited for,
+    and every live descendant (a helper process's work counts as the relay's)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for child in descendants(pid):
+        try:
+            total += cpu_ticks(child)
+        except (OSError, ValueError):
+            continue  # it just ended
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of a process and its live descendants (KiB); shared pages count once per process, an upper bound."""
+    total = rss_kib(pid)
+    for child in descendants(pid):
+        try:
+            total += rss_kib(child)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def thread_ticks(pid: int) -> dict[str, int]:
     """utime + stime per thread: "main" for the process's first thread, "<comm>-<tid>" for the others (Python
     threads all share the comm "python", so the tid is what tells the event loop from the log writer)."""
@@ -86,7 +132,7 @@ def rss_kib(pid: int) -> int:
 
 @dataclass
 class CpuWindow:
-    """CPU used by a process between `start()` and `stop()`, as a percentage of one core."""
+    """CPU used by a process tree between `start()` and `stop()`, as a percentage of one core."""
 
     pid: int
     _ticks: int = 0
@@ -94,12 +140,12 @@ class CpuWindow:
     _wall: float = 0.0
 
     def start(self, now: float) -> None:
-        self._ticks = cpu_ticks(self.pid)
+        self._ticks = tree_cpu_ticks(self.pid)
         self._threads = thread_ticks(self.pid)
         self._wall = now
 
     def stop(self, now: float) -> dict[str, Any]:
-        ticks = cpu_ticks(self.pid) - self._ticks
+        ticks = tree_cpu_ticks(self.pid) - self._ticks
         wall = max(now - self._wall, 1e-9)
         threads_now = thread_ticks(self.pid)
         before = self._threads or {}

@@ -99,6 +99,7 @@ class RelayProcess:
     core: int | None
     wrapper: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    label: str | None = None  # names its files; the variant's name by default (a peer relay runs in a variant too)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     command: list[str] = field(default_factory=list)
@@ -106,8 +107,9 @@ class RelayProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         self.port = free_port()
-        logs = self.workdir / f"logs-{self.variant}"
-        data = self.workdir / f"data-{self.variant}"
+        name = self.name
+        logs = self.workdir / f"logs-{name}"
+        data = self.workdir / f"data-{name}"
         module = self.wrapper or "relay"
         argv = [
             sys.executable, "-m", module, "serve", "--upstream", self.upstream, "--port", str(self.port),
@@ -121,7 +123,7 @@ class RelayProcess:
         if env["RELAY_EVENT_LOG_STDOUT"] == "true":
             self._stdout = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         else:
-            self._stdout = open(self.workdir / f"relay-{self.variant}.stdout", "ab")  # noqa: SIM115
+            self._stdout = open(self.workdir / f"relay-{name}.stdout", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.command, stdout=self._stdout, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec, cwd=self.workdir
         )
@@ -133,6 +135,10 @@ class RelayProcess:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"the relay did not become ready within {timeout} s")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.variant
 
     @property
     def pid(self) -> int:
@@ -172,7 +178,7 @@ class RelayProcess:
         """Warning and error records of the relay's own stdout log by event name (e.g. relay.log_queue_full:
         dropped event records would make a logging variant look cheaper than it is). Empty when stdout went to
         /dev/null (the event_log_stdout variant)."""
-        path = self.workdir / f"relay-{self.variant}.stdout"
+        path = self.workdir / f"relay-{self.name}.stdout"
         counts: dict[str, int] = {}
         if not path.exists() or self.proc is None:
             return counts
@@ -182,7 +188,7 @@ class RelayProcess:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
-                name = str(record.get("event"))
+                name = str(record.get("msg"))
                 counts[name] = counts.get(name, 0) + 1
         return counts
 

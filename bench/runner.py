@@ -1,10 +1,12 @@
-"""One benchmark run (CONTRACT C11, issue 10): the phases, the report, the verdict on each target.
+"""One benchmark run: the phases, the report, the verdict on each target.
 
 Layout on a machine with at least two CPUs: the relay under test alone on core 0; the echo upstream and the
 load generator (separate processes) on core 1. With one CPU nothing is pinned and the report says so.
 Phases (each a few seconds): direct baseline (latency at 10 sessions, flood, session sweep) -> for each logging
-variant a fresh relay (latency at 10, flood, CPU at the efficiency load) -> on the default variant the session
-sweep, memory per idle/active session (a fresh relay), a py-spy profile -> uvloop experiment when installed.
+variant a fresh relay (latency at 10, flood, CPU and p99 at 50, 100 and 200 real-time sessions) -> on the default
+variant the session sweep and a py-spy profile -> the same phases for the peers (the reference relay, the splice
+floor) -> memory: RSS per idle session and after a configurable stretch of streaming (a fresh relay) -> what-if
+experiments (GC, uvloop) when installed. CPU and RSS are of the relay's whole process tree.
 Writes nothing but the run's temporary directory and the result file; prints progress to stderr.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import profiling
-from bench.measure import core_busy, machine, rss_kib
+from bench.measure import core_busy, machine, tree_rss_kib
 from bench.relayproc import VARIANTS, EchoProcess, InteractiveLoadgen, RelayProcess, bench_env, pinned_command, run_loadgen
 
 DEFAULT_VARIANT = "files"
@@ -44,8 +46,9 @@ class Plan:
     sweep_measure_s: float
     efficiency_sessions: int
     sustainable_sessions: int
+    mid_sessions: int
     memory_sessions: int
-    memory_checkpoints_s: tuple[float, ...]
+    memory_stream_s: float
     profile_s: float
     variants: tuple[str, ...] = tuple(VARIANTS)
     experiments: bool = True
@@ -62,8 +65,9 @@ class Plan:
             sweep_measure_s=3.0,
             efficiency_sessions=200,
             sustainable_sessions=50,
+            mid_sessions=100,
             memory_sessions=200,
-            memory_checkpoints_s=(2.0, 4.0),
+            memory_stream_s=60.0,
             profile_s=4.0,
         )
 
@@ -79,12 +83,18 @@ class Plan:
             sweep_measure_s=0.5,
             efficiency_sessions=5,
             sustainable_sessions=3,
+            mid_sessions=4,
             memory_sessions=5,
-            memory_checkpoints_s=(0.5,),
+            memory_stream_s=0.5,
             profile_s=0.0,
             variants=(DEFAULT_VARIANT, "off"),
             experiments=False,
         )
+
+    @property
+    def memory_checkpoints_s(self) -> tuple[float, ...]:
+        """When RSS is read while the sessions stream: halfway (for the growth rate) and at the end."""
+        return (self.memory_stream_s / 2, self.memory_stream_s)
 
 
 # Targets from issue 10 (the contract's C11 names the measurements; the issue gives the numbers).
@@ -95,6 +105,8 @@ TARGET_SESSIONS_PER_CORE = 500
 SWEEP_P99_ADDED_LIMIT_MS = 5.0
 TARGET_FLOOD_RATIO = 0.8
 TARGET_IDLE_KIB = 100.0
+TARGET_P99_AT_100_MS = 3.0
+TARGET_STREAMING_RSS_MIB = 150.0
 # The generator "keeps up" while its sends leave on schedule and every round trip comes back.
 KEEP_UP_LATENESS_P99_MS = 5.0
 KEEP_UP_DELIVERY_RATIO = 0.98
@@ -178,18 +190,34 @@ class Run:
                 break
         return {"latency": latency, "flood": flood, "sweep": sweep}
 
-    def variant(self, name: str, direct: dict[str, Any]) -> dict[str, Any]:
+    def variant(
+        self,
+        name: str,
+        direct: dict[str, Any],
+        *,
+        wrapper: str | None = None,
+        label: str | None = None,
+        sweep: bool | None = None,
+    ) -> dict[str, Any]:
+        """One relay measured in every phase: the product in logging variant `name`, or a peer (the reference relay,
+        the splice floor: `wrapper` names its module, `label` the result) with the same load in the same run."""
         plan = self.plan
-        relay = self.start_relay(name)
+        label = label or name
+        assert self.echo is not None
+        relay = RelayProcess(name, self.echo.url, self.workdir, self.layout.relay_core, wrapper=wrapper, label=label)
+        relay.start()
         try:
-            log(f"relay[{name}]: latency at {plan.latency_sessions} sessions")
-            latency = self.load(self.spec(relay.url, "realtime", plan.latency_sessions, relay_pid=relay.pid), relay)
-            log(f"relay[{name}]: flood with {plan.flood_sessions} sessions")
-            flood = self.load(self.spec(relay.url, "flood", plan.flood_sessions, relay_pid=relay.pid), relay)
-            log(f"relay[{name}]: CPU at {plan.sustainable_sessions} real-time sessions")
-            light = self.load(self.spec(relay.url, "realtime", plan.sustainable_sessions, relay_pid=relay.pid), relay)
-            log(f"relay[{name}]: CPU at {plan.efficiency_sessions} real-time sessions")
-            efficiency = self.load(self.spec(relay.url, "realtime", plan.efficiency_sessions, relay_pid=relay.pid), relay)
+            spec = self.spec
+            log(f"relay[{label}]: latency at {plan.latency_sessions} sessions")
+            latency = self.load(spec(relay.url, "realtime", plan.latency_sessions, relay_pid=relay.pid), relay)
+            log(f"relay[{label}]: flood with {plan.flood_sessions} sessions")
+            flood = self.load(spec(relay.url, "flood", plan.flood_sessions, relay_pid=relay.pid), relay)
+            log(f"relay[{label}]: CPU at {plan.sustainable_sessions} real-time sessions")
+            light = self.load(spec(relay.url, "realtime", plan.sustainable_sessions, relay_pid=relay.pid), relay)
+            log(f"relay[{label}]: CPU and p99 at {plan.mid_sessions} real-time sessions")
+            mid = self.load(spec(relay.url, "realtime", plan.mid_sessions, relay_pid=relay.pid), relay)
+            log(f"relay[{label}]: CPU at {plan.efficiency_sessions} real-time sessions")
+            efficiency = self.load(spec(relay.url, "realtime", plan.efficiency_sessions, relay_pid=relay.pid), relay)
             out: dict[str, Any] = {
                 "command": " ".join(relay.command),
                 "latency": latency,
@@ -206,11 +234,18 @@ class Run:
                     "result": light,
                     **cpu_cost(light, plan.sustainable_sessions, offered=plan.efficiency_sessions),
                 },
+                "mid_load": {
+                    "sessions": plan.mid_sessions,
+                    "result": mid,
+                    "rtt_ms": mid["rtt_ms"],
+                    "relay_cpu_percent": relay_cpu(mid),
+                    **cpu_cost(mid, plan.mid_sessions),
+                },
             }
-            if name == DEFAULT_VARIANT:
-                out["sweep"] = self.sweep(relay, direct["sweep"])
-                if plan.profile_s > 0:
-                    out["profile"] = self.profile(relay)
+            if sweep if sweep is not None else name == DEFAULT_VARIANT and wrapper is None:
+                out["sweep"] = self.sweep(relay, direct["sweep"], label=label)
+            if name == DEFAULT_VARIANT and wrapper is None and plan.profile_s > 0:
+                out["profile"] = self.profile(relay)
         finally:
             relay.stop()
         out["relay_warnings"] = relay.warnings()
@@ -258,9 +293,9 @@ class Run:
             # Lazy imports and first-use allocations happen on the first sessions: not per-session costs.
             self.load({**self.spec(relay.url, "realtime", 2, measure_s=0.3), "warmup_s": 0.2, "watch": {}}, relay)
             time.sleep(0.3)
-            base = rss_kib(relay.pid)
+            base = tree_rss_kib(relay.pid)
             n = plan.memory_sessions
-            log(f"memory: {n} idle sessions on a fresh relay")
+            log(f"memory: {n} idle sessions on a fresh relay, then {plan.memory_stream_s:g} s of streaming")
             spec = {**self.spec(relay.url, "memory", n, measure_s=max(plan.memory_checkpoints_s)), "watch": {}}
             spec["checkpoints_s"] = list(plan.memory_checkpoints_s)
             gen = InteractiveLoadgen(spec, self.layout.peers_core)
@@ -268,12 +303,12 @@ class Run:
                 idle_stage = gen.read_stage()
                 connected = int(idle_stage["sessions_connected"])
                 time.sleep(0.5)
-                idle = rss_kib(relay.pid)
+                idle = tree_rss_kib(relay.pid)
                 gen.advance()
                 active: list[dict[str, Any]] = []
                 for _ in plan.memory_checkpoints_s:
                     stage = gen.read_stage()
-                    rss = rss_kib(relay.pid)
+                    rss = tree_rss_kib(relay.pid)
                     active.append(
                         {
                             "after_s": stage["t_s"],
@@ -300,6 +335,8 @@ class Run:
             "idle_per_session_kib": round((idle - base) / max(connected, 1), 1),
             "active": active,
             "active_per_session_kib": active[-1]["per_session_kib"] if active else None,
+            "streaming_s": active[-1]["after_s"] if active else None,
+            "streaming_rss_mib": round(active[-1]["rss_kib"] / 1024, 1) if active else None,
             "active_growth_kib_per_session_per_s": growth,
         }
 
@@ -376,15 +413,21 @@ class Run:
         return out
 
 
-# name, wrapper module, module it needs, environment, with a session sweep
-# (The GC tuning an earlier experiment measured is now the relay's own.) The splice floors are not relays: they
-# copy bytes between the sockets with no parsing and no log, so they show the least any asyncio relay in CPython
-# can cost on this machine; each target's verdict quotes the asyncio floor measured in the same run.
+# Peers measured in every phase, like the product, in the same run: the reference relay (a pass-through built
+# like Azure's rtmt.py: what a user would otherwise pick) and the asyncio splice floor. The splice is not a relay: it
+# copies bytes between the sockets with no parsing and no log, so it shows the least any asyncio relay in CPython
+# can cost on this machine; each target's verdict quotes it. (name, module, with a session sweep in the full run)
+REFERENCE_PEER = "reference"
 FLOOR_EXPERIMENT = "splice_floor"
+PEERS: tuple[tuple[str, str, bool], ...] = (
+    (REFERENCE_PEER, "bench.reference_relay", False),
+    (FLOOR_EXPERIMENT, "bench.splice_floor", True),
+)
+# name, wrapper module, module it needs, environment, with a session sweep
+# (The GC tuning an earlier experiment measured is now the relay's own.) The uvloop splice is a floor too.
 EXPERIMENTS: tuple[tuple[str, str, str | None, dict[str, str], bool], ...] = (
     ("gc_pauses", "bench.gc_relay", None, {}, False),
     ("uvloop", "bench.uvloop_relay", "uvloop", {}, False),
-    (FLOOR_EXPERIMENT, "bench.splice_floor", None, {}, True),
     ("splice_floor_uvloop", "bench.splice_floor_uvloop", "uvloop", {}, False),
 )
 
@@ -542,9 +585,9 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             f"~{default.get('relay_cpu_percent_scaled_to_reference_machine')}% there)"
         )
 
-    floor = report.get("experiments", {}).get(FLOOR_EXPERIMENT) or {}
+    floor = report.get("peers", {}).get(FLOOR_EXPERIMENT) or {}
     floor_values: dict[str, Any] = {}
-    if floor.get("available"):
+    if floor:
         floor_lat = floor.get("added_latency_ms") or {}
         floor_values = {
             "added_latency_p50": floor_lat.get("p50"),
@@ -552,6 +595,9 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             "cpu_at_200_sessions": floor.get("relay_cpu_percent"),
             "sessions_per_core": (floor.get("capacity") or {}).get("sessions_per_core"),
             "flood_ratio": floor.get("flood_ratio_to_direct"),
+            "cpu_at_200_vs_reference": offered_cpu(floor),
+            "flood_vs_reference": floor.get("flood", {}).get("round_trips_per_s"),
+            "p99_at_100_sessions": (floor.get("mid_load") or {}).get("rtt_ms", {}).get("p99"),
         }
 
     def target(name: str, goal: str, measured: Any, met: bool | None, how: str = "") -> dict[str, Any]:
@@ -589,7 +635,98 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     )
     idle = memory.get("idle_per_session_kib")
     out |= target("idle_session_rss", f"<= {TARGET_IDLE_KIB} KiB", idle, _le(idle, TARGET_IDLE_KIB))
+    # The contract's targets, against the reference relay measured in the same run.
+    reference = report.get("peers", {}).get(REFERENCE_PEER) or {}
+    ref_cpu = offered_cpu(reference) if reference else None
+    own_cpu = offered_cpu(default)
+    out |= target(
+        "cpu_at_200_vs_reference",
+        "<= the reference relay's, same run, files on",
+        own_cpu,
+        None if own_cpu is None or ref_cpu is None else own_cpu <= ref_cpu,
+        f"reference relay: {ref_cpu}% (CPU of each whole process tree; where less than "
+        f"{KEEP_UP_DELIVERY_RATIO:.0%} of the load got through, CPU per round trip x the offered rate)",
+    )
+    own_flood = default["flood"]["round_trips_per_s"]
+    ref_flood = reference.get("flood", {}).get("round_trips_per_s") if reference else None
+    out |= target(
+        "flood_vs_reference",
+        "round trips/s >= the reference relay's, same run",
+        own_flood,
+        None if own_flood is None or ref_flood is None else own_flood >= ref_flood,
+        f"reference relay: {ref_flood}",
+    )
+    mid = default.get("mid_load") or {}
+    p99 = (mid.get("rtt_ms") or {}).get("p99")
+    out |= target(
+        "p99_at_100_sessions",
+        f"round trip p99 <= {TARGET_P99_AT_100_MS} ms at {report['workload'].get('mid_sessions')} real-time sessions",
+        p99,
+        _le(p99, TARGET_P99_AT_100_MS),
+        f"direct: {direct_step(report, report['workload'].get('mid_sessions')).get('rtt_ms', {}).get('p99')} ms",
+    )
+    rss = memory.get("streaming_rss_mib")
+    out |= target(
+        "rss_at_200_streaming",
+        f"<= {TARGET_STREAMING_RSS_MIB} MiB after {memory.get('streaming_s')} s of streaming, no completed items",
+        rss,
+        _le(rss, TARGET_STREAMING_RSS_MIB),
+        f"{memory.get('sessions')} sessions",
+    )
     return out
+
+
+def offered_cpu(variant: dict[str, Any]) -> float | None:
+    """CPU % at the efficiency load: as measured, or (when the load did not all get through) CPU per round trip x
+    the offered rate, so a saturated relay is not read as a cheap one."""
+    delivered = variant.get("delivered_ratio")
+    if delivered is not None and delivered < KEEP_UP_DELIVERY_RATIO:
+        value: float | None = variant.get("relay_cpu_percent_at_offered_load")
+        return value
+    measured: float | None = variant.get("relay_cpu_percent")
+    return measured
+
+
+def direct_step(report: dict[str, Any], sessions: int | None) -> dict[str, Any]:
+    """The direct run's sweep step at `sessions` (the echo alone under the same load), or {}."""
+    for step in report.get("direct", {}).get("sweep", []):
+        if step.get("sessions_requested") == sessions:
+            found: dict[str, Any] = step
+            return found
+    return {}
+
+
+def comparison(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The side-by-side rows: direct (the echo's own CPU), the peers, the product in each logging variant."""
+    workload = report["workload"]
+    mid_n, top_n = workload["mid_sessions"], workload["efficiency_sessions"]
+    rows: dict[str, dict[str, Any]] = {}
+    direct = report["direct"]
+    mid_d, top_d = direct_step(report, mid_n), direct_step(report, top_n)
+    rows["direct"] = {
+        "cpu_percent_at_mid": (mid_d.get("watched", {}).get("echo") or {}).get("cpu_percent"),
+        "cpu_percent_at_top": (top_d.get("watched", {}).get("echo") or {}).get("cpu_percent"),
+        "p99_ms_at_mid": (mid_d.get("rtt_ms") or {}).get("p99"),
+        "flood_round_trips_per_s": direct["flood"]["round_trips_per_s"],
+        "rtt_ms_at_latency_sessions": direct["latency"]["rtt_ms"],
+        "what": "the echo upstream's own CPU (no relay)",
+    }
+    named = {f"{name} (peer)": v for name, v in report.get("peers", {}).items()}
+    named |= {f"relay, {name}": v for name, v in report["relay"].items()}
+    for name, v in named.items():
+        mid = v.get("mid_load") or {}
+        rows[name] = {
+            "cpu_percent_at_mid": mid.get("relay_cpu_percent"),
+            "cpu_percent_at_top": v.get("relay_cpu_percent"),
+            "cpu_percent_at_top_offered": offered_cpu(v),
+            "delivered_ratio_at_top": v.get("delivered_ratio"),
+            "cpu_us_per_round_trip_at_top": v.get("relay_cpu_us_per_round_trip"),
+            "p99_ms_at_mid": (mid.get("rtt_ms") or {}).get("p99"),
+            "flood_round_trips_per_s": v["flood"]["round_trips_per_s"],
+            "flood_cpu_us_per_round_trip": v["flood_cpu"]["relay_cpu_us_per_round_trip"],
+            "added_latency_ms": v["added_latency_ms"],
+        }
+    return rows
 
 
 def _le(value: float | None, limit: float) -> bool | None:
@@ -655,6 +792,13 @@ def _execute(plan: Plan, out_path: Path | None, nice_note: str) -> dict[str, Any
         try:
             direct = run.direct()
             relays = {name: run.variant(name, direct) for name in plan.variants}
+            peers = {
+                name: run.variant("off", direct, wrapper=module, label=name, sweep=with_sweep and plan.experiments)
+                for name, module, with_sweep in PEERS
+            }
+            for peer in peers.values():
+                if "sweep" in peer:
+                    peer["capacity"] = capacity(peer, plan.efficiency_sessions)
             memory = run.memory()
             experiments = {
                 name: run.experiment(name, wrapper, needs, env, direct, sweep=with_sweep)
@@ -685,11 +829,15 @@ def _execute(plan: Plan, out_path: Path | None, nice_note: str) -> dict[str, Any
             "flood_sessions": plan.flood_sessions,
             "flood_window": plan.flood_window,
             "efficiency_sessions": plan.efficiency_sessions,
+            "mid_sessions": plan.mid_sessions,
+            "memory_sessions": plan.memory_sessions,
+            "memory_stream_s": plan.memory_stream_s,
             "phase_warmup_s": plan.warmup_s,
             "phase_measure_s": plan.measure_s,
         },
         "direct": direct,
         "relay": relays,
+        "peers": peers,
         "memory": memory,
         "experiments": experiments,
     }
@@ -714,6 +862,7 @@ def _execute(plan: Plan, out_path: Path | None, nice_note: str) -> dict[str, Any
         "rtt_ms_at_latency_sessions": direct["latency"]["rtt_ms"],
         "flood_round_trips_per_s": direct["flood"]["round_trips_per_s"],
     }
+    report["comparison"] = comparison(report)
     report["targets"] = verdict(report)
     busy = [
         max(r.get("machine_busy_other_percent") or [0.0])

@@ -33,13 +33,33 @@ def render(report: dict[str, Any]) -> str:
         f"{layout['note']}; {layout.get('priority', 'default priority')}. Run {report['started_utc']}, "
         f"{report['duration_s']} s. Command: `make bench` (or `.venv/bin/python -m bench`).",
         "",
-        "| Target (issue 10) | Goal | Measured (event files on) | Verdict | Floor: a byte splice, same run |",
+        "| Target | Goal | Measured (event files on) | Verdict | Floor: a byte splice, same run |",
         "|---|---|---|---|---|",
     ]
     for name, entry in report["targets"].items():
         how = f" ({entry['how']})" if entry.get("how") else ""
         floor = _fmt(entry["asyncio_splice_floor"]) if "asyncio_splice_floor" in entry else "n/a"
         lines.append(f"| {name} | {entry['target']} | {_fmt(entry['measured'])}{how} | {_met(entry['met'])} | {floor} |")
+    rows = report.get("comparison") or {}
+    if rows:
+        workload = report["workload"]
+        mid_n, top_n = workload.get("mid_sessions"), workload.get("efficiency_sessions")
+        lines += [
+            "",
+            f"| Relay | CPU % of one core at {mid_n} / {top_n} sessions (whole process tree) | p99 at {mid_n} sessions (ms) "
+            "| flood round trips/s | CPU us per round trip at {top_n} / flood |".replace("{top_n}", str(top_n)),
+            "|---|---|---|---|---|",
+        ]
+        for name, row in rows.items():
+            top = _fmt(row.get("cpu_percent_at_top"))
+            offered = row.get("cpu_percent_at_top_offered")
+            if offered is not None and offered != row.get("cpu_percent_at_top"):
+                top += f" (saturated: {_fmt(offered)} at the offered load)"
+            lines.append(
+                f"| {name} | {_fmt(row.get('cpu_percent_at_mid'))} / {top} | {_fmt(row.get('p99_ms_at_mid'))} "
+                f"| {_fmt(row.get('flood_round_trips_per_s'))} "
+                f"| {_fmt(row.get('cpu_us_per_round_trip_at_top'))} / {_fmt(row.get('flood_cpu_us_per_round_trip'))} |"
+            )
     lines += [
         "",
         "| Logging variant | added p50 / p99 / max (ms) | flood rt/s (ratio to direct) | CPU % at 200 (delivered) "
@@ -69,7 +89,8 @@ def render(report: dict[str, Any]) -> str:
         f"{_fmt(direct['flood_round_trips_per_s'])} round trips/s. Memory: {_fmt(memory.get('idle_per_session_kib'))} KiB "
         f"per idle session, {_fmt(memory.get('active_per_session_kib'))} KiB per active session after "
         f"{_fmt((memory.get('active') or [{}])[-1].get('after_s'))} s (growing "
-        f"{_fmt(memory.get('active_growth_kib_per_session_per_s'))} KiB/s). Capacity: {report['capacity'].get('extrapolation')}.",
+        f"{_fmt(memory.get('active_growth_kib_per_session_per_s'))} KiB/s); RSS at {_fmt(memory.get('sessions'))} "
+        f"streaming sessions {_fmt(memory.get('streaming_rss_mib'))} MiB. Capacity: {report['capacity'].get('extrapolation')}.",
     ]
     experiments = {k: v for k, v in (report.get("experiments") or {}).items() if v.get("available")}
     if experiments:

@@ -540,15 +540,19 @@ class SessionBridge:
             self._flush()
 
     def _on_upstream_message(self, message: str | bytes) -> None:
-        """Called by the upstream link from its read callback, in arrival order. An exception here is a relay bug:
-        it becomes the session's failure first (so nothing it causes downstream, like the link's abort, is
-        reported instead), then goes back to the link, which stops delivering."""
+        """Called by the upstream link from its read callback, in arrival order. A relay bug while the core handles
+        one upstream frame is contained like one in a client frame (docs/client-input.md): `relay.internal_error`
+        is logged with the traceback and the session goes on. Only a failure of carrying out decisions (a flush)
+        ends the session, through `_fail`."""
         try:
             if isinstance(message, bytes):
                 # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
                 self.core.log_relay(ev.RELAY_UPSTREAM_BINARY_FRAME, {"bytes": len(message)})
             else:
                 self.core.receive_server_text(message)
+        except Exception as exc:  # a relay bug in the core: this frame may be lost, the session goes on
+            self.core.upstream_internal_error(repr(exc), traceback.format_exc())
+        try:
             self._flush()
             if self._restored is not None and not self._restored.done() and self.core.restore_finished:
                 self._restored.set_result(None)

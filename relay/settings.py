@@ -95,6 +95,10 @@ class Settings:
     )
     log_level: str = _setting("info", "Daemon log level.", choices=("debug", "info", "warning", "error"))
     log_content: bool = _setting(True, "Keep instructions, text and transcripts in event logs (false: their lengths only).")
+    # --- event-log audio hash (see docs/performance.md)
+    log_audio_hash: bool = _setting(
+        False, "Add a sha256 (first 16 hex digits of the base64) to each audio summary in event logs."
+    )
     event_log_files: bool = _setting(True, "Write per-session JSONL event logs under log_dir.")
     event_log_stdout: bool = _setting(False, "Also write every event record (same bytes) to stdout.")
     log_queue_max_bytes: int = _setting(

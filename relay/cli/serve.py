@@ -121,6 +121,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
             max_session_bytes=settings.max_session_log_bytes,
+            audio_hash=settings.log_audio_hash,
         )
         try:
             app = create_app(settings, event_log=event_log)

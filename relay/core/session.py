@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import re
 from collections import deque
@@ -177,7 +176,7 @@ def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = value  # shared, never mutated: merges build new dicts
     return merged
 
 
@@ -475,6 +474,11 @@ class RelaySession:
         event_id = event.get("event_id") if event is not None else None
         self.log_relay(ev.RELAY_INTERNAL_ERROR, {"error": error, "traceback": traceback})
         self._reject_client(ev.CODE_RELAY_ERROR, "the relay failed to handle this event", event_id)
+
+    def upstream_internal_error(self, error: str, traceback: str) -> None:
+        """Handling one upstream frame raised (a relay bug): log the traceback; the session goes on. The client is
+        not sent an `error` (several client libraries treat any `error` as fatal)."""
+        self.log_relay(ev.RELAY_INTERNAL_ERROR, {"error": error, "traceback": traceback, "dir": "server"})
 
     def _clamp_truncate(self, event: dict[str, Any]) -> dict[str, Any] | None:
         item_id = event.get("item_id")

@@ -22,6 +22,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from relay.bridge import ClientFrame
 from relay.links.oversize import discard_rest_of_frame
+from relay.links.writebatch import WriteBatch
 from relay.links.wsframe import text_frame
 
 CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
@@ -32,7 +33,18 @@ DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
 
 
 class WebSocketClient:
-    def __init__(self, ws: web.WebSocketResponse, max_backlog_bytes: int, *, oversize_discard_bytes: int = 0) -> None:
+    """`transport` is the request's own (`web.BaseRequest.transport`, aiohttp's documented handle on the socket):
+    the direct path writes there; without one every frame goes through the queue. After close 1009 up to
+    `oversize_discard_bytes` of the oversized frame are read from it and dropped (see docs/client-input.md)."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        max_backlog_bytes: int,
+        *,
+        transport: asyncio.Transport | None,
+        oversize_discard_bytes: int = 0,
+    ) -> None:
         self.ws = ws
         self.max_backlog_bytes = max_backlog_bytes
         # After close 1009, how much of the oversized frame the relay reads and drops so the close stays
@@ -45,7 +57,9 @@ class WebSocketClient:
         self._idle.set()
         self._close_request: tuple[int, str] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name="client-writer")
-        self._transport = ws._req.transport if ws._req is not None else None
+        self._transport = transport
+        # Frames of the direct path are written together once the current callbacks are done.
+        self._batch = WriteBatch(transport)
         self.overflowed = False
 
     def _transport_buffered(self) -> int:
@@ -54,7 +68,7 @@ class WebSocketClient:
 
     def backlog_bytes(self) -> int:
         """What is waiting to reach the client: the relay's queue plus the transport's write buffer."""
-        return self._queued_bytes + self._transport_buffered()
+        return self._queued_bytes + self._batch.size + self._transport_buffered()
 
     async def receive(self) -> ClientFrame:
         message = await self.ws.receive()
@@ -85,12 +99,13 @@ class WebSocketClient:
         if (
             not self._queue
             and transport is not None
-            and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT_BYTES
+            and transport.get_write_buffer_size() + self._batch.size < DIRECT_WRITE_LIMIT_BYTES
             and not self.ws.closed
             and not transport.is_closing()
         ):
-            transport.write(text_frame(payload))
+            self._batch.add(text_frame(payload))
             return True
+        self._batch.write()  # what went the direct way before this frame goes out before it
         backlog = self.backlog_bytes()
         # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
         # counts as slowness by itself; memory stays within the bound plus that one frame.
@@ -134,6 +149,7 @@ class WebSocketClient:
 
     async def close(self, code: int, reason: str, *, grace: float) -> int | None:
         """Send what is queued (within `grace` s), then close with `code`; abort if that takes over 5 s more."""
+        self._batch.write()
         if self.ws.closed and self._close_request is None:
             await self.stop_writer()
             return self.ws.close_code
@@ -154,6 +170,7 @@ class WebSocketClient:
 
     async def stop_writer(self) -> None:
         """End the writer task (the handler is done with this socket, however the session ended)."""
+        self._batch.write()
         if self._writer.done():
             return
         self._drop_queue()
@@ -170,6 +187,7 @@ class WebSocketClient:
             await asyncio.wait({self._writer})
 
     def abort(self) -> None:
+        self._batch.clear()
         transport = self._transport
         if transport is not None:
             transport.abort()

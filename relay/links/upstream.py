@@ -1,53 +1,37 @@
-"""The upstream adapter: one websockets client connection per session (CONTRACT C3).
+"""The upstream adapter: one WebSocket client connection per session, on websockets' sans-I/O `ClientProtocol`
+driven by the relay's own `asyncio.Protocol` (the integration websockets documents in its sans-I/O guide).
 
-Owns only socket I/O and the mapping of websockets' failures onto `UpstreamUnavailable` (handshake) and
-`UpstreamDisconnected` (mid-session drop). websockets does the handshake, the reading and the close; each whole
-message is handed to the consumer from the read callback, and text frames are built and written at once, so a
-frame crosses without a task wake-up (measured by `make bench`; see the README's performance section). No message
-size cap (a retrieved item may carry minutes of audio) and no keepalive pings (Yandex was seen not to answer them
-in time). Also builds the upstream URL from the configured one and the client's query (`upstream_url`), which is
-pure."""
+Owns only socket I/O and the mapping of failures onto `UpstreamUnavailable` (handshake) and `UpstreamDisconnected`
+(mid-session drop). websockets' protocol object parses and builds every frame, answers pings and runs the close
+handshake; this module moves bytes between it and the transport. Each whole message is handed to the consumer from
+the transport's read callback and each sent frame is written at once, so a frame crosses without a task wake-up
+(see docs/performance.md). No message size cap (a retrieved item may carry minutes of audio) and no keepalive pings
+(Yandex was seen not to answer them in time). Also builds the upstream URL from the configured one and the client's
+query (`upstream_url`), which is pure."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event, State
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
 from websockets.version import version as websockets_version
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.wsframe import text_frame
+from relay.links.writebatch import WriteBatch
 
-_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
-_MASK_POOL_BYTES: Final = 4096
-
-
-class _MaskKeys:
-    """Masking keys for client frames (RFC 6455 5.3: unpredictable, from a strong source), drawn 4 bytes at a time
-    from a pool of os.urandom bytes: one getrandom(2) per 1024 frames instead of one per frame (websockets' own
-    send path), which cost ~3% of a core at 200 sessions (make bench)."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        at = self._at
-        if at + 4 > len(self._pool):
-            self._pool, at = os.urandom(_MASK_POOL_BYTES), 0
-        self._at = at + 4
-        return self._pool[at : at + 4]
-
-
-_MASK_KEYS = _MaskKeys()
+CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
+_USER_AGENT: Final = f"realtime-relay websockets/{websockets_version}"
 
 
 def upstream_url(base: str, model: str | None, client_query: Iterable[tuple[str, str]] = (), forward: Iterable[str] = ()) -> str:
@@ -71,67 +55,121 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:"), ""))
 
 
-class _DeliveringConnection(ClientConnection):
-    """websockets' client connection, except that each whole data message is handed to `deliver` from inside
-    `data_received` instead of being queued for a `recv()` task: the bridge handles an upstream frame without a
-    task wake-up (measured by `make bench`). Messages that arrive before `deliver` is set are held, in order."""
+class _LinkProtocol(asyncio.Protocol):
+    """The transport's side of one upstream connection: feeds what is read to websockets' `ClientProtocol`, writes
+    what it produces, and hands each whole data message to `deliver` from inside `data_received`. Messages that
+    arrive before `deliver` is set (even in the handshake answer's own read) are held, in order."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, protocol: ClientProtocol, loop: asyncio.AbstractEventLoop) -> None:
+        self.protocol = protocol
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[Response | None] = loop.create_future()  # None: the handshake failed
+        self.closed: asyncio.Future[None] = loop.create_future()
         self.deliver: Callable[[str | bytes], None] | None = None
         self.on_close_frame: Callable[[], None] | None = None
         self.held: list[str | bytes] = []  # messages read before `attach`, in order
         self.accepting = True  # False once detached or failed: later messages are read and dropped
         self.delivery_error: BaseException | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray | memoryview] = []
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
+        self.batch = WriteBatch(None)  # data frames of the current loop iteration, written together after it
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.batch = WriteBatch(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._close_deadline is None and self.protocol.close_expected():
-            # A close frame went out (ours, or the echo of the upstream's): websockets enforces close_timeout only
-            # inside its own send/recv/close calls, and the link makes none while it waits, so the deadline is
-            # kept here (websockets' own data_received sets its deadline on the same condition). An upstream that
-            # never closes TCP after the close frames is let go of.
-            self._close_deadline = self.loop.call_later(self.close_timeout or 1.0, self.transport.abort)
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        # Automatic answers (pongs, the echo of a close frame) go out before any message is handed over, so a frame
+        # the consumer sends in response lands after them (and is dropped once the close was answered).
+        self.flush()
+        for event in events:
+            if isinstance(event, Frame):
+                if not self._frame(event):
+                    break  # the connection failed on this frame: nothing after it is processed (RFC 6455 7.1.7)
+            elif isinstance(event, Response) and not self.handshake.done():
+                self.handshake.set_result(event if protocol.handshake_exc is None else None)
+        if not self.handshake.done() and protocol.handshake_exc is not None:
+            self.handshake.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self.flush()
+        if not self.handshake.done():
+            self.handshake.set_result(None)
+        return None  # the transport closes itself: nothing is written after a close handshake
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent; the protocol's state becomes CLOSED
         if self._close_deadline is not None:
             self._close_deadline.cancel()
-        super().connection_lost(exc)
+        if not self.handshake.done():
+            self.handshake.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
-    def process_event(self, event: Event) -> None:
-        if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
-            super().process_event(event)  # the handshake response, pings, pongs, close
-            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE and self.on_close_frame is not None:
+    # -- the protocol's output ----------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the protocol produced; an empty chunk means "end of stream" (half-close when possible)."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.batch.write()  # data frames sent before a pong or a close frame go out before it
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                with contextlib.suppress(OSError, RuntimeError):
+                    transport.write_eof()
+            else:
+                transport.close()
+        if self._close_deadline is None and self.protocol.close_expected():
+            # A close frame went out (ours, or the echo of the upstream's), or the handshake failed: an upstream
+            # that never closes TCP after that is let go of.
+            self._close_deadline = self.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+
+    # -- messages -----------------------------------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> bool:
+        """Handle one frame; False when it failed the connection."""
+        opcode = frame.opcode
+        if opcode is Opcode.CLOSE:
+            if self.on_close_frame is not None:
                 self.on_close_frame()  # after every data frame that came before it, even from the same read
-            return
-        if not self.accepting:
-            return
-        if event.opcode is not Opcode.CONT:
-            self._text = event.opcode is Opcode.TEXT
+            return True
+        if opcode is Opcode.PING or opcode is Opcode.PONG or not self.accepting:
+            return True
+        if opcode is not Opcode.CONT:
+            self._text = opcode is Opcode.TEXT
             self._parts.clear()
-        self._parts.append(bytes(event.data))
-        if not event.fin:
-            return
-        payload = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._parts.clear()
+        self._parts.append(frame.data)
+        if not frame.fin:
+            return True
+        parts = self._parts
+        payload = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        parts.clear()
         message: str | bytes = payload
         if self._text:
             try:
                 message = payload.decode()
             except UnicodeDecodeError:
                 self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
-                self.send_data()
-                # RFC 6455 7.1.7: nothing after the failure is processed, even from the same read; what came
-                # before it (still held, if not attached yet) stays.
+                self.flush()
+                # What came before the bad frame (still held, if not attached yet) stays.
                 self.accepting = False
-                return
+                return False
         if self.deliver is not None:
             self._hand_over(message)
         else:
             self.held.append(message)
+        return True
 
     def _hand_over(self, message: str | bytes) -> None:
         deliver = self.deliver
@@ -142,7 +180,7 @@ class _DeliveringConnection(ClientConnection):
         except BaseException as exc:  # the consumer failed: remember why, stop reading, let wait_closed raise it
             self.delivery_error = exc
             self.detach()
-            self.transport.abort()
+            self.abort()
 
     def attach(self, deliver: Callable[[str | bytes], None]) -> None:
         held, self.held = self.held, []
@@ -155,14 +193,36 @@ class _DeliveringConnection(ClientConnection):
         self.held = []
         self.accepting = False
 
+    def abort(self) -> None:
+        self.batch.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _handshake_failure(protocol: ClientProtocol) -> UpstreamUnavailable:
+    exc = protocol.handshake_exc
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        return UpstreamUnavailable(
+            f"upstream refused the handshake: HTTP {response.status_code} {response.reason_phrase}",
+            status=response.status_code,
+        )
+    if exc is None:
+        return UpstreamUnavailable("upstream unreachable: the connection closed during the handshake")
+    return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
+
 
 class UpstreamLink:
     """A connected upstream socket. Messages reach the consumer set by `attach`, from the read callback; `send`
     writes at once (the transport's buffer is the only queue, bounded by `backlog_limit`); `wait_closed`
     returns after a normal close and raises `UpstreamDisconnected` after any other end."""
 
-    def __init__(self, connection: _DeliveringConnection, connect_seconds: float, backlog_limit: int) -> None:
-        self._connection = connection
+    def __init__(self, link: _LinkProtocol, connect_seconds: float, backlog_limit: int) -> None:
+        self._link = link
+        self._protocol = link.protocol
+        transport = link.transport
+        assert transport is not None
+        self._transport = transport
         self.connect_seconds = connect_seconds
         self.backlog_limit = backlog_limit
 
@@ -172,85 +232,102 @@ class UpstreamLink:
     ) -> UpstreamLink:
         started = time.monotonic()
         try:
-            connection = await connect(
-                url,
-                additional_headers=dict(headers),
-                max_size=None,
-                ping_interval=None,
-                compression=None,
-                open_timeout=open_timeout,
-                close_timeout=1.0,
-                proxy=None,
-                user_agent_header=f"realtime-relay websockets/{websockets_version}",
-                create_connection=_DeliveringConnection,
-            )
-        except InvalidStatus as exc:
-            response = exc.response
-            raise UpstreamUnavailable(
-                f"upstream refused the handshake: HTTP {response.status_code} {response.reason_phrase}",
-                status=response.status_code,
-            ) from None
-        except TimeoutError:
-            raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
-        except (OSError, InvalidHandshake, asyncio.IncompleteReadError) as exc:
+            uri = parse_uri(url)
+            protocol = ClientProtocol(uri, max_size=None)  # no extensions offered, no size cap
+            request = protocol.connect()
+            request.headers["User-Agent"] = _USER_AGENT
+            for name, value in headers.items():
+                request.headers[name] = value
+            protocol.send_request(request)
+        except (InvalidURI, InvalidHandshake, ValueError) as exc:  # a URL or header that cannot make a request
             raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
-        assert isinstance(connection, _DeliveringConnection)
-        return cls(connection, time.monotonic() - started, backlog_limit)
+        loop = asyncio.get_running_loop()
+        link = _LinkProtocol(protocol, loop)
+        tls = ssl.create_default_context() if uri.secure else None
+        try:
+            async with asyncio.timeout(open_timeout):
+                await loop.create_connection(
+                    lambda: link, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
+                )
+                link.flush()
+                response = await link.handshake
+        except TimeoutError:
+            link.abort()
+            raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
+        except OSError as exc:
+            link.abort()
+            raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
+        except asyncio.CancelledError:  # the session ended while connecting: leave no socket behind
+            link.abort()
+            raise
+        if response is None or protocol.handshake_exc is not None:
+            link.abort()
+            raise _handshake_failure(protocol)
+        return cls(link, time.monotonic() - started, backlog_limit)
 
     def attach(self, deliver: Callable[[str | bytes], None], on_close_frame: Callable[[], None] | None = None) -> None:
         """Start handing messages to `deliver` (held ones first, in order); `on_close_frame` is called once the
         upstream's close frame has been read (the link is ending; `wait_closed` tells how). An exception from
         `deliver` ends the link."""
-        self._connection.on_close_frame = on_close_frame
-        self._connection.attach(deliver)
+        self._link.on_close_frame = on_close_frame
+        self._link.attach(deliver)
 
     def detach(self) -> None:
         """Stop handing messages over; later ones are read (so the close handshake can finish) and dropped."""
-        self._connection.detach()
+        self._link.detach()
 
     def send(self, text: str) -> None:
         """Write one text frame now. Once the upstream has sent its close frame the frame is dropped: the upstream
         ends the session and `wait_closed` says how (a normal close stays normal however many client frames were
         still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the upstream has
         stopped reading (more than `backlog_limit` bytes wait for it)."""
-        connection = self._connection
-        protocol = connection.protocol
-        if protocol.state is not State.OPEN or connection.transport.is_closing():
+        protocol = self._protocol
+        transport = self._transport
+        if protocol.state is not State.OPEN or transport.is_closing():
             if protocol.close_rcvd is not None:
                 return
             raise self._disconnected()
-        # The frame is built here rather than by websockets' protocol (no extensions are negotiated, frames are
-        # never fragmented): its per-frame bookkeeping and a getrandom(2) per mask were measurable.
-        transport = connection.transport
-        transport.write(text_frame(text.encode(), _MASK_KEYS.next()))
+        protocol.send_text(text.encode())
+        link = self._link
+        batch = link.batch
+        for data in protocol.data_to_send():
+            batch.add(data)
+        if batch.size > self.backlog_limit:
+            batch.write()  # too much to hold back: the kernel's buffers take it now, or the check below fails
         if transport.get_write_buffer_size() > self.backlog_limit:
-            transport.abort()
+            link.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")
 
     async def wait_closed(self) -> None:
-        """Wait for the end of the connection: returns after a close 1000 from the upstream (C4: only 1000 is a
-        normal close; 1001 "going away" is a disconnect); raises what the consumer raised, or UpstreamDisconnected."""
-        connection = self._connection
-        await connection.wait_closed()
-        if connection.delivery_error is not None:
-            raise connection.delivery_error
-        received = connection.protocol.close_rcvd
+        """Wait for the end of the connection: returns after a close 1000 from the upstream (only 1000 is a normal
+        close; 1001 "going away" is a disconnect); raises what the consumer raised, or UpstreamDisconnected."""
+        link = self._link
+        await asyncio.shield(link.closed)
+        if link.delivery_error is not None:
+            raise link.delivery_error
+        received = self._protocol.close_rcvd
         if received is not None and received.code == 1000:
             return
         raise self._disconnected()
 
     def _disconnected(self) -> UpstreamDisconnected:
-        received = self._connection.protocol.close_rcvd
+        received: Close | None = self._protocol.close_rcvd
         if received is None:
             return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=1006)
         return UpstreamDisconnected(f"upstream dropped the connection ({received.code})", code=received.code)
 
     @property
     def close_code(self) -> int | None:
-        return self._connection.close_code
+        return self._protocol.close_code
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self._connection.close(code, reason)
+        """Send a close frame (when the link is still open) and wait for the end of the connection, which the close
+        timeout bounds."""
+        protocol = self._protocol
+        if protocol.state is State.OPEN and not self._transport.is_closing():
+            protocol.send_close(code, reason)
+            self._link.flush()  # what was sent before the close frame goes first
+        await asyncio.shield(self._link.closed)
 
     def abort(self) -> None:
-        self._connection.transport.abort()
+        self._link.abort()

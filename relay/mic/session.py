@@ -580,6 +580,7 @@ async def drive_session(
             to_stdout=settings.event_log_stdout,
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
+            audio_hash=settings.log_audio_hash,
         )
         env = BridgeEnvironment(
             event_log=event_log,

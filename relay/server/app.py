@@ -326,7 +326,10 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
     state.sockets.add(ws)
     # After close 1009 up to 4x the limit of the oversized frame is read and dropped (see docs/client-input.md).
     client = WebSocketClient(
-        ws, settings.max_client_backlog_bytes, oversize_discard_bytes=4 * settings.max_client_message_bytes
+        ws,
+        settings.max_client_backlog_bytes,
+        transport=request.transport,
+        oversize_discard_bytes=4 * settings.max_client_message_bytes,
     )
     query = request.query
     client_model = query.get("model")
@@ -610,6 +613,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             max_queue_bytes=settings.log_queue_max_bytes,
             keep_text=settings.log_content,
             max_session_bytes=settings.max_session_log_bytes,
+            audio_hash=settings.log_audio_hash,
         )
     authority = TokenAuthority(settings.client_tokens, secret, default_ttl=settings.token_ttl_seconds)
     try:

@@ -47,6 +47,12 @@ def test_quick_bench_prints_one_json_document_with_every_figure(tmp_path: Path) 
                  "idle_session_rss"):  # fmt: skip
         assert {"target", "measured", "met"} <= report["targets"][name].keys(), name
     assert "| added_latency_p50 |" in table.render(report)
+    for name in ("cpu_at_200_vs_reference", "flood_vs_reference", "p99_at_100_sessions", "rss_at_200_streaming"):
+        assert {"target", "measured", "met"} <= report["targets"][name].keys(), name
+    assert {"reference", "splice_floor"} <= report["peers"].keys()
+    assert report["peers"]["reference"]["latency"]["received"] > 0, "the reference relay relayed"
+    assert {"direct", "reference (peer)", "splice_floor (peer)", "relay, files"} <= report["comparison"].keys()
+    assert report["memory"]["streaming_rss_mib"] > 0
 
 
 def test_table_refuses_a_file_that_is_not_a_benchmark_result(tmp_path: Path) -> None:

@@ -7,9 +7,8 @@ Specified here:
   arrives: in the same read as the last events, which are all forwarded and logged (and an audio item's retrieve,
   sent too late, fails as `session_closed` and the item is saved from the stream), or while the client is still
   streaming frames toward an upstream that has already said goodbye;
-- an exception raised while the relay handles an upstream message is a relay bug: the session ends as `error`,
-  the client is closed with 1011 and `relay.session_failed` is logged with the exception, even when a client frame
-  that would then fail to reach the aborted upstream is already waiting.
+- an exception raised while the relay handles an upstream message is a relay bug, contained: it is logged as
+  `relay.internal_error` with its traceback and the session goes on (docs/client-input.md).
 
 The bridge, its core, the upstream link and both sockets are the real ones; the client side is a scripted
 `ClientSide` (frames in, frames out, no socket), and the upstream is a TCP server that speaks just enough RFC 6455
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, encode_frame, server_response
 from relay.bridge import BridgeEnvironment, ClientFrame, EndReason, SessionBridge, UpstreamTarget
@@ -74,6 +72,9 @@ class ScriptedClient:
     def push(self, event: dict[str, Any]) -> None:
         self._all_read.clear()
         self._frames.put_nowait(ClientFrame(text=json.dumps(event)))
+
+    def push_close(self, code: int) -> None:
+        self._frames.put_nowait(ClientFrame(closed=True, close_code=code))
 
     async def relay_read_everything(self) -> None:
         """Wait until the relay has handled every pushed frame and waits for the next one."""
@@ -320,13 +321,13 @@ class RelayBug(Exception):
     pass
 
 
-async def test_an_exception_while_handling_an_upstream_message_ends_the_session_as_error_with_1011_and_is_logged(
+async def test_an_exception_while_handling_an_upstream_message_is_contained_and_the_session_goes_on(
     env: BridgeEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bug is simulated by making this bridge's core raise on one upstream message. The link then aborts the
-    upstream connection, and a client frame already waiting fails to reach it; that failure is a consequence, not
-    the cause: the session ends as `error` with 1011 and the exception is logged with its traceback (it used to be
-    reported as `upstream_disconnected`, 1014, with no trace of the bug)."""
+    """The bug is simulated by making this bridge's core raise on one upstream message. That frame is logged as
+    `relay.internal_error` with its traceback; the client gets no `error` for it, the client frame already
+    waiting still reaches the upstream, and later upstream frames are forwarded: the session goes on until the
+    client leaves."""
     client = ScriptedClient()
     bug = RelayBug("the relay cannot handle this event")
 
@@ -334,7 +335,11 @@ async def test_an_exception_while_handling_an_upstream_message_ends_the_session_
         peer.send(text(session_created()))
         await client.received("session.created")
         peer.send(text({"type": "response.created", "event_id": "e2", "response": {"id": "resp_1"}}))
-        await peer.relay_hung_up()
+        peer.send(text({"type": "response.done", "event_id": "e3", "response": {"id": "resp_1", "output": []}}))
+        await client.received("response.done")
+        client.push_close(1000)
+        await peer.read_until(OP_CLOSE)
+        peer.send(close_frame(1000))  # answer the relay's close frame and hang up, as a real upstream does
 
     async with scripted_upstream(upstream_script) as upstream:
         bridge = bridge_to(upstream, client, env)
@@ -347,17 +352,14 @@ async def test_an_exception_while_handling_an_upstream_message_ends_the_session_
             receive_server_text(message)
 
         monkeypatch.setattr(bridge.core, "receive_server_text", buggy_receive_server_text)
-        with structlog.testing.capture_logs(processors=[structlog.processors.format_exc_info]) as logged:
-            records = await run(bridge)
-        await upstream.finished()
+        records = await run(bridge)
+        peer = await upstream.finished()
 
-    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.ERROR
-    assert client.closed_with is not None and client.closed_with[0] == 1011
-    assert client.sent_types == ["session.created"]
-    [failed] = [entry for entry in logged if entry["event"] == "relay.session_failed"]
-    assert failed["log_level"] == "error"
-    assert f"RelayBug: {bug}" in failed["exception"]
-    assert not [entry for entry in logged if entry["event"] == "relay.upstream_disconnected"]
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.CLIENT_CLOSED
+    assert client.sent_types == ["session.created", "response.done"]  # no `error` for the relay's own bug
+    [internal] = [r for r in records if r["type"] == "relay.internal_error"]
+    assert f"RelayBug: {bug}" in internal["event"]["traceback"] and internal["event"]["dir"] == "server"
+    assert [r["event"]["event_id"] for r in records if r["type"] == "input_audio_buffer.append"] == ["c1"]
+    assert OP_TEXT in [f.opcode for f in peer.received]
     ended = records[-1]
-    assert ended["type"] == "relay.session_ended"
-    assert (ended["event"]["reason"], ended["event"]["client_close_code"]) == ("error", 1011)
+    assert ended["type"] == "relay.session_ended" and ended["event"]["reason"] == "client_closed"

@@ -62,8 +62,73 @@ def test_audio_is_replaced_by_a_summary() -> None:
     encoded = base64.b64encode(audio).decode()
     event = {"type": "input_audio_buffer.append", "audio": encoded}
     summary = summarize_event(event, "input_audio_buffer.append", AudioFormat("audio/pcm", 16000), keep_text=True)
-    assert summary["audio"] == {"audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]}
+    assert summary["audio"] == {"audio_bytes": 1024, "audio_ms": 32.0}  # no hash unless log_audio_hash
     assert event["audio"] == encoded  # the original event is not mutated
+
+
+def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payload() -> None:
+    encoded = base64.b64encode(bytes(range(256)) * 4).decode()
+    for record_type, event in (
+        ("input_audio_buffer.append", {"type": "input_audio_buffer.append", "audio": encoded}),
+        ("response.output_audio.delta", {"type": "response.output_audio.delta", "delta": encoded}),
+    ):
+        summary = summarize_event(event, record_type, AudioFormat("audio/pcm", 16000), True, audio_hash=True)
+        field = "audio" if "audio" in event else "delta"
+        assert summary[field] == {
+            "audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        }
+
+
+@pytest.mark.parametrize(
+    ("record_type", "event", "expected"),
+    [
+        pytest.param(
+            "input_audio_buffer.append",
+            {"type": "input_audio_buffer.append", "event_id": "e1", "audio": "AAAA"},
+            {"type": "input_audio_buffer.append", "event_id": "e1", "audio": {"audio_bytes": 3, "audio_ms": 0.062}},
+            id="a flat append",
+        ),
+        pytest.param(
+            "response.output_audio.delta",
+            {"type": "response.output_audio.delta", "delta": "AAAA", "audio": "BBBB", "item_id": "i"},
+            {
+                "type": "response.output_audio.delta",
+                "delta": {"audio_bytes": 3, "audio_ms": 0.062},
+                "audio": {"audio_bytes": 3, "audio_ms": 0.062},
+                "item_id": "i",
+            },
+            id="a delta that also carries an audio key",
+        ),
+        pytest.param(
+            "input_audio_buffer.append",
+            {"type": "input_audio_buffer.append", "audio": "AAAA", "extra": {"audio": "BBBB", "n": [1, {"audio": "CC"}]}},
+            {
+                "type": "input_audio_buffer.append",
+                "audio": {"audio_bytes": 3, "audio_ms": 0.062},
+                "extra": {"audio": {"audio_bytes": 3, "audio_ms": 0.062}, "n": [1, {"audio": {"audio_bytes": 1, "audio_ms": 0.021}}]},
+            },
+            id="nested audio next to the top-level one",
+        ),
+        pytest.param(
+            "input_audio_buffer.append",
+            {"type": "input_audio_buffer.append", "audio": 12, "x": None},
+            {"type": "input_audio_buffer.append", "audio": 12, "x": None},
+            id="audio that is not a string stays",
+        ),
+        pytest.param(
+            "response.output_audio.delta",
+            {"type": "response.output_audio.delta", "delta": ["AAAA"], "audio": "\x00\xff"},
+            {"type": "response.output_audio.delta", "delta": ["AAAA"], "audio": {"audio_bytes": 1, "audio_ms": 0.021}},
+            id="garbage shapes",
+        ),
+    ],
+)
+def test_audio_frames_are_summarized_the_same_whatever_else_they_carry(
+    record_type: str, event: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    before = json.dumps(event)
+    assert summarize_event(event, record_type, AudioFormat(), keep_text=True) == expected
+    assert json.dumps(event) == before  # never mutated
 
 
 def test_retrieved_item_audio_is_summarized_and_text_kept() -> None:
@@ -86,7 +151,9 @@ def test_log_content_off_keeps_only_the_length_of_text() -> None:
 
 
 def test_invalid_base64_audio_is_summarized_not_fatal() -> None:
-    summary = summarize_event({"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True)
+    summary = summarize_event(
+        {"type": "input_audio_buffer.append", "audio": "!!!"}, "input_audio_buffer.append", AudioFormat(), True, audio_hash=True
+    )
     assert set(summary["audio"]) == {"audio_bytes", "audio_ms", "sha256"}
     assert "!!!" not in json.dumps(summary)
 

@@ -28,7 +28,7 @@ async def with_client(max_backlog_bytes: int, act: Callable[[WebSocketClient], A
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        client = WebSocketClient(ws, max_backlog_bytes)
+        client = WebSocketClient(ws, max_backlog_bytes, transport=request.transport)
         try:
             await act(client)
             done.set_result(None)
@@ -79,7 +79,7 @@ async def test_directly_written_frames_reach_the_client_whole_and_in_order_at_ev
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
-        client = WebSocketClient(ws, 1 << 20)
+        client = WebSocketClient(ws, 1 << 20, transport=request.transport)
         for text in texts:
             assert client.send(text)
         await client.close(1000, "done", grace=1.0)

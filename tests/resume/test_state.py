@@ -286,3 +286,16 @@ def test_without_retrieves_the_core_keeps_only_the_audio_a_resume_can_resend() -
         core.receive_client_text(append(100))
     kept = core.uncommitted_audio(60_000)
     assert sum(ms for _, ms in kept) <= 300 + 2000 + 100  # the VAD's reach back, not the whole minute
+
+
+def test_an_accepted_session_update_nested_to_the_protocol_limit_joins_the_effective_configuration() -> None:
+    """Frames may nest up to 512 levels; remembering one for a resume must not hit Python's recursion limit."""
+    nested: Any = "deep"
+    for _ in range(500):
+        nested = {"x": nested}
+    core = RelaySession(SessionPolicy(resume=ResumePolicy()))
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {"id": "s1"}}))
+    core.receive_client_text(json.dumps({"type": "session.update", "event_id": "c1", "session": {"metadata": nested}}))
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": {"metadata": nested}}))
+    assert [json.loads(t)["type"] for t in core.to_client()] == ["session.created", "session.updated"]
+    assert [json.loads(t)["type"] for t in core.to_upstream()] == ["session.update"]

@@ -1,0 +1,80 @@
+"""`WriteBatch`: chunks added during one loop iteration reach the peer together, in order, right after it; `size`
+counts what is held; an explicit `write` sends at once (what must precede another write); `clear` forgets; a
+closing transport takes nothing and raises nothing. Real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+
+from relay.links.writebatch import WriteBatch
+from tests.support.timing import seconds
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[asyncio.Transport, asyncio.StreamReader]]:
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    peer = await accepted.get()
+    yield cast(asyncio.Transport, writer.transport), peer
+    writer.transport.abort()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_chunks_of_one_iteration_arrive_in_order_right_after_it(pair: tuple[asyncio.Transport, asyncio.StreamReader]) -> None:
+    transport, peer = pair
+    batch = WriteBatch(transport)
+    for chunk in (b"one ", b"two ", b"", b"three\n"):
+        batch.add(chunk)
+    assert batch.size == len(b"one two three\n")
+    assert transport.get_write_buffer_size() == 0  # nothing written yet: the iteration is not over
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"one two three\n"
+    assert batch.size == 0
+
+
+async def test_an_explicit_write_sends_at_once_and_the_scheduled_one_then_finds_nothing(
+    pair: tuple[asyncio.Transport, asyncio.StreamReader],
+) -> None:
+    transport, peer = pair
+    batch = WriteBatch(transport)
+    batch.add(b"first\n")
+    batch.write()
+    transport.write(b"second\n")  # what the caller writes after the batch
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"first\n"
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"second\n"
+    await asyncio.sleep(0)  # the scheduled write runs, with nothing left
+    batch.add(b"third\n")
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"third\n"
+
+
+async def test_cleared_chunks_are_never_sent_and_a_closing_transport_takes_nothing(
+    pair: tuple[asyncio.Transport, asyncio.StreamReader],
+) -> None:
+    transport, peer = pair
+    batch = WriteBatch(transport)
+    batch.add(b"\x00\xff garbage that must not go\n")
+    batch.clear()
+    assert batch.size == 0
+    batch.add(b"kept\n")
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"kept\n"
+    batch.add(b"late\n")
+    transport.close()
+    await asyncio.sleep(0)  # the scheduled write meets a closing transport: no error
+    assert await asyncio.wait_for(peer.read(), seconds(5)) == b""
+
+
+async def test_without_a_transport_chunks_are_dropped_quietly() -> None:
+    batch = WriteBatch(None)
+    batch.add(b"nowhere")
+    batch.write()
+    assert batch.size == 0
