@@ -31,6 +31,7 @@ from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog import EventLog, SessionEventLog
 from relay.metrics import RelayMetrics
+from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder, recording_path, recording_url
 from relay.session import AudioToSave, RelaySession, SessionPolicy
 from relay.settings import Settings
 from relay.upstream import UpstreamLink, redact_url, upstream_url
@@ -124,6 +125,8 @@ class BridgeEnvironment:
     audio_url: Callable[[str, str], str] = field(
         default=lambda session_id, item_id: f"/relay/sessions/{session_id}/items/{item_id}.wav"
     )
+    # Session recording (docs/recording.md): None = off.
+    recording: RecordingOptions | None = None
 
 
 def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
@@ -190,6 +193,7 @@ class SessionBridge:
         self._early_frames: deque[ClientFrame] = deque()
         self._pending_receive: asyncio.Task[ClientFrame] | None = None
         self.outcome: SessionOutcome | None = None
+        self.recorder: SessionRecorder | None = None  # observes the session once the upstream is connected
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -240,6 +244,7 @@ class SessionBridge:
                 if self.env.metrics is not None:
                     self.env.metrics.observe_connect(self._upstream.connect_seconds)
                 self.core.upstream_connected(round(self._upstream.connect_seconds * 1000.0, 3))
+                self._start_recording()
                 self._flush()
                 reason, client_code = await self._pump()
             except Exception:
@@ -450,6 +455,8 @@ class SessionBridge:
                 log.error("relay.background_task_abandoned", task=task.get_name())
                 await self._cancel(task)
         self._flush()
+        if self.recorder is not None:
+            self.core.log_relay(RECORDING_SAVED, await self.recorder.finish())
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1
         self.core.log_relay(
@@ -488,8 +495,11 @@ class SessionBridge:
             except UpstreamDisconnected as exc:
                 self._fail(exc)
         metrics = self.env.metrics
+        recorder = self.recorder
         for entry in core.to_log():
             self.log.append(entry)
+            if recorder is not None:
+                recorder.observe(entry)
             if metrics is not None:
                 metrics.count_event(entry.dir, entry.type, entry.bytes)
                 if entry.type == ev.RELAY_CLIENT_ERROR:
@@ -501,6 +511,24 @@ class SessionBridge:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._arm_timers()
+
+    def _start_recording(self) -> None:
+        options = self.env.recording
+        if options is None:
+            return
+        self.recorder = SessionRecorder(
+            recording_path(self.env.data_dir, self.session_id),
+            recording_url(self.session_id),
+            options,
+            started_mono=self.log.started_mono,
+            report=self._recording_report,
+            output_format=lambda: self.core.output_format,
+        )
+        self.recorder.start()
+
+    def _recording_report(self, record_type: str, event: dict[str, Any]) -> None:
+        self.core.log_relay(record_type, event)
+        self._flush()
 
     def _arm_timers(self) -> None:
         items = self.core.to_arm()

@@ -48,6 +48,7 @@ from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog import EventLog
 from relay.metrics import RelayMetrics
+from relay.recording import RECORDING_FILE, recording_options
 from relay.session import SAFE_ITEM_ID_RE
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.wsclient import WebSocketClient
@@ -271,6 +272,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         data_dir=Path(settings.data_dir),
         retrieve_timeout=settings.retrieve_timeout_seconds,
         metrics=state.metrics,
+        recording=recording_options(settings),
     )
     bridge = SessionBridge(
         client,
@@ -349,6 +351,21 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
         return not_found
     root = (Path(state.settings.data_dir) / "sessions").resolve()
     path = (root / session_id / f"{item_id}.wav").resolve()
+    if root not in path.parents or not path.is_file():
+        return not_found
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+
+
+async def session_recording(request: web.Request) -> web.StreamResponse:
+    """A session's recording (docs/recording.md), under the same id rules as saved audio; FileResponse answers
+    Range requests, so a browser can seek in it."""
+    state = request.app[STATE]
+    session_id = request.match_info["session_id"]
+    not_found = _openai_error(404, "no such recording", "not_found")
+    if not ID_RE.match(session_id):
+        return not_found
+    root = (Path(state.settings.data_dir) / "sessions").resolve()
+    path = (root / session_id / RECORDING_FILE).resolve()
     if root not in path.parents or not path.is_file():
         return not_found
     return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
@@ -498,6 +515,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/relay/auth", auth_probe)
     app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
+    app.router.add_get("/relay/sessions/{session_id}/recording.wav", requires_auth(session_recording))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -144,6 +144,18 @@ class Settings:
     duplex: str = _setting("half", "half: mic muted while the assistant speaks; full: for headphones.", choices=("half", "full"))
     chunk_ms: int = _setting(20, "Milliseconds of audio per input_audio_buffer.append.", min=5, max=500)
     playback_buffer_ms: int = _setting(80, "Jitter buffer before playback starts.", min=0, max=5000)
+    # --- session recording: one stereo WAV per session, and how long session files are kept (docs/recording.md)
+    record_sessions: bool = _setting(
+        True, "Record each session as <data_dir>/sessions/<id>/recording.wav (default off when log_content = false)."
+    )
+    recording_rate: int = _setting(24000, "Sample rate of session recordings (Hz).", min=8000, max=48000)
+    recording_max_lead_seconds: float = _setting(
+        5.0, "Audio landing further than this ahead of the wall clock is not recorded (counted as dropped_ms).", min=0.1, max=600
+    )
+    recording_max_seconds: float = _setting(14400.0, "Longest recording per session, in seconds (4 h).", min=1)
+    retention_days: float = _setting(
+        0.0, "Delete session folders and log files older than this many days, hourly (0 = keep forever).", min=0
+    )
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(Settings))
@@ -346,6 +358,11 @@ def load_settings(
         values[name] = _coerce(name, raw, source)
         _validate(name, values[name], source)
         sources[name] = source
+
+    # Recording keeps what people said; with log_content off it stays off unless asked for explicitly.
+    if sources["record_sessions"] == "default" and values["log_content"] is False:
+        values["record_sessions"] = False
+        sources["record_sessions"] = "default (off: log_content = false)"
 
     return LoadedSettings(Settings(**values), sources)  # type: ignore[arg-type]
 
