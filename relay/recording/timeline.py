@@ -87,6 +87,7 @@ class ItemLane:
         self.continue_within = ms_to_frames(CONTINUE_WITHIN_MS, rate)
         self.end = 0  # where the previous assistant audio ends
         self._items: OrderedDict[str, _ItemState] = OrderedDict()
+        self._current: str | None = None  # the item whose audio came last
 
     def place(self, item_id: str, arrival: int, frames: int, floor: int, limit: int) -> Placement:
         item = self._items.get(item_id)
@@ -99,6 +100,9 @@ class ItemLane:
             item.audio_frames += frames
             return Placement(item.next, 0, 0, 0)
         start = item.next if arrival <= item.next + self.continue_within else arrival
+        if item_id != self._current:  # items taking turns (not seen live): one voice at a time, in order
+            start = max(start, self.end)
+            self._current = item_id
         placed = clip(start, frames, floor, limit)
         offset = item.audio_frames + placed.skip
         last = item.runs[-1] if item.runs else None
@@ -141,4 +145,4 @@ class ItemLane:
         return (cut, placed_end) if placed_end > cut else None
 
     def _is_last(self, item_id: str) -> bool:
-        return next(reversed(self._items)) == item_id if self._items else False
+        return self._current == item_id
