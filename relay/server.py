@@ -49,6 +49,7 @@ from relay.errors import ConfigError
 from relay.eventlog import EventLog
 from relay.metrics import RelayMetrics
 from relay.recording import RECORDING_FILE, recording_options
+from relay.recording.retention import retention_task
 from relay.session import SAFE_ITEM_ID_RE
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.wsclient import WebSocketClient
@@ -421,9 +422,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     # One pooled HTTP session per process, the same kind `history` uses (C9); the proxy sets its own
     # per-request timeout and never decompresses.
     state.http = create_http_session()
+    # Old session folders and logs go after retention_days (docs/recording.md).
+    retention = retention_task(Path(settings.data_dir), Path(settings.log_dir), settings.retention_days)
     try:
         yield
     finally:
+        if retention is not None:
+            retention.cancel()
         for bridge in list(state.bridges):
             bridge.request_stop(EndReason.DRAIN)
         with contextlib.suppress(TimeoutError):

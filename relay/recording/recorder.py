@@ -294,7 +294,7 @@ class SessionRecorder:
 
     # ---- placing and writing -----------------------------------------------------------------------------
     def _place(self, lane: ArrivalLane, channel: int, item_id: str | None, samples: Int16Array, at: int | None = None) -> None:
-        if not len(samples):
+        if not len(samples) or self._finished:
             return
         now = self._now()
         placed = lane.place(now if at is None else at, len(samples), self._written, min(now + self._lead, self._max_frames))
