@@ -9,17 +9,11 @@ import numpy as np
 
 from audio import pcm as pcmlib
 from tests.recording_helpers import read_stereo
-from tests.test_mic_session import RATE, Session, best_correlation, log_records, utterance
+from tests.test_mic_session import RATE, best_correlation, echo_session, log_records
 
 
 async def test_mic_records_the_captured_voice_and_the_played_reply(tmp_path: Path) -> None:
-    s = Session(tmp_path)
-    await s.until(lambda: s.agent.ready, "session.created")
-    said = utterance(1.5)
-    s.card.say(said)
-    await s.until(lambda: s.shown("[listening]") and s.shown("assistant done"), "the reply")
-    await s.until(lambda: not s.buffer.is_active, "the reply to play out")
-    run = await s.finish()
+    s, said, run = await echo_session(tmp_path)
 
     (saved,) = [r["event"] for r in log_records(tmp_path) if r["type"] == "relay.recording_saved"]
     assert saved["path"] == str(tmp_path / "data" / "sessions" / run.outcome.session_id / "recording.wav")
