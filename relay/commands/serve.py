@@ -19,6 +19,7 @@ from aiohttp import web
 
 from relay.credentials import simulator_fallback
 from relay.eventlog import EventLog
+from relay.recording import recording_banner
 from relay.server import STATE, check_bind_policy, create_app, drain, force_close, is_loopback
 from relay.settings import Settings
 from relay.upstream import redact_url
@@ -76,12 +77,16 @@ class StopSignals:
 async def serve(settings: Settings, fell_back: bool) -> int:
     check_bind_policy(settings)  # before anything is logged or bound: a refused bind is a config error (exit 2)
     log = structlog.get_logger()
+    # The first line says whether sessions are recorded and where (docs/recording.md).
     if fell_back:
         log.warning(
             "relay.using_simulator",
             reason="no upstream credentials (YANDEX_API_KEY / YANDEX_IAM_TOKEN) configured",
             detail="serving against the embedded simulator",
+            **recording_banner(settings),
         )
+    else:
+        log.info("relay.recording_configured", **recording_banner(settings))
     if not settings.client_tokens:
         if is_loopback(settings.host):
             log.warning("relay.auth_disabled", reason="no client_tokens configured; loopback bind only")
