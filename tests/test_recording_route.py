@@ -78,3 +78,36 @@ async def test_unknown_or_malformed_session_ids_get_the_same_404(relay: RunningR
         ):
             async with http.get(relay.base_url + path, headers=relay.auth_headers()) as resp:
                 assert resp.status == 404, path
+
+
+@pytest.mark.browser
+async def test_a_browser_plays_the_recording_from_the_relay_and_seeks_with_range_requests(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    from tests.page_fixtures import chromium_args, require_chromium
+
+    chromium = require_chromium()
+    async with running_relay(tmp_path / "open") as relay, aiohttp.ClientSession() as http:
+        session_id = await one_session(relay, http)
+        url = f"{relay.base_url}/relay/sessions/{session_id}/recording.wav"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=chromium_args(None))
+            try:
+                page = await browser.new_page()
+                ranges: list[str | None] = []
+                page.on("request", lambda r: ranges.append(r.headers.get("range")) if r.url == url else None)
+                await page.goto(relay.base_url + "/")
+                result = await page.evaluate(
+                    """(url) => new Promise((resolve) => {
+                         const audio = new Audio(url);
+                         audio.addEventListener("error", () => resolve({error: audio.error && audio.error.code}));
+                         audio.addEventListener("loadedmetadata", () => { audio.currentTime = audio.duration / 2; });
+                         audio.addEventListener("seeked", () => resolve({duration: audio.duration, at: audio.currentTime}));
+                       })""",
+                    url,
+                )
+            finally:
+                await browser.close()
+    assert "error" not in result, result
+    assert result["at"] == pytest.approx(result["duration"] / 2, abs=0.05) and result["duration"] > 0.5
+    assert any(r is not None and r.startswith("bytes=") for r in ranges), ranges
