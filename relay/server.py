@@ -2,6 +2,7 @@
 
 Routes: `GET /v1/realtime` (one client socket <-> one upstream session via `SessionBridge`),
 `POST /v1/realtime/client_secrets`, `GET /relay/auth`, `GET /relay/sessions/{sid}/items/{item}.wav`,
+`GET /relay/sessions/{sid}/recording.wav`,
 `/v1/conversations...` (REST proxy), and the public `/`, static files, `/healthz`, `/readyz`, `/metrics`.
 State lives on the app under one `web.AppKey` (`STATE`). `create_app` builds the state and the event log (or takes
 a shared one) and checks the settings it needs (token secret, simulator knobs), so a bad one fails before anything
@@ -11,7 +12,8 @@ way out asks live sessions to end, closes both, and closes the event log only wh
 
 I/O: this module serves HTTP/WebSocket on whatever runner the caller starts; it opens upstream sockets only
 through `SessionBridge`, REST connections only through the proxy's pooled session, and reads files only for
-static assets, saved audio under `data_dir` and `token_secret_file`. It does not bind, handle signals or exit
+static assets, saved audio and recordings under `data_dir` and `token_secret_file`; the retention sweep
+(`relay.recording.retention`) deletes old session files on a worker thread. It does not bind, handle signals or exit
 (that is `relay.commands.serve`).
 """
 
