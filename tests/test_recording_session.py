@@ -16,7 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from audio import pcm as pcmlib
-from tests.recording_helpers import locate_ms, read_stereo, rms
+from tests.recording_helpers import assert_stream_placed, placed_at_ms, read_stereo, rms
 from tests.relay_fixtures import RunningRelay, running_relay
 from tests.speechlike import synthesize
 from tests.timing import seconds
@@ -49,6 +49,16 @@ async def paced_appends(send: Any, data: bytes, rate: int, width: int = 2, chunk
     for i, offset in enumerate(range(0, len(data), chunk)):
         await send(data[offset : offset + chunk])
         await asyncio.sleep(max(0.0, start + (i + 1) * chunk_ms / 1000 - time.monotonic()))
+
+
+def chunks_of(records: list[Event], type_: str, item_id: str | None = None) -> list[tuple[float, float]]:
+    """(t_ms, audio ms) of each audio frame of a type (and item) as the log has it."""
+    field = "audio" if type_ == "input_audio_buffer.append" else "delta"
+    return [
+        (r["t_ms"], r["event"][field]["audio_ms"])
+        for r in records
+        if r["type"] == type_ and r["dir"] in ("client", "server") and (item_id is None or r["item_id"] == item_id)
+    ]
 
 
 def first(records: list[Event], type_: str, dir_: str) -> Event:
@@ -103,21 +113,20 @@ async def test_the_recording_holds_the_user_and_the_reply_where_they_crossed_and
     frames, rate = read_stereo(path)
     assert rate == RATE
     assert saved["duration_ms"] == pytest.approx(len(frames) * 1000 / RATE, abs=0.001)
-    assert len(frames) * 1000 / RATE >= records[-1]["t_ms"] - 100  # silence fills to the session's end
+    # Silence fills to the session's end: the file reaches the last record before it was saved.
+    before_saved = records[[r["type"] for r in records].index("relay.recording_saved") - 1]
+    assert len(frames) * 1000 / RATE >= before_saved["t_ms"] - 40
 
-    appends = [r for r in records if r["type"] == "input_audio_buffer.append" and r["dir"] == "client"]
-    chunks = len(question.pcm) // (RATE * 2 // 50) + (len(question.pcm) % (RATE * 2 // 50) > 0)
     left, right = frames[:, 0], frames[:, 1]
-    # The user's two utterances, on the left, each where its first append crossed the relay.
-    assert abs(locate_ms(left, np.frombuffer(question.pcm, "<i2"), RATE) - appends[0]["t_ms"]) <= TOLERANCE_MS
-    assert abs(locate_ms(left, np.frombuffer(interruption.pcm, "<i2"), RATE) - appends[chunks]["t_ms"]) <= TOLERANCE_MS
+    # The user's two utterances, on the left, where their appends crossed the relay.
+    said = np.frombuffer(question.pcm + interruption.pcm, "<i2")
+    assert assert_stream_placed(left, said, RATE, chunks_of(records, "input_audio_buffer.append")) >= 5
 
-    # The reply, on the right, where its first delta crossed the relay, cut at the truncate point.
-    delta = next(r for r in records if r["type"] == "response.output_audio.delta" and r["item_id"] == reply_item)
-    heard = np.frombuffer(bytes(reply[: truncated_at_ms * RATE * 2 // 1000]), "<i2")
-    found = locate_ms(right, heard, RATE)
-    assert abs(found - delta["t_ms"]) <= TOLERANCE_MS
-    cut = int((found + truncated_at_ms) * RATE / 1000)
+    # The reply, on the right, from where its first delta crossed the relay, cut at the truncate point.
+    deltas = chunks_of(records, "response.output_audio.delta", reply_item)
+    heard = np.frombuffer(bytes(reply), "<i2")
+    assert assert_stream_placed(right, heard, RATE, deltas, until_ms=truncated_at_ms) >= 1
+    cut = int(placed_at_ms(deltas, truncated_at_ms) * RATE / 1000)
     assert rms(right[cut - RATE // 5 : cut]) > 100  # audible up to the cut
     assert not right[cut + RATE * 40 // 1000 :].any()  # silent after it
     truncate = first(records, "conversation.item.truncate", "client")
@@ -156,12 +165,10 @@ async def test_a_16_khz_session_is_recorded_at_the_recording_rate(tmp_path: Path
         records = await ended_log(relay)
     frames, rate = read_stereo(relay.data_dir / "sessions" / records[0]["session_id"] / "recording.wav")
     assert rate == RATE
-    appends = [r for r in records if r["type"] == "input_audio_buffer.append"]
     user = np.frombuffer(pcmlib.resample_pcm16(clip.pcm, 16000, RATE), "<i2")
-    assert abs(locate_ms(frames[:, 0], user, RATE) - appends[0]["t_ms"]) <= TOLERANCE_MS
+    assert assert_stream_placed(frames[:, 0], user, RATE, chunks_of(records, "input_audio_buffer.append")) >= 2
     reply = np.frombuffer(pcmlib.resample_pcm16(_delta_audio(events), 16000, RATE), "<i2")
-    delta = first(records, "response.output_audio.delta", "server")
-    assert abs(locate_ms(frames[:, 1], reply, RATE) - delta["t_ms"]) <= TOLERANCE_MS
+    assert assert_stream_placed(frames[:, 1], reply, RATE, chunks_of(records, "response.output_audio.delta")) >= 2
 
 
 async def test_a_g711_session_is_decoded_into_the_recording(tmp_path: Path) -> None:
@@ -173,10 +180,7 @@ async def test_a_g711_session_is_decoded_into_the_recording(tmp_path: Path) -> N
         events = await raw_turn(relay, session, ulaw, 8000, 1)
         records = await ended_log(relay)
     frames, _ = read_stereo(relay.data_dir / "sessions" / records[0]["session_id"] / "recording.wav")
-    appends = [r for r in records if r["type"] == "input_audio_buffer.append"]
     user = np.frombuffer(pcmlib.resample_pcm16(pcmlib.ulaw_decode(ulaw), 8000, RATE), "<i2")
-    assert abs(locate_ms(frames[:, 0], user, RATE) - appends[0]["t_ms"]) <= TOLERANCE_MS
+    assert assert_stream_placed(frames[:, 0], user, RATE, chunks_of(records, "input_audio_buffer.append")) >= 2
     reply = np.frombuffer(pcmlib.resample_pcm16(pcmlib.ulaw_decode(_delta_audio(events)), 8000, RATE), "<i2")
-    delta = first(records, "response.output_audio.delta", "server")
-    assert abs(locate_ms(frames[:, 1], reply, RATE) - delta["t_ms"]) <= TOLERANCE_MS
-    assert rms(frames[:, 1]) > 100
+    assert assert_stream_placed(frames[:, 1], reply, RATE, chunks_of(records, "response.output_audio.delta")) >= 2

@@ -19,13 +19,15 @@ I/O: none on the loop; file writes go to the writer thread (`writer_executor`).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import concurrent.futures
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +35,7 @@ import numpy.typing as npt
 from audio import pcm as pcmlib
 from audio.resample import StreamResampler
 from relay import events as ev
-from relay.recording.timeline import ArrivalLane, ItemLane, Placement, ms_to_frames
+from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
 from relay.session import DEFAULT_FORMAT, AudioFormat, LogEntry
 
@@ -77,21 +79,33 @@ def writer_executor() -> concurrent.futures.ThreadPoolExecutor:
 
 
 class _Decoder:
-    """Wire audio of one lane -> PCM16 samples at the recording rate (one continuous resampler stream)."""
+    """Wire audio of one lane -> PCM16 samples at the recording rate (one continuous resampler stream).
+
+    Each chunk also gets the number of frames it stands for at the recording rate: the resampler holds back
+    its filter's delay at a stream's start (an 8 kHz stream's first 20 ms chunk gives no output at all), so
+    the timeline places chunks by what came in, and the output follows contiguously."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self._resampler: StreamResampler | None = None
+        self._in_total = 0
+        self._out_total = 0
 
-    def pcm16(self, data: bytes, in_rate: int) -> Int16Array:
+    def pcm16(self, data: bytes, in_rate: int) -> tuple[Int16Array, int]:
+        """(samples at the recording rate, frames this chunk stands for)."""
         data = data[: len(data) - len(data) % 2]
+        n_in = len(data) // 2
         if in_rate == self.rate:
-            return np.frombuffer(data, dtype="<i2")
+            return np.frombuffer(data, dtype="<i2"), n_in
         if self._resampler is None or self._resampler.in_rate != in_rate:
             self._resampler = StreamResampler(in_rate, self.rate)
-        return np.frombuffer(self._resampler.process_pcm16(data), dtype="<i2")
+            self._in_total = self._out_total = 0
+        self._in_total += n_in
+        expected_total = self._in_total * self.rate // in_rate
+        expected, self._out_total = expected_total - self._out_total, expected_total
+        return np.frombuffer(self._resampler.process_pcm16(data), dtype="<i2"), expected
 
-    def wire(self, data: bytes, fmt: AudioFormat) -> Int16Array:
+    def wire(self, data: bytes, fmt: AudioFormat) -> tuple[Int16Array, int]:
         if fmt.type == "audio/pcmu":
             return self.pcm16(pcmlib.ulaw_decode(data), pcmlib.G711_RATE)
         if fmt.type == "audio/pcma":
@@ -102,21 +116,26 @@ class _Decoder:
         """A new stream (a new item): the old filter's state must not bleed into it."""
         if self._resampler is not None:
             self._resampler.reset()
+        self._in_total = self._out_total = 0
 
 
-@dataclass
-class _Segment:
+class _Segment(NamedTuple):
+    """Placed audio waiting to be written: `samples` land at timeline frame `start` (one lane's channel)."""
+
     start: int
-    channel: int
     item_id: str | None
     samples: Int16Array
 
 
 def _b64(text: object) -> bytes | None:
-    """The audio of a frame field, or None when it is not base64 (the upstream answers that, not the recorder)."""
+    """The audio of a frame field, or None when it is not base64 text. Lenient on purpose: strict validation
+    costs three times the decode (a regex over every chunk, 50 per second per direction), and a malformed chunk
+    only makes noise in a recording (the upstream or the client answers it, not the recorder)."""
+    if not isinstance(text, str):
+        return None
     try:
-        return pcmlib.decode_base64_audio(text) if isinstance(text, str) else None
-    except pcmlib.AudioFormatError:
+        return binascii.a2b_base64(text)
+    except (binascii.Error, ValueError):
         return None
 
 
@@ -147,8 +166,14 @@ class SessionRecorder:
         self._assistant = ItemLane(self.rate)
         self._played = ArrivalLane(self.rate)  # mic: what the speaker played
         self._decoders = (_Decoder(self.rate), _Decoder(self.rate))
+        # Per channel: where the timeline expects the current run to go on, and where its output has reached
+        # (they differ by a resampler's filter delay).
+        self._expected_end = [-1, -1]
+        self._produced_end = [0, 0]
         self._assistant_item: str | None = None
-        self._segments: list[_Segment] = []
+        # Per channel, in timeline order (each lane places monotonically), so a commit stops at the first
+        # segment beyond it instead of scanning everything placed ahead.
+        self._segments: tuple[deque[_Segment], deque[_Segment]] = (deque(), deque())
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
         self._stopped: str | None = None  # why the recording stopped early (max_seconds, write_failed)
@@ -182,8 +207,9 @@ class SessionRecorder:
             self._timer = None
         self._check_writer()
         end = self._now()
-        for segment in self._segments:
-            end = max(end, segment.start + len(segment.samples))
+        for lane in self._segments:
+            if lane:
+                end = max(end, lane[-1].start + len(lane[-1].samples))
         self._commit(end)
         closed = self._submit(self._wav.close)
         await asyncio.wrap_future(closed)
@@ -209,7 +235,8 @@ class SessionRecorder:
 
     def _stop(self, reason: str, **details: Any) -> None:
         self._stopped = reason
-        self._segments.clear()
+        for lane in self._segments:
+            lane.clear()
         at_ms = round(self._written * 1000.0 / self.rate, 3) if reason == "max_seconds" else None
         if reason == "write_failed":
             at_ms = round(self._wav.frames * 1000.0 / self.rate, 3)
@@ -240,10 +267,10 @@ class SessionRecorder:
 
     def _add_user(self, data: bytes, fmt: AudioFormat) -> None:
         try:
-            samples = self._decoders[LEFT].wire(data, fmt)
+            samples, expected = self._decoders[LEFT].wire(data, fmt)
         except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
             return
-        self._place(self._user, LEFT, None, samples)
+        self._place(self._user, LEFT, samples, expected)
 
     def _add_assistant(self, data: bytes, fmt: AudioFormat, item_id: object) -> None:
         key = item_id if isinstance(item_id, str) else ""
@@ -251,29 +278,31 @@ class SessionRecorder:
         if key != self._assistant_item:
             decoder.restart()
             self._assistant_item = key
+            self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
         try:
-            samples = decoder.wire(data, fmt)
+            samples, expected = decoder.wire(data, fmt)
         except ValueError:
             return
-        if not len(samples):
+        if expected <= 0 or self._finished:
             return
         now = self._now()
-        placed = self._assistant.place(key, now, len(samples), self._written, min(now + self._lead, self._max_frames))
-        self._keep(placed, RIGHT, key, samples)
+        limit = min(now + self._lead, self._max_frames)
+        placed = self._assistant.place(key, now, expected, self._written, limit)
+        self._keep(placed, RIGHT, key, samples, expected, limit)
 
     def _truncate(self, item_id: str, audio_end_ms: float) -> None:
         span = self._assistant.truncate(item_id, audio_end_ms)
         if span is None:
             return
         cut, end = span
-        kept: list[_Segment] = []
-        for segment in self._segments:
-            if segment.channel == RIGHT and segment.item_id == item_id and segment.start + len(segment.samples) > cut:
+        kept: deque[_Segment] = deque()
+        for segment in self._segments[RIGHT]:
+            if segment.item_id == item_id and segment.start + len(segment.samples) > cut:
                 if segment.start < cut:
-                    kept.append(_Segment(segment.start, RIGHT, item_id, segment.samples[: cut - segment.start]))
+                    kept.append(_Segment(segment.start, item_id, segment.samples[: cut - segment.start]))
                 continue
             kept.append(segment)
-        self._segments = kept
+        self._segments = (self._segments[LEFT], kept)
         if cut < self._written:  # part of it is already in the file: silence it there
             self._submit(self._wav.erase_right, cut, min(end, self._written))
 
@@ -282,7 +311,7 @@ class SessionRecorder:
         """A block the microphone captured, just handed to the loop."""
         if self._stopped is None:
             data = pcmlib.float_to_pcm16(samples)
-            self._place(self._user, LEFT, None, self._decoders[LEFT].pcm16(data, rate))
+            self._place(self._user, LEFT, *self._decoders[LEFT].pcm16(data, rate))
 
     def played_samples(self, samples: npt.ArrayLike, rate: int, at_mono: float | None = None) -> None:
         """A block the speaker's callback played at monotonic time `at_mono` (default: now)."""
@@ -290,19 +319,30 @@ class SessionRecorder:
             return
         data = pcmlib.float_to_pcm16(samples)
         at = None if at_mono is None else ms_to_frames((at_mono - self._started_mono) * 1000.0, self.rate)
-        self._place(self._played, RIGHT, None, self._decoders[RIGHT].pcm16(data, rate), at)
+        self._place(self._played, RIGHT, *self._decoders[RIGHT].pcm16(data, rate), at)
 
     # ---- placing and writing -----------------------------------------------------------------------------
-    def _place(self, lane: ArrivalLane, channel: int, item_id: str | None, samples: Int16Array, at: int | None = None) -> None:
-        if not len(samples) or self._finished:
+    def _place(self, lane: ArrivalLane, channel: int, samples: Int16Array, expected: int, at: int | None = None) -> None:
+        if expected <= 0 or self._finished:
             return
         now = self._now()
-        placed = lane.place(now if at is None else at, len(samples), self._written, min(now + self._lead, self._max_frames))
-        self._keep(placed, channel, item_id, samples)
+        limit = min(now + self._lead, self._max_frames)
+        placed = lane.place(now if at is None else at, expected, self._written, limit)
+        self._keep(placed, channel, None, samples, expected, limit)
 
-    def _keep(self, placed: Placement, channel: int, item_id: str | None, samples: Int16Array) -> None:
-        if placed.keep:
-            self._segments.append(_Segment(placed.start, channel, item_id, samples[placed.skip : placed.skip + placed.keep]))
+    def _keep(
+        self, placed: Placement, channel: int, item_id: str | None, samples: Int16Array, expected: int, limit: int
+    ) -> None:
+        """Queue a chunk's output where its run's output has reached (the timeline placed `expected` frames)."""
+        origin = placed.start - placed.skip
+        if origin != self._expected_end[channel]:  # a new run: its output starts where it does
+            self._produced_end[channel] = origin
+        self._expected_end[channel] = origin + expected
+        at = self._produced_end[channel]
+        self._produced_end[channel] = at + len(samples)
+        out = clip(at, len(samples), self._written, limit)
+        if out.keep:
+            self._segments[channel].append(_Segment(out.start, item_id, samples[out.skip : out.skip + out.keep]))
         if placed.dropped:
             end = placed.start + placed.keep
             # Audio past the file's cap is not "dropped" audio: the cap is reported once, by itself.
@@ -317,18 +357,17 @@ class SessionRecorder:
         start = self._written
         if upto > start:
             block = np.zeros((upto - start, 2), dtype="<i2")
-            pending: list[_Segment] = []
-            for segment in self._segments:
-                seg_end = segment.start + len(segment.samples)
-                if segment.start < upto:
+            for channel, lane in enumerate(self._segments):
+                while lane and lane[0].start < upto:
+                    segment = lane[0]
+                    seg_end = segment.start + len(segment.samples)
                     lo, hi = max(segment.start, start), min(seg_end, upto)
                     if hi > lo:
-                        block[lo - start : hi - start, segment.channel] = segment.samples[lo - segment.start : hi - segment.start]
+                        block[lo - start : hi - start, channel] = segment.samples[lo - segment.start : hi - segment.start]
                     if seg_end > upto:
-                        pending.append(_Segment(upto, segment.channel, segment.item_id, segment.samples[upto - segment.start :]))
-                else:
-                    pending.append(segment)
-            self._segments = pending
+                        lane[0] = _Segment(upto, segment.item_id, segment.samples[upto - segment.start :])
+                        break
+                    lane.popleft()
             self._written = upto
             self._submit(self._wav.append, block.tobytes())
         if self._written >= self._max_frames and self._stopped is None:
