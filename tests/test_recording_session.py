@@ -184,3 +184,31 @@ async def test_a_g711_session_is_decoded_into_the_recording(tmp_path: Path) -> N
     assert assert_stream_placed(frames[:, 0], user, RATE, chunks_of(records, "input_audio_buffer.append")) >= 2
     reply = np.frombuffer(pcmlib.resample_pcm16(pcmlib.ulaw_decode(_delta_audio(events)), 8000, RATE), "<i2")
     assert assert_stream_placed(frames[:, 1], reply, RATE, chunks_of(records, "response.output_audio.delta")) >= 2
+
+
+async def test_logs_html_of_a_recorded_session_shows_both_voices_under_the_timeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from relay.cli import main
+
+    clip = synthesize(RATE, utterances=(0.8,), lead_s=0.3, tail_s=0.8, seed=41)
+    async with running_relay(tmp_path, sim_speed=1.0) as relay:
+        await raw_turn(relay, {}, clip.pcm, RATE, 2)
+        records = await ended_log(relay)
+    page = tmp_path / "page.html"
+    assert main(["logs", str(relay.log_dir), "--html", str(page), "--data-dir", str(relay.data_dir)]) == 0
+    capsys.readouterr()
+    text = page.read_text()
+    data = json.loads(re.search(r'id="recording-data">(.*?)</script>', text, re.S).group(1))  # type: ignore[union-attr]
+    assert f'src="data/sessions/{records[0]["session_id"]}/recording.wav"' in text
+
+    def loud_from_ms(peaks: list[int]) -> float:
+        return next(i for i, v in enumerate(peaks) if v >= 5) * data["bucket_ms"]
+
+    # Each voice shows where the log says it crossed the relay: the user's first loud append, the first delta.
+    spoken_at = next(r["t_ms"] for r in records if r["type"] == "input_audio_buffer.append") + clip.utterances[0][0] * 1000
+    assert abs(loud_from_ms(data["left"]) - spoken_at) <= 60
+    first_delta = first(records, "response.output_audio.delta", "server")["t_ms"]
+    assert abs(loud_from_ms(data["right"]) - first_delta) <= 60

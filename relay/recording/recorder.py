@@ -335,6 +335,12 @@ class SessionRecorder:
     ) -> None:
         """Queue a chunk's output where its run's output has reached (the timeline placed `expected` frames)."""
         origin = placed.start - placed.skip
+        lined_up = origin != self._expected_end[channel] or self._produced_end[channel] == origin
+        if lined_up and not placed.skip and not placed.dropped and len(samples) == expected:
+            # The common case (same rate, nothing clipped): output and timeline line up.
+            self._expected_end[channel] = self._produced_end[channel] = origin + expected
+            self._segments[channel].append(_Segment(origin, item_id, samples))
+            return
         if origin != self._expected_end[channel]:  # a new run: its output starts where it does
             self._produced_end[channel] = origin
         self._expected_end[channel] = origin + expected
