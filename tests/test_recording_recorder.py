@@ -124,3 +124,19 @@ async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Pat
     assert saved["duration_ms"] == 1500 and saved["stopped"] == "max_seconds" and saved["dropped_ms"] == 0
     assert [t for t, _ in reports] == ["relay.recording_stopped"]
     assert reports[0][1]["reason"] == "max_seconds"
+
+
+async def test_a_hung_writer_does_not_keep_the_session_from_ending(tmp_path: Path, monkeypatch: Any) -> None:
+    import threading
+
+    from relay.recording import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "FINISH_TIMEOUT_S", 0.2)
+    release = threading.Event()
+    recorder_module.writer_executor().submit(release.wait, 30)  # the writer is stuck on a "disk"
+    try:
+        saved, reports = await _record(tmp_path / "recording.wav", [], RecordingOptions(rate=8000))
+    finally:
+        release.set()
+    assert saved["stopped"] == "write_timeout"
+    assert [(t, e["reason"]) for t, e in reports] == [("relay.recording_stopped", "write_timeout")]

@@ -48,6 +48,7 @@ COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
 LEFT, RIGHT = 0, 1
+FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
 Int16Array = npt.NDArray[np.int16]
 
@@ -212,7 +213,11 @@ class SessionRecorder:
                 end = max(end, lane[-1].start + len(lane[-1].samples))
         self._commit(end)
         closed = self._submit(self._wav.close)
-        await asyncio.wrap_future(closed)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closed), FINISH_TIMEOUT_S)
+        except TimeoutError:  # a hung disk must not keep the session from ending
+            if self._stopped is None:
+                self._stop("write_timeout")
         self._check_writer()
         return {
             "path": str(self.path),
