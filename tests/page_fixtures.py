@@ -160,3 +160,12 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         if result or loop.time() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+async def open_session(page: Any, url: str) -> None:
+    """Load the page at `url`, connect, and wait until the session is open (the microphone not yet on)."""
+    page.set_default_timeout(seconds(20) * 1000)
+    await page.goto(url)
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.click("#connect")
+    await page.wait_for_selector("#status[data-state=open]")

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-ENVELOPE_MS = 1  # envelope resolution: one value per millisecond
+ENVELOPE_MS = 1
+
+# In a `logs --html` page: the recording player's duration in seconds once its metadata loaded (-1: it failed).
+RECORDING_DURATION_JS = """() => new Promise((resolve) => {
+  const audio = document.getElementById("recording");
+  if (audio.readyState >= 1) resolve(audio.duration);
+  audio.addEventListener("loadedmetadata", () => resolve(audio.duration));
+  audio.addEventListener("error", () => resolve(-1));
+})"""  # envelope resolution: one value per millisecond
 
 FloatArray = npt.NDArray[np.float64]
 

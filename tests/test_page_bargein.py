@@ -15,8 +15,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.page_fixtures import RelayProcess, chromium_args, eventually, require_chromium, speech_wav, start_relay
-from tests.timing import seconds
+from tests.page_fixtures import (
+    RelayProcess,
+    chromium_args,
+    eventually,
+    open_session,
+    require_chromium,
+    speech_wav,
+    start_relay,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -63,11 +70,7 @@ async def barge_in(relay: RelayProcess, speech: Path) -> AsyncIterator[BargeIn]:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=require_chromium(), args=chromium_args(speech))
         page = await browser.new_page()
-        page.set_default_timeout(seconds(20) * 1000)
-        await page.goto(relay.url)
-        await page.wait_for_selector("body[data-ready=true]")
-        await page.click("#connect")
-        await page.wait_for_selector("#status[data-state=open]")
+        await open_session(page, relay.url)
         await page.evaluate(RECORD_BARGE_IN)
         await page.click("#mic")
         await page.wait_for_function("window.bargeIns.length > 0 && window.bargeIns[0].playedAtNextStop !== null")

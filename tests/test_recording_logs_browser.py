@@ -10,6 +10,7 @@ import pytest
 
 from relay.cli import main
 from tests.logs_fixtures import two_turn_session
+from tests.recording_helpers import RECORDING_DURATION_JS
 from tests.test_logs_browser import ARTIFACTS, page  # noqa: F401  (the page fixture: Chromium, offline)
 from tests.test_recording_logs import write_recording
 
@@ -26,14 +27,7 @@ async def test_the_recording_lanes_are_drawn_under_the_timeline_and_a_click_play
     assert main(["logs", str(tmp_path / "logs"), "--html", str(html_path), "--data-dir", str(tmp_path / "data")]) == 0
     capsys.readouterr()
     await page.goto(html_path.as_uri())
-    duration = await page.evaluate(
-        """() => new Promise((resolve) => {
-             const audio = document.getElementById("recording");
-             if (audio.readyState >= 1) resolve(audio.duration);
-             audio.addEventListener("loadedmetadata", () => resolve(audio.duration));
-             audio.addEventListener("error", () => resolve(-1));
-           })"""
-    )
+    duration = await page.evaluate(RECORDING_DURATION_JS)
     assert duration == pytest.approx(6.0, abs=0.01)
     # Ink where each channel has sound, none where it is silent: sampled from the canvases' pixels.
     ink = """([wave, ms]) => {
