@@ -109,5 +109,5 @@ async def test_a_browser_plays_the_recording_from_the_relay_and_seeks_with_range
             finally:
                 await browser.close()
     assert "error" not in result, result
-    assert result["at"] == pytest.approx(result["duration"] / 2, abs=0.05) and result["duration"] > 0.5
+    assert result["duration"] > 0.1 and result["at"] == pytest.approx(result["duration"] / 2, abs=0.05)
     assert any(r is not None and r.startswith("bytes=") for r in ranges), ranges
