@@ -23,7 +23,9 @@ streaming resampler per item (no clicks between deltas), rate changes followed, 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +82,9 @@ class PlaybackBuffer:
         self._last_item_known = False
         self._since_audio = 0  # samples the callback has played since it last played real audio
         self._total_played = 0
+        # Optional tap: gets a copy of every block of real audio the callback plays, and the monotonic time it
+        # played it (a session recording uses it). Runs on the callback's thread: it must hand off and return.
+        self.on_played: Callable[[FloatArray, float], None] | None = None
 
     @property
     def rate(self) -> int:
@@ -164,6 +169,9 @@ class PlaybackBuffer:
         mono[pos:] = 0.0
         if out.ndim == 2 and out.shape[1] > 1:
             out[:, 1:] = mono[:, None]
+        tap = self.on_played
+        if tap is not None and pos:
+            tap(mono[:pos].copy(), time.monotonic())
 
     # --- observation (any thread) ------------------------------------------------------------------------
 

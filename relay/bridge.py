@@ -38,6 +38,7 @@ from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog.writer import EventLog, SessionEventLog
 from relay.links.upstream import UpstreamLink, redact_url, upstream_url
 from relay.metrics import RelayMetrics
+from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder, recording_path, recording_url
 from relay.settings import Settings
 from relay.tools.config import load_tools
 from relay.tools.runner import SessionTools
@@ -134,6 +135,8 @@ class BridgeEnvironment:
     )
     # Audio kept for fallback saves, bounded across sessions: pass the process's one budget (`serve` does).
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
+    # Session recording (docs/recording.md): None = off.
+    recording: RecordingOptions | None = None
 
 
 def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
@@ -219,6 +222,7 @@ class SessionBridge:
         # attempt after a drop has failed (the session then ends as disconnected).
         self._restored: asyncio.Future[None] | None = None
         self._resume_exhausted = False
+        self.recorder: SessionRecorder | None = None  # observes the session once the upstream is connected
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -269,6 +273,7 @@ class SessionBridge:
                 if self.env.metrics is not None:
                     self.env.metrics.observe_connect(self._upstream.connect_seconds)
                 self.core.upstream_connected(round(self._upstream.connect_seconds * 1000.0, 3))
+                self._start_recording()
                 self._flush()
                 reason, client_code = await self._pump()
             except Exception:
@@ -620,6 +625,8 @@ class SessionBridge:
                 log.error("relay.background_task_abandoned", task=task.get_name())
                 await self._cancel(task)
         self._flush()
+        if self.recorder is not None:
+            self.core.log_relay(RECORDING_SAVED, await self.recorder.finish())
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1
         self.core.log_relay(
@@ -660,8 +667,11 @@ class SessionBridge:
                 if self._restored is None:  # during a restore, the attempt's own watch of the new link sees it
                     self._fail(exc)
         metrics = self.env.metrics
+        recorder = self.recorder
         for entry in core.to_log():
             self.log.append(entry)
+            if recorder is not None:
+                recorder.observe(entry)
             if metrics is not None:
                 metrics.count_event(entry.dir, entry.type, entry.bytes)
                 if entry.type == ev.RELAY_CLIENT_ERROR:
@@ -675,6 +685,24 @@ class SessionBridge:
         self._arm_timers()
         if core.tools is not None and self._tools is not None:
             self._start_tools()
+
+    def _start_recording(self) -> None:
+        options = self.env.recording
+        if options is None:
+            return
+        self.recorder = SessionRecorder(
+            recording_path(self.env.data_dir, self.session_id),
+            recording_url(self.session_id),
+            options,
+            started_mono=self.log.started_mono,
+            report=self._recording_report,
+            output_format=lambda: self.core.output_format,
+        )
+        self.recorder.start()
+
+    def _recording_report(self, record_type: str, event: dict[str, Any]) -> None:
+        self.core.log_relay(record_type, event)
+        self._flush()
 
     def _arm_timers(self) -> None:
         for item_id in self.core.to_disarm():

@@ -198,6 +198,18 @@ class Settings:
     )
     tool_details_to_client: bool = _setting(False, "relay.tool_call events to clients carry arguments and output.")
     max_tool_output_bytes: int = _setting(64 * 1024, "Longest tool output sent upstream; longer is cut with a note.", min=256)
+    # --- session recording: one stereo WAV per session, and how long session files are kept (docs/recording.md)
+    record_sessions: bool = _setting(
+        True, "Record each session as <data_dir>/sessions/<id>/recording.wav (default off when log_content = false)."
+    )
+    recording_rate: int = _setting(24000, "Sample rate of session recordings (Hz).", min=8000, max=48000)
+    recording_max_lead_seconds: float = _setting(
+        5.0, "Audio landing further than this ahead of the wall clock is not recorded (counted as dropped_ms).", min=0.1, max=600
+    )
+    recording_max_seconds: float = _setting(14400.0, "Longest recording per session, in seconds (4 h).", min=1)
+    retention_days: float = _setting(
+        0.0, "Delete session folders and log files older than this many days, hourly (0 = keep forever).", min=0
+    )
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(Settings))
@@ -462,6 +474,10 @@ def load_settings(
         _validate(name, values[name], source)
         sources[name] = source
 
+    # Recording keeps what people said; with log_content off it stays off unless asked for explicitly.
+    if sources["record_sessions"] == "default" and values["log_content"] is False:
+        values["record_sessions"] = False
+        sources["record_sessions"] = "default (off: log_content = false)"
     if unknown and values["strict_config"]:
         raise ConfigError(*unknown[0])
     warnings = tuple(f"setting {name!r} from {source}: {problem}" for name, source, problem in unknown)

@@ -18,6 +18,7 @@ import argparse
 import html
 import os
 import sys
+import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -25,6 +26,8 @@ import orjson
 
 from relay.inspect.summary import LogPathError, LogSummary, ReadWarnings, session_records, summarize
 from relay.inspect.timeline import write_timeline
+from relay.recording import RECORDING_FILE, RECORDING_SAVED
+from relay.recording.peaks import recording_peaks
 from relay.redact import printable, printable_data
 
 if TYPE_CHECKING:
@@ -153,6 +156,36 @@ def wav_links(session: dict[str, Any], page: Path, data_dir: Path) -> dict[str, 
     return links
 
 
+def recording_view(session: dict[str, Any], records: list[Path], page: Path, data_dir: Path) -> dict[str, Any] | None:
+    """The session's recording for its page: a link relative to the page and the waveform peaks, or None.
+
+    Candidates, first existing wins: the `path` of relay.recording_saved (as given, or relative to the
+    directories above the log file, like item WAVs), then `<data_dir>/sessions/<session_id>/recording.wav`.
+    A session still running (or killed) has no relay.recording_saved; its file is found by the last rule.
+    """
+    candidates: list[Path] = []
+    bases = [base for log_file in session["files"] for base in Path(log_file).parents[:3]]
+    for record in session_records(records, session["session_id"]):
+        if record.type == RECORDING_SAVED and isinstance(record.raw.get("event"), dict):
+            given = record.raw["event"].get("path")
+            if isinstance(given, str) and given:
+                candidates.append(Path(given))
+                if not Path(given).is_absolute():
+                    candidates.extend(base / given for base in bases)
+    candidates.append(data_dir / "sessions" / session["session_id"] / RECORDING_FILE)
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            peaks = recording_peaks(candidate)
+        except (OSError, EOFError, wave.Error) as exc:
+            print(f"realtime-relay logs: cannot read the recording {candidate}: {exc}", file=sys.stderr)
+            return None
+        link = Path(os.path.relpath(candidate.resolve(), page.parent.resolve())).as_posix()
+        return {"link": link, **peaks.as_json()}
+    return None
+
+
 def write_pages(result: LogSummary, out: Path, data_dir: Path) -> int:
     paths = page_paths([s["session_id"] for s in result.sessions], out)
     code = 0
@@ -162,8 +195,10 @@ def write_pages(result: LogSummary, out: Path, data_dir: Path) -> int:
             page.parent.mkdir(parents=True, exist_ok=True)
             records = session_records(result.files_by_session[session["session_id"]], session["session_id"])
             links = wav_links(session, page, data_dir)
+            files = result.files_by_session[session["session_id"]]
+            recording = recording_view(session, files, page, data_dir)
             with page.open("w", encoding="utf-8") as handle:
-                write_timeline(handle, session, records, links)
+                write_timeline(handle, session, records, links, recording)
         except OSError as exc:
             print(f"realtime-relay logs: cannot write {page}: {exc.strerror or exc}", file=sys.stderr)
             code = 1

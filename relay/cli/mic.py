@@ -15,11 +15,14 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+import structlog
+
 from audio.devices import DeviceError
 from relay.bridge import EndReason
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic.session import MicResult, TerminalDisplay, choose_devices, run_mic_session
+from relay.recording import recording_banner
 from relay.tools.config import load_tools
 
 if TYPE_CHECKING:
@@ -114,6 +117,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sys.setswitchinterval(0.002)
     settings, _ = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
     load_tools(settings, getattr(args, "setting_sources", {}).get("tools", "config"))  # exit 2 naming a bad tool
+    # The first log line says whether the session is recorded and where (docs/recording.md).
+    structlog.get_logger().info("relay.recording_configured", **recording_banner(settings))
     try:
         result = asyncio.run(_main(settings, args.duration))
     except DeviceError as exc:

@@ -23,6 +23,7 @@ from relay.credentials import Credentials, resolve_model, simulator_fallback
 from relay.errors import ConfigError, StartupError
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
+from relay.recording import recording_banner
 from relay.server import connections
 from relay.server.app import (
     STATE,
@@ -98,12 +99,16 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     nofile, _hard = connections.raise_nofile_limit()
     loop = asyncio.get_running_loop()
     connections.AcceptErrorLimiter.install(loop)
+    # The first line says whether sessions are recorded and where (docs/recording.md).
     if fell_back:
         log.warning(
             "relay.using_simulator",
             reason="no upstream credentials (YANDEX_API_KEY / YANDEX_IAM_TOKEN) configured",
             detail="serving against the embedded simulator",
+            **recording_banner(settings),
         )
+    else:
+        log.info("relay.recording_configured", **recording_banner(settings))
     if not settings.client_tokens:
         if is_loopback(settings.host):
             log.warning("relay.auth_disabled", reason="no client_tokens configured; loopback bind only")

@@ -5,7 +5,9 @@ has everything inline (CSS, JS, the data as JSON) and loads nothing from anywher
 
 What the page shows: the session summary (the `--json` object of `relay.inspect.summary`), a turns table, the
 latency percentiles, errors, server tool calls (arguments, output, duration), saved WAVs (linked with paths
-relative to the page, when the caller found them),
+relative to the page, when the caller found them), the session recording (when the caller found it: two waveform
+lanes, user and assistant, drawn from peaks embedded in the page, and a player linked by relative path that seeks
+to where a lane is clicked),
 and a zoomable timeline with one lane per direction (client, server, relay) where every record is a mark;
 hovering a mark names it, clicking shows its full record. Turns are bands above the lanes; the
 speech-end -> first-audio latency of each turn is a bracket labelled with its milliseconds.
@@ -43,11 +45,16 @@ def _json_for_script(value: Any) -> str:
 
 
 def write_timeline(
-    out: TextIO, session: dict[str, Any], records: Iterable[LogRecord], wav_links: dict[str, str]
+    out: TextIO,
+    session: dict[str, Any],
+    records: Iterable[LogRecord],
+    wav_links: dict[str, str],
+    recording: dict[str, Any] | None = None,
 ) -> None:
     """Write the page for `session` (a summary dict) with every record of `records` as a timeline mark.
 
-    `wav_links` maps item ids to WAV paths relative to the page; only those are linked.
+    `wav_links` maps item ids to WAV paths relative to the page; only those are linked. `recording` is the
+    session recording's `link` (relative to the page) and its peaks (`relay.recording.peaks`), or None.
     """
     title = f"Session {session['session_id']} — realtime-relay logs"
     out.write("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
@@ -59,7 +66,18 @@ def write_timeline(
     )
     out.write(f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n")
     out.write(_summary_html(session, wav_links))
-    out.write(_TIMELINE_HTML)
+    if recording is None:
+        out.write(_TIMELINE_HTML)
+    else:
+        player = _RECORDING_PLAYER.format(src=html.escape(str(recording["link"])))
+        out.write(
+            _TIMELINE_HTML.replace(_TIMELINE_START, player + _TIMELINE_START).replace(
+                _LANES_END, _RECORDING_LANES + _LANES_END
+            )
+        )
+        out.write('<script type="application/json" id="recording-data">')
+        out.write(_json_for_script({k: v for k, v in recording.items() if k != "link"}))
+        out.write("</script>\n")
     out.write('<script type="application/json" id="session-data">')
     out.write(_json_for_script(session))
     out.write('</script>\n<script type="application/json" id="wav-data">')
@@ -208,6 +226,19 @@ _TIMELINE_HTML = """<section class="timeline-section"><h2>Timeline</h2>
 </section>
 """
 
+_TIMELINE_START = '<div id="timeline">'
+_LANES_END = '</div>\n<div id="detail-box">'
+_RECORDING_PLAYER = """<div class="recording-player"><b>Recording</b>
+<audio id="recording" controls preload="metadata" src="{src}"></audio>
+<a class="wav" href="{src}">recording.wav</a>
+<span class="dim">click a waveform lane to play from that moment</span></div>
+"""
+_RECORDING_LANES = """<div class="row lane wave-row" data-lane="user-audio"><div class="lane-label">user ♪</div>
+<div class="track" data-wave-track="left"><canvas data-wave="left"></canvas><div class="playhead"></div></div></div>
+<div class="row lane wave-row" data-lane="assistant-audio"><div class="lane-label">assistant ♪</div>
+<div class="track" data-wave-track="right"><canvas data-wave="right"></canvas><div class="playhead"></div></div></div>
+"""
+
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#1d2330;background:#fafbfc}
 h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.05em;margin:1.2em 0 .4em}
@@ -241,6 +272,9 @@ color:#d62828;white-space:nowrap;box-sizing:border-box;text-align:center;overflo
 .lg-error{background:#d62828}.lg-speech{background:#9fd0a8}
 .speech{position:absolute;top:2px;height:16px;background:#9fd0a8;border-radius:3px;opacity:.8}
 .saved td{vertical-align:middle}
+.wave-row .track{height:44px;cursor:pointer}.wave-row canvas{position:absolute;top:0;height:44px}
+.playhead{position:absolute;top:0;height:100%;width:0;border-left:2px solid #e0007a;display:none;z-index:2}
+.recording-player{display:flex;gap:.8em;align-items:center;margin:.4em 0}
 #detail-box{margin-top:.6em}#detail{background:#fff;border:1px solid #ccd;padding:.6em;max-height:28em;
 overflow:auto;white-space:pre-wrap;word-break:break-all}
 """
@@ -268,6 +302,10 @@ _JS = r"""
   const hideAudio = document.getElementById("hide-audio");
   let tEnd = 1;
   for (const r of records) if (typeof r.t_ms === "number" && r.t_ms > tEnd) tEnd = r.t_ms;
+  const recordingData = document.getElementById("recording-data");
+  const recording = recordingData ? JSON.parse(recordingData.textContent) : null;
+  const player = document.getElementById("recording");
+  if (recording && recording.duration_ms > tEnd) tEnd = recording.duration_ms;
   const fmt = (ms) => (ms / 1000).toFixed(3) + " s";
   const laneOf = (r) => (tracks[r.dir] ? r.dir : "relay");
 
@@ -376,6 +414,51 @@ _JS = r"""
       tracks[lane].appendChild(fragments[lane]);
     }
     for (const lane of Object.keys(tracks)) noteMerged(lastAudio[lane]);
+    drawWaves(x0, x1);
+  }
+
+  // The recording's lanes: one canvas per channel covering the drawn stretch, each pixel the loudest bucket
+  // under it. Peaks are percent of full scale, one per `bucket_ms`.
+  function drawWaves(x0, x1) {
+    if (!recording) return;
+    for (const canvas of document.querySelectorAll("canvas[data-wave]")) {
+      const peaks = recording[canvas.dataset.wave];
+      const left = Math.max(0, x0);
+      const width = Math.max(1, Math.min(Math.ceil(tEnd * scale) + 40, x1) - left);
+      canvas.style.left = left + "px";
+      canvas.width = width;
+      canvas.height = 44;
+      canvas.style.width = width + "px";
+      const g = canvas.getContext("2d");
+      g.clearRect(0, 0, width, 44);
+      g.fillStyle = canvas.dataset.wave === "left" ? "#2f6fdf" : "#1e9e5a";
+      for (let px = 0; px < width; px++) {
+        const b0 = Math.floor((left + px) / scale / recording.bucket_ms);
+        const b1 = Math.max(b0 + 1, Math.floor((left + px + 1) / scale / recording.bucket_ms));
+        if (b0 >= peaks.length) break;
+        let v = 0;
+        for (let b = b0; b < b1 && b < peaks.length; b++) if (peaks[b] > v) v = peaks[b];
+        const h = Math.max(v ? 1 : 0, (v / 100) * 40);
+        g.fillRect(px, 22 - h / 2, 1, h);
+      }
+    }
+    movePlayhead();
+  }
+
+  function movePlayhead() {
+    if (!player) return;
+    for (const head of document.querySelectorAll(".playhead")) {
+      head.style.display = player.currentTime > 0 || !player.paused ? "block" : "none";
+      head.style.left = (player.currentTime * 1000 * scale) + "px";
+    }
+  }
+
+  function seek(ms) {
+    if (!player) return;
+    player.currentTime = Math.max(0, ms) / 1000;
+    movePlayhead();
+    const playing = player.play();
+    if (playing && playing.catch) playing.catch(() => {});  // autoplay policy: the seek still stands
   }
 
   function noteMerged(last) {
@@ -459,6 +542,8 @@ _JS = r"""
   }
 
   timeline.addEventListener("click", (e) => {
+    const wave = e.target.closest("[data-wave-track]");
+    if (wave) { seek((e.clientX - wave.getBoundingClientRect().left) / scale); return; }
     const m = e.target.closest(".mark");
     if (m) { show(Number(m.dataset.i)); return; }
     const b = e.target.closest("[data-turn]");
@@ -483,6 +568,10 @@ _JS = r"""
   document.getElementById("zoom-out").addEventListener("click", () => zoom(0.5));
   document.getElementById("zoom-fit").addEventListener("click", fit);
   hideAudio.addEventListener("change", drawMarks);
+  if (player) {
+    player.addEventListener("timeupdate", movePlayhead);
+    player.addEventListener("seeked", movePlayhead);
+  }
   fit();
 })();
 """

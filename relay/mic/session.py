@@ -42,6 +42,7 @@ from relay.core.keptaudio import KeptAudioBudget
 from relay.core.session import DEFAULT_FORMAT, AudioFormat
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
+from relay.recording import recording_options
 from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
 
@@ -231,6 +232,7 @@ class MicAgent:
         self.output_format = DEFAULT_FORMAT
         self.ready = False  # session.created seen: the input format is known, audio may flow
         self.stats = MicStats()
+        self.capture_rate = capture_rate
         self._writer = writer
         self._buffer = writer.buffer
         self._capture = StreamResampler(capture_rate, self.input_format.rate)
@@ -242,6 +244,11 @@ class MicAgent:
         self._silenced_items: set[str] = set()
         self._content_index: dict[str, int] = {}
         self._event_seq = 0
+
+    @property
+    def playback_buffer(self) -> PlaybackBuffer:
+        """The speaker's buffer (what the output callback plays from)."""
+        return self._buffer
 
     # --- microphone -> upstream -----------------------------------------------------------------------------
 
@@ -587,14 +594,32 @@ async def drive_session(
             data_dir=Path(settings.data_dir),
             retrieve_timeout=settings.retrieve_timeout_seconds,
             kept_audio=KeptAudioBudget(settings.kept_audio_max_bytes),
+            # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
+            recording=recording_options(settings, from_frames=False),
         )
         bridge = SessionBridge(
             client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}
         )
+        loop = asyncio.get_running_loop()
+        speaker_rate = agent.playback_buffer.rate
+
+        def record_played(samples: npt.NDArray[np.float32], at: float) -> None:
+            if bridge.recorder is not None:
+                bridge.recorder.played_samples(samples, speaker_rate, at)
+
+        def played(samples: npt.NDArray[np.float32], at: float) -> None:  # on the speaker's callback thread
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing is recorded any more
+                loop.call_soon_threadsafe(record_played, samples, at)
+
+        if env.recording is not None:
+            agent.playback_buffer.on_played = played
 
         async def pump_capture() -> None:
             while True:
-                client.on_capture(await captured.get())
+                block = await captured.get()
+                client.on_capture(block)
+                if bridge.recorder is not None:
+                    bridge.recorder.user_samples(block, agent.capture_rate)
 
         audio.start()
         pump = asyncio.create_task(pump_capture(), name="mic-capture")
@@ -615,6 +640,7 @@ async def drive_session(
     finally:
         # Audio first (no more callbacks into a closing session), then the tasks, the log, the simulator.
         audio.stop()
+        agent.playback_buffer.on_played = None
         for task in (pump, stopper):
             if task is not None:
                 task.cancel()

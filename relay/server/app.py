@@ -2,6 +2,7 @@
 
 Routes: `GET /v1/realtime` (one client socket <-> one upstream session via `SessionBridge`),
 `POST /v1/realtime/client_secrets`, `GET /relay/auth`, `GET /relay/sessions/{sid}/items/{item}.wav`,
+`GET /relay/sessions/{sid}/recording.wav`,
 `/v1/conversations...` (REST proxy), and the public `/`, static files, `/healthz`, `/readyz`, `/metrics`.
 State lives on the app under one `web.AppKey` (`STATE`). `create_app` builds the state and the event log (or takes
 a shared one) and checks the settings it needs (token secret, simulator knobs), so a bad one fails before anything
@@ -14,7 +15,8 @@ them), and `may_read_session_files` decides any per-session file route.
 
 I/O: this module serves HTTP/WebSocket on whatever runner the caller starts; it opens upstream sockets only
 through `SessionBridge`, REST connections only through the proxy's pooled session, and reads files only for
-static assets, saved audio under `data_dir` and `token_secret_file`. It does not bind, handle signals or exit
+static assets, saved audio and recordings under `data_dir` and `token_secret_file`; the retention sweep
+(`relay.recording.retention`) deletes old session files on a worker thread. It does not bind, handle signals or exit
 (that is `relay.cli.serve`).
 """
 
@@ -55,6 +57,8 @@ from relay.eventlog.writer import EventLog
 from relay.history.client import create_http_session
 from relay.links.client import WebSocketClient
 from relay.metrics import RelayMetrics
+from relay.recording import RECORDING_FILE, recording_options
+from relay.recording.retention import retention_task
 from relay.server import access
 from relay.server.auth import MIN_SECRET_BYTES, Grant, TokenAuthority, TokenTooLarge, token_from_request
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
@@ -361,6 +365,7 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
         retrieve_timeout=settings.retrieve_timeout_seconds,
         metrics=state.metrics,
         kept_audio=state.kept_audio,
+        recording=recording_options(settings),
     )
     bridge = SessionBridge(
         client,
@@ -462,21 +467,37 @@ async def auth_probe(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def saved_audio(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    session_id = request.match_info["session_id"]
-    item_id = request.match_info["item_id"]
-    not_found = _openai_error(404, "no such saved audio", "not_found")
-    if not ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
-        return not_found
+def _session_file(request: web.Request, session_id: str, name: str, what: str) -> web.StreamResponse:
+    """One file of a session folder: ids already matched whole by the caller; the token's scope checked (a
+    minted token reads only the sessions it opened, docs/security.md); nothing outside data_dir ever served.
+    Every refusal is the same 404 as a missing file, so a token learns nothing of other sessions. FileResponse
+    answers Range requests, so a browser can seek."""
+    not_found = _openai_error(404, f"no such {what}", "not_found")
     if not may_read_session_files(request, session_id):
         log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
-        return not_found  # the same answer as for a missing file: a token learns nothing of other sessions
-    root = (Path(state.settings.data_dir) / "sessions").resolve()
-    path = (root / session_id / f"{item_id}.wav").resolve()
+        return not_found
+    root = (Path(request.app[STATE].settings.data_dir) / "sessions").resolve()
+    path = (root / session_id / name).resolve()
     if root not in path.parents or not path.is_file():
         return not_found
     return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+
+
+async def saved_audio(request: web.Request) -> web.StreamResponse:
+    """An item's saved WAV (docs/retrieve-after-done.md)."""
+    session_id = request.match_info["session_id"]
+    item_id = request.match_info["item_id"]
+    if not ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
+        return _openai_error(404, "no such saved audio", "not_found")
+    return _session_file(request, session_id, f"{item_id}.wav", "saved audio")
+
+
+async def session_recording(request: web.Request) -> web.StreamResponse:
+    """A session's recording (docs/recording.md), under the same id and scope rules as saved audio."""
+    session_id = request.match_info["session_id"]
+    if not ID_RE.fullmatch(session_id):
+        return _openai_error(404, "no such recording", "not_found")
+    return _session_file(request, session_id, RECORDING_FILE, "recording")
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -539,9 +560,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     # One pooled HTTP session per process, the same kind `history` uses (C9); the proxy sets its own
     # per-request timeout and never decompresses.
     state.http = create_http_session()
+    # Old session folders and logs go after retention_days (docs/recording.md).
+    retention = retention_task(Path(settings.data_dir), Path(settings.log_dir), settings.retention_days)
     try:
         yield
     finally:
+        if retention is not None:
+            retention.cancel()
         for bridge in list(state.bridges):
             bridge.request_stop(EndReason.DRAIN)
         with contextlib.suppress(TimeoutError):
@@ -643,6 +668,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/relay/auth", auth_probe)
     app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
+    app.router.add_get("/relay/sessions/{session_id}/recording.wav", requires_auth(session_recording))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if not settings.metrics_port:

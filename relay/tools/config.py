@@ -24,7 +24,7 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 MAX_TIMEOUT_S: Final = 600.0
 MAX_RUNNING_PER_SESSION: Final = 4
 # The function-name rule of the realtime API: what the model can be asked to call.
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch)
 _KEYS: Final = frozenset({"name", "description", "parameters", "handler", "timeout_seconds", "headers"})
 
 
@@ -103,7 +103,7 @@ def _parse_tool(index: int, raw: Mapping[str, Any], source: str) -> ToolSpec:
     def bad(problem: str) -> ConfigError:
         return ConfigError("tools", source, f"{label}: {problem}")
 
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise bad("`name` must be 1-64 letters, digits, '_' or '-'")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:

@@ -192,14 +192,19 @@ def best_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
     return float(np.max(corr / (np.sqrt(np.maximum(energy, 1e-12)) * np.linalg.norm(needle))))
 
 
-async def test_the_echo_of_what_was_said_is_played_and_logged(tmp_path: Path) -> None:
+async def echo_session(tmp_path: Path) -> tuple[Session, np.ndarray, Any]:
+    """One utterance said, its echo played out, the session ended: (session, what was said, its run)."""
     s = Session(tmp_path)
     await s.until(lambda: s.agent.ready, "session.created")
     said = utterance(1.5)
     s.card.say(said)
     await s.until(lambda: s.shown("[listening]") and s.shown("assistant done"), "the reply")
     await s.until(lambda: not s.buffer.is_active, "the reply to play out")
-    run = await s.finish()
+    return s, said, await s.finish()
+
+
+async def test_the_echo_of_what_was_said_is_played_and_logged(tmp_path: Path) -> None:
+    s, said, run = await echo_session(tmp_path)
 
     assert run.outcome.reason == "client_closed"
     assert best_correlation(s.card.heard_samples(), said) > 0.95

@@ -150,14 +150,6 @@ def start_relay(tmp: Path, *, env: Mapping[str, str] | None = None, extra_args: 
     raise RuntimeError(f"relay did not log relay.listening: {stdout_path.read_text()[-2000:]}")
 
 
-async def open_session(page: Any, url: str) -> None:
-    """Load the page at `url`, wait until it is ready, connect, and wait until the session is open."""
-    await page.goto(url)
-    await page.wait_for_selector("body[data-ready=true]")
-    await page.click("#connect")
-    await page.wait_for_selector("#status[data-state=open]")
-
-
 async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
     """Poll `check` (e.g. over the relay's log files, flushed every 200 ms) until it returns something truthy;
     the last result otherwise. Polling a file written by another process, not a sleep standing in for an event."""
@@ -168,3 +160,12 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         if result or loop.time() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+async def open_session(page: Any, url: str) -> None:
+    """Load the page at `url`, connect, and wait until the session is open (the microphone not yet on)."""
+    page.set_default_timeout(seconds(20) * 1000)
+    await page.goto(url)
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.click("#connect")
+    await page.wait_for_selector("#status[data-state=open]")

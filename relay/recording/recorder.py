@@ -1,0 +1,385 @@
+"""One session's recording: observes the audio crossing the relay and writes `recording.wav` as the session runs.
+
+`SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they
+went upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic`
+mode, the device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker
+played). Each chunk is decoded (G.711 too), resampled to the recording rate with a streaming resampler per lane
+and placed on the session's timeline by `relay.recording.timeline`. Placed audio waits in memory until the
+wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then a timer
+renders it, with silence between, into stereo frames (left: user, right: assistant) that one process-wide
+writer thread appends to the file (`GrowingWav`), at least every second.
+
+Trouble never reaches the session: a failed write stops the recording and is reported once
+(`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds`.
+`finish()` writes what is left, closes the file and returns the `relay.recording_saved` record.
+
+I/O: none on the loop; file writes go to the writer thread (`writer_executor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import concurrent.futures
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from audio import pcm as pcmlib
+from audio.resample import StreamResampler
+from relay.core import events as ev
+from relay.core.session import DEFAULT_FORMAT, AudioFormat, LogEntry
+from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
+from relay.recording.wavfile import GrowingWav
+
+RECORDING_SAVED: Final = "relay.recording_saved"
+RECORDING_STOPPED: Final = "relay.recording_stopped"
+RECORDING_FILE: Final = "recording.wav"
+ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
+
+COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
+# Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
+COMMIT_LAG_MS: Final = 250
+LEFT, RIGHT = 0, 1
+FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
+
+Int16Array = npt.NDArray[np.int16]
+
+
+def recording_url(session_id: str) -> str:
+    return f"/relay/sessions/{session_id}/{RECORDING_FILE}"
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    rate: int = 24000
+    max_lead_seconds: float = 5.0
+    max_seconds: float = 4 * 3600.0
+    # True: record the frames the relay forwards (`serve`); False: the caller feeds device audio (`mic`).
+    from_frames: bool = True
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def writer_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that writes every recording of this process, in submission order."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-recording")
+        return _executor
+
+
+class _Decoder:
+    """Wire audio of one lane -> PCM16 samples at the recording rate (one continuous resampler stream).
+
+    Each chunk also gets the number of frames it stands for at the recording rate: the resampler holds back
+    its filter's delay at a stream's start (an 8 kHz stream's first 20 ms chunk gives no output at all), so
+    the timeline places chunks by what came in, and the output follows contiguously."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler: StreamResampler | None = None
+        self._in_total = 0
+        self._out_total = 0
+
+    def pcm16(self, data: bytes, in_rate: int) -> tuple[Int16Array, int]:
+        """(samples at the recording rate, frames this chunk stands for)."""
+        data = data[: len(data) - len(data) % 2]
+        n_in = len(data) // 2
+        if in_rate == self.rate:
+            return np.frombuffer(data, dtype="<i2"), n_in
+        if self._resampler is None or self._resampler.in_rate != in_rate:
+            self._resampler = StreamResampler(in_rate, self.rate)
+            self._in_total = self._out_total = 0
+        self._in_total += n_in
+        expected_total = self._in_total * self.rate // in_rate
+        expected, self._out_total = expected_total - self._out_total, expected_total
+        return np.frombuffer(self._resampler.process_pcm16(data), dtype="<i2"), expected
+
+    def wire(self, data: bytes, fmt: AudioFormat) -> tuple[Int16Array, int]:
+        if fmt.type == "audio/pcmu":
+            return self.pcm16(pcmlib.ulaw_decode(data), pcmlib.G711_RATE)
+        if fmt.type == "audio/pcma":
+            return self.pcm16(pcmlib.alaw_decode(data), pcmlib.G711_RATE)
+        return self.pcm16(data, fmt.rate)
+
+    def restart(self) -> None:
+        """A new stream (a new item): the old filter's state must not bleed into it."""
+        if self._resampler is not None:
+            self._resampler.reset()
+        self._in_total = self._out_total = 0
+
+
+class _Segment(NamedTuple):
+    """Placed audio waiting to be written: `samples` land at timeline frame `start` (one lane's channel)."""
+
+    start: int
+    item_id: str | None
+    samples: Int16Array
+
+
+def _b64(text: object) -> bytes | None:
+    """The audio of a frame field, or None when it is not base64 text. Lenient on purpose: strict validation
+    costs three times the decode (a regex over every chunk, 50 per second per direction), and a malformed chunk
+    only makes noise in a recording (the upstream or the client answers it, not the recorder)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return binascii.a2b_base64(text)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class SessionRecorder:
+    """The recording of one session. Every method runs on the event loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        url: str,
+        options: RecordingOptions,
+        *,
+        started_mono: float,
+        report: Callable[[str, dict[str, Any]], None],
+        output_format: Callable[[], AudioFormat] = lambda: DEFAULT_FORMAT,
+    ) -> None:
+        self.path = path
+        self.url = url
+        self.options = options
+        self.rate = options.rate
+        self._started_mono = started_mono
+        self._report = report
+        self._output_format = output_format
+        self._lead = ms_to_frames(options.max_lead_seconds * 1000.0, self.rate)
+        self._lag = ms_to_frames(COMMIT_LAG_MS, self.rate)
+        self._max_frames = ms_to_frames(options.max_seconds * 1000.0, self.rate)
+        self._user = ArrivalLane(self.rate)
+        self._assistant = ItemLane(self.rate)
+        self._played = ArrivalLane(self.rate)  # mic: what the speaker played
+        self._decoders = (_Decoder(self.rate), _Decoder(self.rate))
+        # Per channel: where the timeline expects the current run to go on, and where its output has reached
+        # (they differ by a resampler's filter delay).
+        self._expected_end = [-1, -1]
+        self._produced_end = [0, 0]
+        self._assistant_item: str | None = None
+        # Per channel, in timeline order (each lane places monotonically), so a commit stops at the first
+        # segment beyond it instead of scanning everything placed ahead.
+        self._segments: tuple[deque[_Segment], deque[_Segment]] = (deque(), deque())
+        self._written = 0  # frames handed to the writer
+        self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
+        self._stopped: str | None = None  # why the recording stopped early (max_seconds, write_failed)
+        self._wav = GrowingWav(path, self.rate)
+        self._last_write: concurrent.futures.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._finished = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._submit(self._wav.open)
+        self._timer = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._tick)
+
+    def _now(self) -> int:
+        return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._finished:
+            return
+        self._check_writer()
+        self._commit(self._now() - self._lag)
+        self._timer = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._tick)
+
+    async def finish(self) -> dict[str, Any]:
+        """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
+        close the file and return the `relay.recording_saved` record."""
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._check_writer()
+        end = self._now()
+        for lane in self._segments:
+            if lane:
+                end = max(end, lane[-1].start + len(lane[-1].samples))
+        self._commit(end)
+        closed = self._submit(self._wav.close)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closed), FINISH_TIMEOUT_S)
+        except TimeoutError:  # a hung disk must not keep the session from ending
+            if self._stopped is None:
+                self._stop("write_timeout")
+        self._check_writer()
+        return {
+            "path": str(self.path),
+            "url": self.url,
+            "duration_ms": round(self._wav.frames * 1000.0 / self.rate, 3),
+            "bytes": self._wav.size,
+            "dropped_ms": round(self._dropped * 1000.0 / self.rate, 3),
+            "rate": self.rate,
+            "stopped": self._stopped,
+        }
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> concurrent.futures.Future[None]:
+        self._last_write = writer_executor().submit(fn, *args)
+        return self._last_write
+
+    def _check_writer(self) -> None:
+        error = self._wav.error
+        if error is not None and self._stopped is None:
+            self._stop("write_failed", error=error)
+
+    def _stop(self, reason: str, **details: Any) -> None:
+        self._stopped = reason
+        for lane in self._segments:
+            lane.clear()
+        at_ms = round(self._written * 1000.0 / self.rate, 3) if reason == "max_seconds" else None
+        if reason == "write_failed":
+            at_ms = round(self._wav.frames * 1000.0 / self.rate, 3)
+        self._report(RECORDING_STOPPED, {"reason": reason, "at_ms": at_ms, "path": str(self.path), **details})
+
+    # ---- what the bridge forwards (serve) ------------------------------------------------------------------
+    def observe(self, entry: LogEntry) -> None:
+        """One log entry the bridge has just carried out; only audio and truncates matter."""
+        kind = entry.type
+        if kind is None or not self.options.from_frames or self._stopped is not None:
+            return
+        event = entry.event
+        if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
+            if entry.dir == "client" and isinstance(event, dict):
+                data = _b64(event.get("audio"))
+                if data:
+                    self._add_user(data, entry.audio_format or DEFAULT_FORMAT)
+        elif kind in ASSISTANT_AUDIO_DELTAS:
+            if entry.dir == "server" and isinstance(event, dict):
+                data = _b64(event.get("delta"))
+                item_id = event.get("item_id")
+                if data:
+                    self._add_assistant(data, entry.audio_format or self._output_format(), item_id)
+        elif kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client" and isinstance(event, dict):
+            item_id, end = event.get("item_id"), event.get("audio_end_ms")
+            if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
+                self._truncate(item_id, float(end))
+
+    def _add_user(self, data: bytes, fmt: AudioFormat) -> None:
+        try:
+            samples, expected = self._decoders[LEFT].wire(data, fmt)
+        except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
+            return
+        self._place(self._user, LEFT, samples, expected)
+
+    def _add_assistant(self, data: bytes, fmt: AudioFormat, item_id: object) -> None:
+        key = item_id if isinstance(item_id, str) else ""
+        decoder = self._decoders[RIGHT]
+        if key != self._assistant_item:
+            decoder.restart()
+            self._assistant_item = key
+            self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
+        try:
+            samples, expected = decoder.wire(data, fmt)
+        except ValueError:
+            return
+        if expected <= 0 or self._finished:
+            return
+        now = self._now()
+        limit = min(now + self._lead, self._max_frames)
+        placed = self._assistant.place(key, now, expected, self._written, limit)
+        self._keep(placed, RIGHT, key, samples, expected, limit)
+
+    def _truncate(self, item_id: str, audio_end_ms: float) -> None:
+        span = self._assistant.truncate(item_id, audio_end_ms)
+        if span is None:
+            return
+        cut, end = span
+        kept: deque[_Segment] = deque()
+        for segment in self._segments[RIGHT]:
+            if segment.item_id == item_id and segment.start + len(segment.samples) > cut:
+                if segment.start < cut:
+                    kept.append(_Segment(segment.start, item_id, segment.samples[: cut - segment.start]))
+                continue
+            kept.append(segment)
+        self._segments = (self._segments[LEFT], kept)
+        if cut < self._written:  # part of it is already in the file: silence it there
+            self._submit(self._wav.erase_right, cut, min(end, self._written))
+
+    # ---- device audio (mic) ----------------------------------------------------------------------------------
+    def user_samples(self, samples: npt.ArrayLike, rate: int) -> None:
+        """A block the microphone captured, just handed to the loop."""
+        if self._stopped is None:
+            data = pcmlib.float_to_pcm16(samples)
+            self._place(self._user, LEFT, *self._decoders[LEFT].pcm16(data, rate))
+
+    def played_samples(self, samples: npt.ArrayLike, rate: int, at_mono: float | None = None) -> None:
+        """A block the speaker's callback played at monotonic time `at_mono` (default: now)."""
+        if self._stopped is not None:
+            return
+        data = pcmlib.float_to_pcm16(samples)
+        at = None if at_mono is None else ms_to_frames((at_mono - self._started_mono) * 1000.0, self.rate)
+        self._place(self._played, RIGHT, *self._decoders[RIGHT].pcm16(data, rate), at)
+
+    # ---- placing and writing -----------------------------------------------------------------------------
+    def _place(self, lane: ArrivalLane, channel: int, samples: Int16Array, expected: int, at: int | None = None) -> None:
+        if expected <= 0 or self._finished:
+            return
+        now = self._now()
+        limit = min(now + self._lead, self._max_frames)
+        placed = lane.place(now if at is None else at, expected, self._written, limit)
+        self._keep(placed, channel, None, samples, expected, limit)
+
+    def _keep(
+        self, placed: Placement, channel: int, item_id: str | None, samples: Int16Array, expected: int, limit: int
+    ) -> None:
+        """Queue a chunk's output where its run's output has reached (the timeline placed `expected` frames)."""
+        origin = placed.start - placed.skip
+        lined_up = origin != self._expected_end[channel] or self._produced_end[channel] == origin
+        if lined_up and not placed.skip and not placed.dropped and len(samples) == expected:
+            # The common case (same rate, nothing clipped): output and timeline line up.
+            self._expected_end[channel] = self._produced_end[channel] = origin + expected
+            self._segments[channel].append(_Segment(origin, item_id, samples))
+            return
+        if origin != self._expected_end[channel]:  # a new run: its output starts where it does
+            self._produced_end[channel] = origin
+        self._expected_end[channel] = origin + expected
+        at = self._produced_end[channel]
+        self._produced_end[channel] = at + len(samples)
+        out = clip(at, len(samples), self._written, limit)
+        if out.keep:
+            self._segments[channel].append(_Segment(out.start, item_id, samples[out.skip : out.skip + out.keep]))
+        if placed.dropped:
+            end = placed.start + placed.keep
+            # Audio past the file's cap is not "dropped" audio: the cap is reported once, by itself.
+            over_cap = max(0, end + placed.dropped - self._max_frames) if end >= self._max_frames else 0
+            self._dropped += placed.dropped - min(over_cap, placed.dropped)
+
+    def _commit(self, upto: int) -> None:
+        """Render [written, upto) as stereo frames and hand them to the writer."""
+        if self._stopped is not None:
+            return
+        upto = min(upto, self._max_frames)
+        start = self._written
+        if upto > start:
+            block = np.zeros((upto - start, 2), dtype="<i2")
+            for channel, lane in enumerate(self._segments):
+                while lane and lane[0].start < upto:
+                    segment = lane[0]
+                    seg_end = segment.start + len(segment.samples)
+                    lo, hi = max(segment.start, start), min(seg_end, upto)
+                    if hi > lo:
+                        block[lo - start : hi - start, channel] = segment.samples[lo - segment.start : hi - segment.start]
+                    if seg_end > upto:
+                        lane[0] = _Segment(upto, segment.item_id, segment.samples[upto - segment.start :])
+                        break
+                    lane.popleft()
+            self._written = upto
+            self._submit(self._wav.append, block.tobytes())
+        if self._written >= self._max_frames and self._stopped is None:
+            self._stop("max_seconds")

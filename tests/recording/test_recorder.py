@@ -1,0 +1,142 @@
+"""The recorder and its file on their own: a header valid after every append, right-channel erasing, write
+failures contained, and whatever a client or upstream puts in an audio frame never breaking the recording."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.core.session import AudioFormat, LogEntry
+from relay.recording import RecordingOptions, SessionRecorder
+from relay.recording.wavfile import GrowingWav
+from tests.support.recording_helpers import read_stereo
+
+
+def test_the_header_is_valid_after_every_append(tmp_path: Path) -> None:
+    wav = GrowingWav(tmp_path / "r" / "recording.wav", 16000)
+    wav.open()
+    for n in range(1, 6):
+        wav.append(np.full((100 * n, 2), n, dtype="<i2").tobytes())
+        with wave.open(str(wav.path), "rb") as w:  # what a crash right now would leave
+            assert w.getnframes() == 100 * sum(range(1, n + 1))
+            assert (w.getnchannels(), w.getframerate()) == (2, 16000)
+    wav.close()
+    assert oct(wav.path.stat().st_mode & 0o777) == "0o640"
+    assert oct(wav.path.parent.stat().st_mode & 0o777) == "0o750"
+
+
+def test_erasing_silences_only_the_right_channel_of_written_frames(tmp_path: Path) -> None:
+    wav = GrowingWav(tmp_path / "recording.wav", 8000)
+    wav.open()
+    wav.append(np.full((1000, 2), 7, dtype="<i2").tobytes())
+    wav.erase_right(400, 5000)  # past the end: only what exists
+    wav.close()
+    frames, _ = read_stereo(wav.path)
+    assert len(frames) == 1000 and (frames[:, 0] == 7).all()
+    assert (frames[:400, 1] == 7).all() and not frames[400:, 1].any()
+
+
+def test_a_device_that_refuses_writes_fails_the_file_not_the_caller() -> None:
+    wav = GrowingWav(Path("/dev/full"), 8000)
+    wav.open()
+    wav.append(b"\0" * 4000)
+    assert wav.error is not None and "No space left" in wav.error
+    assert wav.frames == 0
+    wav.close()
+
+
+async def _record(path: Path, entries: list[LogEntry], options: RecordingOptions) -> tuple[dict[str, Any], list[Any]]:
+    reports: list[Any] = []
+    recorder = SessionRecorder(
+        path, "/url", options, started_mono=time.monotonic(), report=lambda t, e: reports.append((t, e))
+    )
+    recorder.start()
+    for entry in entries:
+        recorder.observe(entry)
+    return await recorder.finish(), reports
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+audio_like = st.one_of(
+    json_values,
+    st.binary(max_size=301).map(lambda b: base64.b64encode(b).decode()),
+    st.just("not base64!!"),
+)
+formats = st.builds(AudioFormat, st.sampled_from(["audio/pcm", "audio/pcmu", "audio/pcma", "weird"]), st.integers(1, 400000))
+entries = st.builds(
+    LogEntry,
+    dir=st.sampled_from(["client", "server", "relay"]),
+    type=st.sampled_from(
+        ["input_audio_buffer.append", "response.output_audio.delta", "response.audio.delta", "conversation.item.truncate", None]
+    ),
+    event=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"audio": audio_like, "delta": audio_like, "item_id": json_values | st.sampled_from(["a", "b"]), "audio_end_ms": json_values}
+        ),
+    ),
+    audio_format=st.none() | formats,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(entries, max_size=25))
+def test_garbage_in_audio_frames_never_breaks_the_recording(batch: list[LogEntry]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recording.wav"
+        saved, reports = asyncio.run(_record(path, batch, RecordingOptions(rate=8000, max_lead_seconds=1.0)))
+        frames, rate = read_stereo(path)
+        assert rate == 8000 and saved["bytes"] == path.stat().st_size == 44 + len(frames) * 4
+        assert reports == []
+
+
+async def test_a_flood_is_capped_at_the_lead_and_counted_as_dropped(tmp_path: Path) -> None:
+    chunk = base64.b64encode(b"\x10\x00" * 8000).decode()  # 1 s at 8 kHz
+    flood = [
+        LogEntry("client", "input_audio_buffer.append", {"type": "input_audio_buffer.append", "audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000))
+        for _ in range(10)
+    ]
+    saved, _ = await _record(tmp_path / "recording.wav", flood, RecordingOptions(rate=8000, max_lead_seconds=2.0))
+    assert 1900 <= saved["duration_ms"] <= 2100  # 2 s of the 10 s sent were within the lead
+    assert 7900 <= saved["dropped_ms"] <= 8100
+
+
+async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Path) -> None:
+    chunk = base64.b64encode(b"\x10\x00" * 8000).decode()
+    flood = [
+        LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000))
+        for _ in range(3)
+    ]
+    saved, reports = await _record(tmp_path / "recording.wav", flood, RecordingOptions(rate=8000, max_seconds=1.5))
+    assert saved["duration_ms"] == 1500 and saved["stopped"] == "max_seconds" and saved["dropped_ms"] == 0
+    assert [t for t, _ in reports] == ["relay.recording_stopped"]
+    assert reports[0][1]["reason"] == "max_seconds"
+
+
+async def test_a_hung_writer_does_not_keep_the_session_from_ending(tmp_path: Path, monkeypatch: Any) -> None:
+    import threading
+
+    from relay.recording import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "FINISH_TIMEOUT_S", 0.2)
+    release = threading.Event()
+    recorder_module.writer_executor().submit(release.wait, 30)  # the writer is stuck on a "disk"
+    try:
+        saved, reports = await _record(tmp_path / "recording.wav", [], RecordingOptions(rate=8000))
+    finally:
+        release.set()
+    assert saved["stopped"] == "write_timeout"
+    assert [(t, e["reason"]) for t, e in reports] == [("relay.recording_stopped", "write_timeout")]
