@@ -1,4 +1,4 @@
-"""`realtime-relay history CONVERSATION_ID`: print a conversation's items (Conversations REST API, C9).
+"""`realtime-relay history CONVERSATION_ID`: print a conversation's items (Conversations REST API, docs/history.md).
 
 Boundary: the command-line adapter over `relay.history.client`. It loads the credentials, opens the process's
 one HTTP session, lists one page (or with `--all` every page, following `after=last_id` until `has_more` is

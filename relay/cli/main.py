@@ -29,7 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "sim",
 )
 
-# The daemons log to stdout (C6); the one-shot tools and `mic` (whose terminal shows the conversation) keep
+# The daemons log to stdout (docs/event-log.md); the one-shot tools and `mic` (whose terminal shows the conversation) keep
 # stdout for their own output and log to stderr.
 DAEMON_COMMANDS = frozenset({"serve", "sim"})
 

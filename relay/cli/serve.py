@@ -1,4 +1,4 @@
-"""`realtime-relay serve`: run the relay daemon until SIGTERM/SIGINT, then drain and exit 0 (CONTRACT C4).
+"""`realtime-relay serve`: run the relay daemon until SIGTERM/SIGINT, then drain and exit 0 (docs/lifecycle.md).
 
 With no credentials and the default upstream, the embedded simulator is used and the first log line says so.
 Signals: the first SIGTERM/SIGINT starts the drain (`/readyz` 503, new upgrades 503, live sessions run up to
@@ -181,7 +181,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                     await metrics_runner.cleanup()
                 await runner.cleanup()
         finally:
-            # Every record of every session reaches the disk before the process says it stopped (C6).
+            # Every record of every session reaches the disk before the process says it stopped (docs/event-log.md).
             await asyncio.to_thread(event_log.close)
         log.info("relay.stopped")
     finally:

@@ -19,7 +19,7 @@ import { Chunker, StreamingResampler, decodeWire, encodeWire, levelDbfs, wireCod
 export const SUBPROTOCOL = "realtime";
 export const TOKEN_SUBPROTOCOL_PREFIX = "openai-insecure-api-key.";
 
-// Error codes the relay sends (CONTRACT C4) and the failures the client detects itself.
+// Error codes the relay sends (docs/forwarding.md, docs/lifecycle.md) and the failures the client detects itself.
 export const FAILURES = Object.freeze({
   auth_failed: "auth failed: the relay refused the token",
   relay_down: "the relay is not reachable",
