@@ -1,4 +1,4 @@
-"""The realtime simulator (CONTRACT C8): a local server speaking the Yandex/OpenAI realtime protocol.
+"""The realtime simulator: a local server speaking the Yandex/OpenAI realtime protocol (docs/architecture.md).
 
 Public API:
 
@@ -9,9 +9,12 @@ Public API:
     sim.realtime_url, sim.rest_base, sim.port, sim.item_audio(item_id)
     await sim.close()
 
-Modules: `config` (session config and validation), `vad` (energy VAD), `replies` (what the fake model says),
-`session` (pure per-socket protocol state), `knobs` (fault knobs), `rest` (Conversations REST), `server`
-(aiohttp adapter). A session is tied to a REST conversation with `?conversation_id=` (see `server`).
+Modules: `config` (session config shape, defaults, audio formats), `validation` (what a client may send, per
+flavour), `vad` (energy VAD), `replies` (the fake model's words), `model` (which reply a response carries),
+`items` (stored items and their audio), `session` (pure per-socket protocol state, built from `session_state`,
+`responses`, `turns` and `conversation`), `knobs` (fault knobs), `rest_store` / `rest_routes` (Conversations
+REST), `server` (aiohttp adapter). A session is tied to a REST conversation with `?conversation_id=` (see
+`server`).
 """
 
 from __future__ import annotations

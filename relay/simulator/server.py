@@ -33,10 +33,11 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from relay.simulator.config import FLAVOURS, Flavour
+from relay.simulator.items import AudioArchive
 from relay.simulator.knobs import KnobError, Knobs, parse_knobs
 from relay.simulator.rest_routes import add_conversation_routes
 from relay.simulator.rest_store import ConversationApiError, ConversationStore
-from relay.simulator.session import AudioArchive, SimSession
+from relay.simulator.session import SimSession
 
 DEFAULT_MODEL: Final = "gpt://simulator/speech-realtime-250923"
 MAX_CLIENT_MESSAGE_BYTES: Final = 64 * 1024 * 1024

@@ -1,4 +1,5 @@
-"""The schema oracle itself: it must reject what the SDK does not know, and exempt only what C8 allows."""
+"""The schema oracle itself: it must reject what the SDK does not know, and exempt only the yandex extensions
+(any PCM rate 8000..48000, `audio.input.languages`, `audio.output.role`)."""
 
 from __future__ import annotations
 

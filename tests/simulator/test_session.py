@@ -579,7 +579,7 @@ def test_g711_input_and_output_in_the_openai_flavour() -> None:
 
 
 def test_manual_mode_keeps_only_the_newest_uncommitted_audio(monkeypatch: pytest.MonkeyPatch) -> None:
-    from relay.simulator import session as session_module
+    from relay.simulator import turns as session_module
 
     monkeypatch.setattr(session_module, "MAX_BUFFER_S", 1)
     driver = Driver("yandex")

@@ -15,8 +15,9 @@ from typing import Any
 
 import aiohttp
 
+from relay.simulator.items import AudioArchive
 from relay.simulator.knobs import Knobs
-from relay.simulator.session import AudioArchive, SimSession
+from relay.simulator.session import SimSession
 from tests.support.schema_oracle import validate_server_event
 from tests.support.timing import seconds
 
