@@ -98,4 +98,4 @@ async def test_a_file_that_cannot_grow_stops_the_recording_with_a_logged_gap_and
     path = Path(saved["path"])
     frames, _ = read_stereo(path)  # what was written before the limit still opens
     assert 0 < len(frames) * 4 + 44 <= limit
-    assert saved["bytes"] == path.stat().st_size
+    assert saved["bytes_field"] == path.stat().st_size  # a daemon record keeps `bytes` as bytes_field (docs/configuration.md, one stdout schema)

@@ -56,14 +56,14 @@ def test_bad_recording_values_name_the_setting(env: dict[str, str], problem: str
 async def test_the_first_line_of_serve_says_recording_is_on_and_where(tmp_path: Path) -> None:
     async with running_relay_process(tmp_path) as relay:
         first = relay.log_lines[0]
-    assert first["event"] == "relay.recording_configured" and first["recording"] == "on"
+    assert first["msg"] == "relay.recording_configured" and first["recording"] == "on"
     assert first["recordings"] == str(tmp_path / "data" / "sessions" / "<session_id>" / "recording.wav")
 
 
 async def test_the_simulator_fallback_line_stays_first_and_says_it_too(tmp_path: Path) -> None:
     async with running_relay_process(tmp_path, upstream=None, env={"RELAY_RECORD_SESSIONS": "false"}) as relay:
         first = relay.log_lines[0]
-    assert first["event"] == "relay.using_simulator" and first["recording"] == "off"
+    assert first["msg"] == "relay.using_simulator" and first["recording"] == "off"
 
 
 def test_the_first_line_of_mic_says_whether_it_records(tmp_path: Path) -> None:
@@ -75,5 +75,5 @@ def test_the_first_line_of_mic_says_whether_it_records(tmp_path: Path) -> None:
     )
     assert done.returncode == 2  # no such device: a usage error, after the first line
     first = json.loads(done.stderr.splitlines()[0])
-    assert first["event"] == "relay.recording_configured" and first["recording"] == "on"
+    assert first["msg"] == "relay.recording_configured" and first["recording"] == "on"
     assert first["recordings"].startswith(str(tmp_path / "sessions"))
