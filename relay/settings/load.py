@@ -26,7 +26,16 @@ from urllib.parse import urlsplit
 
 from relay.errors import ConfigError
 from relay.redact import redact_text
-from relay.settings.schema import ENV_PREFIX, SETTING_NAMES, UPSTREAM_SIM, LoadedSettings, Secret, Settings, env_name
+from relay.settings.schema import (
+    ENV_PREFIX,
+    SETTING_NAMES,
+    UPSTREAM_SIM,
+    LoadedSettings,
+    Secret,
+    Settings,
+    env_name,
+    setting_metadata,
+)
 
 _HINTS: Final = typing.get_type_hints(Settings)
 
@@ -48,7 +57,7 @@ def _unknown(name: str, source: str, *, env: bool) -> tuple[str, str, str]:
     return name, source, f"unknown setting{hint}"
 
 
-_ENV_NAMES: Final = frozenset(ENV_PREFIX + name.upper() for name in SETTING_NAMES)
+_ENV_NAMES: Final = frozenset(env_name(name) for name in SETTING_NAMES)
 
 
 def unknown_env_variables(env: Mapping[str, str]) -> list[str]:
@@ -166,7 +175,7 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
 
 
 def _validate(name: str, value: object, source: str) -> None:
-    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    meta = setting_metadata(name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in meta and value < meta["min"]:
             raise ConfigError(name, source, f"must be >= {meta['min']}, got {value}")

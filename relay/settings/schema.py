@@ -228,8 +228,13 @@ def env_name(name: str) -> str:
 
 
 
+def setting_metadata(name: str) -> Mapping[str, Any]:
+    """A setting's doc line and validation rules (min, max, choices, url, secret), as its field carries them."""
+    return next(f.metadata for f in fields(Settings) if f.name == name)
+
+
 def setting_doc(name: str) -> str:
-    return str(next(f.metadata["doc"] for f in fields(Settings) if f.name == name))
+    return str(setting_metadata(name)["doc"])
 
 
 
