@@ -1,4 +1,4 @@
-"""`realtime-relay mic`: one voice session from this machine's microphone to its speaker, via the relay (C7).
+"""`realtime-relay mic`: one voice session from this machine's microphone to its speaker, via the relay.
 
 Boundary: CLI adapter. Picks the devices (`audio.devices`), runs `relay.mic.session.run_mic_session` under
 `asyncio.run`, turns Ctrl-C / SIGTERM into a clean end (streams stopped, upstream closed, logs flushed,
@@ -21,7 +21,8 @@ from audio.devices import DeviceError
 from relay.bridge import EndReason
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
-from relay.mic.session import MicResult, TerminalDisplay, choose_devices, run_mic_session
+from relay.mic.display import TerminalDisplay
+from relay.mic.session import MicResult, choose_devices, run_mic_session
 from relay.recording import recording_banner
 from relay.tools.config import load_tools
 

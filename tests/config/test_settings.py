@@ -1,4 +1,4 @@
-"""Settings (CONTRACT C2): precedence, every source's bad input named with its source, secrets never shown."""
+"""Settings (docs/configuration.md): precedence, every source's bad input named with its source, secrets never shown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MicAgent (relay/mic/session.py): the mic client's decisions, driven with real buffers and the callback's reads.
+"""MicAgent (relay/mic/agent.py): the mic client's decisions, driven with real buffers and the callback's reads.
 
 No devices: microphone blocks are numpy arrays, the speaker is `PlaybackBuffer.read_into` called the way the
 PortAudio callback calls it, server events are the dicts the upstream sends.
@@ -15,7 +15,8 @@ import pytest
 
 from audio.pcm import decode_base64_audio, encode_base64_audio, float_to_pcm16, pcm16_to_float, ulaw_decode
 from audio.playback import PlaybackBuffer, PlaybackWriter
-from relay.mic.session import MicAgent, TerminalDisplay
+from relay.mic.agent import MicAgent
+from relay.mic.display import TerminalDisplay
 
 DEVICE_RATE = 48000
 

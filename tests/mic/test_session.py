@@ -22,7 +22,9 @@ import pytest
 
 from audio.playback import PlaybackBuffer, PlaybackWriter
 from relay.core.session import DEFAULT_FORMAT
-from relay.mic.session import Display, MicAgent, drive_session
+from relay.mic.agent import MicAgent
+from relay.mic.display import Display
+from relay.mic.session import drive_session
 from relay.settings import Settings, load_settings
 from tests.support.timing import seconds
 
