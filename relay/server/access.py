@@ -53,11 +53,15 @@ def is_loopback_host(host_header: str | None) -> bool:
     """`127.0.0.1`, any 127/8 address, `localhost` or `[::1]`, with any port."""
     if not host_header:
         return False
-    name = host_name(host_header)
-    if name in LOOPBACK_NAMES:
+    return is_loopback(host_name(host_header))
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback name or address as written, with no port: `localhost`, any 127/8 address, `::1`."""
+    if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
