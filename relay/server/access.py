@@ -24,6 +24,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from relay.server.replies import openai_error
+
 log = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,16 +88,8 @@ def loopback_guard(allowed_origins: Iterable[str]) -> Middleware:
         origin = request.headers.get("Origin")
         if not loopback_request_allowed(host, origin, allowed):
             log.warning("relay.request_refused", reason="not_loopback_origin", host=host, origin=origin, path=request.path)
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "this relay serves only its own loopback origin (see allowed_origins)",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "origin_not_allowed",
-                    }
-                },
-                status=403,
+            return openai_error(
+                403, "this relay serves only its own loopback origin (see allowed_origins)", "origin_not_allowed"
             )
         return await handler(request)
 
