@@ -134,6 +134,11 @@ def client_address(peer: str | None, forwarded_for: str | None, proxies: tuple[N
 # ---- per-session files ---------------------------------------------------------------------------------------
 
 
+def session_folder(data_dir: str | Path, session_id: str) -> Path:
+    """A session's folder under `data_dir` (its saved audio, recording and opener file); `session_id` already checked."""
+    return Path(data_dir) / "sessions" / session_id
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -10,8 +10,6 @@ the origins in `allowed_origins` only. `client_remote` names the client behind t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import structlog
 from aiohttp import web
 
@@ -140,5 +138,5 @@ def may_read_session_files(request: web.Request, session_id: str) -> bool:
     grant = request.get(GRANT)
     if grant is None or not grant.minted:
         return True
-    folder = Path(request.app[STATE].settings.data_dir) / "sessions" / session_id
+    folder = access.session_folder(request.app[STATE].settings.data_dir, session_id)
     return access.session_opener_matches(folder, grant.token)

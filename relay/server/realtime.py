@@ -137,7 +137,7 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
                 # Per-session files stay readable with the opening token on any replica sharing data_dir.
                 try:
                     await asyncio.to_thread(
-                        access.record_session_opener, Path(settings.data_dir) / "sessions" / session_id, grant.token
+                        access.record_session_opener, access.session_folder(settings.data_dir, session_id), grant.token
                     )
                 except OSError as exc:  # the session goes on; only its files stay closed to the token
                     log.warning("relay.session_opener_not_recorded", session_id=session_id, error=str(exc))
