@@ -99,7 +99,7 @@ def _strong_enough(name: str, source: str, secret: bytes) -> bytes:
 
 
 def check_bind_policy(settings: Settings) -> None:
-    """A non-loopback bind without client tokens refuses to start unless --insecure-no-auth (docs/security.md)."""
+    """A non-loopback bind without client tokens refuses to start (exit 2) unless --insecure-no-auth."""
     if not settings.client_tokens and not is_loopback(settings.host) and not settings.insecure_no_auth:
         raise ConfigError(
             "host",
@@ -132,8 +132,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         state.upstream_base = state.simulator.realtime_url
         state.rest_base = settings.rest_base.rstrip("/") if settings.rest_base else state.simulator.rest_base
         log.info("relay.simulator_started", realtime_url=state.upstream_base, rest_base=state.rest_base)
-    # One pooled HTTP session per process, the same kind `history` uses (docs/history.md); the proxy sets its own
-    # per-request timeout and never decompresses.
+    # One pooled HTTP session per process, made as `history` makes its own (`create_http_session`); the proxy sets
+    # its own per-request timeout and never decompresses.
     state.http = create_http_session()
     # Old session folders and logs go after retention_days (docs/recording.md).
     retention = retention_task(Path(settings.data_dir), Path(settings.log_dir), settings.retention_days)
