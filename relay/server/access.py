@@ -24,6 +24,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from relay.server.replies import openai_error
+
 log = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,11 +55,15 @@ def is_loopback_host(host_header: str | None) -> bool:
     """`127.0.0.1`, any 127/8 address, `localhost` or `[::1]`, with any port."""
     if not host_header:
         return False
-    name = host_name(host_header)
-    if name in LOOPBACK_NAMES:
+    return is_loopback(host_name(host_header))
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback name or address as written, with no port: `localhost`, any 127/8 address, `::1`."""
+    if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -82,16 +88,8 @@ def loopback_guard(allowed_origins: Iterable[str]) -> Middleware:
         origin = request.headers.get("Origin")
         if not loopback_request_allowed(host, origin, allowed):
             log.warning("relay.request_refused", reason="not_loopback_origin", host=host, origin=origin, path=request.path)
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "this relay serves only its own loopback origin (see allowed_origins)",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "origin_not_allowed",
-                    }
-                },
-                status=403,
+            return openai_error(
+                403, "this relay serves only its own loopback origin (see allowed_origins)", "origin_not_allowed"
             )
         return await handler(request)
 
@@ -134,6 +132,11 @@ def client_address(peer: str | None, forwarded_for: str | None, proxies: tuple[N
 
 
 # ---- per-session files ---------------------------------------------------------------------------------------
+
+
+def session_folder(data_dir: str | Path, session_id: str) -> Path:
+    """A session's folder under `data_dir` (its saved audio, recording and opener file); `session_id` already checked."""
+    return Path(data_dir) / "sessions" / session_id
 
 
 def token_digest(token: str) -> str:

@@ -1,4 +1,5 @@
-"""The `serve` side's proxy of `/v1/conversations` and everything under it to the REST base (CONTRACT C4, C9).
+"""The `serve` side's proxy of `/v1/conversations` and everything under it to the REST base (see docs/history.md,
+"The REST proxy of `serve`", and docs/lifecycle.md, "The REST proxy").
 
 Boundary: one aiohttp handler body. It forwards the method (GET, POST and DELETE only: anything else is 405
 before the operator's key goes anywhere), the path below `/v1`, the raw query (repeated
@@ -23,6 +24,8 @@ import structlog
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from relay.server.replies import openai_error
 
 PROXY_PREFIX: Final = "/v1"
 PROXIED_ROOT: Final = "/v1/conversations"
@@ -71,10 +74,6 @@ FORWARDED_UP: Final = frozenset(
 CLIENT_ONLY_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 _log = structlog.get_logger()
-
-
-def _error(status: int, message: str, code: str, *, type_: str = "server_error") -> web.Response:
-    return web.json_response({"error": {"message": message, "type": type_, "param": None, "code": code}}, status=status)
 
 
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -129,12 +128,12 @@ async def proxy_conversations(
 ) -> web.StreamResponse:
     """Forward `request` to the REST base with `auth_header` as its only credentials; stream the answer."""
     if request.method not in PROXIED_METHODS:
-        refused = _error(405, f"{request.method} is not proxied", "method_not_allowed", type_="invalid_request_error")
+        refused = openai_error(405, f"{request.method} is not proxied", "method_not_allowed")
         refused.headers["Allow"] = ", ".join(sorted(PROXIED_METHODS))
         return refused
     target = upstream_url(request, rest_base)
     if target is None:
-        return _error(404, f"No such endpoint: {request.path}", "not_found", type_="invalid_request_error")
+        return openai_error(404, f"No such endpoint: {request.path}", "not_found")
     headers = _filtered(request.headers, NOT_FORWARDED_UP, FORWARDED_UP)
     headers.update(auth_header)
     length = request.content_length
@@ -171,7 +170,9 @@ async def proxy_conversations(
             return response
     except TimeoutError:
         _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error="timeout")
-        return _error(504, "The Conversations REST API did not answer in time.", "upstream_timeout")
+        return openai_error(504, "The Conversations REST API did not answer in time.", "upstream_timeout", "server_error")
     except aiohttp.ClientError as exc:
         _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error=exc.__class__.__name__)
-        return _error(502, f"The Conversations REST API is unreachable: {exc.__class__.__name__}.", "upstream_unavailable")
+        return openai_error(
+            502, f"The Conversations REST API is unreachable: {exc.__class__.__name__}.", "upstream_unavailable", "server_error"
+        )
