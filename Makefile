@@ -1,4 +1,4 @@
-# realtime-relay: `make run` and `make test` work on a fresh clone (CONTRACT C1).
+# realtime-relay: `make run` and `make test` work on a fresh clone (README.md).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv

@@ -1,4 +1,4 @@
-"""`make bench` (CONTRACT C11, issue 10): the relay measured against a direct connection, in one run, on loopback.
+"""`make bench` (docs/performance.md): the relay measured against a direct connection, in one run, on loopback.
 
 Parts, each its own process so they can be pinned to their own core:
 - `bench.echo` — a minimal WebSocket upstream that answers every `input_audio_buffer.append` at once with a

@@ -18,7 +18,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="realtime-relay benchmark (CONTRACT C11)")
+    parser = argparse.ArgumentParser(prog="python -m bench", description="realtime-relay benchmark (docs/performance.md)")
     parser.add_argument("--quick", action="store_true", help="a few-seconds smoke run (tiny loads, short phases)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="result file (default bench/results/latest.json; '-' = none)")
     parser.add_argument(

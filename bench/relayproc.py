@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-# Logging variants (CONTRACT C11): event files on (the default, where the targets apply), files + event_log_stdout
+# Logging variants (docs/performance.md): event files on (the default, where the targets apply), files + event_log_stdout
 # with stdout to /dev/null, and both off.
 VARIANTS: dict[str, dict[str, str]] = {
     "files": {"RELAY_EVENT_LOG_FILES": "true", "RELAY_EVENT_LOG_STDOUT": "false"},

@@ -1,5 +1,5 @@
 """`python -m bench.uvloop_relay serve ...`: the unchanged relay CLI on uvloop's event loop, to measure what the
-optional uvloop dependency would buy (issue 10: "uvloop if it pays"). Bench-only; the relay itself is untouched.
+optional uvloop dependency would buy (adopted only if it pays: docs/performance.md). Bench-only; the relay itself is untouched.
 Exits 2 with a message when uvloop is not installed.
 """
 

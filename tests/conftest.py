@@ -9,7 +9,7 @@ from tests.support.tiers import all_tiers_required
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """Under RELAY_REQUIRE_ALL_TIERS=1 any skip is a failure, except tests marked `not_here` (C1)."""
+    """Under RELAY_REQUIRE_ALL_TIERS=1 any skip is a failure, except tests marked `not_here` (README.md)."""
     outcome = yield
     report = outcome.get_result()
     if report.skipped and all_tiers_required() and item.get_closest_marker("not_here") is None:

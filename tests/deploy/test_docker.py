@@ -1,4 +1,4 @@
-"""deploy/Dockerfile and .dockerignore (CONTRACT C12), checked without a Docker daemon (none exists here).
+"""deploy/Dockerfile and .dockerignore (deploy/README.md), checked without a Docker daemon (none exists here).
 
 hadolint lints the Dockerfile. The image is then rebuilt step by step outside Docker: the build context is the set
 of files .dockerignore keeps, the build stage's COPY and RUN lines run verbatim in a temporary directory (the

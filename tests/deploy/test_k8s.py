@@ -1,4 +1,4 @@
-"""deploy/k8s/*.yaml (CONTRACT C12): validated offline against the Kubernetes API schemas, and held to the relay.
+"""deploy/k8s/*.yaml (deploy/README.md): validated offline against the Kubernetes API schemas, and held to the relay.
 
 `kubernetes-validate --strict` checks each manifest against the OpenAPI schemas it ships (no network, no
 cluster; strict rejects unknown fields, so a misspelled key fails). The other checks tie the manifests to the

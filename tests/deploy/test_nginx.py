@@ -1,4 +1,4 @@
-"""deploy/nginx/realtime-relay.conf (CONTRACT C12), checked with the real nginx.
+"""deploy/nginx/realtime-relay.conf (deploy/README.md), checked with the real nginx.
 
 `nginx -t` tests the site as shipped (only its certificate and log paths moved to a temporary directory, with a
 self-signed certificate made by openssl). Then the same site runs for real: its listeners moved to free loopback

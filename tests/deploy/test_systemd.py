@@ -1,4 +1,4 @@
-"""deploy/systemd/realtime-relay.service (CONTRACT C12), checked with systemd's own analyzer.
+"""deploy/systemd/realtime-relay.service (deploy/README.md), checked with systemd's own analyzer.
 
 `systemd-analyze verify` loads the unit as the manager would, without systemd running as PID 1: it needs only
 the unit file and an executable at ExecStart's path, so the unit is copied to a temporary directory with

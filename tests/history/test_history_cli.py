@@ -1,4 +1,4 @@
-"""`realtime-relay history` (CONTRACT C9) against the real simulator REST store on 127.0.0.1.
+"""`realtime-relay history` (docs/history.md) against the real simulator REST store on 127.0.0.1.
 
 The store runs on its own event loop in a thread, because `relay.cli.main` runs one of its own.
 """

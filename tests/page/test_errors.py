@@ -1,4 +1,4 @@
-"""Browser tier: the page names each way a session can fail, plainly (CONTRACT C4 error codes and closes).
+"""Browser tier: the page names each way a session can fail, plainly (docs/lifecycle.md error codes and closes).
 
 Relay down (the page's relay stopped), refused (the relay is draining after SIGTERM), too_many_sessions (max_sessions=1 and a second page), upstream_unavailable
 (an upstream address where nothing listens), each against a real `realtime-relay serve`. How the rest

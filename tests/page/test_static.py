@@ -1,4 +1,4 @@
-"""The page's static files are plain local ES modules: no CDN, no framework, no build step (issue 9).
+"""The page's static files are plain local ES modules: no CDN, no framework, no build step.
 
 Reads relay/static/ and pyproject.toml only; no browser (the browser tier is in the other test_page_* modules).
 """

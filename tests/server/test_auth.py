@@ -1,4 +1,4 @@
-"""Client auth of `serve` (CONTRACT C4): static and minted tokens, the browser subprotocol, origins, probes.
+"""Client auth of `serve` (docs/security.md): static and minted tokens, the browser subprotocol, origins, probes.
 
 Every refusal is checked on the relay's side (HTTP status before the upgrade) and on the simulator's side (no
 upstream handshake, no session log).

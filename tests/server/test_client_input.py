@@ -1,4 +1,4 @@
-"""Bad client input on `serve` (CONTRACT C4): answered with an error event, never forwarded, the session goes on.
+"""Bad client input on `serve` (docs/client-input.md): answered with an error event, never forwarded, the session goes on.
 
 The simulator answers every forwarded frame of an unknown type with its own `error` (code `invalid_value`,
 the client's `event_id`), so "the next message after a frame" tells whether the relay answered it (and kept

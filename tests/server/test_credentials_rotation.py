@@ -1,4 +1,4 @@
-"""Upstream credentials and the model they imply (CONTRACT C2, C3), and `serve` when they are incomplete.
+"""Upstream credentials and the model they imply (docs/configuration.md, docs/forwarding.md), and `serve` when they are incomplete.
 
 Pure checks of `relay.credentials` with an explicit environment, then a real relay in front of the real
 simulator on 127.0.0.1 (credentials come from the process environment there, as in production).

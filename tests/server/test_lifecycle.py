@@ -1,4 +1,4 @@
-"""Session lifecycle of `serve` (CONTRACT C4): slow clients, session limits, a refused or unreachable upstream.
+"""Session lifecycle of `serve` (docs/lifecycle.md): slow clients, session limits, a refused or unreachable upstream.
 
 Everything runs against the real simulator on loopback; "no upstream socket" is checked by the simulator's
 handshake count.

@@ -1,4 +1,4 @@
-"""`/healthz`, `/readyz` and `/metrics` of `serve` (CONTRACT C4), scraped and parsed with prometheus-client."""
+"""`/healthz`, `/readyz` and `/metrics` of `serve` (docs/lifecycle.md), scraped and parsed with prometheus-client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`realtime-relay serve` as a process (CONTRACT C2, C4, C6): bind policy, SIGTERM drain, a slow client's
+"""`realtime-relay serve` as a process (docs/configuration.md, docs/lifecycle.md, docs/event-log.md): bind policy, SIGTERM drain, a slow client's
 memory, and credentials that never leak. The simulator runs in the test process so the relay's RSS is its own.
 """
 
@@ -297,7 +297,7 @@ TOKEN_SECRET = "hmac-secret-for-tests-73ef-0123456789abcdef"
 
 
 async def test_credentials_never_appear_in_logs_metrics_errors_pages_or_responses(tmp_path: Path) -> None:
-    # The simulator accepts only the IAM token, so a working session proves the relay used it (C3: it wins).
+    # The simulator accepts only the IAM token, so a working session proves the relay used it (docs/forwarding.md: it wins).
     iam_sim, _ = await start_counted_simulator(SimulatorOptions(speed=0.0, api_key=IAM_TOKEN))
     credentials_file = tmp_path / "yandex.env"
     credentials_file.write_text(f"YANDEX_IAM_TOKEN={IAM_TOKEN}\nYANDEX_FOLDER_ID=b1gtestfolder\n")

@@ -1,4 +1,4 @@
-"""`serve`'s `/v1/conversations` proxy never retries, not even aiohttp's hidden keep-alive retry (C4, C9).
+"""`serve`'s `/v1/conversations` proxy never retries, not even aiohttp's hidden keep-alive retry (docs/history.md).
 
 The REST base here is a raw HTTP/1.1 server on 127.0.0.1 that answers the first request on each connection
 (keeping it alive) and drops every later request on that connection without an answer: the case where aiohttp

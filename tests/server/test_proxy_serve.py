@@ -1,4 +1,4 @@
-"""The REST proxy as `serve` mounts it (relay.server.app.create_app), in front of the full simulator (C4, C9).
+"""The REST proxy as `serve` mounts it (relay.server.app.create_app), in front of the full simulator (docs/history.md).
 
 The relay's upstream is the simulator's realtime URL, so the REST base is derived from it (ws://H/v1/realtime
 -> http://H/v1); the relay's credentials come from YANDEX_API_KEY; clients use a static client token.

@@ -1,4 +1,4 @@
-"""`serve`'s upstream URL, model and connect rules end to end (CONTRACT C3, C4, C8).
+"""`serve`'s upstream URL, model and connect rules end to end (docs/forwarding.md, docs/lifecycle.md, README.md).
 
 A real relay app in front of the real simulator on 127.0.0.1; the simulator's `HandshakeCounter.paths` is the
 exact path and query the relay's upstream socket asked for, and `relay.session_started` in the session's event
@@ -72,7 +72,7 @@ async def upstream_query(relay: RunningRelay, query: str) -> list[tuple[str, str
     return query_of(relay.handshakes.paths[0])
 
 
-# ---- C3: model ---------------------------------------------------------------------------------------------
+# ---- docs/forwarding.md: model ---------------------------------------------------------------------------------------------
 
 
 async def test_the_clients_model_is_ignored_and_logged_as_client_model(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_with_allow_client_model_and_no_client_model_the_configured_one_is
     assert [v for k, v in query if k == "model"] == [f"gpt://{FOLDER}/my-model"]
 
 
-# ---- C3: query parameters ----------------------------------------------------------------------------------
+# ---- docs/forwarding.md: query parameters ----------------------------------------------------------------------------------
 
 
 async def test_only_listed_client_query_parameters_reach_the_upstream(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ async def test_serve_with_a_bad_sim_knob_exits_2_naming_sim_knobs(tmp_path: Path
     assert "sim_knobs" in stderr + b"".join(proc.raw_stdout).decode()
 
 
-# ---- C4: upstream_connect_timeout_seconds -----------------------------------------------------------------
+# ---- docs/lifecycle.md: upstream_connect_timeout_seconds -----------------------------------------------------------------
 
 
 @asynccontextmanager
@@ -221,7 +221,7 @@ async def test_an_upstream_that_never_answers_the_handshake_gives_upstream_unava
 
 
 async def test_a_refused_handshake_is_logged_with_the_upstream_status(tmp_path: Path) -> None:
-    # Through the installed command: `sim_knobs` from the environment make the embedded simulator refuse (C3, C8).
+    # Through the installed command: `sim_knobs` from the environment make the embedded simulator refuse (docs/forwarding.md, README.md).
     async with running_relay_process(tmp_path, env={"RELAY_SIM_KNOBS": '{"refuse": 429}'}) as proc:
         async with aiohttp.ClientSession() as http, http.ws_connect(proc.ws_url) as ws:
             error = await ws.receive_json(timeout=seconds(5))

@@ -35,7 +35,7 @@ NGINX_SITE = DEPLOY / "nginx" / "realtime-relay.conf"
 K8S_DIR = DEPLOY / "k8s"
 VENV_BIN = Path(sys.prefix) / "bin"
 
-# The upstream quota: concurrent realtime sessions per cloud (CONTRACT C2 `max_sessions`).
+# The upstream quota: concurrent realtime sessions per cloud (docs/configuration.md `max_sessions`).
 UPSTREAM_SESSION_QUOTA = 10
 
 

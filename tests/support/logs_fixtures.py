@@ -1,4 +1,4 @@
-"""Build C6 event logs of known sessions for the `logs` tests: records with chosen t_ms, in writer order.
+"""Build event logs (docs/event-log.md) of known sessions for the `logs` tests: records with chosen t_ms, in writer order.
 
 A `SessionLog` collects records in any order and writes them the way the relay's writer would: sorted by
 t_ms (stable), seq 1..N (null for relay.log_gap), ts = start + t_ms, audio payloads already summarized, to

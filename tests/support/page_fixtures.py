@@ -105,7 +105,7 @@ class RelayProcess:
         return records
 
     def session_records(self) -> list[dict[str, Any]]:
-        """Every record of every session log (C6), in file then line order."""
+        """Every record of every session log (docs/event-log.md), in file then line order."""
         records = []
         for path in sorted(self.log_dir.glob("*/*.jsonl")):
             for line in path.read_text(encoding="utf-8").splitlines():

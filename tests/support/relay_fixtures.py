@@ -21,7 +21,7 @@
 `data_dir` default to the simulator and `tmp_path`; no RELAY_* variable is read (upstream credentials still come
 from the process environment, as in production). `sim_speed` defaults to 0 (unpaced); `sim_knobs` are simulator
 knob defaults; `sim_api_key` makes the simulator require that key. `upstream_query` is appended to the simulator's
-realtime URL (knobs such as `refuse=503`), which the relay keeps as the configured URL's own query (C3).
+realtime URL (knobs such as `refuse=503`), which the relay keeps as the configured URL's own query (docs/forwarding.md).
 The simulator is built with `relay.simulator.create_app` plus a middleware that counts realtime handshakes, and
 otherwise runs exactly as `start_simulator` runs it.
 """

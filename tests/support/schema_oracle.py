@@ -6,7 +6,7 @@
 The SDK's pydantic models (`openai.types.realtime`, GA) check types and required fields but accept extra keys,
 so after validating, every model instance in the parsed tree is searched for extras: any key the SDK does not
 know fails. Free-form fields typed `object` in the SDK (a tool's `parameters`) are not searched.
-The yandex flavour is exempt on exactly what CONTRACT C8 allows: the `rate` field (any integer 8000..48000 where
+The yandex flavour is exempt on exactly what the README (The simulator) allows: the `rate` field (any integer 8000..48000 where
 the SDK says 24000) and the Yandex extensions a client itself sent and that are echoed back in a session
 (`session.audio.input.languages`: a list of strings, `session.audio.output.role`: a string).
 No I/O.

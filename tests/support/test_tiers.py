@@ -1,4 +1,4 @@
-"""The tier policy (CONTRACT C1): a missing system part skips with one line, or fails when all tiers are required."""
+"""The tier policy (README.md): a missing system part skips with one line, or fails when all tiers are required."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Test tiers that need system parts (PulseAudio, Chromium, nginx...): skip with one line, or fail when all
-tiers are required (RELAY_REQUIRE_ALL_TIERS=1, set by .ci/run; CONTRACT C1)."""
+tiers are required (RELAY_REQUIRE_ALL_TIERS=1, set by .ci/run; README.md)."""
 
 from __future__ import annotations
 
