@@ -38,8 +38,8 @@ from audio.resample import StreamResampler
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.cli.sim import simulator_options
 from relay.core import events as ev
+from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.core.keptaudio import KeptAudioBudget
-from relay.core.session import DEFAULT_FORMAT, AudioFormat
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
 from relay.recording import recording_options

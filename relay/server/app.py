@@ -49,8 +49,9 @@ from relay.bridge import (
     upstream_target,
 )
 from relay.core import events as ev
+from relay.core.frames import deep_merge
+from relay.core.items import SAFE_ITEM_ID_RE
 from relay.core.keptaudio import KeptAudioBudget
-from relay.core.session import SAFE_ITEM_ID_RE, deep_merge
 from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from audio.playback import PlaybackBuffer, PlaybackWriter
-from relay.core.session import DEFAULT_FORMAT
+from relay.core.formats import DEFAULT_FORMAT
 from relay.mic.session import Display, MicAgent, drive_session
 from relay.settings import Settings, load_settings
 from tests.support.timing import seconds

@@ -1,4 +1,4 @@
-"""The pure server-tool bookkeeping (`relay.tools.state`) fed events directly, and its runner fed the calls it
+"""The pure server-tool bookkeeping (`relay.core.tools`) fed events directly, and its runner fed the calls it
 decides on: garbage from the model (arguments that are not JSON, not an object, not a string), outputs too
 long, http handlers that fail or never answer."""
 
@@ -13,9 +13,9 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.tools.config import ToolSet, ToolSpec
+from relay.core.tools import ToolState
+from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, ToolSpec, parse_arguments
 from relay.tools.runner import SessionTools, cap_output
-from relay.tools.state import ToolCall, ToolOutcome, ToolState, parse_arguments
 from tests.support import tools_handlers
 
 
@@ -250,7 +250,7 @@ def test_parse_arguments_treats_empty_text_as_no_arguments() -> None:
 
 
 def test_a_hold_ends_early_when_the_held_frames_grow_past_the_bound() -> None:
-    from relay.tools.state import HOLD_MAX_BYTES
+    from relay.core.tools import HOLD_MAX_BYTES
 
     state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
     state.hold('{"type":"response.create"}')

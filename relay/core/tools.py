@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from relay.core import events as ev
-from relay.tools.config import ToolSet
+from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, parse_arguments
 
 TOOL_EVENT_ID_PREFIX: Final = "relay_tool_"
 RELAY_TOOL_CALL: Final = ev.RELAY_TOOL_CALL
@@ -57,26 +57,6 @@ _HIDDEN_WHEN_ITEM_ID: Final = frozenset(
         ev.CONVERSATION_ITEM_TRUNCATED,
     }
 )
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A server-tool call to run: `arguments` is None when the model's JSON was unusable (`problem` says why)."""
-
-    call_id: str
-    name: str
-    item_id: str | None
-    response_id: str | None
-    arguments_text: str
-    arguments: dict[str, Any] | None
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class ToolOutcome:
-    result: Literal["ok", "error", "timeout", "cancelled"]
-    output: str  # what goes upstream as the function_call_output's `output`
-    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -113,28 +93,8 @@ class _Response:
         return bool(self.server_calls - self.outputs_sent)
 
 
-def parse_arguments(text: object) -> tuple[dict[str, Any] | None, str | None]:
-    """The model's arguments as a dict, or None and the reason they cannot be used."""
-    if not isinstance(text, str):
-        return None, f"arguments must be a JSON string, got {type(text).__name__}"
-    if not text.strip():
-        return {}, None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return None, f"arguments are not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return None, f"arguments must be a JSON object, got {type(value).__name__}"
-    return value, None
-
-
-def error_output(message: str) -> str:
-    """The output the model gets when a call could not produce a result."""
-    return orjson.dumps({"error": message}).decode()
-
-
 class ToolState:
-    """Server-tool bookkeeping of one session. See the module docstring for the calling contract."""
+    """Server-tool bookkeeping of one session. See the module docstring for how to drive it."""
 
     def __init__(self, tools: ToolSet, *, relay_events: bool) -> None:
         self.tools = tools
