@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 from relay.core import events as ev
+from relay.core.frames import answered_event_id
 from relay.core.resume_memory import CompactHistory, EffectiveConfig, HistoryItem
 
 # A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
@@ -193,8 +194,7 @@ class Restore:
             if create.kept_id:
                 self._kept.add(create.index)
         elif kind == ev.ERROR:
-            error = event.get("error")
-            event_id = error.get("event_id") if isinstance(error, dict) else None
+            event_id = answered_event_id(event)
             if event_id == self.config_event_id:
                 self.config_answered = self.config_refused = True
                 return []
@@ -266,9 +266,7 @@ class ResumeState:
         if kind == ev.SESSION_UPDATED:
             self.config.updated()
         elif kind == ev.ERROR:
-            error = event.get("error")
-            if isinstance(error, dict):
-                self.config.refused(error.get("event_id"))
+            self.config.refused(answered_event_id(event))
         elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
             item = event.get("item")
             self.history.observe_item(item, complete=False)

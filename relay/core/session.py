@@ -34,8 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import orjson
-
 from relay.core import events as ev
 from relay.core.afterdone import RetrieveAfterDone
 from relay.core.formats import AudioFormat
@@ -228,7 +226,7 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
         if shown is None:
             self.log(LogEntry("relay", record_type, event, bytes=wire_len(text)))
         else:
-            out = orjson.dumps(shown).decode()
+            out = dumps_text(shown)
             self._client.append(out)
             self.log(LogEntry("server", record_type, shown, bytes=wire_len(out), server_event=event))
             self._after_forward(shown, kind)

@@ -9,8 +9,8 @@ The session core (`relay.core.session.RelaySession`) calls it at a few hook poin
 - `on_server_event(...)`: function-call items of server tools are recognized (and hidden from the client by
   default: their output items, argument deltas, conversation items, the relay's output items, their entries in
   `response.done`); a call is started once per `call_id` when its arguments are complete; a `previous_item_id`
-  naming a hidden item becomes the nearest item the client has seen; errors answering the relay's tool frames
-  (event ids starting with `relay_tool_`) are never the client's;
+  naming a hidden item becomes the nearest item the client has seen (errors answering the relay's tool frames,
+  whose event ids start with `relay_tool_`, are the session's to swallow, like every `relay_` answer);
 - `call_finished(...)`: the handler's outcome becomes a `relay.tool_call` record (and client event with relay
   events on), a `conversation.item.create` with the `function_call_output`, and, once every call of a
   response that only called server tools has its output, one `response.create`.
@@ -31,7 +31,6 @@ from relay.core import events as ev
 from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, parse_arguments
 
 TOOL_EVENT_ID_PREFIX: Final = "relay_tool_"
-RELAY_TOOL_CALL: Final = ev.RELAY_TOOL_CALL
 # Calls, responses and hidden items remembered per session; the oldest are forgotten past this.
 HISTORY_LIMIT: Final = 1024
 _MAX_CHAIN: Final = 64  # a previous_item_id chain through hidden items is never longer in practice
@@ -213,12 +212,6 @@ class ToolState:
     # ---- upstream -> client -----------------------------------------------------------------------------
     def on_server_event(self, event: dict[str, Any], kind: object) -> dict[str, Any] | None:
         """The event as the client should see it: `event` itself, a changed copy, or None (not forwarded)."""
-        if kind == ev.ERROR:
-            error = event.get("error")
-            event_id = error.get("event_id") if isinstance(error, dict) else None
-            if isinstance(event_id, str) and event_id.startswith(TOOL_EVENT_ID_PREFIX):
-                return None  # an answer to the relay's own frame
-            return event
         hide = self.tools.hide_events
         if kind in _HIDDEN_WHEN_ITEM:
             item = event.get("item")
@@ -383,7 +376,7 @@ class ToolState:
         )
         if self.relay_events and send:
             public: dict[str, Any] = {
-                "type": RELAY_TOOL_CALL,
+                "type": ev.RELAY_TOOL_CALL,
                 "event_id": f"{TOOL_EVENT_ID_PREFIX}call_{call.call_id}",
                 "name": call.name,
                 "call_id": call.call_id,
