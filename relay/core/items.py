@@ -75,7 +75,6 @@ def is_audio_part(part: object) -> bool:
     return isinstance(kind, str) and kind in _AUDIO_CONTENT_TYPES
 
 
-
 class ItemBook(Outbox):
     """Items and appended audio of one session, with the queues their decisions go to (a base of RelaySession)."""
 

@@ -33,7 +33,6 @@ class AudioToSave:
     source: str  # "retrieved" | "stream"
 
 
-
 class Outbox:
     """The drain queues of one session, and the ways decisions enter them. Each drain returns everything decided
     since the last call, in the order decided, and forgets it."""

@@ -152,7 +152,6 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
             record["event_id"] = event_id
         self.log_relay(ev.RELAY_CLIENT_ERROR, record)
 
-
     def internal_error(self, text: str | None, error: str, traceback: str) -> None:
         """Handling one client frame raised (a relay bug): answer that frame `relay_error`, log the traceback;
         the session goes on."""

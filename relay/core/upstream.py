@@ -10,7 +10,6 @@ import enum
 from typing import Any
 
 from relay.core import events as ev
-from relay.core.formats import AudioFormat
 from relay.core.frames import b64_decoded_len, deep_merge, parse_event, wire_len
 from relay.core.items import ItemBook
 from relay.core.keptaudio import KeptAudioBudget
@@ -46,9 +45,6 @@ class UpstreamSide(ItemBook):
         self._gap: GapQueue | None = None
         self._restore: Restore | None = None
 
-    def _observe_server_event(self, event: dict[str, Any], kind: object) -> AudioFormat | None:
-        raise NotImplementedError  # RelaySession's dispatch table
-
     def upstream_connected(self, connect_ms: float) -> None:
         """The upstream handshake completed: send the pinned session, if any, before any client frame."""
         self._connect_ms = connect_ms
@@ -59,12 +55,11 @@ class UpstreamSide(ItemBook):
             update = {"type": ev.SESSION_UPDATE, "event_id": "relay_pinned_session", "session": session}
             self._send_relay_frame(update)
 
-
     def _pin(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A `session.update` with the operator's pinned fields merged over the client's (pins win)."""
         session = event.get("session")
         merged = deep_merge(session if isinstance(session, dict) else {}, self.policy.pinned_session)
         return {**event, "session": merged}
-
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:
         self._upstream_connected_logged = True
@@ -76,7 +71,6 @@ class UpstreamSide(ItemBook):
             ev.RELAY_UPSTREAM_CONNECTED,
             {"upstream_session_id": self.upstream_session_id, "connect_ms": self._connect_ms},
         )
-
 
     # ---- upstream resume (docs/resume.md) -------------------------------------------------------------
     # The bridge reconnects; the core tells the client, holds client frames, rebuilds the session on the new
@@ -122,7 +116,7 @@ class UpstreamSide(ItemBook):
         event = parse_event(text)
         kind = event.get("type") if event is not None else None
         if event is not None and kind in (ev.SESSION_CREATED, ev.SESSION_UPDATED):
-            self._observe_server_event(event, kind)  # the audio formats in effect on the new upstream
+            self._on_session_config(event)  # the audio formats in effect on the new upstream
             if kind == ev.SESSION_CREATED:
                 self._upstream_connected_logged, self.upstream_session_id = False, None
                 self._log_upstream_connected(event)
