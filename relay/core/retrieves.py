@@ -71,8 +71,8 @@ class RetrieveLedger:
 
     def in_flight(self, item_id: str) -> bool:
         """Someone still waits on an answer about `item_id` (the relay in time, or the client)."""
-        line = self._lines.get(item_id)
-        return bool(line) and (Asker.RELAY in line or Asker.CLIENT in line)  # type: ignore[operator]
+        line = self._lines.get(item_id, ())
+        return Asker.RELAY in line or Asker.CLIENT in line
 
     def awaited_by_relay(self) -> list[str]:
         """Items whose relay retrieve is unanswered and still in time, in request order."""
