@@ -107,7 +107,6 @@ def error_event(
     return {"type": ev.ERROR, "event_id": f"relay_{code}", "error": error}
 
 
-
 def answered_event_id(event: dict[str, Any]) -> str | None:
     """The `error.event_id` of an `error` event: the id of the frame it answers (None when there is none)."""
     error = event.get("error")

@@ -1,6 +1,6 @@
 """The server tools' data, pure and frozen: what the operator configured (`ToolSpec`, `ToolSet`; loaded and
-validated by relay.tools.config), a call to run (`ToolCall`) and how it ended (`ToolOutcome`), and the two
-text helpers both the session core and the runner use (`parse_arguments`, `error_output`). See docs/tools.md.
+validated by relay.tools.config), a call to run (`ToolCall`) and how it ended (`ToolOutcome`), the model's
+arguments read (`parse_arguments`) and the output of a call that produced none (`error_output`). See docs/tools.md.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ class ToolOutcome:
     result: Literal["ok", "error", "timeout", "cancelled"]
     output: str  # what goes upstream as the function_call_output's `output`
     duration_ms: float
-
 
 
 def parse_arguments(text: object) -> tuple[dict[str, Any] | None, str | None]:
