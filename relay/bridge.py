@@ -31,8 +31,11 @@ import structlog
 from audio import pcm as pcmlib
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudioBudget
+from relay.core.outbox import AudioToSave
+from relay.core.policy import SessionPolicy
 from relay.core.resume import ResumePolicy, backoff_delays, is_resumable
-from relay.core.session import AudioToSave, RelaySession, SessionPolicy
+from relay.core.session import RelaySession
+from relay.core.toolset import ToolCall, ToolOutcome
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog.writer import EventLog, SessionEventLog
@@ -42,7 +45,6 @@ from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder, 
 from relay.settings import Settings
 from relay.tools.config import load_tools
 from relay.tools.runner import SessionTools
-from relay.tools.state import ToolCall, ToolOutcome
 
 log = structlog.get_logger()
 

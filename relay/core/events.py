@@ -113,8 +113,8 @@ AUDIO_PAYLOAD_FIELD: Final = {
     RESPONSE_OUTPUT_AUDIO_DELTA: "delta",
 }
 
-# Error codes of the relay (C4, C5). `type` of every relay-made error event is invalid_request_error
-# for client faults and server_error for upstream trouble.
+# Error codes of the relay (docs/forwarding.md, docs/client-input.md). `type` of every relay-made error event is
+# invalid_request_error for client faults, server_error for upstream trouble.
 CODE_INVALID_JSON: Final = "invalid_json"
 CODE_MISSING_TYPE: Final = "missing_type"
 CODE_BINARY_NOT_SUPPORTED: Final = "binary_not_supported"
@@ -129,7 +129,7 @@ CODE_INVALID_VALUE: Final = "invalid_value"
 # Handling one client frame failed inside the relay (a bug); the session goes on.
 CODE_RELAY_ERROR: Final = "relay_error"
 
-# The relay's own records and events (C5, C6).
+# The relay's own records and events (docs/event-log.md, docs/forwarding.md).
 RELAY_SESSION_STARTED: Final = "relay.session_started"
 RELAY_UPSTREAM_CONNECTED: Final = "relay.upstream_connected"
 RELAY_AUDIO_SAVED: Final = "relay.audio_saved"
@@ -150,4 +150,6 @@ RELAY_UPSTREAM_RESUME_ATTEMPT: Final = "relay.upstream_resume_attempt"
 RELAY_UPSTREAM_RESUMED: Final = "relay.upstream_resumed"
 RELAY_UPSTREAM_RESUME_FAILED: Final = "relay.upstream_resume_failed"
 
+# Every frame the relay makes carries an event_id with this prefix (docs/forwarding.md).
+RELAY_EVENT_ID_PREFIX: Final = "relay_"
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

@@ -3,24 +3,25 @@ rebuild it on a new one. No I/O, no asyncio, no clock (see docs/resume.md for th
 
 - `is_resumable`: which ends of an upstream socket are drops (resumed) and which are a normal end.
 - `backoff_delays`: the waits before each reconnect attempt (0.5 s, 1 s, 2 s... with +-50% jitter).
-- `EffectiveConfig`: the deep merge of every `session.update` the upstream answered with `session.updated`.
-- `CompactHistory`: the completed items (role, text, call ids), oldest dropped first past a byte cap.
+- what a new upstream needs, the effective configuration and the compact history, is kept by
+  relay.core.resume_memory (`EffectiveConfig`, `CompactHistory`);
 - `GapQueue`: client frames that arrive while there is no upstream, in order, within their bounds, after the
   audio appended since the last commit (which the session core keeps anyway, see `RelaySession.uncommitted_audio`).
 - `Restore`: the frames that rebuild a session on a new upstream and the bookkeeping of their answers.
 - `ResumeState`: the above for one session, fed by the session core with what crosses the relay.
-The reconnect loop itself lives in the bridge (relay.bridge); the session core (relay.core.session) feeds this.
+The reconnect loop itself lives in the bridge (relay.bridge); the session core (relay.core.upstream) feeds this.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 from relay.core import events as ev
-from relay.core.session import deep_merge
+from relay.core.frames import answered_event_id
+from relay.core.resume_memory import CompactHistory, EffectiveConfig, HistoryItem
 
 # A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
 RESUMABLE_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
@@ -47,188 +48,6 @@ class ResumePolicy:
     buffer_seconds: float = 5.0
     history_max_bytes: int = 256 * KiB
     gap_max_bytes: int = 8 * 1024 * KiB
-
-
-# ---- the effective configuration ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Update:
-    event_id: object
-    session: dict[str, Any]
-    text: str  # the frame as the upstream got it, to send again if it is lost unanswered
-
-
-class EffectiveConfig:
-    """`session.update`s in flight, answered in order: a `session.updated` accepts the oldest one (its session is
-    merged in); an `error` naming one's event_id refuses it. A second `session.updated` for one update (seen live)
-    finds nothing in flight and changes nothing."""
-
-    def __init__(self) -> None:
-        self.accepted: dict[str, Any] = {}
-        self._in_flight: deque[_Update] = deque()
-
-    def sent(self, event_id: object, session: object, text: str) -> None:
-        # A non-object session still takes its place in line: the upstream answers it too.
-        self._in_flight.append(_Update(event_id, session if isinstance(session, dict) else {}, text))
-
-    def updated(self) -> None:
-        if self._in_flight:
-            update = self._in_flight.popleft()
-            self.accepted = deep_merge(self.accepted, update.session)
-
-    def refused(self, event_id: object) -> None:
-        if not isinstance(event_id, str):
-            return
-        for update in self._in_flight:
-            if update.event_id == event_id:
-                self._in_flight.remove(update)
-                return
-
-    def upstream_lost(self) -> list[str]:
-        """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
-        restore, so the client gets its answer), and stay in line for the new upstream's answers."""
-        return [update.text for update in self._in_flight]
-
-    def session(self, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
-        """What a new upstream is sent: the accepted merge, with the operator's overlay (pins, server tools) on top."""
-        merged = deep_merge({"type": "realtime"}, self.accepted)
-        return overlay(merged) if overlay is not None else merged
-
-
-# ---- the compact history --------------------------------------------------------------------------------------
-
-
-@dataclass
-class HistoryItem:
-    """One conversation item as much as a restore needs: no audio, only its text and call ids."""
-
-    item_id: str
-    kind: str  # "message" | "function_call" | "function_call_output"
-    role: str | None = None
-    text: str = ""
-    call_id: str | None = None
-    name: str | None = None
-    arguments: str | None = None
-    output: str | None = None
-    complete: bool = False
-    size: int = 0
-
-    def weigh(self) -> int:
-        values = (self.item_id, self.text, self.call_id, self.name, self.arguments, self.output)
-        self.size = 64 + sum(len(value.encode()) for value in values if value)
-        return self.size
-
-    def restore_item(self, *, keep_id: bool) -> dict[str, Any]:
-        """The `item` of a `conversation.item.create` that re-creates this one (text in place of audio)."""
-        item: dict[str, Any] = {"id": self.item_id} if keep_id else {}
-        if self.kind == "function_call":
-            item.update(type="function_call", call_id=self.call_id, name=self.name, arguments=self.arguments or "{}")
-        elif self.kind == "function_call_output":
-            item.update(type="function_call_output", call_id=self.call_id, output=self.output or "")
-        else:
-            part = "output_text" if self.role == "assistant" else "input_text"
-            item.update(type="message", role=self.role, content=[{"type": part, "text": self.text}])
-        return item
-
-    @property
-    def restorable(self) -> bool:
-        if not self.complete:
-            return False
-        if self.kind == "function_call":
-            return isinstance(self.call_id, str) and isinstance(self.name, str)
-        if self.kind == "function_call_output":
-            return isinstance(self.call_id, str)
-        return self.role in ("user", "assistant", "system") and bool(self.text)
-
-
-_TEXT_FIELDS: Final = ("text", "transcript")
-
-
-def _content_text(content: object) -> str:
-    if not isinstance(content, list):
-        return ""
-    texts: list[str] = []
-    for part in content:
-        if isinstance(part, dict):
-            for key in _TEXT_FIELDS:
-                value = part.get(key)
-                if isinstance(value, str) and value:
-                    texts.append(value)
-                    break
-    return "".join(texts)
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-class CompactHistory:
-    """Items in the order they appeared, complete once the upstream said so; capped at `max_bytes` (the oldest
-    items go first, counted in `dropped`)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.items: OrderedDict[str, HistoryItem] = OrderedDict()
-        self.bytes = 0
-        self.dropped = 0
-
-    def observe_item(self, raw: object, *, complete: bool) -> None:
-        """An item as the upstream showed it (added, done); `complete` when the upstream says it is finished."""
-        if not isinstance(raw, dict):
-            return
-        item_id = raw.get("id")
-        if not isinstance(item_id, str):
-            return
-        kind = raw.get("type", "message")
-        if kind not in ("message", "function_call", "function_call_output"):
-            return
-        entry = self.items.get(item_id)
-        if entry is None:
-            entry = HistoryItem(item_id, kind)
-            self.items[item_id] = entry
-        if kind == "message":
-            entry.role = _str(raw.get("role")) or entry.role
-            text = _content_text(raw.get("content"))
-            if text:
-                entry.text = text
-        else:
-            entry.call_id = _str(raw.get("call_id")) or entry.call_id
-            entry.name = _str(raw.get("name")) or entry.name
-            entry.arguments = _str(raw.get("arguments")) or entry.arguments
-            entry.output = _str(raw.get("output")) or entry.output
-        if complete or raw.get("status") == "completed":
-            entry.complete = True
-        self._reweigh(entry)
-
-    def transcript(self, item_id: object, text: object) -> None:
-        """A user audio item's transcript arrived (it may come after the item's done); it makes the item complete."""
-        if not isinstance(item_id, str) or not isinstance(text, str):
-            return
-        entry = self.items.get(item_id)
-        if entry is None:
-            entry = HistoryItem(item_id, "message", role="user")
-            self.items[item_id] = entry
-        entry.text = text
-        entry.complete = True
-        self._reweigh(entry)
-
-    def deleted(self, item_id: object) -> None:
-        if isinstance(item_id, str):
-            entry = self.items.pop(item_id, None)
-            if entry is not None:
-                self.bytes -= entry.size
-
-    def _reweigh(self, entry: HistoryItem) -> None:
-        self.bytes -= entry.size
-        self.bytes += entry.weigh()
-        while self.bytes > self.max_bytes and self.items:
-            _, oldest = self.items.popitem(last=False)
-            self.bytes -= oldest.size
-            self.dropped += 1
-
-    def restorable(self) -> list[HistoryItem]:
-        return [entry for entry in self.items.values() if entry.restorable]
 
 
 # ---- audio and client frames kept across the gap ---------------------------------------------------------------
@@ -375,8 +194,7 @@ class Restore:
             if create.kept_id:
                 self._kept.add(create.index)
         elif kind == ev.ERROR:
-            error = event.get("error")
-            event_id = error.get("event_id") if isinstance(error, dict) else None
+            event_id = answered_event_id(event)
             if event_id == self.config_event_id:
                 self.config_answered = self.config_refused = True
                 return []
@@ -448,9 +266,7 @@ class ResumeState:
         if kind == ev.SESSION_UPDATED:
             self.config.updated()
         elif kind == ev.ERROR:
-            error = event.get("error")
-            if isinstance(error, dict):
-                self.config.refused(error.get("event_id"))
+            self.config.refused(answered_event_id(event))
         elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
             item = event.get("item")
             self.history.observe_item(item, complete=False)
@@ -511,3 +327,4 @@ _IGNORED: Final = frozenset(
         ev.INPUT_AUDIO_TRANSCRIPTION_DELTA,
     }
 )
+

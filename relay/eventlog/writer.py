@@ -38,8 +38,10 @@ import orjson
 import structlog
 
 from relay.core import events as ev
-from relay.core.session import ORJSON_MAX_DEPTH, AudioFormat, LogEntry, json_depth_exceeds
-from relay.core.session import b64_decoded_len as _b64_len
+from relay.core.formats import AudioFormat
+from relay.core.frames import ORJSON_MAX_DEPTH, json_depth_exceeds
+from relay.core.frames import b64_decoded_len as _b64_len
+from relay.core.outbox import LogEntry
 
 SCHEMA_VERSION: Final = 1
 FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound

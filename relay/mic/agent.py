@@ -24,7 +24,7 @@ from audio import pcm
 from audio.playback import ClearResult, PlaybackBuffer, PlaybackWriter
 from audio.resample import StreamResampler
 from relay.core import events as ev
-from relay.core.session import DEFAULT_FORMAT, AudioFormat
+from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.mic.display import Display
 
 G711_TYPES: Final = ("audio/pcmu", "audio/pcma")

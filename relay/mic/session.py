@@ -28,8 +28,8 @@ from audio.devices import CaptureStream, DeviceInfo, PlaybackStream, check_rate,
 from audio.playback import PlaybackBuffer, PlaybackWriter
 from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
 from relay.cli.sim import simulator_options
+from relay.core.formats import DEFAULT_FORMAT
 from relay.core.keptaudio import KeptAudioBudget
-from relay.core.session import DEFAULT_FORMAT
 from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
 from relay.mic.agent import MicAgent

@@ -35,7 +35,8 @@ import numpy.typing as npt
 from audio import pcm as pcmlib
 from audio.resample import StreamResampler
 from relay.core import events as ev
-from relay.core.session import DEFAULT_FORMAT, AudioFormat, LogEntry
+from relay.core.formats import DEFAULT_FORMAT, AudioFormat
+from relay.core.outbox import LogEntry
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
 

@@ -27,7 +27,7 @@ from relay.bridge import (
     upstream_target,
 )
 from relay.core import events as ev
-from relay.core.session import deep_merge
+from relay.core.frames import deep_merge
 from relay.links.client import WebSocketClient
 from relay.recording import recording_options
 from relay.server import access

@@ -18,7 +18,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from relay.core.session import SAFE_ITEM_ID_RE
+from relay.core.items import SAFE_ITEM_ID_RE
 from relay.credentials import Credentials
 from relay.recording import RECORDING_FILE
 from relay.server.auth import TokenTooLarge, token_from_request

@@ -1,9 +1,10 @@
 """Server-side tools as configured: validation of the `tools` setting and resolution of each handler.
 
-`load_tools(settings)` turns the raw `[[tools]]` tables into a frozen `ToolSet` or raises `ConfigError` naming
-the tool and the problem (a handler module that does not import, a missing function, a URL that is not
-http(s), a duplicate name, `parameters` that is not a JSON Schema object). It imports handler modules, and
-nothing else: no sockets, no threads. The rules are written for users in docs/tools.md.
+`load_tools(settings)` turns the raw `[[tools]]` tables into a frozen `ToolSet` (a pure data class of the core,
+relay.core.toolset) or raises `ConfigError` naming the tool and the problem (a handler module that does not
+import, a missing function, a URL that is not http(s), a duplicate name, `parameters` that is not a JSON Schema
+object). It imports handler modules, and nothing else: no sockets, no threads. The rules are written for users in
+docs/tools.md.
 """
 
 from __future__ import annotations
@@ -12,68 +13,18 @@ import importlib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import urlsplit
 
+from relay.core.toolset import DEFAULT_TIMEOUT_S, ToolSet, ToolSpec
 from relay.errors import ConfigError
 from relay.settings import Settings
 
 DEFAULT_PARAMETERS: Final = {"type": "object", "properties": {}}
-DEFAULT_TIMEOUT_S: Final = 10.0
 MAX_TIMEOUT_S: Final = 600.0
-MAX_RUNNING_PER_SESSION: Final = 4
 # The function-name rule of the realtime API: what the model can be asked to call.
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch)
 _KEYS: Final = frozenset({"name", "description", "parameters", "handler", "timeout_seconds", "headers"})
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """One server tool: what the model is told about it and how the relay runs it."""
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any]
-    kind: Literal["python", "http"]
-    handler: str  # as configured ("python:MODULE:function" or "http:URL")
-    timeout_seconds: float
-    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)  # python handlers
-    url: str = ""  # http handlers
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # http handlers; may hold secrets
-
-    def definition(self) -> dict[str, Any]:
-        """The tool as the model sees it in `session.tools`."""
-        return {"type": "function", "name": self.name, "description": self.description, "parameters": dict(self.parameters)}
-
-
-@dataclass(frozen=True)
-class ToolSet:
-    """Every server tool of a relay, and the operator's rules for showing them to clients."""
-
-    tools: tuple[ToolSpec, ...]
-    hide_events: bool = True
-    details_to_client: bool = False
-    max_output_bytes: int = 64 * 1024
-    max_running: int = MAX_RUNNING_PER_SESSION
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {tool.name: tool for tool in self.tools})
-
-    def get(self, name: object) -> ToolSpec | None:
-        by_name: dict[str, ToolSpec] = self._by_name  # type: ignore[attr-defined]
-        return by_name.get(name) if isinstance(name, str) else None
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(tool.name for tool in self.tools)
-
-    @property
-    def max_timeout(self) -> float:
-        return max((tool.timeout_seconds for tool in self.tools), default=DEFAULT_TIMEOUT_S)
-
-    def definitions(self) -> list[dict[str, Any]]:
-        return [tool.definition() for tool in self.tools]
 
 
 def load_tools(settings: Settings, source: str = "config") -> ToolSet | None:

@@ -25,9 +25,8 @@ from typing import Any, Final
 import aiohttp
 import structlog
 
-from relay.tools.config import ToolSet, ToolSpec
+from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, ToolSpec, error_output
 from relay.tools.context import ToolContext
-from relay.tools.state import ToolCall, ToolOutcome, error_output
 
 log = structlog.get_logger()
 

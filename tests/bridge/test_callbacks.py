@@ -29,7 +29,7 @@ import pytest
 
 from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, encode_frame, server_response
 from relay.bridge import BridgeEnvironment, ClientFrame, EndReason, SessionBridge, UpstreamTarget
-from relay.core.session import SessionPolicy
+from relay.core.policy import SessionPolicy
 from relay.eventlog.writer import EventLog
 from tests.support.loop_checks import no_unhandled_loop_errors
 from tests.support.timing import seconds

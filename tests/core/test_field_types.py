@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.core.keptaudio import KeptAudioBudget
-from relay.core.session import RelaySession, SessionPolicy
+from relay.core.policy import SessionPolicy
+from relay.core.session import RelaySession
 
 AUDIO = base64.b64encode(b"\x01\x02" * 480).decode()
 

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.core.keptaudio import KeptAudio, KeptAudioBudget
-from relay.core.session import RelaySession, SessionPolicy
+from relay.core.policy import SessionPolicy
+from relay.core.session import RelaySession
 from tests.core.test_session import drain as drain_core
 
 RATE = 24000

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from relay.core.session import AudioFormat, RelaySession, SessionPolicy, deep_merge, parse_event
+from relay.core.formats import AudioFormat
+from relay.core.frames import deep_merge, parse_event
+from relay.core.policy import SessionPolicy
+from relay.core.session import RelaySession
 
 
 def j(event: dict[str, Any]) -> str:
@@ -582,13 +585,38 @@ def test_with_retrieve_off_no_stream_audio_is_kept() -> None:
     assert all(not item.output_audio for item in core._items.values())
 
 
-def test_a_client_error_with_the_relays_event_id_prefix_is_still_forwarded() -> None:
+def test_an_error_naming_a_relay_event_id_is_never_forwarded_even_when_the_client_used_the_prefix() -> None:
+    # Every `relay_` event_id is the relay's (docs/forwarding.md): a client that borrows the prefix for its own
+    # retrieve does not get the error answering it; it is logged as the relay's, and the retrieve leaves the line.
     core = new_session()
     core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "nope", "event_id": "relay_retrieve_nope"}))
     drain(core)
     error = {"type": "error", "event_id": "s", "error": {"type": "invalid_request_error", "code": "x", "message": "m", "event_id": "relay_retrieve_nope"}}
     core.receive_server_text(j(error))
-    assert drain(core)["client"] == [j(error)]
+    out = drain(core)
+    assert out["client"] == []
+    assert [(entry.dir, entry.type) for entry in out["log"]] == [("relay", "error")]
+    assert "nope" not in core.retrieves and core.retrieves.client_event_ids == {}
+
+
+def test_an_error_answering_the_pinned_session_update_is_logged_not_forwarded() -> None:
+    core = RelaySession(SessionPolicy(pinned_session={"instructions": "be brief"}))
+    core.upstream_connected(1.0)
+    core.receive_server_text(j(session_created()))
+    drain(core)
+    error = {
+        "type": "error",
+        "event_id": "s",
+        "error": {"type": "invalid_request_error", "code": "invalid_value", "message": "m", "event_id": "relay_pinned_session"},
+    }
+    core.receive_server_text(j(error))
+    out = drain(core)
+    assert out["client"] == []
+    assert [(entry.dir, entry.type, entry.event) for entry in out["log"]] == [("relay", "error", error)]
+    # An error naming a client's own event_id still reaches the client.
+    theirs = {**error, "error": {**error["error"], "event_id": "c1"}}
+    core.receive_server_text(j(theirs))
+    assert drain(core)["client"] == [j(theirs)]
 
 
 def test_answered_client_retrieves_leave_no_bookkeeping_behind() -> None:
@@ -596,4 +624,4 @@ def test_answered_client_retrieves_leave_no_bookkeeping_behind() -> None:
     for n in range(20):
         core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": f"c{n}"}))
         core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": f"s{n}", "item": assistant_item("item_a", with_audio=False)}))
-    assert core._client_retrieves == {}
+    assert core.retrieves.client_event_ids == {}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from relay.core.session import AudioFormat, LogEntry
+from relay.core.formats import AudioFormat
+from relay.core.outbox import LogEntry
 from relay.eventlog.writer import EventLog, _OpenFile, summarize_event
 
 

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from audio.playback import PlaybackBuffer, PlaybackWriter
-from relay.core.session import DEFAULT_FORMAT
+from relay.core.formats import DEFAULT_FORMAT
 from relay.mic.agent import MicAgent
 from relay.mic.display import Display
 from relay.mic.session import drive_session

@@ -15,7 +15,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.core.session import AudioFormat, LogEntry
+from relay.core.formats import AudioFormat
+from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo

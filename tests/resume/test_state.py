@@ -10,9 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.core.policy import SessionPolicy
 from relay.core.resume import (
-    CompactHistory,
-    EffectiveConfig,
     GapQueue,
     Restore,
     ResumePolicy,
@@ -20,7 +19,8 @@ from relay.core.resume import (
     backoff_delays,
     is_resumable,
 )
-from relay.core.session import RelaySession, SessionPolicy
+from relay.core.resume_memory import CompactHistory, EffectiveConfig
+from relay.core.session import RelaySession
 from tests.support.schema_oracle import validate_server_event
 
 

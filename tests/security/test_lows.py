@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 
 from relay.cli.history import format_item
-from relay.core.session import SAFE_ITEM_ID_RE, LogEntry
+from relay.core.items import SAFE_ITEM_ID_RE
+from relay.core.outbox import LogEntry
 from relay.eventlog.writer import EventLog
 from relay.history.client import ConversationItem
 from relay.redact import printable

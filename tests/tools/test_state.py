@@ -1,4 +1,4 @@
-"""The pure server-tool bookkeeping (`relay.tools.state`) fed events directly, and its runner fed the calls it
+"""The pure server-tool bookkeeping (`relay.core.tools`) fed events directly, and its runner fed the calls it
 decides on: garbage from the model (arguments that are not JSON, not an object, not a string), outputs too
 long, http handlers that fail or never answer."""
 
@@ -13,9 +13,11 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.tools.config import ToolSet, ToolSpec
+from relay.core.policy import SessionPolicy
+from relay.core.session import RelaySession
+from relay.core.tools import ToolState
+from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, ToolSpec, parse_arguments
 from relay.tools.runner import SessionTools, cap_output
-from relay.tools.state import ToolCall, ToolOutcome, ToolState, parse_arguments
 from tests.support import tools_handlers
 
 
@@ -181,11 +183,16 @@ def test_a_cancelled_response_is_not_continued_by_the_relay() -> None:
 
 
 def test_errors_answering_the_relays_tool_frames_are_not_the_clients() -> None:
-    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
+    # The session core swallows every error answering a `relay_` event_id (docs/forwarding.md), tool frames too.
+    core = RelaySession(SessionPolicy(tools=ToolSet((spec("lookup"),))))
+    core.upstream_connected(1.0)
+    core.to_client(), core.to_upstream(), core.to_log()
     ours = {"type": "error", "error": {"event_id": "relay_tool_output_call_1", "code": "x"}}
     theirs = {"type": "error", "error": {"event_id": "client_7", "code": "x"}}
-    assert state.on_server_event(ours, "error") is None
-    assert state.on_server_event(theirs, "error") is theirs
+    core.receive_server_text(json.dumps(ours))
+    assert core.to_client() == [] and [(e.dir, e.type) for e in core.to_log()][-1] == ("relay", "error")
+    core.receive_server_text(json.dumps(theirs))
+    assert core.to_client() == [json.dumps(theirs)]
 
 
 def test_long_outputs_are_cut_on_a_character_boundary_with_a_note() -> None:
@@ -250,7 +257,7 @@ def test_parse_arguments_treats_empty_text_as_no_arguments() -> None:
 
 
 def test_a_hold_ends_early_when_the_held_frames_grow_past_the_bound() -> None:
-    from relay.tools.state import HOLD_MAX_BYTES
+    from relay.core.tools import HOLD_MAX_BYTES
 
     state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
     state.hold('{"type":"response.create"}')

@@ -9,8 +9,8 @@ The session core (`relay.core.session.RelaySession`) calls it at a few hook poin
 - `on_server_event(...)`: function-call items of server tools are recognized (and hidden from the client by
   default: their output items, argument deltas, conversation items, the relay's output items, their entries in
   `response.done`); a call is started once per `call_id` when its arguments are complete; a `previous_item_id`
-  naming a hidden item becomes the nearest item the client has seen; errors answering the relay's tool frames
-  (event ids starting with `relay_tool_`) are never the client's;
+  naming a hidden item becomes the nearest item the client has seen (errors answering the relay's tool frames,
+  whose event ids start with `relay_tool_`, are the session's to swallow, like every `relay_` answer);
 - `call_finished(...)`: the handler's outcome becomes a `relay.tool_call` record (and client event with relay
   events on), a `conversation.item.create` with the `function_call_output`, and, once every call of a
   response that only called server tools has its output, one `response.create`.
@@ -28,10 +28,9 @@ from typing import Any, Final, Literal
 import orjson
 
 from relay.core import events as ev
-from relay.tools.config import ToolSet
+from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, parse_arguments
 
 TOOL_EVENT_ID_PREFIX: Final = "relay_tool_"
-RELAY_TOOL_CALL: Final = ev.RELAY_TOOL_CALL
 # Calls, responses and hidden items remembered per session; the oldest are forgotten past this.
 HISTORY_LIMIT: Final = 1024
 _MAX_CHAIN: Final = 64  # a previous_item_id chain through hidden items is never longer in practice
@@ -57,26 +56,6 @@ _HIDDEN_WHEN_ITEM_ID: Final = frozenset(
         ev.CONVERSATION_ITEM_TRUNCATED,
     }
 )
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A server-tool call to run: `arguments` is None when the model's JSON was unusable (`problem` says why)."""
-
-    call_id: str
-    name: str
-    item_id: str | None
-    response_id: str | None
-    arguments_text: str
-    arguments: dict[str, Any] | None
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class ToolOutcome:
-    result: Literal["ok", "error", "timeout", "cancelled"]
-    output: str  # what goes upstream as the function_call_output's `output`
-    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -113,28 +92,8 @@ class _Response:
         return bool(self.server_calls - self.outputs_sent)
 
 
-def parse_arguments(text: object) -> tuple[dict[str, Any] | None, str | None]:
-    """The model's arguments as a dict, or None and the reason they cannot be used."""
-    if not isinstance(text, str):
-        return None, f"arguments must be a JSON string, got {type(text).__name__}"
-    if not text.strip():
-        return {}, None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return None, f"arguments are not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return None, f"arguments must be a JSON object, got {type(value).__name__}"
-    return value, None
-
-
-def error_output(message: str) -> str:
-    """The output the model gets when a call could not produce a result."""
-    return orjson.dumps({"error": message}).decode()
-
-
 class ToolState:
-    """Server-tool bookkeeping of one session. See the module docstring for the calling contract."""
+    """Server-tool bookkeeping of one session. See the module docstring for how to drive it."""
 
     def __init__(self, tools: ToolSet, *, relay_events: bool) -> None:
         self.tools = tools
@@ -253,12 +212,6 @@ class ToolState:
     # ---- upstream -> client -----------------------------------------------------------------------------
     def on_server_event(self, event: dict[str, Any], kind: object) -> dict[str, Any] | None:
         """The event as the client should see it: `event` itself, a changed copy, or None (not forwarded)."""
-        if kind == ev.ERROR:
-            error = event.get("error")
-            event_id = error.get("event_id") if isinstance(error, dict) else None
-            if isinstance(event_id, str) and event_id.startswith(TOOL_EVENT_ID_PREFIX):
-                return None  # an answer to the relay's own frame
-            return event
         hide = self.tools.hide_events
         if kind in _HIDDEN_WHEN_ITEM:
             item = event.get("item")
@@ -423,7 +376,7 @@ class ToolState:
         )
         if self.relay_events and send:
             public: dict[str, Any] = {
-                "type": RELAY_TOOL_CALL,
+                "type": ev.RELAY_TOOL_CALL,
                 "event_id": f"{TOOL_EVENT_ID_PREFIX}call_{call.call_id}",
                 "name": call.name,
                 "call_id": call.call_id,
