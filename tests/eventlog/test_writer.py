@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from relay.core.session import AudioFormat, LogEntry
-from relay.eventlog.writer import EventLog, _OpenFile, summarize_event
+from relay.eventlog.records import summarize_event
+from relay.eventlog.writer import EventLog, _OpenFile
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
