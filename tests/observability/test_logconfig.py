@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.logconfig import EVENT_RECORD_KEYS, ID_KEYS, configure_logging, one_stdout_schema, use_json
+from tests.support.logging_state import kept_logging_state
 
 SECRET = "sk-live-0123456789abcdef"
 
@@ -28,16 +29,8 @@ class Tty(io.StringIO):
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state: put back what the other tests run with."""
-    saved_config = structlog.get_config()
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    access = logging.getLogger("aiohttp.access")
-    saved_access = access.level
-    yield
-    structlog.configure(**saved_config)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    access.setLevel(saved_access)
+    with kept_logging_state():
+        yield
 
 
 def lines(stream: io.StringIO) -> list[str]:
