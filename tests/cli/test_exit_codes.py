@@ -4,6 +4,8 @@ error into its exit code (2 usage or configuration, 1 runtime failure, 130 inter
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -117,3 +119,10 @@ def test_a_bad_setting_exits_2_before_the_command_runs(monkeypatch: pytest.Monke
     monkeypatch.setattr(relay.cli.devices, "run", lambda *a: ran.append(a) or 0)
     assert main(["devices"]) == 2
     assert ran == [] and "RELAY_PORT" in capsys.readouterr().err
+
+
+def test_python_dash_m_relay_is_the_command_line() -> None:
+    version = subprocess.run([sys.executable, "-m", "relay", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("realtime-relay ")
+    bare = subprocess.run([sys.executable, "-m", "relay"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "COMMAND" in bare.stderr
