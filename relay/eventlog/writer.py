@@ -121,7 +121,6 @@ class EventLog:
     def _enqueue(self, item: _Queued) -> bool:
         size = len(item.line)
         if self.queued_bytes + size > self.max_queue_bytes:
-            self._dropped_enqueue += 1
             return False
         self._enqueued_bytes += size
         self._queue.append(item)
@@ -298,14 +297,12 @@ class SessionEventLog:
         try:
             line = owner.records.build(self.session_id, seq, time.time(), t_ms, entry)
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
-            self.enqueue_dropped += 1
-            owner._dropped_enqueue += 1
+            self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
             owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
             return seq
         if self.logged_bytes + len(line) > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
-            self.enqueue_dropped += 1
-            owner._dropped_enqueue += 1
+            self._count_drop()
             if self._size_gap is None:
                 log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
             self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
@@ -316,12 +313,17 @@ class SessionEventLog:
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record
         if not owner._enqueue(item):
-            self.enqueue_dropped += 1
+            self._count_drop()
             if self._drop_start is None:
                 self._drop_start = seq
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
+
+    def _count_drop(self) -> None:
+        """One record dropped before the queue (loop thread): counted for the session and the process."""
+        self.enqueue_dropped += 1
+        self.owner._dropped_enqueue += 1
 
     def _declare_queue_gap(self) -> None:
         if self._drop_start is not None:
