@@ -22,20 +22,21 @@ from bench.measure import CpuWindow
 FRAME_RE = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 # Cost categories. A sample goes to the category of the frame nearest its leaf that matches one (so the
-# base64 decoding the event log does lands in "base64_decode", not in "event_log").
+# base64 decoding the event log does lands in "base64_decode", not in "event_log"). Patterns are matched against
+# `_frame_key`, which keeps the last two parts of a path ("eventlog/records.py:audio_summary").
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base64_decode", ("base64.py:", "relay/core/frames.py:b64_bytes")),
-    ("sha256_audio_summary", ("relay/eventlog/writer.py:audio_summary",)),
-    ("json_parse", ("relay/core/frames.py:parse_event",)),
-    ("log_timestamp_format", ("relay/eventlog/writer.py:_rfc3339",)),
+    ("base64_decode", ("base64.py:", "core/frames.py:b64_bytes")),
+    ("sha256_audio_summary", ("eventlog/records.py:audio_summary",)),
+    ("json_parse", ("core/frames.py:parse_event",)),
+    ("log_timestamp_format", ("eventlog/records.py:__call__", "eventlog/records.py:_Rfc3339.__call__")),
     ("mask_key_random(websockets)", ("random.py:SystemRandom", "secrets.py:")),
-    ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "relay/eventlog/writer.py:_write_all")),
-    ("event_log(other)", ("relay/eventlog/writer.py:",)),
+    ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "eventlog/writer.py:_write_all")),
+    ("event_log(other)", ("eventlog/records.py:", "eventlog/writer.py:")),
     ("metrics", ("relay/metrics.py:",)),
     ("session_core(other)", ("relay/core/",)),
     ("bridge(other)", ("relay/bridge.py:",)),
-    ("client_side(aiohttp+wsclient)", ("aiohttp/", "relay/links/client.py:")),
-    ("upstream_side(websockets)", ("websockets/", "relay/links/upstream.py:", "asyncio/messages.py", "asyncio/connection.py")),
+    ("client_side(aiohttp+wsclient)", ("aiohttp/", "links/client.py:")),
+    ("upstream_side(websockets)", ("websockets/", "links/upstream.py:", "asyncio/messages.py", "asyncio/connection.py")),
     ("gil_and_thread_wakeups", ("threading.py:",)),
     ("asyncio_loop", ("asyncio/", "selectors.py:", "contextlib.py:")),
 )

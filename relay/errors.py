@@ -3,6 +3,7 @@
     RelayError                      base of everything the relay raises on purpose
     ├── ConfigError                 a bad setting: names the setting and its source; CLI exit code 2
     ├── UsageError                  bad command-line usage that argparse cannot see; exit code 2
+    ├── StartupError                the daemon cannot start for a reason outside its settings (port taken); exit 1
     ├── AudioDeviceError            no such device, ambiguous name, unsupported rate; exit code 2
     ├── UpstreamError               trouble with the upstream realtime endpoint
     │   ├── UpstreamUnavailable     connect failed or handshake refused (status, reason); client close 1013

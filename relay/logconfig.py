@@ -1,4 +1,4 @@
-"""Configure structlog once, at the CLI entry point: console on a TTY, JSON lines otherwise (CONTRACT C6).
+"""Configure structlog once, at the CLI entry point: console on a TTY, JSON lines otherwise.
 
 stdlib loggers (aiohttp, websockets, asyncio) are routed through the same processors via ProcessorFormatter, so
 stdout carries one format. This module writes only to the process's stdout stream through the logging module.

@@ -1,4 +1,4 @@
-"""Process metrics (CONTRACT C4 `/metrics`), kept as plain counters and exposed at scrape time.
+"""Process metrics (`GET /metrics`, docs/lifecycle.md), kept as plain counters and exposed at scrape time.
 
 The forwarding path only does dict increments; a prometheus-client Collector turns them into metric families
 when `/metrics` is scraped. Event-type labels are bounded: known protocol types, else `other`. No I/O here.

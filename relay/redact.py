@@ -90,7 +90,7 @@ class RedactingFormatter(logging.Formatter):
         return redact_text(self.inner.format(record))
 
 
-# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and bidi overrides that reorder text.
+# ASCII controls but tab and newline, DEL, the 0x80-0x9f controls (0x9b is a one-byte CSI), and bidi overrides that reorder text.
 _CONTROL_RE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 

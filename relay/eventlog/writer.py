@@ -1,13 +1,13 @@
-"""Per-session JSONL event logs (CONTRACT C6): one bounded queue, one writer thread, one code path per record.
+"""The event log's writer: one bounded queue, one writer thread, the files (docs/event-log.md).
 
-The event loop stamps each record (seq, wall time, monotonic time), summarizes its audio, applies `log_content`,
-serializes it once with orjson and enqueues the bytes (`SessionEventLog.append`); the writer thread only joins
-and write(2)s them, every file at least every 200 ms, at session end and at shutdown, so forwarding never waits
-on the disk. Encoding used to happen on the writer thread; on the one core a relay process gets, that thread
-rendering a batch of thousands of records held the core and the GIL against the loop for milliseconds, so p99
-latency at 100 real-time sessions was 11-19 ms; encoding each record on the loop, after both sockets are
-written, costs the same CPU and keeps it near 2 ms (`make bench`, README). The queue is bounded by the encoded
-bytes it holds, and holds no parsed event.
+Boundary: this module moves records, it does not decide what they say (that is `relay/eventlog/records.py`, the
+record builder). `SessionEventLog.append` stamps each record (seq, wall time, monotonic time), has the builder
+encode it on the event loop and enqueues the bytes; the writer thread only joins and write(2)s them, every file at
+least every 200 ms, at session end and at shutdown, so forwarding never waits on the disk. Encoding used to happen
+on the writer thread; on the one core a relay process gets, that thread rendering a batch of thousands of records
+held the core and the GIL against the loop for milliseconds, so p99 latency at 100 real-time sessions was 11-19 ms;
+encoding each record on the loop, after both sockets are written, costs the same CPU and keeps it near 2 ms
+(`make bench`, README). The queue is bounded by the encoded bytes it holds, and holds no parsed event.
 When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
 again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
 fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
-import json
 import os
 import threading
 import time
@@ -32,148 +30,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import orjson
 import structlog
 
 from relay.core import events as ev
-from relay.core.formats import AudioFormat
-from relay.core.frames import ORJSON_MAX_DEPTH, json_depth_exceeds
-from relay.core.frames import b64_decoded_len as _b64_len
 from relay.core.outbox import LogEntry
+from relay.eventlog.records import RecordBuilder, summarize_event
 
-SCHEMA_VERSION: Final = 1
-FLUSH_INTERVAL_S: Final = 0.1  # half the contract's 200 ms bound
+FLUSH_INTERVAL_S: Final = 0.1  # half of the 200 ms bound on how long a record waits for its file
 _SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
 
-_TEXT_DELTA_TYPES: Final = frozenset(
-    {ev.RESPONSE_OUTPUT_TEXT_DELTA, ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA, ev.INPUT_AUDIO_TRANSCRIPTION_DELTA}
-)
-_TEXT_KEYS: Final = ("text", "transcript", "instructions")
-
 log = structlog.get_logger()
-
-
-def audio_summary(b64: str, fmt: AudioFormat | None, with_hash: bool = False) -> dict[str, Any]:
-    """What the log keeps of an audio payload: its size, its duration in the format in effect, and (`log_audio_hash`)
-    a hash.
-
-    The hash is the SHA-256 of the base64 payload as it crossed the relay (first 16 hex digits): it identifies
-    the payload without decoding it. It is off by default: hashing every audio frame was about half of what
-    rendering a record cost (see docs/performance.md). Sizes come from the base64 length, which is exact for valid
-    base64."""
-    n_bytes = _b64_len(b64)
-    summary: dict[str, Any] = {"audio_bytes": n_bytes, "audio_ms": round(fmt.ms(n_bytes), 3) if fmt is not None else None}
-    if with_hash:
-        summary["sha256"] = hashlib.sha256(b64.encode("ascii", "replace")).hexdigest()[:16]
-    return summary
-
-
-_MAX_WALK_DEPTH: Final = 64  # events are shallow; a deeper payload is logged as it is past this depth
-
-
-def _scrub(value: Any, fmt: AudioFormat | None, keep_text: bool, with_hash: bool, depth: int = 0) -> Any:
-    """Every `audio` string (content parts, items in responses, anywhere) summarized; with `keep_text` off every
-    `text`, `transcript` and `instructions` string replaced by its length. Tool-call arguments and outputs stay.
-    Copies only the containers it changes."""
-    if depth > _MAX_WALK_DEPTH:
-        return value
-    if isinstance(value, dict):
-        changed: dict[str, Any] | None = None
-        for key, child in value.items():
-            new = child
-            if isinstance(child, str):
-                if key == "audio":
-                    new = audio_summary(child, fmt, with_hash)
-                elif not keep_text and key in _TEXT_KEYS:
-                    new = len(child)
-            elif isinstance(child, (dict, list)):
-                new = _scrub(child, fmt, keep_text, with_hash, depth + 1)
-            if new is not child:
-                if changed is None:
-                    changed = dict(value)
-                changed[key] = new
-        return value if changed is None else changed
-    if isinstance(value, list):
-        items = [
-            _scrub(child, fmt, keep_text, with_hash, depth + 1) if isinstance(child, (dict, list)) else child for child in value
-        ]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
-    return value
-
-
-def summarize_event(
-    event: Any, record_type: str | None, fmt: AudioFormat | None, keep_text: bool, audio_hash: bool = False
-) -> Any:
-    """The event as it goes in the log: audio replaced by a summary (with a hash when `audio_hash`); text by its
-    length when not kept.
-
-    Builds new containers where it changes something; never mutates the event it is given.
-    """
-    if not isinstance(event, dict):
-        return event
-    audio_field = ev.AUDIO_PAYLOAD_FIELD.get(record_type or "")
-    if audio_field is not None and keep_text:
-        # The hot path (an audio frame every 20 ms each way): its audio is at the top and nothing else nests, so the
-        # general walk is not needed (it was a third of what rendering such a record cost).
-        payload = event.get(audio_field)
-        if isinstance(payload, str) and (audio_field == "audio" or "audio" not in event):
-            for value in event.values():
-                if type(value) is dict or type(value) is list:
-                    break
-            else:
-                return {**event, audio_field: audio_summary(payload, fmt, audio_hash)}
-    out = _scrub(event, fmt, keep_text, audio_hash)
-    delta = out.get("delta")
-    if audio_field == "delta" and isinstance(delta, str):
-        out = {**out, "delta": audio_summary(delta, fmt, audio_hash)}
-    elif not keep_text and record_type in _TEXT_DELTA_TYPES and isinstance(delta, str):
-        out = {**out, "delta": len(delta)}
-    if not keep_text and record_type == ev.RELAY_TOOL_CALL:
-        # A tool call's arguments and output are conversation content (docs/tools.md).
-        out = {**out, **{k: _content_len(out[k]) for k in ("arguments", "output") if k in out}}
-    return out
-
-
-def _content_len(value: Any) -> int:
-    return len(value) if isinstance(value, str) else len(orjson.dumps(value, default=repr))
-
-
-def _ids(event: Any) -> dict[str, str]:
-    """The record's top-level `event_id`/`item_id`/`response_id`: only string values, else absent, so a collector
-    sees one JSON type per key; a client's non-string value stays inside `event` (docs/configuration.md)."""
-    if not isinstance(event, dict):
-        return {}
-    ids: dict[str, str] = {}
-    event_id = event.get("event_id")
-    item_id = event.get("item_id")
-    if item_id is None and isinstance(event.get("item"), dict):
-        item_id = event["item"].get("id")
-    response_id = event.get("response_id")
-    if response_id is None and isinstance(event.get("response"), dict):
-        response_id = event["response"].get("id")
-    for key, value in (("event_id", event_id), ("item_id", item_id), ("response_id", response_id)):
-        if isinstance(value, str):
-            ids[key] = value
-    return ids
-
-
-class _Rfc3339:
-    """RFC 3339 UTC timestamps with microseconds; the seconds part is formatted once per second. Safe to share
-    between threads: the cache is one tuple, replaced whole."""
-
-    def __init__(self) -> None:
-        self._cache: tuple[int, str] = (-1, "")
-
-    def __call__(self, wall: float) -> str:
-        micros = int(wall * 1_000_000)
-        second, fraction = divmod(micros, 1_000_000)
-        cached_second, prefix = self._cache
-        if second != cached_second:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._cache = (second, prefix)
-        return "%s.%06dZ" % (prefix, fraction)  # noqa: UP031 - measurably cheaper than the f-string with a format spec
 
 
 @dataclass
@@ -215,10 +83,8 @@ class EventLog:
         self.max_session_bytes = max_session_bytes
         self.to_stdout = to_stdout
         self.max_queue_bytes = max_queue_bytes
-        self.keep_text = keep_text
-        self.audio_hash = audio_hash
+        self.records = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
         self._stdout_fd = stdout_fd
-        self._timestamp = _Rfc3339()
         self._queue: deque[_Queued | _Gap | _Close] = deque()
         self._enqueued_bytes = 0  # written by the loop thread only
         self._written_bytes = 0  # written by the writer thread only
@@ -255,7 +121,6 @@ class EventLog:
     def _enqueue(self, item: _Queued) -> bool:
         size = len(item.line)
         if self.queued_bytes + size > self.max_queue_bytes:
-            self._dropped_enqueue += 1
             return False
         self._enqueued_bytes += size
         self._queue.append(item)
@@ -288,36 +153,24 @@ class EventLog:
                 return
 
     def _write_batch(self, files: dict[SessionEventLog, _OpenFile]) -> None:
+        # Per session, in the order sessions first appear in the queue (a dict keeps insertion order).
         pending: dict[SessionEventLog, list[tuple[bytes, int | None]]] = {}
         closes: list[_Close] = []
-        order: list[SessionEventLog] = []
         freed = 0
         queue = self._queue
         while queue:
             item = queue.popleft()
+            lines = pending.setdefault(item.log, [])
             if isinstance(item, _Queued):
                 freed += len(item.line)
-                target = item.log
-                lines = pending.get(target)
-                if lines is None:
-                    lines = pending[target] = []
-                    order.append(target)
                 lines.append((item.line, item.seq))
             elif isinstance(item, _Gap):
-                gap = self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)
-                lines = pending.get(item.log)
-                if lines is None:
-                    lines = pending[item.log] = []
-                    order.append(item.log)
-                lines.append((gap, None))
+                lines.append((self._gap_line(item.log, item.from_seq, item.to_seq, item.reason), None))
             else:
                 closes.append(item)
-                if item.log not in pending:
-                    pending[item.log] = []
-                    order.append(item.log)
         self._written_bytes += freed
-        for session_log in order:
-            self._write_session(files, session_log, pending[session_log])
+        for session_log, lines in pending.items():
+            self._write_session(files, session_log, lines)
         for close in closes:
             open_file = files.pop(close.log, None)
             if open_file is not None:
@@ -367,52 +220,8 @@ class EventLog:
         self._dropped_write += len(seqs)
         log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
 
-    def _render(self, session_log: SessionEventLog, seq: int, wall: float, t_ms: float, entry: LogEntry) -> bytes:
-        record: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "ts": self._timestamp(wall),
-            "level": "info",  # stdout carries daemon records too: one schema for a collector
-            "t_ms": round(t_ms, 3),
-            "session_id": session_log.session_id,
-            "seq": seq,
-            "dir": entry.dir,
-            "type": entry.type,
-            **_ids(entry.event),
-        }
-        if entry.bytes is not None:  # a wire frame's length; the relay's own records have none (absent, not null)
-            record["bytes"] = entry.bytes
-        record["event"] = summarize_event(entry.event, entry.type, entry.audio_format, self.keep_text, self.audio_hash)
-        if entry.client_event is not None:
-            record["client_event"] = summarize_event(
-                entry.client_event, entry.type, entry.audio_format, self.keep_text, self.audio_hash
-            )
-        if entry.server_event is not None:
-            record["server_event"] = summarize_event(
-                entry.server_event, entry.type, entry.audio_format, self.keep_text, self.audio_hash
-            )
-        try:
-            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:
-            # orjson stops at 255 levels; a frame may nest up to 512 and still gets its one record. Anything
-            # else orjson refuses (a lone surrogate) stays a dropped record.
-            if not json_depth_exceeds(record, ORJSON_MAX_DEPTH):
-                raise
-            return (json.dumps(record, separators=(",", ":")) + "\n").encode()
-
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
-        now = time.time()
-        record = {
-            "v": SCHEMA_VERSION,
-            "ts": self._timestamp(now),
-            "level": "info",
-            "t_ms": round((time.monotonic() - session_log.started_mono) * 1000.0, 3),
-            "session_id": session_log.session_id,
-            "seq": None,
-            "dir": "relay",
-            "type": ev.RELAY_LOG_GAP,
-            "event": {"from_seq": from_seq, "to_seq": to_seq, "reason": reason},
-        }
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -479,23 +288,21 @@ class SessionEventLog:
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
             fields = entry.event if isinstance(entry.event, dict) else {}
             if entry.type == ev.RELAY_TOOL_CALL:  # arguments and output are content: log_content decides
-                fields = summarize_event(fields, entry.type, None, self.owner.keep_text)
+                fields = summarize_event(fields, entry.type, None, self.owner.records.keep_text)
             log.info(entry.type, session_id=self.session_id, **fields)
         owner = self.owner
         if not owner.enabled or self._closed:
             return seq
         t_ms = (time.monotonic() - self.started_mono) * 1000.0
         try:
-            line = owner._render(self, seq, time.time(), t_ms, entry)
+            line = owner.records.build(self.session_id, seq, time.time(), t_ms, entry)
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
-            self.enqueue_dropped += 1
-            owner._dropped_enqueue += 1
+            self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
             owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
             return seq
         if self.logged_bytes + len(line) > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
-            self.enqueue_dropped += 1
-            owner._dropped_enqueue += 1
+            self._count_drop()
             if self._size_gap is None:
                 log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
             self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
@@ -504,16 +311,24 @@ class SessionEventLog:
         self.logged_bytes += len(line)
         item = _Queued(self, seq, line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
-            # Room again: declare the gap before this record.
-            owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
-            self._drop_start = self._drop_end = None
+            self._declare_queue_gap()  # room again: the gap goes before this record
         if not owner._enqueue(item):
-            self.enqueue_dropped += 1
+            self._count_drop()
             if self._drop_start is None:
                 self._drop_start = seq
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
+
+    def _count_drop(self) -> None:
+        """One record dropped before the queue (loop thread): counted for the session and the process."""
+        self.enqueue_dropped += 1
+        self.owner._dropped_enqueue += 1
+
+    def _declare_queue_gap(self) -> None:
+        if self._drop_start is not None:
+            self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            self._drop_start = self._drop_end = None
 
     def _declare_size_gap(self) -> None:
         if self._size_gap is not None:
@@ -536,9 +351,7 @@ class SessionEventLog:
         """No more records; the writer writes what is queued and closes the file. Resolves when done."""
         if self._close_future is None:
             self._close_future = concurrent.futures.Future()
-            if self._drop_start is not None:
-                self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
-                self._drop_start = None
+            self._declare_queue_gap()
             self._declare_size_gap()
             self._closed = True
             if self.owner.enabled:

@@ -4,7 +4,8 @@ An outbound frame is written straight into the socket's transport while that hol
 `DIRECT_WRITE_LIMIT_BYTES` and nothing is queued (the common case: no task wake-up per frame; the frame is encoded
 here, aiohttp negotiates no compression). Past that, frames go through a byte-bounded queue drained by one writer
 task, so the upstream reader never waits on a slow client and an overflow can drop the unsent backlog; `send`
-reports overflow (C4 `max_client_backlog_bytes`) and the bridge closes with 1008.
+reports overflow (the backlog is bounded by `max_client_backlog_bytes`, docs/lifecycle.md) and the bridge closes
+with 1008.
 The writer task is also the one that sends the close frame, and it is never cancelled while it writes: aiohttp
 shares one drain future between everything that writes to a socket, so cancelling a writer stuck in drain would
 cancel that future for the close frame too. Every wait here is bounded; a close that cannot finish (the client
@@ -25,10 +26,10 @@ from relay.links.oversize import discard_rest_of_frame
 from relay.links.writebatch import WriteBatch
 from relay.links.wsframe import text_frame
 
-CLOSE_HANDSHAKE_S: Final = 5.0  # C4: abort the TCP connection when a close does not finish in 5 s
+CLOSE_HANDSHAKE_S: Final = 5.0  # abort the TCP connection when a close does not finish in 5 s (docs/lifecycle.md)
 _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
 # What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
-# an overflow still finds nearly all of the backlog in the queue, where it can be dropped (C4).
+# an overflow still finds nearly all of the backlog in the queue, where it can be dropped.
 DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
 
 

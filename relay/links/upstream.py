@@ -199,6 +199,11 @@ class _LinkProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
+def _unreachable(exc: BaseException) -> UpstreamUnavailable:
+    """The one wording of "could not get a connection", naming the cause."""
+    return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
+
+
 def _handshake_failure(protocol: ClientProtocol) -> UpstreamUnavailable:
     exc = protocol.handshake_exc
     if isinstance(exc, InvalidStatus):
@@ -209,7 +214,7 @@ def _handshake_failure(protocol: ClientProtocol) -> UpstreamUnavailable:
         )
     if exc is None:
         return UpstreamUnavailable("upstream unreachable: the connection closed during the handshake")
-    return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
+    return _unreachable(exc)
 
 
 class UpstreamLink:
@@ -240,7 +245,7 @@ class UpstreamLink:
                 request.headers[name] = value
             protocol.send_request(request)
         except (InvalidURI, InvalidHandshake, ValueError) as exc:  # a URL or header that cannot make a request
-            raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
+            raise _unreachable(exc) from None
         loop = asyncio.get_running_loop()
         link = _LinkProtocol(protocol, loop)
         tls = ssl.create_default_context() if uri.secure else None
@@ -256,7 +261,7 @@ class UpstreamLink:
             raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
         except OSError as exc:
             link.abort()
-            raise UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}") from None
+            raise _unreachable(exc) from None
         except asyncio.CancelledError:  # the session ended while connecting: leave no socket behind
             link.abort()
             raise

@@ -14,7 +14,8 @@ import pytest
 
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
-from relay.eventlog.writer import EventLog, _OpenFile, summarize_event
+from relay.eventlog.records import summarize_event
+from relay.eventlog.writer import EventLog, _OpenFile
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

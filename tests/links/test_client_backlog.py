@@ -1,4 +1,4 @@
-"""relay.links.client: the client backlog bound counts UTF-8 bytes, not characters (C4 `max_client_backlog_bytes`).
+"""relay.links.client: the client backlog bound counts UTF-8 bytes, not characters (`max_client_backlog_bytes`).
 
 A real aiohttp WebSocket on 127.0.0.1. The backlog tests turn the direct-write path off (its limit set to 0), so
 frames queue; `send` is synchronous and the writer task only runs when the handler yields, so right after the sends

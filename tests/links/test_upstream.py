@@ -1,4 +1,4 @@
-"""`UpstreamLink`, the relay's socket to the upstream realtime API, against real upstreams on 127.0.0.1 (CONTRACT C3, C4).
+"""`UpstreamLink`, the relay's socket to the upstream realtime API, against real upstreams on 127.0.0.1 (docs/forwarding.md, docs/lifecycle.md).
 
 Specified here:
 
