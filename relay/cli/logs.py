@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from relay.inspect.summary import LogPathError, LogSummary, ReadWarnings, session_records, summarize
+from relay.inspect.formats import LATENCY_LABELS, fmt_ms, tool_arguments, turn_status
+from relay.inspect.reader import LogPathError, ReadWarnings, session_records
+from relay.inspect.summary import LogSummary, summarize
 from relay.inspect.timeline import write_timeline
 from relay.recording import RECORDING_FILE, RECORDING_SAVED
 from relay.recording.peaks import recording_peaks
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from relay.settings import Settings
 
 NAME = "logs"
-HELP = "Summarize event logs (C6): turns, latencies, errors; --json for JSON lines, --html for timelines."
+HELP = "Summarize event logs: turns, latencies, errors; --json for JSON lines, --html for timelines."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,10 +264,6 @@ class _Style:
         return self._wrap("32", text)
 
 
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
 def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
@@ -303,7 +301,7 @@ def render_overview(sessions: list[dict[str, Any]], color: bool = False) -> str:
     for s in sessions:
         rows.append([
             s["session_id"], s["started_at"] or "?", _fmt_s(s["duration_s"]), str(s["turn_count"]),
-            _fmt_ms(s["latency_ms"]["speech_to_first_audio"]["p50"]), str(s["error_count"]),
+            fmt_ms(s["latency_ms"]["speech_to_first_audio"]["p50"]), str(s["error_count"]),
             s["end_reason"] or ("-" if s["ended"] else "not ended"),
         ])
     lines = _table(rows, "  ", frozenset({2, 3, 4, 5}))
@@ -321,7 +319,7 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
     )
     upstream = s["upstream_url"] or "?"
     if s["upstream_session_id"]:
-        upstream += f"  (upstream session {s['upstream_session_id']}, connect {_fmt_ms(s['connect_ms'])})"
+        upstream += f"  (upstream session {s['upstream_session_id']}, connect {fmt_ms(s['connect_ms'])})"
     ev = s["events"]
     audio = s["audio_s"]
     retrieves = s["retrieves"]
@@ -367,10 +365,9 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
                 ",".join(t["user_item_ids"]) or "-",
                 t["input"] or "-",
                 t["response_id"] or "-",
-                (t["status"] or ("-" if t["response_id"] is None else "unfinished"))
-                + (" barge-in" if t["barge_in"] else ""),
-                _fmt_ms(t["speech_to_first_audio_ms"]),
-                _fmt_ms(t["request_to_done_ms"]),
+                turn_status(t) + (" barge-in" if t["barge_in"] else ""),
+                fmt_ms(t["speech_to_first_audio_ms"]),
+                fmt_ms(t["request_to_done_ms"]),
                 _fmt_s(t["audio_out_s"]),
                 said,
             ])
@@ -380,13 +377,13 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
         out.append("  " + st.bold("Server tool calls"))
         rows = [["at", "tool", "result", "took", "arguments → output"]]
         for call in s["tool_calls"]:
-            arguments = call["arguments"] if isinstance(call["arguments"], str) else orjson.dumps(call["arguments"]).decode()
+            arguments = tool_arguments(call)
             output = call["output"] if isinstance(call["output"], str) else str(call["output"])
             rows.append([
                 f"{call['t_ms'] / 1000:.3f} s",
                 _printable(call["name"] or "?"),
                 call["result"] or "?",
-                _fmt_ms(call["duration_ms"]),
+                fmt_ms(call["duration_ms"]),
                 _printable(_short(arguments, 40) + " → " + _short(output, 60)),
             ])
         out.extend(_table(rows, right=frozenset({0, 3})))
@@ -395,7 +392,7 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
     rows = [["", "n", "p50", "p95", "max"]]
     for key, label in LATENCY_LABELS.items():
         lat = s["latency_ms"][key]
-        rows.append([label, str(lat["count"]), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["max"])])
+        rows.append([label, str(lat["count"]), fmt_ms(lat["p50"]), fmt_ms(lat["p95"]), fmt_ms(lat["max"])])
     out.extend(_table(rows, right=frozenset({1, 2, 3, 4})))
 
     out.append("  " + st.bold("Event types"))
@@ -405,13 +402,6 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
             rows.append([direction, type_name, str(n)])
     out.extend(_table(rows, right=frozenset({2})))
     return "\n".join(out) + "\n"
-
-
-LATENCY_LABELS = {
-    "speech_to_first_audio": "speech end → first audio",
-    "request_to_done": "commit/create → done",
-    "retrieve_round_trip": "retrieve round-trip",
-}
 
 
 def _log_health(log: dict[str, Any], st: _Style) -> str:
