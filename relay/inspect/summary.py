@@ -44,7 +44,6 @@ class SessionAnalyzer:
         self.seq = SeqFilter()
         self.first_ts: str | None = None
         self.last_ts: str | None = None
-        self.first_t_ms: float | None = None
         self.last_t_ms: float | None = None
         self.started: dict[str, Any] = {}
         self.connected: dict[str, Any] = {}
@@ -65,8 +64,6 @@ class SessionAnalyzer:
         if self.first_ts is None:
             self.first_ts = record.ts
         self.last_ts = record.ts or self.last_ts
-        if self.first_t_ms is None:
-            self.first_t_ms = record.t_ms
         self.last_t_ms = record.t_ms if self.last_t_ms is None else max(self.last_t_ms, record.t_ms)
         self.by_dir[record.dir] += 1
         self.by_type[record.dir][record.type] += 1

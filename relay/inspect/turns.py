@@ -84,7 +84,6 @@ class TurnTracker:
         self.pending_commit_ms: float | None = None
         self.audio_in_ms = 0.0
         self.audio_out_ms = 0.0
-        self.barge_ins = 0
 
     def _on_server_error(self, r: LogRecord) -> None:
         error = r.event.get("error")
@@ -112,10 +111,7 @@ class TurnTracker:
             self._user_item(item_id).speech_started_ms = r.t_ms
         # Speech while a response is still running is a barge-in on that response.
         for response_id in self.active_responses:
-            turn = self.turn_by_response[response_id]
-            if not turn.barge_in:
-                turn.barge_in = True
-                self.barge_ins += 1
+            self.turn_by_response[response_id].barge_in = True
 
     def _on_speech_stopped(self, r: LogRecord) -> None:
         item_id = as_str(r.event.get("item_id"))
@@ -170,9 +166,7 @@ class TurnTracker:
         turn = self.turn_by_assistant_item.get(item_id or "")
         if turn is not None:
             turn.truncated_audio_end_ms = as_num(r.event.get("audio_end_ms"))
-            if not turn.barge_in:
-                turn.barge_in = True
-                self.barge_ins += 1
+            turn.barge_in = True
 
     def _response_turn(self, response_id: str, t_ms: float) -> Turn:
         """The turn of a response, opening it (and taking the pending user items) on first sight."""
