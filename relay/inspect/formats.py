@@ -19,8 +19,27 @@ LATENCY_LABELS = {
 }
 
 
+# What a session without relay.session_ended shows instead of how it ended.
+NOT_ENDED = "no relay.session_ended (still running, or the log was cut)"
+
+
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
+
+
+def fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def events_text(session: dict[str, Any]) -> str:
+    """The session's record counts: the total, then per direction."""
+    ev = session["events"]
+    return f"{ev['total']}: client {ev['client']}, server {ev['server']}, relay {ev['relay']}"
+
+
+def turns_text(session: dict[str, Any]) -> str:
+    """The session's turn count and how many of them the user barged in on."""
+    return f"{session['turn_count']} ({session['barge_in_count']} barge-in)"
 
 
 def turn_status(turn: dict[str, Any]) -> str:

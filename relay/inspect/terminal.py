@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.inspect.formats import LATENCY_LABELS, fmt_ms, tool_arguments, turn_status
+from relay.inspect.formats import LATENCY_LABELS, NOT_ENDED, events_text, fmt_ms, fmt_s, tool_arguments, turn_status, turns_text
 
 
 class _Style:
@@ -33,10 +33,6 @@ class _Style:
 
     def green(self, text: str) -> str:
         return self._wrap("32", text)
-
-
-def _fmt_s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
 
 
 def _table(rows: list[list[str]], indent: str = "    ", right: frozenset[int] = frozenset()) -> list[str]:
@@ -71,7 +67,7 @@ def render_overview(sessions: list[dict[str, Any]], color: bool = False) -> str:
     rows = [["session", "started", "duration", "turns", "speech→audio p50", "errors", "end"]]
     for s in sessions:
         rows.append([
-            s["session_id"], s["started_at"] or "?", _fmt_s(s["duration_s"]), str(s["turn_count"]),
+            s["session_id"], s["started_at"] or "?", fmt_s(s["duration_s"]), str(s["turn_count"]),
             fmt_ms(s["latency_ms"]["speech_to_first_audio"]["p50"]), str(s["error_count"]),
             s["end_reason"] or ("-" if s["ended"] else "not ended"),
         ])
@@ -86,12 +82,11 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
     ended = (
         f"{s['end_reason'] or '?'} (client close {s['client_close_code']}, "
         f"upstream close {s['upstream_close_code']})"
-        if s["ended"] else st.yellow("no relay.session_ended (still running, or the log was cut)")
+        if s["ended"] else st.yellow(NOT_ENDED)
     )
     upstream = s["upstream_url"] or "?"
     if s["upstream_session_id"]:
         upstream += f"  (upstream session {s['upstream_session_id']}, connect {fmt_ms(s['connect_ms'])})"
-    ev = s["events"]
     audio = s["audio_s"]
     retrieves = s["retrieves"]
     by_result = ", ".join(f"{n} {k}" for k, n in retrieves["by_result"].items())
@@ -99,12 +94,12 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
     sources = ", ".join(sorted({str(a.get("source")) for a in saved}))
     head = [
         ["Started", f"{s['started_at'] or '?'}   ended {s['ended_at'] or '?'}"],
-        ["Duration", _fmt_s(s["duration_s"])],
+        ["Duration", fmt_s(s["duration_s"])],
         ["End", ended],
         ["Upstream", upstream],
-        ["Events", f"{ev['total']}: client {ev['client']}, server {ev['server']}, relay {ev['relay']}"],
-        ["Audio", f"in {_fmt_s(audio['in'])}, out {_fmt_s(audio['out'])}"],
-        ["Turns", f"{s['turn_count']} ({s['barge_in_count']} barge-in)"
+        ["Events", events_text(s)],
+        ["Audio", f"in {fmt_s(audio['in'])}, out {fmt_s(audio['out'])}"],
+        ["Turns", turns_text(s)
          + "".join(f", {n} {status}" for status, n in s["responses"]["by_status"].items())],
         ["Retrieves", f"{retrieves['total']}" + (f" ({by_result})" if by_result else "")],
         ["Saved audio", f"{len(saved)} file(s)" + (f" from {sources}" if saved else "")],
@@ -139,7 +134,7 @@ def render_session(s: dict[str, Any], color: bool = False) -> str:
                 turn_status(t) + (" barge-in" if t["barge_in"] else ""),
                 fmt_ms(t["speech_to_first_audio_ms"]),
                 fmt_ms(t["request_to_done_ms"]),
-                _fmt_s(t["audio_out_s"]),
+                fmt_s(t["audio_out_s"]),
                 said,
             ])
         out.extend(_table(rows, right=frozenset({0, 5, 6, 7})))

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import orjson
 
 from relay.core import events as ev
-from relay.inspect.formats import LATENCY_LABELS, fmt_ms, tool_arguments, turn_status
+from relay.inspect.formats import LATENCY_LABELS, NOT_ENDED, events_text, fmt_ms, fmt_s, tool_arguments, turn_status, turns_text
 from relay.inspect.reader import LogRecord
 from relay.inspect.timeline_page import CSS, JS, LANES_END, RECORDING_LANES, RECORDING_PLAYER, TIMELINE_HTML, TIMELINE_START
 
@@ -106,18 +106,17 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
         f"{_esc(s['end_reason'])} (client close {_esc(s['client_close_code'])}, "
         f"upstream close {_esc(s['upstream_close_code'])})"
         if s["ended"]
-        else "<span class=warn>no relay.session_ended (still running, or the log was cut)</span>"
+        else f"<span class=warn>{NOT_ENDED}</span>"
     )
-    ev = s["events"]
     facts = [
         ("Started", _esc(s["started_at"])),
-        ("Duration", "-" if s["duration_s"] is None else f"{s['duration_s']:.2f} s"),
+        ("Duration", fmt_s(s["duration_s"])),
         ("End", ended),
         ("Upstream", f"{_esc(s['upstream_url'])} (session {_esc(s['upstream_session_id'])}, "
                      f"connect {fmt_ms(s['connect_ms'])})"),
-        ("Events", f"{ev['total']}: client {ev['client']}, server {ev['server']}, relay {ev['relay']}"),
-        ("Audio", f"in {s['audio_s']['in']:.2f} s, out {s['audio_s']['out']:.2f} s"),
-        ("Turns", f"{s['turn_count']} ({s['barge_in_count']} barge-in)"),
+        ("Events", events_text(s)),
+        ("Audio", f"in {fmt_s(s['audio_s']['in'])}, out {fmt_s(s['audio_s']['out'])}"),
+        ("Turns", turns_text(s)),
         ("Errors", str(s["error_count"])),
     ]
     parts.append('<dl class="facts">')
@@ -154,7 +153,7 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
                 f"<td>{', '.join(item_link(i) for i in t['assistant_item_ids']) or '-'}"
                 f"<div class=said>{_esc(t['assistant_text'] or '')}</div></td>"
                 f"<td>{fmt_ms(t['speech_to_first_audio_ms'])}</td><td>{fmt_ms(t['request_to_done_ms'])}</td>"
-                f"<td>{t['audio_out_s']:.2f} s</td></tr>"
+                f"<td>{fmt_s(t['audio_out_s'])}</td></tr>"
             )
         parts.append("</table></section>\n")
 
