@@ -4,7 +4,8 @@ Boundary: `summarize` reads logs through `relay.inspect.reader` and feeds every 
 `SessionAnalyzer`, which keeps the session's own facts (start, upstream, end, event counts, log health) and hands
 the record to the folds of the parts it summarizes: `relay.inspect.turns` (turns and their latencies) and
 `relay.inspect.ledger` (errors, retrieves, tool calls, saved audio, log gaps). It writes nothing and prints
-nothing: rendering (terminal table, JSON lines, HTML) lives in `relay.cli.logs` and `relay.inspect.timeline`.
+nothing: rendering lives in `relay.inspect.terminal` (table), `relay.inspect.timeline` (HTML) and
+`relay.cli.logs` (JSON lines).
 
 Records are fed one at a time and then dropped, so memory grows with the number of sessions, turns and items,
 never with the size of the logs. The definitions of a turn and of each latency are in the docstrings of
