@@ -1,8 +1,9 @@
 """`realtime-relay logs PATH [--session ID] [--json] [--html OUT]`: what happened in each session, how fast.
 
-Boundary: CLI adapter. Reads logs through `relay.inspect.summary`, prints a table (colour only when stdout is a
-TTY and NO_COLOR is unset) or JSON lines to stdout, read warnings to stderr, and with `--html` writes one
-timeline page per session through `relay.inspect.timeline`. Exit codes: 0 ok, 1 a requested session is not in
+Boundary: CLI adapter. Reads logs through `relay.inspect.summary`, prints a table (`relay.inspect.terminal`;
+colour only when stdout is a TTY and NO_COLOR is unset) or JSON lines to stdout, read warnings to stderr, and
+with `--html` finds each session's saved audio and recording on disk and writes one timeline page per session
+through `relay.inspect.timeline`. Exit codes: 0 ok, 1 a requested session is not in
 the logs or an HTML file could not be written, 2 the path does not exist.
 
 `--html OUT` rule: when exactly one session is selected and OUT is not an existing directory (and does not
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from relay.inspect.summary import LogPathError, LogSummary, ReadWarnings, session_records, summarize
+from relay.inspect.reader import LogPathError, ReadWarnings, session_records
+from relay.inspect.summary import LogSummary, summarize
+from relay.inspect.terminal import render_overview, render_session
 from relay.inspect.timeline import write_timeline
 from relay.recording import RECORDING_FILE, RECORDING_SAVED
 from relay.recording.peaks import recording_peaks
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from relay.settings import Settings
 
 NAME = "logs"
-HELP = "Summarize event logs (C6): turns, latencies, errors; --json for JSON lines, --html for timelines."
+HELP = "Summarize event logs: turns, latencies, errors; --json for JSON lines, --html for timelines."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,27 +136,39 @@ def wav_links(session: dict[str, Any], page: Path, data_dir: Path) -> dict[str, 
     to `./logs`); and `<data_dir>/sessions/<session_id>/<item_id>.wav`.
     """
     links: dict[str, str] = {}
+    bases = _log_bases(session)
+    for saved in session["audio_saved"]:
+        item_id = saved.get("item_id")
+        if not isinstance(item_id, str):
+            continue
+        candidates = _logged_path(saved.get("path"), bases)
+        candidates.append(data_dir / "sessions" / session["session_id"] / f"{item_id}.wav")
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            links[item_id] = _link(found, page)
+    return links
+
+
+def _log_bases(session: dict[str, Any]) -> list[Path]:
+    """The directories a relative path logged by the relay may be relative to: up to three above each log file."""
     bases: list[Path] = []
     for log_file in session["files"]:
         for base in Path(log_file).parents[:3]:
             if base not in bases:
                 bases.append(base)
-    for saved in session["audio_saved"]:
-        item_id = saved.get("item_id")
-        if not isinstance(item_id, str):
-            continue
-        candidates: list[Path] = []
-        if isinstance(saved.get("path"), str) and saved["path"]:
-            given = Path(saved["path"])
-            candidates.append(given)
-            if not given.is_absolute():
-                candidates.extend(base / given for base in bases)
-        candidates.append(data_dir / "sessions" / session["session_id"] / f"{item_id}.wav")
-        for candidate in candidates:
-            if candidate.is_file():
-                links[item_id] = Path(os.path.relpath(candidate.resolve(), page.parent.resolve())).as_posix()
-                break
-    return links
+    return bases
+
+
+def _logged_path(given: object, bases: list[Path]) -> list[Path]:
+    """Where a file path found in a record may point: as given, then (when relative) against each base."""
+    if not isinstance(given, str) or not given:
+        return []
+    return [Path(given)] + ([] if Path(given).is_absolute() else [base / given for base in bases])
+
+
+def _link(target: Path, page: Path) -> str:
+    """`target` as a link relative to the page's directory."""
+    return Path(os.path.relpath(target.resolve(), page.parent.resolve())).as_posix()
 
 
 def recording_view(session: dict[str, Any], records: list[Path], page: Path, data_dir: Path) -> dict[str, Any] | None:
@@ -164,14 +179,10 @@ def recording_view(session: dict[str, Any], records: list[Path], page: Path, dat
     A session still running (or killed) has no relay.recording_saved; its file is found by the last rule.
     """
     candidates: list[Path] = []
-    bases = [base for log_file in session["files"] for base in Path(log_file).parents[:3]]
+    bases = _log_bases(session)
     for record in session_records(records, session["session_id"]):
         if record.type == RECORDING_SAVED and isinstance(record.raw.get("event"), dict):
-            given = record.raw["event"].get("path")
-            if isinstance(given, str) and given:
-                candidates.append(Path(given))
-                if not Path(given).is_absolute():
-                    candidates.extend(base / given for base in bases)
+            candidates.extend(_logged_path(record.raw["event"].get("path"), bases))
     candidates.append(data_dir / "sessions" / session["session_id"] / RECORDING_FILE)
     for candidate in candidates:
         if not candidate.is_file():
@@ -181,8 +192,7 @@ def recording_view(session: dict[str, Any], records: list[Path], page: Path, dat
         except (OSError, EOFError, wave.Error) as exc:
             print(f"realtime-relay logs: cannot read the recording {candidate}: {exc}", file=sys.stderr)
             return None
-        link = Path(os.path.relpath(candidate.resolve(), page.parent.resolve())).as_posix()
-        return {"link": link, **peaks.as_json()}
+        return {"link": _link(candidate, page), **peaks.as_json()}
     return None
 
 
@@ -234,196 +244,3 @@ def index_page(result: LogSummary, paths: dict[str, Path], index: Path) -> str:
         "</head><body><h1>Sessions</h1><table><thead><tr><th>session</th><th>started</th><th>duration</th>"
         "<th>turns</th><th>errors</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></body></html>\n"
     )
-
-
-# -- terminal table ----------------------------------------------------------------------------------------
-
-
-class _Style:
-    def __init__(self, color: bool) -> None:
-        self.color = color
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
-
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
-
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
-
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-    def yellow(self, text: str) -> str:
-        return self._wrap("33", text)
-
-    def green(self, text: str) -> str:
-        return self._wrap("32", text)
-
-
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
-def _fmt_s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def _table(rows: list[list[str]], indent: str = "    ", right: frozenset[int] = frozenset()) -> list[str]:
-    """Rows aligned into columns (column numbers in `right` are right-aligned). Cells are plain text."""
-    if not rows:
-        return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append(indent + "  ".join(cells).rstrip())
-    return lines
-
-
-def _short(text: str | None, width: int = 40) -> str:
-    if not text:
-        return ""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _printable(text: str) -> str:
-    """Tool names, arguments and outputs come from the model and handlers: no control characters on a terminal."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def render_overview(sessions: list[dict[str, Any]], color: bool = False) -> str:
-    """One line per session, before the details, when there are several."""
-    st = _Style(color)
-    rows = [["session", "started", "duration", "turns", "speech→audio p50", "errors", "end"]]
-    for s in sessions:
-        rows.append([
-            s["session_id"], s["started_at"] or "?", _fmt_s(s["duration_s"]), str(s["turn_count"]),
-            _fmt_ms(s["latency_ms"]["speech_to_first_audio"]["p50"]), str(s["error_count"]),
-            s["end_reason"] or ("-" if s["ended"] else "not ended"),
-        ])
-    lines = _table(rows, "  ", frozenset({2, 3, 4, 5}))
-    return st.bold(f"{len(sessions)} sessions") + "\n" + "\n".join(lines)
-
-
-def render_session(s: dict[str, Any], color: bool = False) -> str:
-    """A readable, aligned summary of one session (the `--json` dict) for a terminal."""
-    st = _Style(color)
-    out: list[str] = [st.bold(f"Session {s['session_id']}") + "  " + st.dim(", ".join(s["files"]))]
-    ended = (
-        f"{s['end_reason'] or '?'} (client close {s['client_close_code']}, "
-        f"upstream close {s['upstream_close_code']})"
-        if s["ended"] else st.yellow("no relay.session_ended (still running, or the log was cut)")
-    )
-    upstream = s["upstream_url"] or "?"
-    if s["upstream_session_id"]:
-        upstream += f"  (upstream session {s['upstream_session_id']}, connect {_fmt_ms(s['connect_ms'])})"
-    ev = s["events"]
-    audio = s["audio_s"]
-    retrieves = s["retrieves"]
-    by_result = ", ".join(f"{n} {k}" for k, n in retrieves["by_result"].items())
-    saved = s["audio_saved"]
-    sources = ", ".join(sorted({str(a.get("source")) for a in saved}))
-    head = [
-        ["Started", f"{s['started_at'] or '?'}   ended {s['ended_at'] or '?'}"],
-        ["Duration", _fmt_s(s["duration_s"])],
-        ["End", ended],
-        ["Upstream", upstream],
-        ["Events", f"{ev['total']}: client {ev['client']}, server {ev['server']}, relay {ev['relay']}"],
-        ["Audio", f"in {_fmt_s(audio['in'])}, out {_fmt_s(audio['out'])}"],
-        ["Turns", f"{s['turn_count']} ({s['barge_in_count']} barge-in)"
-         + "".join(f", {n} {status}" for status, n in s["responses"]["by_status"].items())],
-        ["Retrieves", f"{retrieves['total']}" + (f" ({by_result})" if by_result else "")],
-        ["Saved audio", f"{len(saved)} file(s)" + (f" from {sources}" if saved else "")],
-        ["Errors", st.red(str(s["error_count"])) if s["errors"] else "0"],
-        ["Log", _log_health(s["log"], st)],
-    ]
-    if s["client_model"]:
-        head.insert(4, ["Client model", f"{s['client_model']} (ignored unless allow_client_model)"])
-    # Colour codes are invisible: pad the label column only, values are last.
-    out.extend(_table(head, indent="  "))
-
-    if s["errors"]:
-        out.append("  " + st.bold("Errors"))
-        rows = [[f"{e['t_ms'] / 1000:.3f} s", e["kind"], e["code"] or "-",
-                 _short(e["message"] or (e["item_id"] and f"item {e['item_id']}") or "", 60)]
-                for e in s["errors"]]
-        out.extend(_table(rows, right=frozenset({0})))
-
-    if s["turns"]:
-        out.append("  " + st.bold("Turns"))
-        rows = [["#", "user", "input", "response", "status", "speech→audio", "request→done", "audio out",
-                 "said"]]
-        for t in s["turns"]:
-            said = _short(t["user_transcript"], 30) or "…"
-            if t["assistant_text"]:
-                said += " → " + _short(t["assistant_text"], 30)
-            rows.append([
-                str(t["index"]),
-                ",".join(t["user_item_ids"]) or "-",
-                t["input"] or "-",
-                t["response_id"] or "-",
-                (t["status"] or ("-" if t["response_id"] is None else "unfinished"))
-                + (" barge-in" if t["barge_in"] else ""),
-                _fmt_ms(t["speech_to_first_audio_ms"]),
-                _fmt_ms(t["request_to_done_ms"]),
-                _fmt_s(t["audio_out_s"]),
-                said,
-            ])
-        out.extend(_table(rows, right=frozenset({0, 5, 6, 7})))
-
-    if s.get("tool_calls"):
-        out.append("  " + st.bold("Server tool calls"))
-        rows = [["at", "tool", "result", "took", "arguments → output"]]
-        for call in s["tool_calls"]:
-            arguments = call["arguments"] if isinstance(call["arguments"], str) else orjson.dumps(call["arguments"]).decode()
-            output = call["output"] if isinstance(call["output"], str) else str(call["output"])
-            rows.append([
-                f"{call['t_ms'] / 1000:.3f} s",
-                _printable(call["name"] or "?"),
-                call["result"] or "?",
-                _fmt_ms(call["duration_ms"]),
-                _printable(_short(arguments, 40) + " → " + _short(output, 60)),
-            ])
-        out.extend(_table(rows, right=frozenset({0, 3})))
-
-    out.append("  " + st.bold("Latency"))
-    rows = [["", "n", "p50", "p95", "max"]]
-    for key, label in LATENCY_LABELS.items():
-        lat = s["latency_ms"][key]
-        rows.append([label, str(lat["count"]), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["max"])])
-    out.extend(_table(rows, right=frozenset({1, 2, 3, 4})))
-
-    out.append("  " + st.bold("Event types"))
-    rows = []
-    for direction, types in s["event_types"].items():
-        for type_name, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0])):
-            rows.append([direction, type_name, str(n)])
-    out.extend(_table(rows, right=frozenset({2})))
-    return "\n".join(out) + "\n"
-
-
-LATENCY_LABELS = {
-    "speech_to_first_audio": "speech end → first audio",
-    "request_to_done": "commit/create → done",
-    "retrieve_round_trip": "retrieve round-trip",
-}
-
-
-def _log_health(log: dict[str, Any], st: _Style) -> str:
-    problems = []
-    if log["gaps"]:
-        problems.append(f"{len(log['gaps'])} gap(s)")
-    if log["dropped"]:
-        problems.append(f"{log['dropped']} record(s) dropped by the relay")
-    if log["missing_seq"]:
-        problems.append(f"{log['missing_seq']} seq(s) missing")
-    if log["duplicate_seq"]:
-        problems.append(f"{log['duplicate_seq']} duplicate record(s) skipped")
-    if log["warning_count"]:
-        problems.append(f"{log['warning_count']} unreadable line(s)")
-    return st.yellow(", ".join(problems)) if problems else st.green("complete")

@@ -1,15 +1,16 @@
 """Render one session's event log as a self-contained HTML timeline page.
 
-Boundary: writes text to a handle it is given; opens no file, reads no log, touches no network. The page
-has everything inline (CSS, JS, the data as JSON) and loads nothing from anywhere, so it opens from disk.
+Boundary: the Python side of the page: it writes the session's summary tables and streams its records, as
+inline JSON, into the static template of `relay.inspect.timeline_page` (skeleton, CSS, script), to a handle it
+is given; it opens no file, reads no log, touches no network. The page has everything inline (CSS, JS, the data
+as JSON) and loads nothing from anywhere, so it opens from disk.
 
 What the page shows: the session summary (the `--json` object of `relay.inspect.summary`), a turns table, the
 latency percentiles, errors, server tool calls (arguments, output, duration), saved WAVs (linked with paths
 relative to the page, when the caller found them), the session recording (when the caller found it: two waveform
 lanes, user and assistant, drawn from peaks embedded in the page, and a player linked by relative path that seeks
-to where a lane is clicked),
-and a zoomable timeline with one lane per direction (client, server, relay) where every record is a mark;
-hovering a mark names it, clicking shows its full record. Turns are bands above the lanes; the
+to where a lane is clicked), and a zoomable timeline with one lane per direction (client, server, relay) where
+every record is a mark; hovering a mark names it, clicking shows its full record. Turns are bands above the lanes; the
 speech-end -> first-audio latency of each turn is a bracket labelled with its milliseconds.
 
 Records are streamed into the page one by one (never held in a list here), so a long session costs the
@@ -25,7 +26,9 @@ from typing import Any, TextIO
 import orjson
 
 from relay.core import events as ev
-from relay.inspect.summary import LogRecord
+from relay.inspect.formats import LATENCY_LABELS, NOT_ENDED, events_text, fmt_ms, fmt_s, tool_arguments, turn_status, turns_text
+from relay.inspect.reader import LogRecord
+from relay.inspect.timeline_page import CSS, JS, LANES_END, RECORDING_LANES, RECORDING_PLAYER, TIMELINE_HTML, TIMELINE_START
 
 # Inside <script type="application/json"> only "</script" could end the element early; escaping <, > and &
 # as JSON unicode escapes keeps the text valid JSON and inert HTML.
@@ -64,15 +67,15 @@ def write_timeline(
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; media-src file: 'self'\">\n"
     )
-    out.write(f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n")
+    out.write(f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n")
     out.write(_summary_html(session, wav_links))
     if recording is None:
-        out.write(_TIMELINE_HTML)
+        out.write(TIMELINE_HTML)
     else:
-        player = _RECORDING_PLAYER.format(src=html.escape(str(recording["link"])))
+        player = RECORDING_PLAYER.format(src=html.escape(str(recording["link"])))
         out.write(
-            _TIMELINE_HTML.replace(_TIMELINE_START, player + _TIMELINE_START).replace(
-                _LANES_END, _RECORDING_LANES + _LANES_END
+            TIMELINE_HTML.replace(TIMELINE_START, player + TIMELINE_START).replace(
+                LANES_END, RECORDING_LANES + LANES_END
             )
         )
         out.write('<script type="application/json" id="recording-data">')
@@ -90,15 +93,11 @@ def write_timeline(
             out.write(",\n")
         out.write(_json_for_script(record.raw))
     out.write("]</script>\n")
-    out.write(f"<script>{_JS}</script>\n</body>\n</html>\n")
+    out.write(f"<script>{JS}</script>\n</body>\n</html>\n")
 
 
 def _esc(value: object) -> str:
     return html.escape("-" if value is None else str(value))
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
@@ -107,32 +106,29 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
         f"{_esc(s['end_reason'])} (client close {_esc(s['client_close_code'])}, "
         f"upstream close {_esc(s['upstream_close_code'])})"
         if s["ended"]
-        else "<span class=warn>no relay.session_ended (still running, or the log was cut)</span>"
+        else f"<span class=warn>{NOT_ENDED}</span>"
     )
-    ev = s["events"]
     facts = [
         ("Started", _esc(s["started_at"])),
-        ("Duration", "-" if s["duration_s"] is None else f"{s['duration_s']:.2f} s"),
+        ("Duration", fmt_s(s["duration_s"])),
         ("End", ended),
         ("Upstream", f"{_esc(s['upstream_url'])} (session {_esc(s['upstream_session_id'])}, "
-                     f"connect {_ms(s['connect_ms'])})"),
-        ("Events", f"{ev['total']}: client {ev['client']}, server {ev['server']}, relay {ev['relay']}"),
-        ("Audio", f"in {s['audio_s']['in']:.2f} s, out {s['audio_s']['out']:.2f} s"),
-        ("Turns", f"{s['turn_count']} ({s['barge_in_count']} barge-in)"),
+                     f"connect {fmt_ms(s['connect_ms'])})"),
+        ("Events", events_text(s)),
+        ("Audio", f"in {fmt_s(s['audio_s']['in'])}, out {fmt_s(s['audio_s']['out'])}"),
+        ("Turns", turns_text(s)),
         ("Errors", str(s["error_count"])),
     ]
     parts.append('<dl class="facts">')
     parts.extend(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     parts.append("</dl></header>\n")
 
-    names = {"speech_to_first_audio": "speech end → first audio", "request_to_done": "commit/create → done",
-             "retrieve_round_trip": "retrieve round-trip"}
     parts.append('<section><h2>Latency</h2><table class="latency"><tr><th></th><th>n</th><th>p50</th>'
                  "<th>p95</th><th>max</th></tr>")
-    for key, label in names.items():
+    for key, label in LATENCY_LABELS.items():
         lat = s["latency_ms"][key]
-        parts.append(f"<tr><td>{label}</td><td>{lat['count']}</td><td>{_ms(lat['p50'])}</td>"
-                     f"<td>{_ms(lat['p95'])}</td><td>{_ms(lat['max'])}</td></tr>")
+        parts.append(f"<tr><td>{label}</td><td>{lat['count']}</td><td>{fmt_ms(lat['p50'])}</td>"
+                     f"<td>{fmt_ms(lat['p95'])}</td><td>{fmt_ms(lat['max'])}</td></tr>")
     parts.append("</table></section>\n")
 
     def item_link(item_id: str) -> str:
@@ -146,7 +142,7 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
                      "<th>response</th><th>status</th><th>assistant</th><th>speech→audio</th>"
                      "<th>request→done</th><th>audio out</th></tr>")
         for t in s["turns"]:
-            status = _esc(t["status"] or ("-" if t["response_id"] is None else "unfinished"))
+            status = _esc(turn_status(t))
             if t["barge_in"]:
                 status += ' <span class="warn">barge-in</span>'
             parts.append(
@@ -156,8 +152,8 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
                 f"<td>{status}</td>"
                 f"<td>{', '.join(item_link(i) for i in t['assistant_item_ids']) or '-'}"
                 f"<div class=said>{_esc(t['assistant_text'] or '')}</div></td>"
-                f"<td>{_ms(t['speech_to_first_audio_ms'])}</td><td>{_ms(t['request_to_done_ms'])}</td>"
-                f"<td>{t['audio_out_s']:.2f} s</td></tr>"
+                f"<td>{fmt_ms(t['speech_to_first_audio_ms'])}</td><td>{fmt_ms(t['request_to_done_ms'])}</td>"
+                f"<td>{fmt_s(t['audio_out_s'])}</td></tr>"
             )
         parts.append("</table></section>\n")
 
@@ -175,12 +171,12 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
         parts.append('<section><h2>Server tool calls</h2><table class="tools"><tr><th>t</th><th>tool</th>'
                      "<th>result</th><th>duration</th><th>arguments</th><th>output</th></tr>")
         for c in s["tool_calls"]:
-            arguments = c["arguments"] if isinstance(c["arguments"], str) else orjson.dumps(c["arguments"]).decode()
+            arguments = tool_arguments(c)
             result = _esc(c["result"])
             if c["result"] != "ok":
                 result = f'<span class="warn">{result}</span>'
             parts.append(f'<tr data-call="{_esc(c["call_id"])}"><td>{c["t_ms"] / 1000:.3f} s</td>'
-                         f"<td>{_esc(c['name'])}</td><td>{result}</td><td>{_ms(c['duration_ms'])}</td>"
+                         f"<td>{_esc(c['name'])}</td><td>{result}</td><td>{fmt_ms(c['duration_ms'])}</td>"
                          f"<td><code>{_esc(arguments)}</code></td><td><code>{_esc(c['output'])}</code></td></tr>")
         parts.append("</table></section>\n")
 
@@ -201,377 +197,3 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
                              f'<td><audio controls preload="none" src="{href}"></audio></td></tr>')
         parts.append("</table></section>\n")
     return "".join(parts)
-
-
-_TIMELINE_HTML = """<section class="timeline-section"><h2>Timeline</h2>
-<div class="controls">
-<button type="button" id="zoom-in">zoom in</button> <button type="button" id="zoom-out">zoom out</button>
-<button type="button" id="zoom-fit">fit</button>
-<label><input type="checkbox" id="hide-audio"> hide audio chunks</label>
-<span class="legend"><i class="lg-client"></i>client → upstream <i class="lg-server"></i>upstream → client
-<i class="lg-relay"></i>relay <i class="lg-error"></i>error <i class="lg-speech"></i>user speech</span>
-<span id="hover-info" class="dim">hover a mark to name it, click it to see its record (← → step)</span>
-</div>
-<div id="timeline">
-<div class="row axis"><div class="lane-label">t</div><div class="track" id="axis-track"></div></div>
-<div class="row turns-row"><div class="lane-label">turns</div><div class="track" id="turns-track"></div></div>
-<div class="row lane" data-lane="client"><div class="lane-label">client</div>
-<div class="track" data-track="client"></div></div>
-<div class="row lane" data-lane="server"><div class="lane-label">server</div>
-<div class="track" data-track="server"></div></div>
-<div class="row lane" data-lane="relay"><div class="lane-label">relay</div>
-<div class="track" data-track="relay"></div></div>
-</div>
-<div id="detail-box"><div id="detail-title" class="dim">no record selected</div><pre id="detail"></pre></div>
-</section>
-"""
-
-_TIMELINE_START = '<div id="timeline">'
-_LANES_END = '</div>\n<div id="detail-box">'
-_RECORDING_PLAYER = """<div class="recording-player"><b>Recording</b>
-<audio id="recording" controls preload="metadata" src="{src}"></audio>
-<a class="wav" href="{src}">recording.wav</a>
-<span class="dim">click a waveform lane to play from that moment</span></div>
-"""
-_RECORDING_LANES = """<div class="row lane wave-row" data-lane="user-audio"><div class="lane-label">user ♪</div>
-<div class="track" data-wave-track="left"><canvas data-wave="left"></canvas><div class="playhead"></div></div></div>
-<div class="row lane wave-row" data-lane="assistant-audio"><div class="lane-label">assistant ♪</div>
-<div class="track" data-wave-track="right"><canvas data-wave="right"></canvas><div class="playhead"></div></div></div>
-"""
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#1d2330;background:#fafbfc}
-h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.05em;margin:1.2em 0 .4em}
-code,pre{font-family:ui-monospace,Menlo,Consolas,monospace}
-.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.5em 0}
-.facts dt{color:#667;font-weight:600}.facts dd{margin:0}
-table{border-collapse:collapse;background:#fff}td,th{border:1px solid #dde;padding:.2em .6em;text-align:left;
-vertical-align:top}th{background:#eef1f6}.latency td:not(:first-child){text-align:right}
-.said{color:#556;font-size:.9em;max-width:40em}.warn{color:#b35c00;font-weight:600}.dim{color:#778}
-.controls{margin:.4em 0;display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
-#timeline{overflow-x:auto;border:1px solid #ccd;background:#fff;position:relative}
-.row{display:flex;align-items:stretch;border-bottom:1px solid #eef}
-.lane-label{position:sticky;left:0;z-index:3;width:4.5em;flex:none;background:#f3f5f9;padding:.3em;
-font-weight:600;border-right:1px solid #ccd}
-.track{position:relative;flex:none;height:34px}.axis .track{height:20px}.turns-row .track{height:40px}
-.tick{position:absolute;top:0;height:100%;border-left:1px solid #dde;font-size:11px;padding-left:2px;
-color:#778}
-.mark{position:absolute;top:6px;width:6px;height:22px;margin-left:-3px;padding:0;border:0;border-radius:2px;
-cursor:pointer;opacity:.85}
-.mark:hover,.mark:focus{outline:2px solid #000;opacity:1;z-index:2}
-.mark.selected{outline:3px solid #e0007a;z-index:2;opacity:1}
-.mark.dir-client{background:#2f6fdf}.mark.dir-server{background:#1e9e5a}.mark.dir-relay{background:#e08a00}
-.mark.audio{height:10px;top:18px;opacity:.45}.mark.error{background:#d62828;height:30px;top:2px}
-.turn{position:absolute;top:2px;height:16px;background:#dfe8fb;border:1px solid #8aa6e6;border-radius:3px;
-font-size:11px;overflow:hidden;white-space:nowrap;padding:0 3px;cursor:pointer;box-sizing:border-box}
-.turn.barge{background:#fde7cc;border-color:#e0a050}
-.latency-mark{position:absolute;top:21px;height:14px;border:1px solid #d62828;border-top:0;font-size:10px;
-color:#d62828;white-space:nowrap;box-sizing:border-box;text-align:center;overflow:visible}
-.legend i{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;border-radius:2px}
-.lg-client{background:#2f6fdf}.lg-server{background:#1e9e5a}.lg-relay{background:#e08a00}
-.lg-error{background:#d62828}.lg-speech{background:#9fd0a8}
-.speech{position:absolute;top:2px;height:16px;background:#9fd0a8;border-radius:3px;opacity:.8}
-.saved td{vertical-align:middle}
-.wave-row .track{height:44px;cursor:pointer}.wave-row canvas{position:absolute;top:0;height:44px}
-.playhead{position:absolute;top:0;height:100%;width:0;border-left:2px solid #e0007a;display:none;z-index:2}
-.recording-player{display:flex;gap:.8em;align-items:center;margin:.4em 0}
-#detail-box{margin-top:.6em}#detail{background:#fff;border:1px solid #ccd;padding:.6em;max-height:28em;
-overflow:auto;white-space:pre-wrap;word-break:break-all}
-"""
-
-_JS = r"""
-(function () {
-  "use strict";
-  const data = (id) => JSON.parse(document.getElementById(id).textContent);
-  const session = data("session-data");
-  const wavs = data("wav-data");
-  const records = data("records-data");
-  const types = data("type-data");
-  const AUDIO = new Set(types.audio);
-  const ERRORS = new Set(types.errors);
-  // Audio chunks closer than this many pixels to the previous drawn chunk of their lane share its mark
-  // (zoom in to separate them): a long session has one chunk every 20 ms, far more than a screen can show.
-  const AUDIO_MERGE_PX = 3;
-  const tracks = {};
-  for (const el of document.querySelectorAll("[data-track]")) tracks[el.dataset.track] = el;
-  const allTracks = document.querySelectorAll("#timeline .track");
-  const timeline = document.getElementById("timeline");
-  const detail = document.getElementById("detail");
-  const detailTitle = document.getElementById("detail-title");
-  const hoverInfo = document.getElementById("hover-info");
-  const hideAudio = document.getElementById("hide-audio");
-  let tEnd = 1;
-  for (const r of records) if (typeof r.t_ms === "number" && r.t_ms > tEnd) tEnd = r.t_ms;
-  const recordingData = document.getElementById("recording-data");
-  const recording = recordingData ? JSON.parse(recordingData.textContent) : null;
-  const player = document.getElementById("recording");
-  if (recording && recording.duration_ms > tEnd) tEnd = recording.duration_ms;
-  const fmt = (ms) => (ms / 1000).toFixed(3) + " s";
-  const laneOf = (r) => (tracks[r.dir] ? r.dir : "relay");
-
-  const turnsTrack = document.getElementById("turns-track");
-  const bands = [];
-  for (const t of session.turns) {
-    // The band is the assistant's side of the turn; the user's speech before it is its own segment.
-    const start = [t.speech_stopped_ms, t.request_ms, t.response_created_ms, t.speech_started_ms]
-      .find((x) => typeof x === "number");
-    const end = [t.response_done_ms, t.first_audio_ms, t.response_created_ms]
-      .find((x) => typeof x === "number");
-    if (start === undefined) continue;
-    let speech = null;
-    if (typeof t.speech_started_ms === "number" && typeof t.speech_stopped_ms === "number") {
-      speech = document.createElement("div");
-      speech.className = "speech";
-      speech.title = "turn " + t.index + ": user speech (VAD start → stop)";
-      turnsTrack.appendChild(speech);
-    }
-    const band = document.createElement("div");
-    band.className = "turn" + (t.barge_in ? " barge" : "");
-    band.dataset.turn = String(t.index);
-    band.textContent = "T" + t.index + (t.status ? " " + t.status : "") + (t.barge_in ? " (barge-in)" : "");
-    band.title = band.textContent;
-    turnsTrack.appendChild(band);
-    let lat = null;
-    if (typeof t.speech_to_first_audio_ms === "number") {
-      lat = document.createElement("div");
-      lat.className = "latency-mark";
-      lat.dataset.turn = String(t.index);
-      lat.textContent = t.speech_to_first_audio_ms.toFixed(0) + " ms";
-      lat.title = "turn " + t.index + ": speech end → first audio " + t.speech_to_first_audio_ms + " ms";
-      turnsTrack.appendChild(lat);
-    }
-    bands.push({ t, band, start, end: end === undefined ? start : Math.max(end, start), lat, speech });
-  }
-
-  let scale = 1;
-  let selected = -1;
-  let drawn = new Map();  // record index -> its mark, for what is on screen now
-
-  function makeMark(r, i, x) {
-    const m = document.createElement("button");
-    m.type = "button";
-    m.className = "mark dir-" + r.dir + (AUDIO.has(r.type) ? " audio" : "") +
-      (ERRORS.has(r.type) ? " error" : "") + (i === selected ? " selected" : "");
-    m.dataset.i = String(i);
-    m.dataset.seq = String(r.seq);
-    m.dataset.type = String(r.type);
-    m.title = r.type + " @ " + fmt(r.t_ms) + " (seq " + r.seq + ")";
-    m.setAttribute("aria-label", m.title);
-    m.style.left = x + "px";
-    return m;
-  }
-
-  // Draw the marks of the visible stretch (plus a screen either side): every non-audio record, and audio
-  // chunks thinned to one per AUDIO_MERGE_PX. Scrolling and zooming redraw; nothing else is kept in the DOM.
-  function drawMarks() {
-    const width = timeline.clientWidth;
-    const x0 = timeline.scrollLeft - width;
-    const x1 = timeline.scrollLeft + 2 * width;
-    const fragments = {};
-    const lastAudio = {};
-    for (const lane of Object.keys(tracks)) {
-      fragments[lane] = document.createDocumentFragment();
-      lastAudio[lane] = null;
-    }
-    drawn = new Map();
-    const hide = hideAudio.checked;
-    const axis = document.getElementById("axis-track");
-    axis.textContent = "";
-    const steps = [1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000, 600000];
-    const step = steps.find((s) => s * scale >= 70) || 3600000;
-    for (let t = Math.max(0, Math.floor(x0 / scale / step) * step); t <= tEnd && t * scale <= x1; t += step) {
-      const tick = document.createElement("div");
-      tick.className = "tick";
-      tick.style.left = (t * scale) + "px";
-      tick.textContent = step < 1000 ? t + " ms" : (t / 1000) + " s";
-      axis.appendChild(tick);
-    }
-    for (let i = 0; i < records.length; i++) {
-      const r = records[i];
-      const x = r.t_ms * scale;
-      if (x < x0 || x > x1) continue;
-      const lane = laneOf(r);
-      if (AUDIO.has(r.type)) {
-        if (hide) continue;
-        const last = lastAudio[lane];
-        if (last && x - last.x < AUDIO_MERGE_PX && i !== selected) {
-          last.more += 1;
-          continue;
-        }
-        noteMerged(last);
-        const m = makeMark(r, i, x);
-        lastAudio[lane] = { x, m, more: 0 };
-        fragments[lane].appendChild(m);
-        drawn.set(i, m);
-        continue;
-      }
-      const m = makeMark(r, i, x);
-      fragments[lane].appendChild(m);
-      drawn.set(i, m);
-    }
-    for (const lane of Object.keys(tracks)) {
-      tracks[lane].textContent = "";
-      tracks[lane].appendChild(fragments[lane]);
-    }
-    for (const lane of Object.keys(tracks)) noteMerged(lastAudio[lane]);
-    drawWaves(x0, x1);
-  }
-
-  // The recording's lanes: one canvas per channel covering the drawn stretch, each pixel the loudest bucket
-  // under it. Peaks are percent of full scale, one per `bucket_ms`.
-  function drawWaves(x0, x1) {
-    if (!recording) return;
-    for (const canvas of document.querySelectorAll("canvas[data-wave]")) {
-      const peaks = recording[canvas.dataset.wave];
-      const left = Math.max(0, x0);
-      const width = Math.max(1, Math.min(Math.ceil(tEnd * scale) + 40, x1) - left);
-      canvas.style.left = left + "px";
-      canvas.width = width;
-      canvas.height = 44;
-      canvas.style.width = width + "px";
-      const g = canvas.getContext("2d");
-      g.clearRect(0, 0, width, 44);
-      g.fillStyle = canvas.dataset.wave === "left" ? "#2f6fdf" : "#1e9e5a";
-      for (let px = 0; px < width; px++) {
-        const b0 = Math.floor((left + px) / scale / recording.bucket_ms);
-        const b1 = Math.max(b0 + 1, Math.floor((left + px + 1) / scale / recording.bucket_ms));
-        if (b0 >= peaks.length) break;
-        let v = 0;
-        for (let b = b0; b < b1 && b < peaks.length; b++) if (peaks[b] > v) v = peaks[b];
-        const h = Math.max(v ? 1 : 0, (v / 100) * 40);
-        g.fillRect(px, 22 - h / 2, 1, h);
-      }
-    }
-    movePlayhead();
-  }
-
-  function movePlayhead() {
-    if (!player) return;
-    for (const head of document.querySelectorAll(".playhead")) {
-      head.style.display = player.currentTime > 0 || !player.paused ? "block" : "none";
-      head.style.left = (player.currentTime * 1000 * scale) + "px";
-    }
-  }
-
-  function seek(ms) {
-    if (!player) return;
-    player.currentTime = Math.max(0, ms) / 1000;
-    movePlayhead();
-    const playing = player.play();
-    if (playing && playing.catch) playing.catch(() => {});  // autoplay policy: the seek still stands
-  }
-
-  function noteMerged(last) {
-    if (last && last.more) {
-      last.m.title += " + " + last.more + " more audio chunk(s) here (zoom in)";
-      last.m.setAttribute("aria-label", last.m.title);
-    }
-  }
-
-  function layout() {
-    const width = Math.ceil(tEnd * scale) + 40;
-    for (const tr of allTracks) tr.style.width = width + "px";
-    for (const b of bands) {
-      b.band.style.left = (b.start * scale) + "px";
-      b.band.style.width = Math.max(4, (b.end - b.start) * scale) + "px";
-      if (b.speech) {
-        b.speech.style.left = (b.t.speech_started_ms * scale) + "px";
-        b.speech.style.width = Math.max(2, (b.t.speech_stopped_ms - b.t.speech_started_ms) * scale) + "px";
-      }
-      if (b.lat) {
-        b.lat.style.left = (b.t.speech_stopped_ms * scale) + "px";
-        b.lat.style.width = Math.max(2, b.t.speech_to_first_audio_ms * scale) + "px";
-      }
-    }
-    drawMarks();
-  }
-
-  const fitScale = () => Math.max(200, timeline.clientWidth - 90) / tEnd;
-  // Browsers cap an element's width (Chromium near 33 million px): stay well below it.
-  const maxScale = () => Math.max(fitScale(), 8000000 / tEnd);
-
-  function fit() {
-    scale = fitScale();
-    layout();
-  }
-
-  function zoom(factor) {
-    // Keep the time at the middle of the view where it is.
-    const middle = (timeline.scrollLeft + timeline.clientWidth / 2) / scale;
-    scale = Math.min(maxScale(), Math.max(fitScale(), scale * factor));
-    layout();
-    timeline.scrollLeft = middle * scale - timeline.clientWidth / 2;
-  }
-
-  function show(i) {
-    if (i < 0 || i >= records.length) return;
-    const previous = drawn.get(selected);
-    if (previous) previous.classList.remove("selected");
-    selected = i;
-    const r = records[i];
-    let m = drawn.get(i);
-    const x = r.t_ms * scale;
-    if (!m) {
-      // Stepping onto a record that shares a mark or lies off screen: bring it into view and draw it.
-      if (x < timeline.scrollLeft || x > timeline.scrollLeft + timeline.clientWidth - 90) {
-        timeline.scrollLeft = Math.max(0, x - timeline.clientWidth / 2);
-      }
-      drawMarks();
-      m = drawn.get(i);
-    }
-    if (m) {
-      m.classList.add("selected");
-      m.scrollIntoView({ block: "nearest", inline: "nearest" });
-    }
-    detailTitle.textContent = r.dir + " · " + r.type + " · seq " + r.seq + " · " + fmt(r.t_ms);
-    detail.textContent = JSON.stringify(r, null, 2);
-    const item = r.event && (r.event.item_id || (r.event.item && r.event.item.id));
-    if (item && wavs[item]) {
-      const a = document.createElement("a");
-      a.href = wavs[item];
-      a.textContent = "\n\n▶ saved audio of " + item;
-      detail.appendChild(a);
-    }
-  }
-
-  function showTurn(index) {
-    const t = session.turns.find((x) => x.index === index);
-    if (!t) return;
-    detailTitle.textContent = "turn " + index;
-    detail.textContent = JSON.stringify(t, null, 2);
-  }
-
-  timeline.addEventListener("click", (e) => {
-    const wave = e.target.closest("[data-wave-track]");
-    if (wave) { seek((e.clientX - wave.getBoundingClientRect().left) / scale); return; }
-    const m = e.target.closest(".mark");
-    if (m) { show(Number(m.dataset.i)); return; }
-    const b = e.target.closest("[data-turn]");
-    if (b) showTurn(Number(b.dataset.turn));
-  });
-  timeline.addEventListener("mouseover", (e) => {
-    const m = e.target.closest(".mark");
-    if (m) hoverInfo.textContent = m.title;
-  });
-  let pending = false;
-  timeline.addEventListener("scroll", () => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => { pending = false; drawMarks(); });
-  });
-  document.addEventListener("keydown", (e) => {
-    if (selected < 0) return;
-    if (e.key === "ArrowRight") { show(selected + 1); e.preventDefault(); }
-    if (e.key === "ArrowLeft") { show(selected - 1); e.preventDefault(); }
-  });
-  document.getElementById("zoom-in").addEventListener("click", () => zoom(2));
-  document.getElementById("zoom-out").addEventListener("click", () => zoom(0.5));
-  document.getElementById("zoom-fit").addEventListener("click", fit);
-  hideAudio.addEventListener("change", drawMarks);
-  if (player) {
-    player.addEventListener("timeupdate", movePlayhead);
-    player.addEventListener("seeked", movePlayhead);
-  }
-  fit();
-})();
-"""

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.cli.main import main
-from relay.inspect.summary import ReadWarnings, read_file, summarize
+from relay.inspect.reader import ReadWarnings, read_file
+from relay.inspect.summary import summarize
 from tests.support.logs_fixtures import SessionLog, two_turn_session
 
 

@@ -1,4 +1,4 @@
-"""`relay.inspect.summary`: per-session analysis of C6 logs built with known timings (tests/support/logs_fixtures.py)."""
+"""`relay.inspect.summary`: per-session analysis of event logs (docs/event-log.md) built with known timings (tests/support/logs_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from relay.inspect.summary import percentiles, summarize
+from relay.inspect.fields import percentiles
+from relay.inspect.summary import summarize
 from tests.support.logs_fixtures import SessionLog, two_turn_session
 
 
