@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from audio.devices import DeviceError
-from relay.bridge import EndReason
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic.session import MicResult, TerminalDisplay, choose_devices, run_mic_session
+from relay.outcome import EndReason
 from relay.recording import recording_banner
 from relay.tools.config import load_tools
 

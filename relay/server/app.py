@@ -39,15 +39,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from relay.bridge import (
-    BridgeEnvironment,
-    EndReason,
-    SessionBridge,
-    UpstreamTarget,
-    new_session_id,
-    session_policy,
-    upstream_target,
-)
+from relay.bridge import SessionBridge, new_session_id
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.session import SAFE_ITEM_ID_RE, deep_merge
@@ -55,14 +47,17 @@ from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog
 from relay.history.client import create_http_session
+from relay.links.base import UpstreamTarget
 from relay.links.client import WebSocketClient
 from relay.metrics import RelayMetrics
-from relay.recording import RECORDING_FILE, recording_options
+from relay.outcome import EndReason
+from relay.recording import RECORDING_FILE
 from relay.recording.retention import retention_task
 from relay.server import access
 from relay.server.auth import MIN_SECRET_BYTES, Grant, TokenAuthority, TokenTooLarge, token_from_request
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.tools.config import load_tools
+from relay.wiring import session_environment, session_policy, upstream_target
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -359,14 +354,7 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
     if grant is not None and grant.session:
         # The session posted to client_secrets is pinned for this token's sessions; the operator's pins win.
         policy = dataclasses.replace(policy, pinned_session=deep_merge(grant.session, policy.pinned_session))
-    env = BridgeEnvironment(
-        event_log=state.event_log,
-        data_dir=Path(settings.data_dir),
-        retrieve_timeout=settings.retrieve_timeout_seconds,
-        metrics=state.metrics,
-        kept_audio=state.kept_audio,
-        recording=recording_options(settings),
-    )
+    env = session_environment(settings, state.event_log, metrics=state.metrics, kept_audio=state.kept_audio)
     bridge = SessionBridge(
         client,
         target,
@@ -615,7 +603,7 @@ def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
     """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included (C8)."""
     if settings.upstream != UPSTREAM_SIM:
         return None
-    from relay.cli.sim import simulator_options
+    from relay.wiring import simulator_options
 
     return simulator_options(settings)
 
