@@ -57,7 +57,7 @@ from relay.server import access
 from relay.server.auth import MIN_SECRET_BYTES, Grant, TokenAuthority, TokenTooLarge, token_from_request
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.tools.config import load_tools
-from relay.wiring import session_environment, session_policy, upstream_target
+from relay.wiring import session_environment, session_policy, simulator_options, upstream_target
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -603,8 +603,6 @@ def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
     """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included (C8)."""
     if settings.upstream != UPSTREAM_SIM:
         return None
-    from relay.wiring import simulator_options
-
     return simulator_options(settings)
 
 
