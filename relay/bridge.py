@@ -103,7 +103,7 @@ class SessionBridge:
                 policy.tools,
                 self.session_id,
                 functools.partial(self._feed, self.core.tool_call_finished),
-                on_metrics=env.metrics.observe_tool if env.metrics else None,
+                on_metrics=env.metrics.observe_tool if env.metrics is not None else None,
             )
             if policy.tools is not None
             else None
