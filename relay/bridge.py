@@ -1,127 +1,58 @@
-"""Drive one session: a client side <-> `RelaySession` <-> the upstream, with the event log as the tap.
+"""Drive one session: a client side <-> `RelaySession` (the pure core) <-> the upstream, the event log as the tap.
 
-One task reads the client; upstream messages arrive by callback from the upstream link's read path. Each is fed
-to the pure core, then `_flush` carries out its decisions in one place (upstream frames, client frames, log
-records, WAVs to save, retrieve timers), synchronously: both sockets are written at once (each side bounds what
-may wait for its peer), so a frame crosses the relay without a task wake-up. Whatever ends first
-(the client, the upstream, a failure seen inside a callback, an outside stop) decides the outcome; then pending
-retrieves get their short grace, both sockets close and `relay.session_ended` is written.
-The client side is a small protocol so that `serve` (a WebSocket) and `mic` (the local audio loop) share all of
-this. I/O here is limited to awaiting the two sides and handing WAV writes to a worker thread.
+The flow is feed -> drain -> act. A client frame (read by one task through `relay.client_reader`) or an upstream
+frame (handed over by the upstream link's read callback) is fed to the core; then `_flush`, the one place where the
+core's decisions are carried out, drains it and acts at once, synchronously: frames to the client, frames to the
+upstream, log records, WAVs to save (`relay.saving`, on a worker thread), retrieve timers, tools, the recording.
+A frame therefore crosses the relay without a task wake-up; each side bounds what may wait for its peer.
+Whatever ends first (the client, the upstream, a failure seen inside a callback through `_fail`, an outside stop)
+decides the outcome; a resumable upstream drop is survived instead (`relay.upstream_side`, `relay.reconnect`).
+Then pending retrieves get their short grace, both sockets close and `relay.session_ended` is written.
+
+Boundary: one session's lifecycle, nothing process-wide. It is given its parts (`relay.wiring` builds them from
+settings: the policy, where to connect, the environment with the event log, the files and their URLs, metrics)
+and builds none of them; `serve` and `mic` differ only in the `ClientSide` (relay.links.base) they hand in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
-import random
 import secrets
 import time
 import traceback
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from audio import pcm as pcmlib
+from relay.client_reader import ClientReader, EndedBeforeConnect
 from relay.core import events as ev
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import AudioToSave
 from relay.core.policy import SessionPolicy
-from relay.core.resume import ResumePolicy, backoff_delays, is_resumable
 from relay.core.session import RelaySession
-from relay.core.toolset import ToolCall, ToolOutcome
-from relay.credentials import Credentials, qualify_model, resolve_model
-from relay.errors import ConfigError, UpstreamDisconnected, UpstreamUnavailable
+from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog.writer import EventLog, SessionEventLog
-from relay.links.upstream import UpstreamLink, redact_url, upstream_url
+from relay.links.base import ClientFrame, ClientSide, UpstreamTarget
+from relay.links.upstream import redact_url
 from relay.metrics import RelayMetrics
-from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder, recording_path, recording_url
-from relay.settings import Settings
-from relay.tools.config import load_tools
+from relay.outcome import EndReason, SessionOutcome
+from relay.reconnect import cancel_and_wait
+from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder
+from relay.saving import SessionFiles, save_item_audio
 from relay.tools.runner import SessionTools
+from relay.upstream_side import UPSTREAM_BACKLOG_LIMIT_BYTES, SessionUpstream
 
 log = structlog.get_logger()
 
-# An upstream that stops reading while this much waits for it has stalled: the session ends as disconnected.
-UPSTREAM_BACKLOG_LIMIT_BYTES = 32 * 1024 * 1024
-CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (C4: within 1 s)
+CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (docs/lifecycle.md: 1 s)
 
 
 def new_session_id() -> str:
     return "sess_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
-
-
-class EndReason(enum.StrEnum):
-    CLIENT_CLOSED = "client_closed"
-    UPSTREAM_CLOSED = "upstream_closed"
-    UPSTREAM_DISCONNECTED = "upstream_disconnected"
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
-    CLIENT_TOO_SLOW = "client_too_slow"
-    DRAIN = "drain"
-    TOO_MANY_SESSIONS = "too_many_sessions"
-    EXPIRED = "expired"
-    ERROR = "error"
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us, and there is one per client frame
-class ClientFrame:
-    """What the client side produced: a text frame, a binary frame (its size), or the end (close code)."""
-
-    text: str | None = None
-    binary_size: int | None = None
-    closed: bool = False
-    close_code: int | None = None
-
-
-class _EndedBeforeConnect(Exception):
-    """The client left, or the relay was told to stop, while the upstream handshake was still running."""
-
-    def __init__(self, reason: EndReason, close_code: int | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.close_code = close_code
-
-
-class ClientSide(Protocol):
-    """The client half of a session: a WebSocket for `serve`, the local audio loop for `mic`."""
-
-    async def receive(self) -> ClientFrame: ...
-
-    def send(self, text: str) -> bool:
-        """Queue a frame without waiting; False when the client's backlog is over its bound (too slow)."""
-        ...
-
-    async def close(self, code: int, reason: str, *, grace: float) -> int | None:
-        """Send what is queued (within `grace` seconds), then close with `code`; returns the close code used.
-
-        Must finish in bounded time: a close handshake the peer does not complete within 5 s aborts the
-        connection (C4)."""
-        ...
-
-    def abort(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class UpstreamTarget:
-    url: str
-    headers: Mapping[str, str]
-    connect_timeout: float
-
-
-@dataclass
-class SessionOutcome:
-    session_id: str
-    reason: EndReason
-    client_close_code: int | None
-    upstream_close_code: int | None
-    counts: dict[str, int]
-    log_dropped: int
 
 
 @dataclass
@@ -129,59 +60,13 @@ class BridgeEnvironment:
     """Process-wide things a session uses; shared by every session of a server."""
 
     event_log: EventLog
-    data_dir: Path
+    files: SessionFiles  # where a session's WAVs go and the URLs they are served under (`relay.wiring` builds it)
     retrieve_timeout: float
     metrics: RelayMetrics | None = None
-    audio_url: Callable[[str, str], str] = field(
-        default=lambda session_id, item_id: f"/relay/sessions/{session_id}/items/{item_id}.wav"
-    )
     # Audio kept for fallback saves, bounded across sessions: pass the process's one budget (`serve` does).
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
     # Session recording (docs/recording.md): None = off.
     recording: RecordingOptions | None = None
-
-
-def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
-    """The operator's settings the core needs, for one session (`serve` and `mic` alike)."""
-    return SessionPolicy(
-        retrieve_after_done=settings.retrieve_after_done,
-        clamp_truncate=settings.clamp_truncate,
-        pinned_session=dict(settings.pinned_session),
-        blocked_client_events=frozenset(settings.blocked_client_events),
-        max_item_audio_seconds=settings.max_item_audio_seconds,
-        relay_events=relay_events,
-        tools=load_tools(settings),
-        resume=ResumePolicy(
-            attempts=settings.upstream_resume_attempts,
-            buffer_seconds=settings.resume_buffer_seconds,
-            history_max_bytes=settings.resume_history_max_bytes,
-            gap_max_bytes=settings.max_client_backlog_bytes,
-        )
-        if settings.upstream_resume
-        else None,
-    )
-
-
-def upstream_target(
-    settings: Settings,
-    base_url: str,
-    *,
-    simulator: bool,
-    client_model: str | None = None,
-    client_query: Iterable[tuple[str, str]] = (),
-) -> UpstreamTarget:
-    """Where a session connects, with which credentials and model (C3). Reads the credentials afresh: call it on
-    every connect so a rotated token is used. The client's model counts only with `allow_client_model`; the
-    embedded simulator needs no folder-qualified model."""
-    credentials = Credentials.load(settings)
-    if settings.allow_client_model and client_model:
-        model = qualify_model(client_model, credentials.folder_id)
-    elif simulator and not settings.model:
-        model = "sim"
-    else:
-        model = resolve_model(settings, credentials)
-    url = upstream_url(base_url, model, client_query, settings.forward_query_params)
-    return UpstreamTarget(url, credentials.authorization_header(), settings.upstream_connect_timeout_seconds)
 
 
 class SessionBridge:
@@ -197,33 +82,34 @@ class SessionBridge:
         max_session_seconds: float = 0.0,
     ) -> None:
         self.client = client
-        self._target = target
         self.env = env
         self.session_id = session_id or new_session_id()
         self.core = RelaySession(policy, env.kept_audio)
         self.log: SessionEventLog = env.event_log.open_session(self.session_id)
         self._started_info = dict(started_info or {})
         self._max_session_seconds = max_session_seconds
-        self._upstream: UpstreamLink | None = None
+        self._upstream = SessionUpstream(
+            self.core, self.session_id, target, env.metrics,
+            on_message=self._on_upstream_message, flush=self._flush, fail=self._fail,
+        )
         # Set by `_fail` (client too slow, upstream stalled or dropped, a relay bug): the session must end.
         self._failure: asyncio.Future[Any] | None = None
         # Retrieve timers by item id; each leaves when it fires or when its answer comes (per-turn state is freed).
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
-        # Client frames read while the upstream handshake runs, and a receive still in flight when it ends.
-        self._early_frames: deque[ClientFrame] = deque()
-        self._pending_receive: asyncio.Task[ClientFrame] | None = None
+        self._reader = ClientReader(client, early_limit_bytes=UPSTREAM_BACKLOG_LIMIT_BYTES)
         self.outcome: SessionOutcome | None = None
         self._tools = (
-            SessionTools(policy.tools, self.session_id, self._tool_finished, on_metrics=self._count_tool)
+            SessionTools(
+                policy.tools,
+                self.session_id,
+                functools.partial(self._feed, self.core.tool_call_finished),
+                on_metrics=env.metrics.observe_tool if env.metrics is not None else None,
+            )
             if policy.tools is not None
             else None
         )
-        # Upstream resume: set while a new upstream is being rebuilt (done when the core says so), and once every
-        # attempt after a drop has failed (the session then ends as disconnected).
-        self._restored: asyncio.Future[None] | None = None
-        self._resume_exhausted = False
         self.recorder: SessionRecorder | None = None  # observes the session once the upstream is connected
 
     # ---- control from outside -------------------------------------------------------------------------
@@ -234,7 +120,7 @@ class SessionBridge:
 
     # ---- the run --------------------------------------------------------------------------------------
     async def refuse(self, reason: EndReason, code: str, message: str, close_code: int) -> SessionOutcome:
-        """End the session before any upstream socket is opened (C4 `too_many_sessions`): error, close, log."""
+        """End the session before any upstream socket is opened (`too_many_sessions`, docs/lifecycle.md): error, close, log."""
         with structlog.contextvars.bound_contextvars(session_id=self.session_id):
             self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "refused": code, "upstream_url": None})
             self._tell_client(code, message)
@@ -253,17 +139,20 @@ class SessionBridge:
                 target: UpstreamTarget | None = None
                 try:
                     try:
-                        target = self._resolve_target()
+                        target = self._upstream.resolve_target()
                     finally:
                         upstream_url = redact_url(target.url) if target is not None else None
                         self.core.log_relay(ev.RELAY_SESSION_STARTED, {**self._started_info, "upstream_url": upstream_url})
                         self._flush()
-                    self._upstream = await self._connect_watching_client(target)
-                except _EndedBeforeConnect as ended:
+                    # A client that leaves (or a drain) during the handshake cancels it (docs/lifecycle.md).
+                    link = await self._reader.read_while(self._upstream.open(target), self._stop)
+                    self._upstream.link = link  # read from once the pump runs
+                except EndedBeforeConnect as ended:
                     self.core.session_closing()
-                    if ended.reason == EndReason.DRAIN:
+                    ended_reason: EndReason = EndReason.CLIENT_CLOSED if ended.stop_reason is None else ended.stop_reason
+                    if ended_reason == EndReason.DRAIN:
                         ended.close_code = await self.client.close(1001, "relay shutting down", grace=CLOSE_GRACE_S)
-                    return await self._finish(ended.reason, ended.close_code)
+                    return await self._finish(ended_reason, ended.close_code)
                 except UpstreamUnavailable as exc:
                     log.warning("relay.upstream_unavailable", status=exc.status, error=str(exc))
                     self._tell_client(ev.CODE_UPSTREAM_UNAVAILABLE, str(exc))
@@ -273,8 +162,8 @@ class SessionBridge:
                     reason = EndReason.UPSTREAM_UNAVAILABLE
                     return await self._finish(reason, client_code)
                 if self.env.metrics is not None:
-                    self.env.metrics.observe_connect(self._upstream.connect_seconds)
-                self.core.upstream_connected(round(self._upstream.connect_seconds * 1000.0, 3))
+                    self.env.metrics.observe_connect(link.connect_seconds)
+                self.core.upstream_connected(round(link.connect_seconds * 1000.0, 3))
                 self._start_recording()
                 self._flush()
                 reason, client_code = await self._pump()
@@ -286,255 +175,85 @@ class SessionBridge:
                     client_code = await self.client.close(1011, "relay error", grace=CLOSE_GRACE_S)
             return await self._finish(reason, client_code)
 
-    async def _connect_watching_client(self, target: UpstreamTarget) -> UpstreamLink:
-        """Connect upstream while still reading the client: a client that leaves (or a drain) during the handshake
-        cancels it, so no upstream session is opened for nobody (C4). Frames that arrive meanwhile are kept, in
-        order, for the client pump."""
-        assert self._stop is not None
-        connect = asyncio.create_task(
-            UpstreamLink.connect(
-                target.url, target.headers, open_timeout=target.connect_timeout, backlog_limit=UPSTREAM_BACKLOG_LIMIT_BYTES
-            )
-        )
-        early_bytes = 0
-        try:
-            while not connect.done():
-                if self._pending_receive is None and early_bytes <= UPSTREAM_BACKLOG_LIMIT_BYTES:
-                    # Past the bound the client is simply not read until the upstream answers (TCP backpressure).
-                    self._pending_receive = asyncio.create_task(self.client.receive())
-                watched: set[asyncio.Future[Any]] = {connect, self._stop}
-                if self._pending_receive is not None:
-                    watched.add(self._pending_receive)
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                if self._pending_receive is not None and self._pending_receive.done() and not connect.done():
-                    frame = self._pending_receive.result()
-                    self._pending_receive = None
-                    if frame.closed:
-                        raise _EndedBeforeConnect(EndReason.CLIENT_CLOSED, frame.close_code)
-                    self._early_frames.append(frame)
-                    early_bytes += len(frame.text or "")
-                if self._stop.done() and not connect.done():
-                    raise _EndedBeforeConnect(self._stop.result(), None)
-        except BaseException:
-            await self._cancel(connect)
-            raise
-        return connect.result()
-
-    def _resolve_target(self) -> UpstreamTarget:
-        """Where and how to connect; credentials are re-read on every connect (C2), so a file gone bad fails here."""
-        if not callable(self._target):
-            return self._target
-        try:
-            return self._target()
-        except ConfigError as exc:
-            log.error("relay.upstream_credentials_unusable", error=str(exc))
-            raise UpstreamUnavailable(f"upstream credentials unusable: {exc}") from None
-
     async def _pump(self) -> tuple[EndReason, int | None]:
-        assert self._upstream is not None and self._stop is not None
-        upstream = self._upstream
+        assert self._upstream.link is not None and self._stop is not None
+        upstream = self._upstream.link
         self._failure = asyncio.get_running_loop().create_future()
         from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
         from_upstream = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
-        # The upstream's close frame ends forwarding at once: client frames read until its TCP close (a round
-        # trip later) have nowhere to go, so they are neither forwarded nor logged.
-        upstream.attach(self._on_upstream_message, on_close_frame=self.core.session_closing)
+        self._upstream.adopt(upstream)
         expiry: asyncio.TimerHandle | None = None
         if self._max_session_seconds > 0:
             expiry = asyncio.get_running_loop().call_later(self._max_session_seconds, self.request_stop, EndReason.EXPIRED)
         try:
             while True:
                 await asyncio.wait({from_client, from_upstream, self._failure, self._stop}, return_when=asyncio.FIRST_COMPLETED)
-                drop = self._resumable_drop(from_upstream, from_client)
+                stopping = self._stop.done() or from_client.done()
+                drop = self._upstream.resume.resumable_drop((self._failure, from_upstream), stopping)
                 if drop is None:
                     break
-                from_upstream = await self._resume(drop, from_upstream, from_client)
+                # Let go of the dropped upstream, then reconnect while the client stays (docs/resume.md).
+                await self._upstream.let_go(from_upstream)
+                if self._failure.done():
+                    self._failure = asyncio.get_running_loop().create_future()
+                from_upstream = await self._upstream.resume.resume(drop, {from_client, self._failure, self._stop})
         finally:
             if expiry is not None:
                 expiry.cancel()
-        # From here on nothing more is forwarded (C4: frames read after the close are neither forwarded nor logged).
+        # From here on nothing more is forwarded: frames read after the close are neither forwarded nor logged.
         self.core.session_closing()
         # A failure carries the most precise reason, so it is looked at first.
         first: asyncio.Future[Any] = next(f for f in (self._failure, from_upstream, from_client, self._stop) if f.done())
         result: Any = first.exception() if first.exception() is not None else first.result()
         if isinstance(result, UpstreamDisconnected):  # a drop seen by the reader or by a write, or a stall
-            await self._cancel(from_client)
-            await self._stop_reading_upstream(from_upstream)
+            await cancel_and_wait(from_client)
+            await self._upstream.stop_reading(from_upstream)
             log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
             self._tell_client(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
             self._flush()
             return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(1014, "upstream disconnected", grace=CLOSE_GRACE_S)
         if result == EndReason.CLIENT_TOO_SLOW:
-            await self._cancel(from_client)
-            await self._stop_reading_upstream(from_upstream)
+            await cancel_and_wait(from_client)
+            await self._upstream.stop_reading(from_upstream)
             return await self._close_too_slow()
         if first is self._failure or first is from_upstream:
-            await self._cancel(from_client)
+            await cancel_and_wait(from_client)
             if isinstance(result, BaseException):
-                await self._stop_reading_upstream(from_upstream)
+                await self._upstream.stop_reading(from_upstream)
                 raise result
             return EndReason.UPSTREAM_CLOSED, await self.client.close(1000, "upstream closed", grace=CLOSE_GRACE_S)
         if first is from_client:
-            await self._cancel(from_client)
+            await cancel_and_wait(from_client)
             if isinstance(result, ClientFrame):  # the client closed
                 await self._await_pending_retrieves(from_upstream)
                 return EndReason.CLIENT_CLOSED, result.close_code
-            await self._stop_reading_upstream(from_upstream)
+            await self._upstream.stop_reading(from_upstream)
             raise result if isinstance(result, BaseException) else RuntimeError(f"client pump ended: {result!r}")
         # An outside stop: drain or expiry.
         stop_reason: EndReason = result
         if stop_reason == EndReason.EXPIRED:
             self._tell_client(ev.CODE_SESSION_EXPIRED, "the session reached max_session_seconds", "invalid_request_error")
             self._flush()
-        await self._cancel(from_client)
+        await cancel_and_wait(from_client)
         await self._await_pending_retrieves(from_upstream)
         code = 1001 if stop_reason == EndReason.DRAIN else 1000
         return stop_reason, await self.client.close(
             code, "relay shutting down" if code == 1001 else "session expired", grace=CLOSE_GRACE_S
         )
 
-    # ---- upstream resume (docs/resume.md) ----------------------------------------------------------------
-    def _resumable_drop(self, from_upstream: asyncio.Task[Any], from_client: asyncio.Task[Any]) -> UpstreamDisconnected | None:
-        """The drop to resume from, if the session should survive what just ended (the client and an outside stop
-        come first; a normal close, a relay bug or a slow client end the session as before)."""
-        assert self._failure is not None and self._stop is not None
-        if self.core.resume is None or self._resume_exhausted or self._stop.done() or from_client.done():
-            return None
-        for ended in (self._failure, from_upstream):
-            if ended.done():
-                error = ended.exception()
-                if isinstance(error, UpstreamDisconnected) and is_resumable(error.code):
-                    return error
-                return None
-        return None
-
-    async def _resume(
-        self, drop: UpstreamDisconnected, from_upstream: asyncio.Task[Any], from_client: asyncio.Task[Any]
-    ) -> asyncio.Task[Any]:
-        """Reconnect after a drop while the client stays connected: up to the configured attempts, with jittered
-        backoff, each bounded by the connect timeout (handshake, then the restore). Returns the new upstream's
-        `wait_closed` task; when the resume fails or the session ends meanwhile, a task that never ends, with the
-        reason left where `_pump` looks (the failure, the client's end, the stop)."""
-        assert self._stop is not None and self.core.resume is not None
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        await self._stop_reading_upstream(from_upstream)
-        if self._upstream is not None:
-            self._upstream.abort()
-            self._upstream = None
-        if self._failure is None or self._failure.done():
-            self._failure = loop.create_future()
-        log.warning("relay.upstream_interrupted", code=drop.code, error=str(drop))
-        self.core.upstream_dropped(drop.code, str(drop))
-        self._flush()
-        ends: set[asyncio.Future[Any]] = {from_client, self._failure, self._stop}
-        delays = backoff_delays(self.core.resume.policy.attempts, random.random)
-        for attempt, delay in enumerate(delays, start=1):
-            done, _ = await asyncio.wait(ends, timeout=delay)
-            if not done:
-                upstream = await self._resume_attempt(attempt, ends)
-                if upstream is not None:
-                    downtime_ms = (time.monotonic() - started) * 1000.0
-                    log.info("relay.upstream_resumed", attempt=attempt, downtime_ms=round(downtime_ms, 3))
-                    self.core.finish_restore(attempt, downtime_ms)
-                    self._flush()
-                    self._count_resume("ok")
-                    return upstream
-            if any(end.done() for end in ends):  # the client left, a drain, expiry, a slow client: ends as usual
-                self.core.resume_failed(attempt, (time.monotonic() - started) * 1000.0, "session_ending")
-                self._flush()
-                self._count_resume("abandoned")
-                return asyncio.create_task(asyncio.Event().wait())
-        downtime_ms = (time.monotonic() - started) * 1000.0
-        log.warning("relay.upstream_resume_failed", attempts=len(delays), downtime_ms=round(downtime_ms, 3))
-        self.core.resume_failed(len(delays), downtime_ms, "attempts_exhausted")
-        self._flush()
-        self._count_resume("failed")
-        self._resume_exhausted = True
-        self._fail(UpstreamDisconnected(f"{drop}; every resume attempt failed", code=drop.code))
-        return asyncio.create_task(asyncio.Event().wait())
-
-    async def _resume_attempt(self, attempt: int, ends: set[asyncio.Future[Any]]) -> asyncio.Task[Any] | None:
-        """One reconnect: handshake, then the restore, within the connect timeout. Returns the new upstream's
-        `wait_closed` task once it has the session; None when this attempt failed or the session is ending."""
-        try:
-            target = self._resolve_target()
-        except UpstreamUnavailable as exc:
-            self.core.restore_abandoned(attempt, str(exc))
-            self._flush()
-            return None
-        deadline = time.monotonic() + target.connect_timeout
-        connect = asyncio.create_task(
-            UpstreamLink.connect(
-                target.url, target.headers, open_timeout=target.connect_timeout, backlog_limit=UPSTREAM_BACKLOG_LIMIT_BYTES
-            )
-        )
-        try:
-            await asyncio.wait({connect, *ends}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not connect.done():  # the session is ending (or this task is cancelled): no socket for nobody
-                await self._cancel(connect)
-        if connect.cancelled():
-            return None
-        if connect.exception() is not None:
-            error = connect.exception()
-            log.warning("relay.upstream_resume_attempt_failed", attempt=attempt, error=str(error))
-            self.core.restore_abandoned(attempt, str(error))
-            self._flush()
-            if not isinstance(error, UpstreamUnavailable):
-                raise error  # type: ignore[misc]  # a relay bug: the session's failure path reports it
-            return None
-        upstream = connect.result()
-        if self.env.metrics is not None:
-            self.env.metrics.observe_connect(upstream.connect_seconds)
-        self._upstream = upstream
-        self._restored = asyncio.get_running_loop().create_future()
-        closed = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
-        self.core.begin_restore(attempt, round(upstream.connect_seconds * 1000.0, 3))
-        upstream.attach(self._on_upstream_message, on_close_frame=self.core.session_closing)
-        self._flush()
-        try:
-            watched: set[asyncio.Future[Any]] = {self._restored, closed, *ends}
-            await asyncio.wait(watched, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
-            if self._restored.done() and not closed.done() and not any(end.done() for end in ends):
-                return closed
-            why = "the session is ending" if any(end.done() for end in ends) else "restore not answered in time"
-            if closed.done():
-                error = closed.exception()
-                why = str(error) if error is not None else "the new upstream closed during the restore"
-        finally:
-            self._restored = None
-        upstream.detach()
-        upstream.abort()
-        self._upstream = None
-        await self._cancel(closed)
-        log.warning("relay.upstream_resume_attempt_failed", attempt=attempt, error=why)
-        self.core.restore_abandoned(attempt, why)
-        self._flush()
-        return None
-
-    def _count_resume(self, result: str) -> None:
-        if self.env.metrics is not None:
-            self.env.metrics.resumes[result] += 1
-
     async def _close_too_slow(self) -> tuple[EndReason, int | None]:
-        """C4: drop the backlog, close the upstream at once, close 1008, abort the TCP connection after 5 s."""
+        """A client too slow (docs/lifecycle.md): drop the backlog, close the upstream at once, close 1008, abort the
+        TCP connection after 5 s."""
         log.warning("relay.client_too_slow")
         self._count_client_error(ev.CODE_CLIENT_TOO_SLOW)
-        await self._close_upstream()
+        await self._upstream.close(CLOSE_GRACE_S)
         # The client side bounds its own close handshake and aborts the connection past it (ClientSide.close).
         return EndReason.CLIENT_TOO_SLOW, await self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0)
 
     async def _pump_client(self) -> Any:
         core = self.core
-        pending, self._pending_receive = self._pending_receive, None
         while True:
-            if self._early_frames:
-                frame = self._early_frames.popleft()
-            elif pending is not None:
-                frame, pending = await pending, None
-            else:
-                frame = await self.client.receive()
+            frame = await self._reader.receive()
             if frame.closed:
                 return frame
             try:
@@ -561,8 +280,7 @@ class SessionBridge:
             self.core.upstream_internal_error(repr(exc), traceback.format_exc())
         try:
             self._flush()
-            if self._restored is not None and not self._restored.done() and self.core.restore_finished:
-                self._restored.set_result(None)
+            self._upstream.resume.upstream_frame_handled()
         except Exception as exc:
             self._fail(exc)
             raise
@@ -579,44 +297,21 @@ class SessionBridge:
             failure.set_result(cause)
         self.core.session_closing()
 
-    async def _stop_reading_upstream(self, from_upstream: asyncio.Task[Any]) -> None:
-        if self._upstream is not None:
-            self._upstream.detach()
-        await self._cancel(from_upstream)
-
     async def _await_pending_retrieves(self, from_upstream: asyncio.Task[Any]) -> None:
-        """Pending retrieves get min(retrieve_timeout, 1 s) before the upstream closes (C5)."""
+        """Pending retrieves get min(retrieve_timeout, 1 s) before the upstream closes (docs/retrieve-after-done.md)."""
         if not from_upstream.done() and self.core.pending_retrieves:
             deadline = min(self.env.retrieve_timeout, CLOSE_GRACE_S)
             end = time.monotonic() + deadline
             while self.core.pending_retrieves and not from_upstream.done() and time.monotonic() < end:
                 await asyncio.wait({from_upstream}, timeout=min(0.02, max(0.0, end - time.monotonic())))
-        await self._stop_reading_upstream(from_upstream)
-
-    @staticmethod
-    async def _cancel(task: asyncio.Task[Any]) -> None:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-    async def _close_upstream(self) -> int | None:
-        if self._upstream is None:
-            return None
-        self._upstream.detach()
-        try:
-            await asyncio.wait_for(self._upstream.close(1000), CLOSE_GRACE_S)
-        except (TimeoutError, Exception):
-            self._upstream.abort()
-        return self._upstream.close_code
+        await self._upstream.stop_reading(from_upstream)
 
     async def _finish(self, reason: EndReason, client_code: int | None) -> SessionOutcome:
-        if self._pending_receive is not None:
-            await self._cancel(self._pending_receive)
+        await self._reader.aclose()
         if self._tools is not None:
             await self._tools.aclose()  # tools still running are cancelled and recorded as such
         self.core.session_closed()
-        upstream_code = await self._close_upstream()
+        upstream_code = await self._upstream.close(CLOSE_GRACE_S)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -625,7 +320,7 @@ class SessionBridge:
             await asyncio.wait(self._background, timeout=10.0)
             for task in list(self._background):  # nothing may log after relay.session_ended
                 log.error("relay.background_task_abandoned", task=task.get_name())
-                await self._cancel(task)
+                await cancel_and_wait(task)
         self._flush()
         if self.recorder is not None:
             self.core.log_relay(RECORDING_SAVED, await self.recorder.finish())
@@ -660,13 +355,13 @@ class SessionBridge:
                 self._fail(EndReason.CLIENT_TOO_SLOW)
                 break
         frames = core.to_upstream()
-        upstream = self._upstream
+        upstream = self._upstream.link
         if frames and upstream is not None:
             try:
                 for text in frames:
                     upstream.send(text)
             except UpstreamDisconnected as exc:
-                if self._restored is None:  # during a restore, the attempt's own watch of the new link sees it
+                if not self._upstream.resume.restoring:  # during a restore, the attempt's own watch of the new link sees it
                     self._fail(exc)
         metrics = self.env.metrics
         recorder = self.recorder
@@ -693,18 +388,14 @@ class SessionBridge:
         if options is None:
             return
         self.recorder = SessionRecorder(
-            recording_path(self.env.data_dir, self.session_id),
-            recording_url(self.session_id),
+            self.env.files.recording_path(self.session_id),
+            self.env.files.recording_url(self.session_id),
             options,
             started_mono=self.log.started_mono,
-            report=self._recording_report,
+            report=functools.partial(self._feed, self.core.log_relay),
             output_format=lambda: self.core.output_format,
         )
         self.recorder.start()
-
-    def _recording_report(self, record_type: str, event: dict[str, Any]) -> None:
-        self.core.log_relay(record_type, event)
-        self._flush()
 
     def _arm_timers(self) -> None:
         for item_id in self.core.to_disarm():
@@ -720,25 +411,19 @@ class SessionBridge:
                     old.cancel()
                 self._timers[item_id] = loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id)
 
-    # ---- server-side tools (relay.tools.runner runs them; relay.tools.state decides) -----------------------
+    # ---- server-side tools (relay.tools.runner runs them; relay.core.tools decides) -----------------------
     def _start_tools(self) -> None:
         assert self.core.tools is not None and self._tools is not None
         for call in self.core.tools.to_start():
             self._tools.start(call)
         for generation, seconds in self.core.tools.to_arm():
-            self._tools.arm_hold(seconds, functools.partial(self._tool_hold_expired, generation))
+            self._tools.arm_hold(seconds, functools.partial(self._feed, self.core.tool_hold_expired, generation))
 
-    def _tool_finished(self, call: ToolCall, outcome: ToolOutcome) -> None:
-        self.core.tool_call_finished(call, outcome)
+    def _feed(self, happening: Callable[..., None], *args: Any) -> None:
+        """Feed the core what happened outside a frame (a tool finished or its hold expired, the recorder reports),
+        then carry out what it decided."""
+        happening(*args)
         self._flush()
-
-    def _tool_hold_expired(self, generation: int) -> None:
-        self.core.tool_hold_expired(generation)
-        self._flush()
-
-    def _count_tool(self, name: str, result: str, seconds: float) -> None:
-        if self.env.metrics is not None:
-            self.env.metrics.observe_tool(name, result, seconds)
 
     def _retrieve_timed_out(self, item_id: str) -> None:
         self._timers.pop(item_id, None)
@@ -746,29 +431,12 @@ class SessionBridge:
         self._flush()
 
     async def _save(self, save: AudioToSave) -> None:
-        folder = self.env.data_dir / "sessions" / self.session_id
-        path = folder / f"{save.item_id}.wav"
-        if path.resolve().parent != folder.resolve():  # the core refuses such ids already; never trust one id check
-            log.error("relay.audio_save_refused", item_id=save.item_id)
-            return
-        try:
-            pcm16, rate = await asyncio.to_thread(_write_item_wav, path, save)
-        except (OSError, ValueError) as exc:
-            log.error("relay.audio_save_failed", item_id=save.item_id, error=str(exc))
+        saved = await save_item_audio(self.env.files, self.session_id, save)
+        if saved is None:
             return
         if self.env.metrics is not None:
             self.env.metrics.retrieves["ok" if save.source == "retrieved" else "stream"] += 1
-        self.core.audio_saved(
-            {
-                "item_id": save.item_id,
-                "path": str(path),
-                "url": self.env.audio_url(self.session_id, save.item_id),
-                "duration_ms": round(pcmlib.duration_ms(len(pcm16), rate), 3),
-                "audio_bytes": len(pcm16),
-                "rate": rate,
-                "source": save.source,
-            }
-        )
+        self.core.audio_saved(saved)
         self._flush()
 
     def _tell_client(self, code: str, message: str, error_type: str = "server_error") -> None:
@@ -780,14 +448,3 @@ class SessionBridge:
         if self.env.metrics is not None:
             self.env.metrics.client_errors[code] += 1
 
-
-def _write_item_wav(path: Path, save: AudioToSave) -> tuple[bytes, int]:
-    """Decode the item's wire audio to PCM16 and write the WAV (runs on a worker thread)."""
-    if save.format.type == "audio/pcmu":
-        pcm16, rate = pcmlib.ulaw_decode(save.pcm), 8000
-    elif save.format.type == "audio/pcma":
-        pcm16, rate = pcmlib.alaw_decode(save.pcm), 8000
-    else:
-        pcm16, rate = save.pcm[: len(save.pcm) - len(save.pcm) % 2], save.format.rate
-    pcmlib.write_wav(path, pcm16, rate)
-    return pcm16, rate

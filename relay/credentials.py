@@ -1,4 +1,5 @@
-"""Upstream credentials (CONTRACT C3): from the environment or a KEY=VALUE file, never logged or shown.
+"""Upstream credentials: from the environment or a KEY=VALUE file, never logged or shown (docs/configuration.md,
+docs/security.md).
 
 `Credentials.load` reads the process environment and, when `credentials_file` is set, that file; it is called on
 every upstream connect so a rotated IAM token is picked up. Values in the file override the environment (the file
@@ -81,7 +82,7 @@ class Credentials:
 
 
 def resolve_model(settings: Settings, credentials: Credentials) -> str:
-    """The configured model, or Yandex's default model URI in the credentials' folder (C3).
+    """The configured model, or Yandex's default model URI in the credentials' folder (docs/configuration.md).
 
     With credentials but no `YANDEX_FOLDER_ID` the default cannot be built (it would be `gpt:///...`, which the
     upstream refuses only later and less clearly): ConfigError naming `model`. Without credentials (a local
@@ -100,7 +101,7 @@ def resolve_model(settings: Settings, credentials: Credentials) -> str:
 
 
 def qualify_model(name: str, folder_id: str) -> str:
-    """A `gpt://...` value is used as given; a bare name becomes gpt://<folder>/<name> (C3)."""
+    """A `gpt://...` value is used as given; a bare name becomes gpt://<folder>/<name>."""
     if name.startswith("gpt://") or not folder_id:
         return name
     return f"gpt://{folder_id}/{name}"
@@ -108,7 +109,7 @@ def qualify_model(name: str, folder_id: str) -> str:
 
 def simulator_fallback(settings: Settings, upstream_source: str = "default") -> tuple[Settings, bool]:
     """(settings, fell_back): the default upstream, configured by nobody, without credentials means the embedded
-    simulator (C1), for `serve` and `mic` alike. An upstream set explicitly is used as given, so a deployment that
+    simulator, for `serve` and `mic` alike. An upstream set explicitly is used as given, so a deployment that
     lost its credentials fails loudly (upstream 401) instead of quietly serving simulated answers."""
     if upstream_source == "default" and settings.upstream == DEFAULT_UPSTREAM and not Credentials.load(settings).present:
         return dataclasses.replace(settings, upstream=UPSTREAM_SIM), True

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from audio.devices import DeviceError
-from relay.bridge import EndReason
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic.display import TerminalDisplay
 from relay.mic.session import MicResult, choose_devices, run_mic_session
+from relay.outcome import EndReason
 from relay.recording import recording_banner
 from relay.tools.config import load_tools
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from relay.errors import ConfigError
-from relay.simulator import SimulatorOptions, start_simulator
+from relay.simulator import start_simulator
+from relay.wiring import simulator_options
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -49,15 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="require 'Authorization: Api-Key K' or 'Bearer K' (default: no auth)",
     )
-
-
-def simulator_options(settings: Settings) -> SimulatorOptions:
-    """The simulator's options from settings (`sim` here; `serve` and `mic` with `--upstream sim` embed the same)."""
-    api_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
-    try:
-        return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs)
-    except ValueError as exc:
-        raise ConfigError("sim_knobs", "settings", str(exc)) from None
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:

@@ -21,7 +21,7 @@ from typing import Final
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from relay.bridge import ClientFrame
+from relay.links.base import ClientFrame
 from relay.links.oversize import discard_rest_of_frame
 from relay.links.writebatch import WriteBatch
 from relay.links.wsframe import text_frame

@@ -4,7 +4,7 @@ Layers, each with one job:
 - `relay.mic.agent.MicAgent` is the client's brain and does no I/O (microphone blocks in, client frames out;
   server events in, playback, transcripts and barge-in out).
 - `relay.mic.display` shows what a person should see (`TerminalDisplay`: transcripts, status line, level meter).
-- Here: `MicClient` is the in-process client side (`relay.bridge.ClientSide`): what a WebSocket is for `serve`;
+- Here: `MicClient` is the in-process client side (`relay.links.base.ClientSide`): what a WebSocket is for `serve`;
   `drive_session()` runs one session through the relay core with any `AudioIO`; `run_mic_session()` does it
   on this machine's PortAudio devices (`audio.devices`), chosen by `choose_devices()`.
 
@@ -26,17 +26,17 @@ import numpy.typing as npt
 
 from audio.devices import CaptureStream, DeviceInfo, PlaybackStream, check_rate, find_device
 from audio.playback import PlaybackBuffer, PlaybackWriter
-from relay.bridge import BridgeEnvironment, ClientFrame, SessionBridge, SessionOutcome, session_policy, upstream_target
-from relay.cli.sim import simulator_options
+from relay.bridge import SessionBridge
 from relay.core.formats import DEFAULT_FORMAT
-from relay.core.keptaudio import KeptAudioBudget
 from relay.eventlog.writer import EventLog
+from relay.links.base import ClientFrame
 from relay.links.upstream import redact_url
 from relay.mic.agent import MicAgent
 from relay.mic.display import Display
-from relay.recording import recording_options
+from relay.outcome import SessionOutcome
 from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
+from relay.wiring import session_environment, session_policy, simulator_options, upstream_target
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -204,14 +204,8 @@ async def drive_session(
             keep_text=settings.log_content,
             audio_hash=settings.log_audio_hash,
         )
-        env = BridgeEnvironment(
-            event_log=event_log,
-            data_dir=Path(settings.data_dir),
-            retrieve_timeout=settings.retrieve_timeout_seconds,
-            kept_audio=KeptAudioBudget(settings.kept_audio_max_bytes),
-            # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
-            recording=recording_options(settings, from_frames=False),
-        )
+        # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
+        env = session_environment(settings, event_log, record_frames=False)
         bridge = SessionBridge(
             client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}
         )

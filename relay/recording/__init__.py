@@ -18,7 +18,6 @@ from relay.recording.recorder import (
     RECORDING_STOPPED,
     RecordingOptions,
     SessionRecorder,
-    recording_url,
 )
 from relay.settings import Settings
 
@@ -29,26 +28,7 @@ __all__ = [
     "RecordingOptions",
     "SessionRecorder",
     "recording_banner",
-    "recording_options",
-    "recording_path",
-    "recording_url",
 ]
-
-
-def recording_options(settings: Settings, *, from_frames: bool = True) -> RecordingOptions | None:
-    """The recording settings of a session, or None when `record_sessions` is off."""
-    if not settings.record_sessions:
-        return None
-    return RecordingOptions(
-        rate=settings.recording_rate,
-        max_lead_seconds=settings.recording_max_lead_seconds,
-        max_seconds=settings.recording_max_seconds,
-        from_frames=from_frames,
-    )
-
-
-def recording_path(data_dir: Path, session_id: str) -> Path:
-    return data_dir / "sessions" / session_id / RECORDING_FILE
 
 
 def recording_banner(settings: Settings) -> dict[str, object]:

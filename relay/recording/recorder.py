@@ -54,10 +54,6 @@ FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its reco
 Int16Array = npt.NDArray[np.int16]
 
 
-def recording_url(session_id: str) -> str:
-    return f"/relay/sessions/{session_id}/{RECORDING_FILE}"
-
-
 @dataclass(frozen=True)
 class RecordingOptions:
     rate: int = 24000

@@ -54,6 +54,7 @@ from relay.server.routes import (
 from relay.server.state import STATE, RelayState
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.tools.config import load_tools
+from relay.wiring import simulator_options
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -190,8 +191,6 @@ def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
     """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included."""
     if settings.upstream != UPSTREAM_SIM:
         return None
-    from relay.cli.sim import simulator_options
-
     return simulator_options(settings)
 
 

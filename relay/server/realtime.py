@@ -11,30 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from relay.bridge import (
-    BridgeEnvironment,
-    EndReason,
-    SessionBridge,
-    UpstreamTarget,
-    new_session_id,
-    session_policy,
-    upstream_target,
-)
+from relay.bridge import SessionBridge, new_session_id
 from relay.core import events as ev
 from relay.core.frames import deep_merge
+from relay.links.base import UpstreamTarget
 from relay.links.client import WebSocketClient
-from relay.recording import recording_options
+from relay.outcome import EndReason
 from relay.server import access
 from relay.server.auth import Grant
 from relay.server.guards import GRANT, client_remote, offered_protocols
 from relay.server.replies import openai_error
 from relay.server.state import STATE
+from relay.wiring import session_environment, session_policy, upstream_target
 
 log = structlog.get_logger()
 
@@ -108,14 +101,7 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
     if grant is not None and grant.session:
         # The session posted to client_secrets is pinned for this token's sessions; the operator's pins win.
         policy = dataclasses.replace(policy, pinned_session=deep_merge(grant.session, policy.pinned_session))
-    env = BridgeEnvironment(
-        event_log=state.event_log,
-        data_dir=Path(settings.data_dir),
-        retrieve_timeout=settings.retrieve_timeout_seconds,
-        metrics=state.metrics,
-        kept_audio=state.kept_audio,
-        recording=recording_options(settings),
-    )
+    env = session_environment(settings, state.event_log, metrics=state.metrics, kept_audio=state.kept_audio)
     bridge = SessionBridge(
         client,
         target,

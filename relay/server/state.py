@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from relay.bridge import EndReason, SessionBridge
+from relay.bridge import SessionBridge
 from relay.core.keptaudio import KeptAudioBudget
 from relay.eventlog.writer import EventLog
 from relay.metrics import RelayMetrics
+from relay.outcome import EndReason
 from relay.server import access
 from relay.server.auth import TokenAuthority
 from relay.settings import Settings

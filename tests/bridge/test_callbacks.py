@@ -28,9 +28,12 @@ from typing import Any
 import pytest
 
 from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, encode_frame, server_response
-from relay.bridge import BridgeEnvironment, ClientFrame, EndReason, SessionBridge, UpstreamTarget
+from relay.bridge import BridgeEnvironment, SessionBridge
 from relay.core.policy import SessionPolicy
 from relay.eventlog.writer import EventLog
+from relay.links.base import ClientFrame, UpstreamTarget
+from relay.outcome import EndReason
+from relay.wiring import session_files
 from tests.support.loop_checks import no_unhandled_loop_errors
 from tests.support.timing import seconds
 
@@ -187,7 +190,7 @@ async def scripted_upstream(script: Script) -> AsyncIterator[ScriptedUpstream]:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[BridgeEnvironment]:
     event_log = EventLog(tmp_path / "logs")
-    yield BridgeEnvironment(event_log=event_log, data_dir=tmp_path / "data", retrieve_timeout=seconds(5))
+    yield BridgeEnvironment(event_log=event_log, files=session_files(tmp_path / "data"), retrieve_timeout=seconds(5))
     event_log.close()
 
 

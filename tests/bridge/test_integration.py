@@ -536,9 +536,9 @@ async def test_a_client_leaving_is_noticed_while_the_upstream_has_stopped_readin
 
 
 async def test_an_upstream_that_stops_reading_ends_the_session_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import relay.bridge
+    import relay.upstream_side
 
-    monkeypatch.setattr(relay.bridge, "UPSTREAM_BACKLOG_LIMIT_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(relay.upstream_side, "UPSTREAM_BACKLOG_LIMIT_BYTES", 2 * 1024 * 1024)
     async with running_relay(tmp_path, upstream_query="stall=1") as relay, aiohttp.ClientSession() as http:
         async with http.ws_connect(relay.ws_url) as ws:
             await receive_until(ws, lambda e: e["type"] == "session.created")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bridge import session_policy
 from relay.core.resume import ResumePolicy
 from relay.errors import ConfigError
 from relay.settings import load_settings
+from relay.wiring import session_policy
 
 
 def test_resume_is_on_by_default_with_the_documented_bounds() -> None:
