@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.relayproc import EchoProcess, RelayProcess, run_loadgen
+from bench.relayproc import VARIANTS, EchoProcess, RelayProcess, run_loadgen
 from bench.runner import Layout, cpu_cost, log, relay_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a", required=True, help="git revision of A ('.' = the working tree)")
     parser.add_argument("--b", default=".", help="git revision of B (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--variant", default="files", choices=["files", "files+stdout", "off"])
+    parser.add_argument("--variant", default="files", choices=sorted(VARIANTS))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--mid", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=4.0)

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-# Logging variants (docs/performance.md): event files on (the default, where the targets apply), files + event_log_stdout
-# with stdout to /dev/null, and both off.
+# Variants (docs/performance.md): event files on with session recording on (the defaults, where the targets
+# apply), the same with recording off (what recording costs), files + event_log_stdout with stdout to /dev/null,
+# and both logs off.
 VARIANTS: dict[str, dict[str, str]] = {
     "files": {"RELAY_EVENT_LOG_FILES": "true", "RELAY_EVENT_LOG_STDOUT": "false"},
+    "files-norecording": {"RELAY_EVENT_LOG_FILES": "true", "RELAY_EVENT_LOG_STDOUT": "false", "RELAY_RECORD_SESSIONS": "false"},
     "files+stdout": {"RELAY_EVENT_LOG_FILES": "true", "RELAY_EVENT_LOG_STDOUT": "true"},
     "off": {"RELAY_EVENT_LOG_FILES": "false", "RELAY_EVENT_LOG_STDOUT": "false"},
 }
