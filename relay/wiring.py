@@ -131,3 +131,15 @@ def simulator_options(settings: Settings) -> SimulatorOptions:
         return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs)
     except ValueError as exc:
         raise ConfigError("sim_knobs", "settings", str(exc)) from None
+
+
+def open_event_log(settings: Settings) -> EventLog:
+    """The process's event log, as the settings describe it (docs/event-log.md); `serve` and `mic` alike."""
+    return EventLog(
+        Path(settings.log_dir) if settings.event_log_files else None,
+        to_stdout=settings.event_log_stdout,
+        max_queue_bytes=settings.log_queue_max_bytes,
+        keep_text=settings.log_content,
+        max_session_bytes=settings.max_session_log_bytes,
+        audio_hash=settings.log_audio_hash,
+    )

@@ -14,14 +14,12 @@ import errno
 import gc
 import os
 import signal
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from relay.credentials import Credentials, resolve_model, simulator_fallback
 from relay.errors import ConfigError, StartupError
-from relay.eventlog.writer import EventLog
 from relay.links.upstream import redact_url
 from relay.recording import recording_banner
 from relay.server import connections
@@ -36,6 +34,7 @@ from relay.server.app import (
 )
 from relay.settings import UPSTREAM_SIM, Settings
 from relay.tools.config import load_tools
+from relay.wiring import open_event_log
 
 NAME = "serve"
 HELP = "run the relay daemon (WebSocket /v1/realtime, REST proxy, page at /)"
@@ -120,14 +119,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, signals, signum)
     try:
-        event_log = EventLog(
-            Path(settings.log_dir) if settings.event_log_files else None,
-            to_stdout=settings.event_log_stdout,
-            max_queue_bytes=settings.log_queue_max_bytes,
-            keep_text=settings.log_content,
-            max_session_bytes=settings.max_session_log_bytes,
-            audio_hash=settings.log_audio_hash,
-        )
+        event_log = open_event_log(settings)
         try:
             app = create_app(settings, event_log=event_log)
             tune_garbage_collector()

@@ -181,23 +181,6 @@ class UpstreamSide(ItemBook):
             },
         )
 
-    def uncommitted_audio(self, max_ms: float) -> list[tuple[str, float]]:
-        """The appended audio no commit has taken yet, at most the last `max_ms` of it (whole appends), as
-        (base64 audio, ms), oldest first. With server VAD only what a speech onset can still reach back to is
-        kept at all (`_trim_input`), so an idle stream costs nothing more than it does for saving."""
-        out: list[tuple[str, float]] = []
-        total = 0.0
-        for chunk in reversed(self._input_chunks):
-            if chunk.end_ms <= self._uncommitted_start_ms:
-                break
-            ms = chunk.end_ms - chunk.start_ms
-            if total + ms > max_ms or chunk.audio.data is None:  # released for the process-wide budget: the
-                break  # re-sent audio stays one contiguous tail
-            out.append((chunk.audio.data, ms))
-            total += ms
-        out.reverse()
-        return out
-
     def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any]) -> None:
         assert self._gap is not None
         audio_ms: float | None = None

@@ -36,7 +36,7 @@ from relay.mic.display import Display
 from relay.outcome import SessionOutcome
 from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
-from relay.wiring import session_environment, session_policy, simulator_options, upstream_target
+from relay.wiring import open_event_log, session_environment, session_policy, simulator_options, upstream_target
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -197,13 +197,7 @@ async def drive_session(
             url = simulator.realtime_url
             display.notice(f"using the embedded simulator at {url} (no upstream credentials or --upstream sim)")
         target = upstream_target(settings, url, simulator=simulator is not None)
-        event_log = EventLog(
-            Path(settings.log_dir) if settings.event_log_files else None,
-            to_stdout=settings.event_log_stdout,
-            max_queue_bytes=settings.log_queue_max_bytes,
-            keep_text=settings.log_content,
-            audio_hash=settings.log_audio_hash,
-        )
+        event_log = open_event_log(settings)
         # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
         env = session_environment(settings, event_log, record_frames=False)
         bridge = SessionBridge(

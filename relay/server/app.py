@@ -54,7 +54,7 @@ from relay.server.routes import (
 from relay.server.state import STATE, RelayState
 from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
 from relay.tools.config import load_tools
-from relay.wiring import simulator_options
+from relay.wiring import open_event_log, simulator_options
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -206,14 +206,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     load_tools(settings)  # so does a server tool that does not load (exit 2 naming the tool)
     owns_event_log = event_log is None
     if event_log is None:
-        event_log = EventLog(
-            Path(settings.log_dir) if settings.event_log_files else None,
-            to_stdout=settings.event_log_stdout,
-            max_queue_bytes=settings.log_queue_max_bytes,
-            keep_text=settings.log_content,
-            max_session_bytes=settings.max_session_log_bytes,
-            audio_hash=settings.log_audio_hash,
-        )
+        event_log = open_event_log(settings)
     authority = TokenAuthority(settings.client_tokens, secret, default_ttl=settings.token_ttl_seconds)
     try:
         proxies = access.parse_networks(settings.forwarded_allow_ips)
