@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.core.keptaudio import KeptAudioBudget
 from relay.core.formats import DEFAULT_FORMAT
+from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import AudioToSave
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog
