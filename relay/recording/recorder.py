@@ -48,6 +48,12 @@ ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "resp
 COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
+# A queued piece shorter than SMALL_PIECE_MS joins the lane's previous segment when it continues it (same item, no
+# gap), as long as the joined segment stays within JOIN_UP_TO_MS. At the lead limit a flood leaves a trickle of
+# pieces a few frames long (what the clock moved on since the previous chunk); queued one by one, each would cost
+# a segment, an array and a loop turn per commit, a hundred times the audio it holds.
+SMALL_PIECE_MS: Final = 10
+JOIN_UP_TO_MS: Final = 100
 LEFT, RIGHT = 0, 1
 FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
@@ -159,6 +165,8 @@ class SessionRecorder:
         self._output_format = output_format
         self._lead = ms_to_frames(options.max_lead_seconds * 1000.0, self.rate)
         self._lag = ms_to_frames(COMMIT_LAG_MS, self.rate)
+        self._small_piece = max(1, ms_to_frames(SMALL_PIECE_MS, self.rate))
+        self._join_up_to = ms_to_frames(JOIN_UP_TO_MS, self.rate)
         self._max_frames = ms_to_frames(options.max_seconds * 1000.0, self.rate)
         self._user = ArrivalLane(self.rate)
         self._assistant = ItemLane(self.rate)
@@ -341,7 +349,7 @@ class SessionRecorder:
         if lined_up and not placed.skip and not placed.dropped and len(samples) == expected:
             # The common case (same rate, nothing clipped): output and timeline line up.
             self._expected_end[channel] = self._produced_end[channel] = origin + expected
-            self._segments[channel].append(_Segment(origin, item_id, samples))
+            self._queue(channel, _Segment(origin, item_id, samples))
             return
         if origin != self._expected_end[channel]:  # a new run: its output starts where it does
             self._produced_end[channel] = origin
@@ -350,12 +358,30 @@ class SessionRecorder:
         self._produced_end[channel] = at + len(samples)
         out = clip(at, len(samples), self._written, limit)
         if out.keep:
-            self._segments[channel].append(_Segment(out.start, item_id, samples[out.skip : out.skip + out.keep]))
+            piece = samples[out.skip : out.skip + out.keep]
+            # A part of a chunk is copied: a view would keep the whole chunk (and the buffer under it) in memory
+            # until that part is written, however few frames of it are queued.
+            self._queue(channel, _Segment(out.start, item_id, piece if out.keep == len(samples) else piece.copy()))
         if placed.dropped:
             end = placed.start + placed.keep
             # Audio past the file's cap is not "dropped" audio: the cap is reported once, by itself.
             over_cap = max(0, end + placed.dropped - self._max_frames) if end >= self._max_frames else 0
             self._dropped += placed.dropped - min(over_cap, placed.dropped)
+
+    def _queue(self, channel: int, segment: _Segment) -> None:
+        """Queue placed audio after the lane's last segment, joining a small piece to it when it continues it."""
+        lane = self._segments[channel]
+        if lane and len(segment.samples) < self._small_piece:
+            last = lane[-1]
+            last_end = last.start + len(last.samples)
+            if (
+                last.item_id == segment.item_id
+                and last_end == segment.start
+                and len(last.samples) + len(segment.samples) <= self._join_up_to
+            ):
+                lane[-1] = _Segment(last.start, last.item_id, np.concatenate((last.samples, segment.samples)))
+                return
+        lane.append(segment)
 
     def _commit(self, upto: int) -> None:
         """Render [written, upto) as stereo frames and hand them to the writer."""

@@ -115,6 +115,38 @@ async def test_a_flood_is_capped_at_the_lead_and_counted_as_dropped(tmp_path: Pa
     assert 7900 <= saved["dropped_ms"] <= 8100
 
 
+def test_a_flood_at_the_lead_limit_keeps_the_audio_it_holds_not_every_chunk_it_saw(tmp_path: Path, monkeypatch: Any) -> None:
+    """A client (or upstream) far faster than real time: at the lead limit each chunk keeps only the few frames
+    the clock moved on since the previous one. Those frames are what waits in memory; the rest of the chunk, and
+    the bookkeeping of one queued piece per chunk, must not (a chunk kept whole for one frame of it is a memory
+    growth with every chunk, and a commit that loops over thousands of pieces)."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    recorder = SessionRecorder(
+        tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000, max_lead_seconds=1.0), started_mono=100.0, report=lambda t, e: None
+    )
+    fmt = AudioFormat("audio/pcm", 8000)
+    user = base64.b64encode(b"\x10\x00" * 800).decode()  # 100 ms, 1600 bytes
+    assistant = base64.b64encode(b"\x20\x00" * 800).decode()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):  # 200 s of audio each way within 2 s of clock (the timer never commits here)
+            recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": user}, audio_format=fmt))
+            recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": assistant, "item_id": "a"}, audio_format=fmt))
+            clock[0] += 0.001
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Waiting: [0, clock + lead) = 3 s per lane, 48 kB of samples at 8 kHz. Keeping every chunk whole held ~7 MB.
+    assert held < 200_000, held
+
+
 async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Path) -> None:
     chunk = base64.b64encode(b"\x10\x00" * 8000).decode()
     flood = [
