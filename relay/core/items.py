@@ -45,8 +45,10 @@ class Item:
     retrieve_sent: bool = False
     saved: bool = False
     # Deltas as received (base64), decoded only if a fallback save needs them: most items never do.
-    output_audio: list[KeptAudio] = field(default_factory=list)
+    output_audio: deque[KeptAudio] = field(default_factory=deque)
     output_audio_bytes: int = 0
+    # The budget took some of its kept audio (oldest first): the pieces are dropped, this remembers the loss.
+    output_audio_lost: bool = False
     output_forwarded_bytes: int = 0
     input_start_ms: float | None = None
     input_end_ms: float | None = None
@@ -91,6 +93,8 @@ class ItemBook(Outbox):
         self._settle: list[str] = []  # items that may be finished, looked at once the current frame is handled
         self.retrieves = RetrieveLedger(on_settled=lambda item_id: self._settle.append(item_id))
         self._input_chunks: deque[InputChunk] = deque()
+        # Appended audio before this point was taken by the process-wide budget (its chunks are gone).
+        self._released_input_until_ms = 0.0
         self._appended_ms = 0.0
         # Where the upstream's audio time 0 lies on this session's appended-audio timeline: 0 until a resume,
         # whose new upstream counts from the first append it was sent.
@@ -179,6 +183,8 @@ class ItemBook(Outbox):
         chunks = self._input_chunks
         while chunks and chunks[0].end_ms <= floor:
             self.kept_audio.free(chunks.popleft().audio)
+        while chunks and chunks[0].audio.released:  # taken by the budget (oldest first): drop the empty shell
+            self._released_input_until_ms = max(self._released_input_until_ms, chunks.popleft().end_ms)
 
     def _clamp_truncate(self, event: dict[str, Any]) -> dict[str, Any] | None:
         item_id = event.get("item_id")
@@ -223,7 +229,7 @@ class ItemBook(Outbox):
     def _free_output_audio(self, item: Item) -> None:
         for piece in item.output_audio:
             self.kept_audio.free(piece)
-        item.output_audio = []
+        item.output_audio.clear()
 
     def _forget_old_items(self) -> None:
         """Forget the oldest items past `MAX_TRACKED_ITEMS`: first those with no retrieve in flight; past twice
@@ -274,7 +280,7 @@ class ItemBook(Outbox):
             return
         if item.role == "user":
             pcm = self._input_span(item)
-        elif any(piece.released for piece in item.output_audio):
+        elif item.output_audio_lost or any(piece.released for piece in item.output_audio):
             pcm = None
         else:
             pcm = b"".join(b64_bytes(piece.data) or b"" for piece in item.output_audio)
@@ -289,6 +295,8 @@ class ItemBook(Outbox):
         """The appended audio of a user item, or None when part of it was released for the budget."""
         start = item.input_start_ms if item.input_start_ms is not None else 0.0
         end = item.input_end_ms if item.input_end_ms is not None else self._appended_ms
+        if start < self._released_input_until_ms:
+            return None
         out = bytearray()
         for chunk in self._input_chunks:
             if chunk.end_ms <= start or chunk.start_ms >= end:
@@ -354,7 +362,11 @@ class ItemBook(Outbox):
                 item.output_forwarded_bytes += n
                 cap = (item.format or self.output_format).bytes_per_second * self.policy.max_item_audio_seconds
                 if self.policy.retrieve_after_done and not item.saved and item.output_audio_bytes + n <= cap:
-                    item.output_audio.append(self.kept_audio.keep(delta, n))
+                    pieces = item.output_audio
+                    while pieces and pieces[0].released:  # taken by the budget: an empty shell, not kept
+                        pieces.popleft()
+                        item.output_audio_lost = True
+                    pieces.append(self.kept_audio.keep(delta, n))
                     item.output_audio_bytes += n
             return item.format
         return self.output_format

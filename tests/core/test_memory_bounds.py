@@ -120,6 +120,26 @@ def test_the_process_wide_budget_releases_the_oldest_audio_of_any_session_first(
     assert failures == [{"item_id": "old", "reason": "audio_released"}]
 
 
+def test_pieces_the_budget_took_leave_no_empty_shells_behind_in_a_session() -> None:
+    """An item that never completes keeps streaming while the budget gives its oldest pieces to newer audio: the
+    session drops the emptied pieces as it goes (it only remembers that audio was lost), so what it holds
+    stays within its share of the budget, not one record per chunk ever received."""
+    budget = KeptAudioBudget(max_bytes=BYTES_PER_S)
+    core = session(budget, max_item_audio_seconds=120.0)
+    core.receive_server_text(j({"type": "session.updated", "event_id": "u", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    stream(core, "item_a", seconds=20, chunk_bytes=960)
+    for _ in range(1000):  # 20 s of 20 ms appends, never committed
+        core.receive_client_text(j({"type": "input_audio_buffer.append", "audio": audio(960)}))
+    item = core._items["item_a"]
+    assert len(item.output_audio) <= BYTES_PER_S // 960 + 1 and item.output_audio_lost
+    assert len(core._input_chunks) <= BYTES_PER_S // 960 + 1
+    done(core, assistant_item("item_a"))
+    retrieved(core, assistant_item("item_a"))
+    out = drain(core)
+    assert out["save"] == []
+    assert [e.event for e in out["log"] if e.type == "relay.retrieve_failed"] == [{"item_id": "item_a", "reason": "audio_released"}]
+
+
 def test_a_released_user_item_logs_audio_released_when_its_retrieve_times_out() -> None:
     budget = KeptAudioBudget(max_bytes=BYTES_PER_S)
     core = session(budget)
