@@ -19,6 +19,7 @@ from relay.bridge import BridgeEnvironment
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.policy import SessionPolicy
 from relay.core.resume import ResumePolicy
+from relay.core.toolset import ToolSet
 from relay.credentials import Credentials, qualify_model, resolve_model
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog
@@ -29,11 +30,11 @@ from relay.recording import RECORDING_FILE, RecordingOptions
 from relay.saving import SessionFiles
 from relay.settings import Settings
 from relay.simulator import SimulatorOptions
-from relay.tools.config import load_tools
 
 
-def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
-    """The operator's settings the core needs, for one session (`serve` and `mic` alike)."""
+def session_policy(settings: Settings, *, relay_events: bool, tools: ToolSet | None) -> SessionPolicy:
+    """The operator's settings the core needs, for one session (`serve` and `mic` alike). `tools` is
+    `load_tools(settings)`, loaded once by the caller: handlers are imported and checked at start, not per session."""
     return SessionPolicy(
         retrieve_after_done=settings.retrieve_after_done,
         clamp_truncate=settings.clamp_truncate,
@@ -41,7 +42,7 @@ def session_policy(settings: Settings, *, relay_events: bool) -> SessionPolicy:
         blocked_client_events=frozenset(settings.blocked_client_events),
         max_item_audio_seconds=settings.max_item_audio_seconds,
         relay_events=relay_events,
-        tools=load_tools(settings),
+        tools=tools,
         resume=ResumePolicy(
             attempts=settings.upstream_resume_attempts,
             buffer_seconds=settings.resume_buffer_seconds,

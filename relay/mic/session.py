@@ -36,6 +36,7 @@ from relay.mic.display import Display
 from relay.outcome import SessionOutcome
 from relay.settings import UPSTREAM_SIM
 from relay.simulator import RunningSimulator, start_simulator
+from relay.tools.config import load_tools
 from relay.wiring import open_event_log, session_environment, session_policy, simulator_options, upstream_target
 
 if TYPE_CHECKING:
@@ -200,9 +201,8 @@ async def drive_session(
         event_log = open_event_log(settings)
         # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
         env = session_environment(settings, event_log, record_frames=False)
-        bridge = SessionBridge(
-            client, target, session_policy(settings, relay_events=True), env, started_info={"mode": "mic", **started_info}
-        )
+        policy = session_policy(settings, relay_events=True, tools=load_tools(settings))
+        bridge = SessionBridge(client, target, policy, env, started_info={"mode": "mic", **started_info})
         loop = asyncio.get_running_loop()
         speaker_rate = agent.playback_buffer.rate
 

@@ -203,7 +203,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
             detail="no token_secret configured: other replicas cannot verify this process's client tokens",
         )
     simulator_options = embedded_simulator_options(settings)  # a bad knob fails here, before a log is opened
-    load_tools(settings)  # so does a server tool that does not load (exit 2 naming the tool)
+    tools = load_tools(settings)  # so does a server tool that does not load (exit 2 naming the tool)
     owns_event_log = event_log is None
     if event_log is None:
         event_log = open_event_log(settings)
@@ -224,6 +224,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         simulator_options=simulator_options,
         owns_event_log=owns_event_log,
         proxies=proxies,
+        tools=tools,
     )
     # With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md).
     guard = [access.loopback_guard(settings.allowed_origins)] if not settings.client_tokens and is_loopback(settings.host) else []

@@ -97,7 +97,7 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
             client_query=query.items(),
         )
 
-    policy = session_policy(settings, relay_events=relay_events)
+    policy = session_policy(settings, relay_events=relay_events, tools=state.tools)
     if grant is not None and grant.session:
         # The session posted to client_secrets is pinned for this token's sessions; the operator's pins win.
         policy = dataclasses.replace(policy, pinned_session=deep_merge(grant.session, policy.pinned_session))

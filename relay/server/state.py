@@ -17,6 +17,7 @@ from aiohttp import web
 
 from relay.bridge import SessionBridge
 from relay.core.keptaudio import KeptAudioBudget
+from relay.core.toolset import ToolSet
 from relay.eventlog.writer import EventLog
 from relay.metrics import RelayMetrics
 from relay.outcome import EndReason
@@ -46,6 +47,7 @@ class RelayState:
     # Live sessions per minted token (by hash), for token_max_sessions.
     token_sessions: Counter[str] = field(default_factory=Counter)
     proxies: tuple[access.Network, ...] = ()
+    tools: ToolSet | None = None  # the server tools, loaded once at start (docs/tools.md)
     # Set whenever `bridges` is empty, so shutdown waits on it instead of polling.
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).

@@ -12,7 +12,7 @@ from relay.wiring import session_policy
 
 def test_resume_is_on_by_default_with_the_documented_bounds() -> None:
     settings = load_settings(env={}).settings
-    policy = session_policy(settings, relay_events=False)
+    policy = session_policy(settings, relay_events=False, tools=None)
     assert policy.resume == ResumePolicy(attempts=3, buffer_seconds=5.0, history_max_bytes=256 * 1024, gap_max_bytes=8 * 1024 * 1024)
 
 
@@ -23,10 +23,10 @@ def test_resume_settings_come_from_the_environment_and_can_turn_it_off() -> None
         "RELAY_RESUME_HISTORY_MAX_BYTES": "1000",
         "RELAY_MAX_CLIENT_BACKLOG_BYTES": "4096",
     }
-    policy = session_policy(load_settings(env=env).settings, relay_events=True)
+    policy = session_policy(load_settings(env=env).settings, relay_events=True, tools=None)
     assert policy.resume == ResumePolicy(attempts=5, buffer_seconds=2.5, history_max_bytes=1000, gap_max_bytes=4096)
     off = load_settings(env={"RELAY_UPSTREAM_RESUME": "false"}).settings
-    assert session_policy(off, relay_events=False).resume is None
+    assert session_policy(off, relay_events=False, tools=None).resume is None
 
 
 @pytest.mark.parametrize(
