@@ -23,7 +23,7 @@ FRAME_RE = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 # Cost categories. A sample goes to the category of the frame nearest its leaf that matches one (so the
 # base64 decoding the event log does lands in "base64_decode", not in "event_log"). Patterns are matched against
-# `_frame_key`, which keeps the last two parts of a path ("eventlog/records.py:audio_summary").
+# `_frame_key`, which keeps the last three parts of a path ("relay/eventlog/records.py:audio_summary").
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base64_decode", ("base64.py:", "core/frames.py:b64_bytes")),
     ("sha256_audio_summary", ("eventlog/records.py:audio_summary",)),
@@ -33,6 +33,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "eventlog/writer.py:_write_all")),
     ("event_log(other)", ("eventlog/records.py:", "eventlog/writer.py:")),
     ("metrics", ("relay/metrics.py:",)),
+    ("recording", ("relay/recording/", "audio/resample.py", "audio/pcm.py")),
     ("session_core(other)", ("relay/core/",)),
     ("bridge(other)", ("relay/bridge.py:",)),
     ("client_side(aiohttp+wsclient)", ("aiohttp/", "links/client.py:")),
@@ -54,8 +55,9 @@ def _frame_key(frame: str) -> str:
     if not match:
         return frame
     path = match.group("file")
-    # Keep the last two path parts: enough to tell relay/core/session.py from websockets/asyncio/connection.py.
-    short = "/".join(path.replace("\\", "/").split("/")[-2:])
+    # Keep the last three path parts: enough to tell relay/core/session.py from websockets/asyncio/connection.py
+    # and relay/recording/ from numpy/_core/.
+    short = "/".join(path.replace("\\", "/").split("/")[-3:])
     return f"{short}:{match.group('name')}"
 
 

@@ -1,13 +1,13 @@
 """One session's recording: observes the audio crossing the relay and writes `recording.wav` as the session runs.
 
-`SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they
-went upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic`
-mode, the device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker
-played). Each chunk is decoded (G.711 too), resampled to the recording rate with a streaming resampler per lane
-and placed on the session's timeline by `relay.recording.timeline`. Placed audio waits in memory until the
-wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then a timer
-renders it, with silence between, into stereo frames (left: user, right: assistant) that one process-wide
-writer thread appends to the file (`GrowingWav`), at least every second.
+`SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they went
+upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic` mode, the
+device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). Each chunk
+is placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
+too) and resampled to the recording rate with a streaming resampler per lane. Placed audio waits in memory until the
+wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then a timer renders
+it, with silence between, into stereo frames (left: user, right: assistant) that one process-wide writer thread
+appends to the file (`GrowingWav`), at least every second.
 
 Trouble never reaches the session: a failed write stops the recording and is reported once
 (`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds`.
@@ -36,6 +36,7 @@ from audio import pcm as pcmlib
 from audio.resample import StreamResampler
 from relay.core import events as ev
 from relay.core.formats import DEFAULT_FORMAT, AudioFormat
+from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
@@ -44,6 +45,7 @@ RECORDING_SAVED: Final = "relay.recording_saved"
 RECORDING_STOPPED: Final = "relay.recording_stopped"
 RECORDING_FILE: Final = "recording.wav"
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
+G711_TYPES: Final = frozenset({"audio/pcmu", "audio/pcma"})
 
 COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
@@ -58,6 +60,7 @@ LEFT, RIGHT = 0, 1
 FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
 Int16Array = npt.NDArray[np.int16]
+_NO_SAMPLES: Final[Int16Array] = np.zeros(0, dtype="<i2")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,19 @@ class _Decoder:
         expected_total = self._in_total * self.rate // in_rate
         expected, self._out_total = expected_total - self._out_total, expected_total
         return np.frombuffer(self._resampler.process_pcm16(data), dtype="<i2"), expected
+
+    def frames_for(self, n_bytes: int, fmt: AudioFormat) -> int:
+        """How many frames at the recording rate `n_bytes` of wire audio stand for, without decoding them (what
+        `wire` would return as the chunk's frame count)."""
+        if fmt.type in G711_TYPES:
+            n_in, in_rate = n_bytes, pcmlib.G711_RATE
+        else:
+            n_in, in_rate = n_bytes // 2, fmt.rate
+        if in_rate == self.rate:
+            return n_in
+        if self._resampler is None or self._resampler.in_rate != in_rate:
+            return n_in * self.rate // in_rate
+        return (self._in_total + n_in) * self.rate // in_rate - self._out_total
 
     def wire(self, data: bytes, fmt: AudioFormat) -> tuple[Int16Array, int]:
         if fmt.type == "audio/pcmu":
@@ -261,44 +277,61 @@ class SessionRecorder:
         event = entry.event
         if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
             if entry.dir == "client" and isinstance(event, dict):
-                data = _b64(event.get("audio"))
-                if data:
-                    self._add_user(data, entry.audio_format or DEFAULT_FORMAT)
+                audio = event.get("audio")
+                if isinstance(audio, str) and audio:
+                    self._add_user(audio, entry.audio_format or DEFAULT_FORMAT)
         elif kind in ASSISTANT_AUDIO_DELTAS:
             if entry.dir == "server" and isinstance(event, dict):
-                data = _b64(event.get("delta"))
-                item_id = event.get("item_id")
-                if data:
-                    self._add_assistant(data, entry.audio_format or self._output_format(), item_id)
+                delta = event.get("delta")
+                if isinstance(delta, str) and delta:
+                    self._add_assistant(delta, entry.audio_format or self._output_format(), event.get("item_id"))
         elif kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client" and isinstance(event, dict):
             item_id, end = event.get("item_id"), event.get("audio_end_ms")
             if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
                 self._truncate(item_id, float(end))
 
-    def _add_user(self, data: bytes, fmt: AudioFormat) -> None:
-        try:
-            samples, expected = self._decoders[LEFT].wire(data, fmt)
-        except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
+    # Wire audio is placed on the timeline first (its frame count follows from the base64 length) and decoded
+    # only when some of it is kept: audio beyond the lead limit costs no decode.
+    def _add_user(self, audio: str, fmt: AudioFormat) -> None:
+        decoder = self._decoders[LEFT]
+        expected = decoder.frames_for(b64_decoded_len(audio), fmt)
+        if expected <= 0 or self._finished:
             return
-        self._place(self._user, LEFT, samples, expected)
+        now = self._now()
+        placed = self._user.place(now, expected, self._written, now + self._lead, self._max_frames)
+        self._decode_and_keep(placed, LEFT, None, audio, fmt, min(now + self._lead, self._max_frames))
 
-    def _add_assistant(self, data: bytes, fmt: AudioFormat, item_id: object) -> None:
+    def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object) -> None:
         key = item_id if isinstance(item_id, str) else ""
         decoder = self._decoders[RIGHT]
         if key != self._assistant_item:
             decoder.restart()
             self._assistant_item = key
             self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
-        try:
-            samples, expected = decoder.wire(data, fmt)
-        except ValueError:
-            return
+        expected = decoder.frames_for(b64_decoded_len(delta), fmt)
         if expected <= 0 or self._finished:
             return
         now = self._now()
-        limit = min(now + self._lead, self._max_frames)
-        placed = self._assistant.place(key, now, expected, self._written, limit)
-        self._keep(placed, RIGHT, key, samples, expected, limit)
+        placed = self._assistant.place(key, now, expected, self._written, now + self._lead, self._max_frames)
+        self._decode_and_keep(placed, RIGHT, key, delta, fmt, min(now + self._lead, self._max_frames))
+
+    def _decode_and_keep(
+        self, placed: Placement, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, limit: int
+    ) -> None:
+        decoder = self._decoders[channel]
+        if not placed.keep:
+            # Nothing of it is kept: not decoded. A resampled stream restarts at the next kept chunk (its filter
+            # must not run across the hole), which `_keep` lines up as a new run.
+            decoder.restart()
+            self._expected_end[channel] = -1
+            self._count_dropped(placed)
+            return
+        data = _b64(audio)
+        try:
+            samples = decoder.wire(data, fmt)[0] if data else _NO_SAMPLES  # not base64: silence where it was placed
+        except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
+            return
+        self._keep(placed, channel, item_id, samples, placed.keep + placed.dropped, limit)
 
     def _truncate(self, item_id: str, audio_end_ms: float) -> None:
         span = self._assistant.truncate(item_id, audio_end_ms)
@@ -336,9 +369,8 @@ class SessionRecorder:
         if expected <= 0 or self._finished:
             return
         now = self._now()
-        limit = min(now + self._lead, self._max_frames)
-        placed = lane.place(now if at is None else at, expected, self._written, limit)
-        self._keep(placed, channel, None, samples, expected, limit)
+        placed = lane.place(now if at is None else at, expected, self._written, now + self._lead, self._max_frames)
+        self._keep(placed, channel, None, samples, expected, min(now + self._lead, self._max_frames))
 
     def _keep(
         self, placed: Placement, channel: int, item_id: str | None, samples: Int16Array, expected: int, limit: int
@@ -362,6 +394,9 @@ class SessionRecorder:
             # A part of a chunk is copied: a view would keep the whole chunk (and the buffer under it) in memory
             # until that part is written, however few frames of it are queued.
             self._queue(channel, _Segment(out.start, item_id, piece if out.keep == len(samples) else piece.copy()))
+        self._count_dropped(placed)
+
+    def _count_dropped(self, placed: Placement) -> None:
         if placed.dropped:
             end = placed.start + placed.keep
             # Audio past the file's cap is not "dropped" audio: the cap is reported once, by itself.

@@ -14,7 +14,11 @@ chunks, each with the frame at which it crossed the relay (its arrival). Two kin
 
 Every placement is clipped to `[floor, limit)`: `floor` is what is already written (the past cannot change),
 `limit` is the wall clock plus the allowed lead. What falls beyond `limit` is `dropped` (audio sent faster than
-real time); what falls before `floor` is dropped as well (a stalled loop).
+real time); what falls before `floor` is dropped as well (a stalled loop). A chunk that would start ahead of its
+arrival (it continues a run already running ahead of the clock) is placed whole or not at all: at the lead limit a
+flood then records one whole chunk each time the clock has made room for one, and every other chunk is dropped
+before anyone decodes it, instead of each chunk leaving a sliver of a few frames that costs a decode, a
+resampler pass and a queued piece.
 """
 
 from __future__ import annotations
@@ -56,8 +60,13 @@ class ArrivalLane:
         self.continue_within = ms_to_frames(CONTINUE_WITHIN_MS, rate)
         self.end: int | None = None  # where the last placed chunk ended (None: nothing yet)
 
-    def place(self, arrival: int, frames: int, floor: int, limit: int) -> Placement:
+    def place(self, arrival: int, frames: int, floor: int, limit: int, cap: int | None = None) -> Placement:
+        """`limit`: the clock plus the lead; `cap`: where the file ends (a chunk reaching past it is cut there)."""
         start = self.end if self.end is not None and arrival <= self.end + self.continue_within else arrival
+        if start > arrival and start + frames > limit:
+            return Placement(start, 0, 0, frames)  # ahead of the clock and past the limit: dropped whole
+        if cap is not None:
+            limit = min(limit, cap)
         placed = clip(start, frames, floor, limit)
         # A chunk cut at the lead limit still moves the stream on to the limit: the next chunk continues there.
         self.end = max(start, min(start + frames, limit))
@@ -89,7 +98,8 @@ class ItemLane:
         self._items: OrderedDict[str, _ItemState] = OrderedDict()
         self._current: str | None = None  # the item whose audio came last
 
-    def place(self, item_id: str, arrival: int, frames: int, floor: int, limit: int) -> Placement:
+    def place(self, item_id: str, arrival: int, frames: int, floor: int, limit: int, cap: int | None = None) -> Placement:
+        """As `ArrivalLane.place`, for one item's audio."""
         item = self._items.get(item_id)
         if item is None:
             item = _ItemState(next=max(arrival, self.end))
@@ -103,6 +113,11 @@ class ItemLane:
         if item_id != self._current:  # items taking turns (not seen live): one voice at a time, in order
             start = max(start, self.end)
             self._current = item_id
+        if start > arrival and start + frames > limit:
+            item.audio_frames += frames  # ahead of the clock and past the limit: dropped whole, the item goes on
+            return Placement(start, 0, 0, frames)
+        if cap is not None:
+            limit = min(limit, cap)
         placed = clip(start, frames, floor, limit)
         offset = item.audio_frames + placed.skip
         last = item.runs[-1] if item.runs else None

@@ -147,6 +147,31 @@ def test_a_flood_at_the_lead_limit_keeps_the_audio_it_holds_not_every_chunk_it_s
     assert held < 200_000, held
 
 
+def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Path, monkeypatch: Any) -> None:
+    """Audio arriving far faster than real time costs the recorder next to nothing: a chunk placed nowhere is
+    never decoded, and at the lead limit one whole chunk is recorded each time the clock has made room for one."""
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    decoded: list[object] = []
+    real_b64 = recorder_module._b64
+    monkeypatch.setattr(recorder_module, "_b64", lambda text: decoded.append(text) or real_b64(text))
+    recorder = SessionRecorder(
+        tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000, max_lead_seconds=1.0), started_mono=100.0, report=lambda t, e: None
+    )
+    fmt = AudioFormat("audio/pcm", 16000)  # resampled: the skipped chunks must not confuse the stream's counts
+    chunk = base64.b64encode(b"\x10\x00" * 1600).decode()  # 100 ms
+    for _ in range(2000):  # 200 s of audio each way within 2 s of clock
+        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+        recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
+        clock[0] += 0.001
+    # [0, clock + lead) = 3 s per lane: 30 chunks of 100 ms each way, give or take the edges.
+    assert 50 <= len(decoded) <= 64, len(decoded)
+
+
 async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Path) -> None:
     chunk = base64.b64encode(b"\x10\x00" * 8000).decode()
     flood = [

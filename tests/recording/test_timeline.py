@@ -107,3 +107,31 @@ def test_assistant_placements_never_overlap_and_never_start_before_they_arrive(
         spans.append((placed.start, placed.start + placed.keep))
     spans.sort()
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_a_chunk_that_would_start_ahead_of_the_clock_is_placed_whole_or_dropped_whole() -> None:
+    lane = ArrivalLane(RATE)
+    assert lane.place(0, 1000, 0, 1500) == Placement(0, 0, 1000, 0)
+    # Continues the run at 1000, ahead of its arrival, and would end past the limit: dropped whole, not cut.
+    assert lane.place(10, 1000, 0, 1510) == Placement(1000, 0, 0, 1000)
+    # Once the clock made room for the whole chunk, it continues the run where it stopped.
+    assert lane.place(900, 1000, 0, 2400) == Placement(1000, 0, 1000, 0)
+    # A chunk that starts on time is still cut at the limit (it is never ahead of the clock).
+    assert lane.place(5000, 1000, 0, 5600) == Placement(5000, 0, 600, 400)
+
+
+def test_a_chunk_reaching_past_the_end_of_the_file_is_cut_there_even_ahead_of_the_clock() -> None:
+    lane = ArrivalLane(RATE)
+    lane.place(0, 1000, 0, 5000, cap=1500)
+    assert lane.place(0, 1000, 0, 5000, cap=1500) == Placement(1000, 0, 500, 500)
+    items = ItemLane(RATE)
+    items.place("a", 0, 1000, 0, 5000, cap=1500)
+    assert items.place("a", 0, 1000, 0, 5000, cap=1500) == Placement(1000, 0, 500, 500)
+
+
+def test_an_item_chunk_dropped_ahead_of_the_clock_still_counts_in_the_items_audio_for_truncates() -> None:
+    lane = ItemLane(RATE)
+    lane.place("a", 0, 1000, 0, 1500)
+    assert lane.place("a", 0, 1000, 0, 1500).dropped == 1000  # item audio 1000..2000 never placed
+    assert lane.place("a", 600, 500, 0, 2100) == Placement(1000, 0, 500, 0)  # item audio 2000..2500
+    assert lane.truncate("a", 2100) == (1100, 1500)
