@@ -8,6 +8,7 @@ the summary says why instead. I/O: one py-spy subprocess and its output file.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -118,7 +119,7 @@ def record(pid: int, seconds: float, out: Path, *, rate: int = 200, core: int | 
         return {"available": False, "reason": "py-spy is not installed (pip install py-spy)"}
     duration = max(1, round(seconds))
     argv = [tool, "record", "-p", str(pid), "-d", str(duration), "-r", str(rate), "-f", "raw", "-o", str(out)]
-    argv += ["--threads", "--nonblocking", "--function"]
+    argv += ["--threads", "--nonblocking", "--function"] + (["--gil"] if os.environ.get("PROF_GIL") else [])
     if core is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", str(core), *argv]
     window = CpuWindow(pid)

@@ -68,7 +68,8 @@ class RelayMetrics:
     def __init__(self, active_sessions: Callable[[], int], log_dropped: Callable[[], int]) -> None:
         self._active_sessions = active_sessions
         self._log_dropped = log_dropped
-        self.events: Counter[tuple[str, str]] = Counter()
+        # Events by direction, then by type label: two plain dict lookups per event (this runs for every frame).
+        self._events: dict[str, dict[str, int]] = {}
         self.bytes: Counter[str] = Counter()
         self.retrieves: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
@@ -87,9 +88,18 @@ class RelayMetrics:
         GCCollector(registry=self.registry)
 
     def count_event(self, direction: str, event_type: str | None, size: int | None) -> None:
-        self.events[(direction, type_label(event_type))] += 1
+        by_type = self._events.get(direction)
+        if by_type is None:
+            by_type = self._events[direction] = {}
+        label = event_type if event_type in _KNOWN_TYPES else "other"
+        by_type[label] = by_type.get(label, 0) + 1
         if size:
             self.bytes[direction] += size
+
+    @property
+    def events(self) -> Counter[tuple[str, str]]:
+        """Events counted so far, by (direction, type label)."""
+        return Counter({(d, t): n for d, by_type in self._events.items() for t, n in by_type.items()})
 
     def observe_connect(self, seconds: float) -> None:
         self._connect.observe(seconds)

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 
@@ -44,8 +44,9 @@ _SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (
 log = structlog.get_logger()
 
 
-@dataclass
-class _Queued:
+class _Queued(NamedTuple):
+    """One encoded record (a tuple: one is made per record, on the loop)."""
+
     log: SessionEventLog
     seq: int
     line: bytes
@@ -85,6 +86,7 @@ class EventLog:
         self.max_queue_bytes = max_queue_bytes
         self.records = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
         self._stdout_fd = stdout_fd
+        self.enabled = log_dir is not None or to_stdout  # records are encoded and written at all
         self._queue: deque[_Queued | _Gap | _Close] = deque()
         self._enqueued_bytes = 0  # written by the loop thread only
         self._written_bytes = 0  # written by the writer thread only
@@ -94,10 +96,6 @@ class EventLog:
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="relay-eventlog", daemon=True)
         self._thread.start()
-
-    @property
-    def enabled(self) -> bool:
-        return self.log_dir is not None or self.to_stdout
 
     @property
     def dropped_total(self) -> int:
@@ -119,12 +117,12 @@ class EventLog:
 
     # ---- loop side ------------------------------------------------------------------------------------
     def _enqueue(self, item: _Queued) -> bool:
-        size = len(item.line)
-        if self.queued_bytes + size > self.max_queue_bytes:
+        queued = self._enqueued_bytes - self._written_bytes + len(item.line)
+        if queued > self.max_queue_bytes:
             return False
-        self._enqueued_bytes += size
+        self._enqueued_bytes += len(item.line)
         self._queue.append(item)
-        if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
+        if queued > _SOON_BYTES and not self._wake.is_set():
             self._wake.set()
         return True
 
@@ -293,9 +291,10 @@ class SessionEventLog:
         owner = self.owner
         if not owner.enabled or self._closed:
             return seq
-        t_ms = (time.monotonic() - self.started_mono) * 1000.0
         try:
-            line = owner.records.build(self.session_id, seq, time.time(), t_ms, entry)
+            line = owner.records.build(
+                self.session_id, seq, time.time(), (time.monotonic() - self.started_mono) * 1000.0, entry
+            )
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
             self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
@@ -307,7 +306,8 @@ class SessionEventLog:
                 log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
             self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
             return seq
-        self._declare_size_gap()
+        if self._size_gap is not None:
+            self._declare_size_gap()
         self.logged_bytes += len(line)
         item = _Queued(self, seq, line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:

@@ -87,7 +87,7 @@ def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payloa
         pytest.param(
             "input_audio_buffer.append",
             {"type": "input_audio_buffer.append", "event_id": "e1", "audio": "AAAA"},
-            {"type": "input_audio_buffer.append", "event_id": "e1", "audio": {"audio_bytes": 3, "audio_ms": 0.062}},
+            {"type": "input_audio_buffer.append", "event_id": "e1", "audio": {"audio_bytes": 3, "audio_ms": 0.063}},
             id="a flat append",
         ),
         pytest.param(
@@ -95,8 +95,8 @@ def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payloa
             {"type": "response.output_audio.delta", "delta": "AAAA", "audio": "BBBB", "item_id": "i"},
             {
                 "type": "response.output_audio.delta",
-                "delta": {"audio_bytes": 3, "audio_ms": 0.062},
-                "audio": {"audio_bytes": 3, "audio_ms": 0.062},
+                "delta": {"audio_bytes": 3, "audio_ms": 0.063},
+                "audio": {"audio_bytes": 3, "audio_ms": 0.063},
                 "item_id": "i",
             },
             id="a delta that also carries an audio key",
@@ -106,8 +106,8 @@ def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payloa
             {"type": "input_audio_buffer.append", "audio": "AAAA", "extra": {"audio": "BBBB", "n": [1, {"audio": "CC"}]}},
             {
                 "type": "input_audio_buffer.append",
-                "audio": {"audio_bytes": 3, "audio_ms": 0.062},
-                "extra": {"audio": {"audio_bytes": 3, "audio_ms": 0.062}, "n": [1, {"audio": {"audio_bytes": 1, "audio_ms": 0.021}}]},
+                "audio": {"audio_bytes": 3, "audio_ms": 0.063},
+                "extra": {"audio": {"audio_bytes": 3, "audio_ms": 0.063}, "n": [1, {"audio": {"audio_bytes": 1, "audio_ms": 0.021}}]},
             },
             id="nested audio next to the top-level one",
         ),
