@@ -95,6 +95,7 @@ class _Decoder:
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self._resampler: StreamResampler | None = None
+        self._restarted = False  # the resampler's state is reset before its next chunk (not for every skipped one)
         self._in_total = 0
         self._out_total = 0
 
@@ -107,6 +108,9 @@ class _Decoder:
         if self._resampler is None or self._resampler.in_rate != in_rate:
             self._resampler = StreamResampler(in_rate, self.rate)
             self._in_total = self._out_total = 0
+        elif self._restarted:
+            self._resampler.reset()
+        self._restarted = False
         self._in_total += n_in
         expected_total = self._in_total * self.rate // in_rate
         expected, self._out_total = expected_total - self._out_total, expected_total
@@ -133,9 +137,8 @@ class _Decoder:
         return self.pcm16(data, fmt.rate)
 
     def restart(self) -> None:
-        """A new stream (a new item): the old filter's state must not bleed into it."""
-        if self._resampler is not None:
-            self._resampler.reset()
+        """A new stream (a new item, or a chunk after a hole): the old filter's state must not bleed into it."""
+        self._restarted = True
         self._in_total = self._out_total = 0
 
 
