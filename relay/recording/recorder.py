@@ -31,6 +31,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 
 from audio import pcm as pcmlib
 from audio.resample import StreamResampler
@@ -101,7 +102,8 @@ class _Decoder:
 
     def pcm16(self, data: bytes, in_rate: int) -> tuple[Int16Array, int]:
         """(samples at the recording rate, frames this chunk stands for)."""
-        data = data[: len(data) - len(data) % 2]
+        if len(data) % 2:
+            data = data[:-1]  # half a sample: a copy, only then
         n_in = len(data) // 2
         if in_rate == self.rate:
             return np.frombuffer(data, dtype="<i2"), n_in
@@ -150,14 +152,12 @@ class _Segment(NamedTuple):
     samples: Int16Array
 
 
-def _b64(text: object) -> bytes | None:
-    """The audio of a frame field, or None when it is not base64 text. Lenient on purpose: strict validation
-    costs three times the decode (a regex over every chunk, 50 per second per direction), and a malformed chunk
-    only makes noise in a recording (the upstream or the client answers it, not the recorder)."""
-    if not isinstance(text, str):
-        return None
+def _b64(text: str) -> bytes | None:
+    """The audio of a frame field, or None when it is not valid base64. pybase64's SIMD decoder validates as it
+    decodes at a third of the standard library's cost (2.6 -> 0.8 us for a 20 ms chunk); a malformed chunk is
+    silence in the recording (the upstream or the client answers it, not the recorder)."""
     try:
-        return binascii.a2b_base64(text)
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
 
