@@ -156,9 +156,9 @@ def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Pa
 
     clock = [100.0]
     monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    decoded: list[object] = []
-    real_b64 = recorder_module._b64
-    monkeypatch.setattr(recorder_module, "_b64", lambda text: decoded.append(text) or real_b64(text))
+    decoded: list[str] = []
+    real_b64 = recorder_module.b64_audio
+    monkeypatch.setattr(recorder_module, "b64_audio", lambda text: decoded.append(text) or real_b64(text))
     recorder = SessionRecorder(
         tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000, max_lead_seconds=1.0), started_mono=100.0, report=lambda t, e: None
     )
@@ -168,8 +168,10 @@ def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Pa
         recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
         recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
         clock[0] += 0.001
+    recorder._commit(recorder._now())  # what is kept is decoded by the time it is written
     # [0, clock + lead) = 3 s per lane: 30 chunks of 100 ms each way, give or take the edges.
-    assert 50 <= len(decoded) <= 64, len(decoded)
+    decoded_chunks = sum(len(text) for text in decoded) / len(chunk)
+    assert 50 <= decoded_chunks <= 64, decoded_chunks
 
 
 async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Path) -> None:
@@ -198,3 +200,36 @@ async def test_a_hung_writer_does_not_keep_the_session_from_ending(tmp_path: Pat
         release.set()
     assert saved["stopped"] == "write_timeout"
     assert [(t, e["reason"]) for t, e in reports] == [("relay.recording_stopped", "write_timeout")]
+
+
+async def test_contiguous_chunks_at_the_recording_rate_are_decoded_once_per_commit_and_a_bad_one_is_silence(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Real-time audio at the recording rate: the chunks of a run are placed as they come and decoded together
+    when the run is written (one decode per run, not per chunk). A chunk that is not base64 among them is silence
+    where it was placed; its neighbours are recorded."""
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    calls: list[str] = []
+    real_b64 = recorder_module.b64_audio
+    monkeypatch.setattr(recorder_module, "b64_audio", lambda text: calls.append(text) or real_b64(text))
+    recorder = SessionRecorder(tmp_path / "recording.wav", "/url", RecordingOptions(rate=24000), started_mono=100.0, report=lambda t, e: None)
+    recorder.start()
+    fmt = AudioFormat("audio/pcm", 24000)
+    good = base64.b64encode(np.full(480, 1000, dtype="<i2").tobytes()).decode()  # 20 ms
+    bad = "!" * len(good)
+    for i in range(50):  # 1 s of user audio in real time
+        chunk = bad if i == 20 else good
+        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+        clock[0] += 0.02
+    assert calls == []  # nothing decoded before it is written
+    saved = await recorder.finish()
+    frames, _ = read_stereo(tmp_path / "recording.wav")
+    assert saved["duration_ms"] == 1000.0
+    assert len(calls) <= 1 + 50  # the joined run, then (one bad chunk) chunk by chunk
+    left = frames[:, 0]
+    assert (left[:9600] == 1000).all() and not left[9600:10080].any() and (left[10080:] == 1000).all()
