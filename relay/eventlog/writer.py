@@ -2,8 +2,10 @@
 
 Boundary: this module moves records, it does not decide what they say (that is `relay/eventlog/records.py`, the
 record builder). `SessionEventLog.append` stamps each record (seq, wall time, monotonic time), has the builder
-encode it on the event loop and enqueues the bytes; the writer thread only joins and write(2)s them, every file at
-least every 200 ms, at session end and at shutdown, so forwarding never waits on the disk. Encoding used to happen
+encode it on the event loop and appends the bytes to the session's list; every 50 ms the loop hands each session's
+list to the queue as one item (`EventLog.hand_over`, one timer for all sessions), and at session end. The writer
+thread only joins and write(2)s them, within 200 ms of the record, at session end and at shutdown, so forwarding
+never waits on the disk. Encoding used to happen
 on the writer thread; on the one core a relay process gets, that thread rendering a batch of thousands of records
 held the core and the GIL against the loop for milliseconds, so p99 latency at 100 real-time sessions was 11-19 ms;
 encoding each record on the loop, after both sockets are written, costs the same CPU and keeps it near 2 ms
@@ -38,18 +40,23 @@ from relay.core import events as ev
 from relay.core.outbox import LogEntry
 from relay.eventlog.records import RecordBuilder, summarize_event
 
-FLUSH_INTERVAL_S: Final = 0.1  # half of the 200 ms bound on how long a record waits for its file
+FLUSH_INTERVAL_S: Final = 0.1  # the writer's period; with the hand-over below, within the 200 ms bound
+# Records wait in their session's list this long before the loop hands them to the writer in one piece: per
+# record, the loop then appends bytes to a list, and the writer thread takes one item per session and period.
+HAND_OVER_S: Final = 0.05
 _SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
 
 log = structlog.get_logger()
 
 
-class _Queued(NamedTuple):
-    """One encoded record (a tuple: one is made per record, on the loop)."""
+class _Records(NamedTuple):
+    """Encoded records of one session, joined: `n_records` records with seqs from `first_seq` to `last_seq`."""
 
     log: SessionEventLog
-    seq: int
-    line: bytes
+    first_seq: int
+    last_seq: int
+    n_records: int
+    blob: bytes
 
 
 @dataclass
@@ -87,7 +94,10 @@ class EventLog:
         self.records = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
         self._stdout_fd = stdout_fd
         self.enabled = log_dir is not None or to_stdout  # records are encoded and written at all
-        self._queue: deque[_Queued | _Gap | _Close] = deque()
+        self._queue: deque[_Records | _Gap | _Close] = deque()
+        self._dirty: list[SessionEventLog] = []  # sessions with records not handed over yet (loop thread)
+        self._hand_over_timer: asyncio.TimerHandle | None = None
+        self._hand_over_lock = threading.Lock()
         self._enqueued_bytes = 0  # written by the loop thread only
         self._written_bytes = 0  # written by the writer thread only
         self._dropped_enqueue = 0
@@ -116,15 +126,34 @@ class EventLog:
         )
 
     # ---- loop side ------------------------------------------------------------------------------------
-    def _enqueue(self, item: _Queued) -> bool:
-        queued = self._enqueued_bytes - self._written_bytes + len(item.line)
-        if queued > self.max_queue_bytes:
+    def _reserve(self, size: int) -> bool:
+        """Count `size` more bytes as queued, or False when they do not fit the queue's bound."""
+        if self._enqueued_bytes - self._written_bytes + size > self.max_queue_bytes:
             return False
-        self._enqueued_bytes += len(item.line)
-        self._queue.append(item)
-        if queued > _SOON_BYTES and not self._wake.is_set():
-            self._wake.set()
+        self._enqueued_bytes += size
         return True
+
+    def _mark_dirty(self, session_log: SessionEventLog) -> None:
+        """`session_log` has records to hand over: soon (one timer for every session), or now without a loop."""
+        self._dirty.append(session_log)
+        if self._hand_over_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop (a tool, a test): no batching
+                self.hand_over()
+                return
+            self._hand_over_timer = loop.call_later(HAND_OVER_S, self.hand_over)
+
+    def hand_over(self) -> None:
+        """Give the writer every session's waiting records: on the loop thread (its timer), or from `close` once
+        no session appends any more (the lock keeps a timer firing meanwhile from handing a list over twice)."""
+        with self._hand_over_lock:
+            self._hand_over_timer = None
+            dirty, self._dirty = self._dirty, []
+            for session_log in dirty:
+                session_log._hand_over()
+        if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
+            self._wake.set()
 
     def _enqueue_control(self, item: _Gap | _Close) -> None:
         self._queue.append(item)
@@ -132,6 +161,7 @@ class EventLog:
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, close every file, stop the thread (idempotent)."""
+        self.hand_over()  # sessions' logs are closed by now (each hands its records over); any left go too
         self._stop = True
         self._wake.set()
         self._thread.join(timeout)
@@ -152,18 +182,18 @@ class EventLog:
 
     def _write_batch(self, files: dict[SessionEventLog, _OpenFile]) -> None:
         # Per session, in the order sessions first appear in the queue (a dict keeps insertion order).
-        pending: dict[SessionEventLog, list[tuple[bytes, int | None]]] = {}
+        pending: dict[SessionEventLog, list[_Records]] = {}
         closes: list[_Close] = []
         freed = 0
         queue = self._queue
         while queue:
             item = queue.popleft()
             lines = pending.setdefault(item.log, [])
-            if isinstance(item, _Queued):
-                freed += len(item.line)
-                lines.append((item.line, item.seq))
+            if isinstance(item, _Records):
+                freed += len(item.blob)
+                lines.append(item)
             elif isinstance(item, _Gap):
-                lines.append((self._gap_line(item.log, item.from_seq, item.to_seq, item.reason), None))
+                lines.append(_Records(item.log, 0, 0, 0, self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)))
             else:
                 closes.append(item)
         self._written_bytes += freed
@@ -177,15 +207,15 @@ class EventLog:
                 close.done.set_result(None)
 
     def _write_session(
-        self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, lines: list[tuple[bytes, int | None]]
+        self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, lines: list[_Records]
     ) -> None:
         if not lines:
             return
         # A gap left by earlier failed writes is declared before the first line that makes it to disk.
         if session_log._write_gap is not None:
             start, end, reason = session_log._write_gap
-            lines.insert(0, (self._gap_line(session_log, start, end, reason), None))
-        blob = b"".join(line for line, _ in lines)
+            lines.insert(0, _Records(session_log, 0, 0, 0, self._gap_line(session_log, start, end, reason)))
+        blob = lines[0].blob if len(lines) == 1 else b"".join(records.blob for records in lines)
         # The records' one durable copy is the file when files are on, else stdout: losing it is a counted,
         # declared gap; a failing stdout mirror beside working files loses nothing.
         try:
@@ -211,12 +241,13 @@ class EventLog:
         if self.to_stdout:
             _write_all(self._stdout_fd, blob)
 
-    def _drop_batch(self, session_log: SessionEventLog, lines: list[tuple[bytes, int | None]], exc: OSError, sink: str) -> None:
-        seqs = [seq for _, seq in lines if seq is not None]
-        if seqs:
-            session_log._note_write_failure(min(seqs), max(seqs))
-        self._dropped_write += len(seqs)
-        log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=len(seqs))
+    def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
+        records = [r for r in lines if r.n_records]  # (gap lines hold none)
+        dropped = sum(r.n_records for r in records)
+        if records:
+            session_log._note_write_failure(min(r.first_seq for r in records), max(r.last_seq for r in records), dropped)
+        self._dropped_write += dropped
+        log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=dropped)
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
@@ -274,6 +305,10 @@ class SessionEventLog:
     logged_bytes: int = 0  # encoded bytes accepted for this session (loop thread)
     _size_gap: tuple[int, int] | None = None  # seqs dropped past max_session_bytes, declared once
     _close_future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
+    # Records encoded and counted as queued, not handed to the writer yet (`EventLog.hand_over`), with their seqs.
+    _lines: list[bytes] = field(default_factory=list, repr=False)
+    _lines_first: int = 0
+    _lines_last: int = 0
 
     def path(self, log_dir: Path) -> Path:
         day = datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%d")
@@ -298,7 +333,7 @@ class SessionEventLog:
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
             self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
-            owner._enqueue_control(_Gap(self, seq, seq, "encode_error"))
+            self._enqueue_control(_Gap(self, seq, seq, "encode_error"))
             return seq
         if self.logged_bytes + len(line) > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
             self._count_drop()
@@ -309,16 +344,35 @@ class SessionEventLog:
         if self._size_gap is not None:
             self._declare_size_gap()
         self.logged_bytes += len(line)
-        item = _Queued(self, seq, line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record
-        if not owner._enqueue(item):
+        if owner._reserve(len(line)):
+            lines = self._lines
+            lines.append(line)
+            self._lines_last = seq
+            if len(lines) == 1:
+                self._lines_first = seq
+                owner._mark_dirty(self)
+        else:
             self._count_drop()
             if self._drop_start is None:
                 self._drop_start = seq
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
+
+    def _hand_over(self) -> None:
+        """Queue this session's waiting records for the writer, as one item."""
+        lines = self._lines
+        if lines:
+            self._lines = []
+            blob = lines[0] if len(lines) == 1 else b"".join(lines)
+            self.owner._queue.append(_Records(self, self._lines_first, self._lines_last, len(lines), blob))
+
+    def _enqueue_control(self, item: _Gap | _Close) -> None:
+        """A gap or the close goes after the records before it (the session's waiting ones first)."""
+        self._hand_over()
+        self.owner._enqueue_control(item)
 
     def _count_drop(self) -> None:
         """One record dropped before the queue (loop thread): counted for the session and the process."""
@@ -327,21 +381,21 @@ class SessionEventLog:
 
     def _declare_queue_gap(self) -> None:
         if self._drop_start is not None:
-            self.owner._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            self._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
             self._drop_start = self._drop_end = None
 
     def _declare_size_gap(self) -> None:
         if self._size_gap is not None:
-            self.owner._enqueue_control(_Gap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
+            self._enqueue_control(_Gap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
             self._size_gap = None
 
-    def _note_write_failure(self, from_seq: int, to_seq: int, reason: str = "write_failed") -> None:
+    def _note_write_failure(self, from_seq: int, to_seq: int, count: int, reason: str = "write_failed") -> None:
         # Called on the writer thread; the loop thread only reads `dropped`.
         if self._write_gap is None:
             self._write_gap = (from_seq, to_seq, reason)
         else:
             self._write_gap = (min(self._write_gap[0], from_seq), max(self._write_gap[1], to_seq), self._write_gap[2])
-        self.write_dropped += to_seq - from_seq + 1
+        self.write_dropped += count
 
     @property
     def dropped(self) -> int:
@@ -355,7 +409,7 @@ class SessionEventLog:
             self._declare_size_gap()
             self._closed = True
             if self.owner.enabled:
-                self.owner._enqueue_control(_Close(self, self._close_future))
+                self._enqueue_control(_Close(self, self._close_future))
             else:
                 self._close_future.set_result(None)
         return self._close_future

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -311,3 +312,28 @@ def test_audio_anywhere_in_an_event_is_summarized_and_tool_calls_stay() -> None:
     assert logged["response"]["input"][0]["content"][0]["audio"]["audio_bytes"] == 1000
     assert logged["response"]["input"][1]["output"] == "42"
     assert create["response"]["input"][0]["content"][0]["audio"] == raw  # the event itself is untouched
+
+
+async def test_on_the_loop_records_wait_in_their_session_and_reach_the_file_in_order(tmp_path: Path) -> None:
+    """Records appended on the event loop are handed to the writer per session (one item per 50 ms), not one by
+    one, and reach the file in seq order, sessions apart. (The 200 ms bound is by design: a 50 ms hand-over plus the
+    writer's 100 ms period; a loaded test machine is not held to it.)"""
+    log = EventLog(tmp_path)
+    sessions = [log.open_session(f"sess_{n}") for n in range(3)]
+    for i in range(300):
+        sessions[i % 3].append(LogEntry("client", "x", {"type": "x", "i": i}, bytes=1))
+    assert len(log._queue) == 0  # waiting in their sessions, not one queue item per record
+    await asyncio.sleep(0.06)
+    assert len(log._queue) <= 3  # one item per session, if the writer has not taken them yet
+    started = time.monotonic()
+    paths = [tmp_path / time.strftime("%Y-%m-%d", time.gmtime(s.started_wall)) / f"{s.session_id}.jsonl" for s in sessions]
+    while not all(p.exists() and len(p.read_text().splitlines()) == 100 for p in paths):
+        assert time.monotonic() - started < 5, "records did not reach the file"
+        await asyncio.sleep(0.005)
+    for n, path in enumerate(paths):
+        records = read_records(path)
+        assert [r["seq"] for r in records] == list(range(1, 101))
+        assert [r["event"]["i"] for r in records] == list(range(n, 300, 3))
+    for session in sessions:
+        await session.aclose()
+    log.close()
