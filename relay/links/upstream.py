@@ -28,7 +28,7 @@ from websockets.uri import parse_uri
 from websockets.version import version as websockets_version
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.writebatch import WriteBatch
+from relay.links.writebatch import WriteBatch, WriteScope
 
 CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
 _USER_AGENT: Final = f"realtime-relay websockets/{websockets_version}"
@@ -89,12 +89,13 @@ class _LinkProtocol(asyncio.Protocol):
         # Automatic answers (pongs, the echo of a close frame) go out before any message is handed over, so a frame
         # the consumer sends in response lands after them (and is dropped once the close was answered).
         self.flush()
-        for event in events:
-            if isinstance(event, Frame):
-                if not self._frame(event):
-                    break  # the connection failed on this frame: nothing after it is processed (RFC 6455 7.1.7)
-            elif isinstance(event, Response) and not self.handshake.done():
-                self.handshake.set_result(event if protocol.handshake_exc is None else None)
+        with WriteScope():  # what the messages of this read make the relay send goes out when the read is handled
+            for event in events:
+                if isinstance(event, Frame):
+                    if not self._frame(event):
+                        break  # the connection failed on this frame: nothing after it is processed (RFC 6455 7.1.7)
+                elif isinstance(event, Response) and not self.handshake.done():
+                    self.handshake.set_result(event if protocol.handshake_exc is None else None)
         if not self.handshake.done() and protocol.handshake_exc is not None:
             self.handshake.set_result(None)
 

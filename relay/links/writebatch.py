@@ -2,11 +2,35 @@
 every frame the callbacks of that iteration produced (a burst of client messages, or an upstream read carrying
 several events), instead of one each. Used by both sides of the relay; see docs/performance.md. No I/O of its own
 beyond `asyncio.Transport.write`.
+
+Inside a read callback that knows where its burst ends (the upstream link's `data_received`), a `WriteScope`
+collects the batches its frames filled and writes them when the callback returns, instead of one loop iteration
+later: a real-time frame then costs no scheduled callback and no extra turn of the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+# The batches filled inside the innermost open `WriteScope` (event loop thread only), or None outside any.
+_scope: list[WriteBatch] | None = None
+
+
+class WriteScope:
+    """`with WriteScope():` batches filled inside are written at its end, in the order they were first filled."""
+
+    __slots__ = ("_outer",)
+
+    def __enter__(self) -> None:
+        global _scope
+        self._outer = _scope
+        _scope = []
+
+    def __exit__(self, *exc: object) -> None:
+        global _scope
+        batches, _scope = _scope, self._outer
+        for batch in batches or ():
+            batch.write()
 
 
 class WriteBatch:
@@ -25,7 +49,10 @@ class WriteBatch:
         chunks.append(data)
         self.size += len(data)
         if len(chunks) == 1:
-            asyncio.get_running_loop().call_soon(self.write)
+            if _scope is not None:
+                _scope.append(self)
+            else:
+                asyncio.get_running_loop().call_soon(self.write)
 
     def write(self) -> None:
         chunks = self._chunks

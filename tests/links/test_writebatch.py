@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 
-from relay.links.writebatch import WriteBatch
+from relay.links.writebatch import WriteBatch, WriteScope
 from tests.support.timing import seconds
 
 
@@ -78,3 +78,26 @@ async def test_without_a_transport_chunks_are_dropped_quietly() -> None:
     batch.add(b"nowhere")
     batch.write()
     assert batch.size == 0
+
+
+async def test_inside_a_write_scope_batches_are_written_when_it_ends_not_a_loop_iteration_later(
+    pair: tuple[asyncio.Transport, asyncio.StreamReader],
+) -> None:
+    transport, peer = pair
+    first, second = WriteBatch(transport), WriteBatch(transport)
+    with WriteScope():
+        first.add(b"a")
+        second.add(b"b")
+        first.add(b"c")
+        with WriteScope():  # an inner scope writes its own batches at its end
+            inner = WriteBatch(transport)
+            inner.add(b"(inner)")
+        assert first.size == 2 and second.size == 1
+    # Written synchronously at the scope's end, in the order the batches were first filled.
+    assert first.size == second.size == inner.size == 0
+    transport.write(b"\n")
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"(inner)acb\n"
+    batch = WriteBatch(transport)
+    batch.add(b"outside\n")  # outside any scope: the loop's next iteration writes it
+    assert batch.size == len(b"outside\n")
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"outside\n"
