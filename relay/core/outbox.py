@@ -72,7 +72,10 @@ class Outbox:
         return out
 
     def log(self, entry: LogEntry) -> None:
-        self.counts[entry.dir] = self.counts.get(entry.dir, 0) + 1
+        try:
+            self.counts[entry.dir] += 1
+        except KeyError:
+            self.counts[entry.dir] = 1
         self._log.append(entry)
 
     def log_relay(self, record_type: str, event: dict[str, Any]) -> None:
