@@ -1,4 +1,4 @@
-"""Kept audio on disk instead of in memory (docs/retrieve-after-done.md, "Memory").
+"""Kept audio on disk instead of in memory (docs/client-input.md, "Memory").
 
 Boundary: the file I/O behind the process-wide `KeptAudioBudget` (relay.core.keptaudio), on one writer thread.
 The event loop's part per frame is what the budget already does plus one `deque.append` of the piece; the thread

@@ -1,6 +1,6 @@
 """The session's appended input audio: its timeline (where each append lies, in ms since the session's first), the
 copy kept for fallback saves of user items and for a resume's re-send, and the trimming that bounds that copy
-(docs/retrieve-after-done.md, "Memory"; docs/client-input.md for the bounds). A base of `ItemBook`: pure, no I/O.
+(docs/client-input.md, "Memory"; docs/retrieve-after-done.md for what is saved). A base of `ItemBook`: pure, no I/O.
 
 Appends are kept in runs: each append's base64 text joins the open run (one list append per frame); a run is
 sealed into one `KeptAudio` of the process-wide budget once it holds `RUN_BYTES` (or the input format changes),

@@ -1,7 +1,7 @@
 """The process-wide budget for audio kept as a fallback for saves: pure accounting, no I/O, no clock.
 
 Every session keeps the audio that crossed it (client appends, assistant deltas) until the item it belongs to is
-saved, because a retrieve may come back without audio (docs/retrieve-after-done.md, "Memory"). Each session bounds
+saved, because a retrieve may come back without audio (docs/client-input.md, "Memory"). Each session bounds
 that per item; this object bounds it across all sessions of a process. Each kept piece is a `KeptAudio`; past the
 budget the oldest pieces (of any session) are released, and the session that later needs them sees `released` and
 reports the audio as lost instead of saving a WAV with holes in it.
@@ -97,9 +97,9 @@ class KeptAudioBudget:
     def payloads(self, pieces: Sequence[KeptAudio]) -> list[str | None]:
         """The base64 payload of each piece, from memory or the spool; None where it is gone (released, freed, or
         unreadable)."""
-        if self.read_spooled is None or all(p.data is not None for p in pieces):
+        if self.read_spooled is None:
             return [p.data if p.live else None for p in pieces]
-        return self.read_spooled(pieces)
+        return self.read_spooled(pieces)  # (a spool's writer may move any piece meanwhile: it reads each once)
 
     def _drop(self, piece: KeptAudio) -> None:
         piece.data = None

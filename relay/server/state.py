@@ -53,7 +53,7 @@ class RelayState:
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
-    # ... held on disk, not in memory (docs/retrieve-after-done.md, "Memory"): made for `kept_audio` when not given.
+    # ... held on disk, not in memory (docs/client-input.md, "Memory"): made for `kept_audio` when not given.
     spool: AudioSpool | None = None
 
     def __post_init__(self) -> None:

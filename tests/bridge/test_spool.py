@@ -1,7 +1,7 @@
 """relay.spool keeps the fallback audio of sessions on disk instead of in memory: a fallback save and a resume's
 re-send read it back whole, its files go once the audio is saved or released and when the session ends, and a
 disk that fails loses the kept audio with a logged reason without breaking the session
-(docs/retrieve-after-done.md, "Memory")."""
+(docs/client-input.md, "Memory")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`serve` keeps the fallback audio of its sessions on disk, under the session's folder, and leaves none of it
-behind once the session ends (docs/retrieve-after-done.md, "Memory")."""
+behind once the session ends (docs/client-input.md, "Memory")."""
 
 from __future__ import annotations
 
