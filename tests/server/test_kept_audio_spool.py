@@ -29,3 +29,6 @@ async def test_serve_spools_kept_audio_under_the_session_folder_and_removes_it_a
             while relay.state.bridges or list(sessions.glob(f"*/{SPOOL_FOLDER}")):
                 await asyncio.sleep(0.02)
         assert relay.state.kept_audio.kept_bytes == 0
+        assert relay.state.spool is not None
+        writer = relay.state.spool._thread
+    assert writer is not None and not writer.is_alive()  # the app's cleanup ends the spool's thread
