@@ -1,10 +1,10 @@
 """Kept audio on disk instead of in memory (docs/client-input.md, "Memory").
 
-Boundary: the file I/O behind the process-wide `KeptAudioBudget` (relay.core.keptaudio), on one writer thread.
-The event loop's part per frame is what the budget already does plus one `deque.append` of the piece; the thread
-wakes every `interval` seconds, writes each session's new pieces with one `writev` per session, and from then on
-the piece holds only where its text is. Reading back happens only for a fallback save or a resume's re-send, on
-the loop (page-cache reads of what was just written).
+Boundary: the file I/O behind the process-wide `KeptAudioBudget` (relay.core.keptaudio), on one writer thread. The
+event loop's part is one `deque.append` per piece, i.e. per sealed run of ~8 KiB of audio (`RUN_BYTES`), not per
+frame; the thread wakes every `interval` seconds, writes each session's new pieces with one `writev` per segment,
+and from then on the piece holds only where its text is. Reading back happens only for a fallback save or a
+resume's re-send, on the loop (page-cache reads of what was just written).
 
 Layout: `<session folder>/.items/<n>.b64`, segments of concatenated base64 text, a new one every `segment_bytes`.
 A segment is deleted once every piece in it was freed or released; the folder goes when the session closes. A
