@@ -146,6 +146,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         state.stop_sessions()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.no_sessions.wait(), timeout=5.0)
+        if state.spool is not None:  # what is queued (sessions' ends included) is done, then its thread ends
+            await asyncio.to_thread(state.spool.stop)
         await state.http.close()
         if state.simulator is not None:
             await state.simulator.close()

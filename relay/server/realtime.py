@@ -111,6 +111,8 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
         started_info=started_info,
         max_session_seconds=settings.max_session_seconds,
     )
+    spool = state.spool.session(env.files.folder(bridge.session_id)) if state.spool is not None else None
+    bridge.core.spool_owner = spool
     try:
         if len(state.bridges) >= settings.max_sessions:
             await bridge.refuse(
@@ -132,4 +134,6 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
             state.discard_bridge(bridge)
     finally:
         await client.stop_writer()
+        if spool is not None and state.spool is not None:  # nothing of its kept audio outlives the session
+            await state.spool.release(spool)
     return ws

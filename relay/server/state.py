@@ -24,6 +24,7 @@ from relay.outcome import EndReason
 from relay.server import access
 from relay.server.auth import TokenAuthority
 from relay.settings import Settings
+from relay.spool import AudioSpool
 
 if TYPE_CHECKING:
     from relay.simulator import SimulatorOptions
@@ -52,11 +53,15 @@ class RelayState:
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     # Audio kept for fallback saves, one budget for every session of the process (see docs/client-input.md).
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
+    # ... held on disk, not in memory (docs/client-input.md, "Memory"): made for `kept_audio` when not given.
+    spool: AudioSpool | None = None
 
     def __post_init__(self) -> None:
         if not self.bridges:
             self.no_sessions.set()
         self.kept_audio.max_bytes = self.settings.kept_audio_max_bytes
+        if self.spool is None:
+            self.spool = AudioSpool(self.kept_audio)
 
     def add_bridge(self, bridge: SessionBridge) -> None:
         self.bridges.add(bridge)

@@ -156,7 +156,7 @@ class Settings:
     )
     # --- memory bound on kept audio (see docs/client-input.md)
     kept_audio_max_bytes: int = _setting(
-        64 * MiB, "Audio kept for fallback saves across all sessions; past it the oldest is released.", min=0
+        64 * MiB, "Audio kept for fallback saves across all sessions (on disk with serve); past it the oldest is released.", min=0
     )
     clamp_truncate: bool = _setting(True, "Clamp a client truncate's audio_end_ms to the audio the relay forwarded.")
     # --- simulator (the `sim` command, and `--upstream sim` for `serve` and `mic`)

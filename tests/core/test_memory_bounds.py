@@ -253,7 +253,7 @@ def test_the_budget_accounts_exactly_and_releases_the_oldest_first(max_bytes: in
             owned.append(piece)
         else:
             budget.free(owned.pop(pick % len(owned)))
-        live = [p for p in owned if p.data is not None]
+        live = [p for p in owned if p.live]
         assert budget.kept_bytes == sum(p.nbytes for p in live) <= max_bytes
         assert len(budget) == len(live)
         # Oldest first: every piece the budget took away is older than every piece still holding audio.
