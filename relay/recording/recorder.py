@@ -240,7 +240,22 @@ class SessionRecorder:
 
     # Wire audio is placed on the timeline first (its frame count follows from the base64 length) and decoded
     # only when some of it is kept: audio beyond the lead limit costs no decode.
+    def _plain(self, audio: str, fmt: AudioFormat) -> bool:
+        """PCM at the recording rate in whole samples and whole 3-byte groups (no padding): its frame count is
+        `len(audio) * 3 // 8`, and its text joins a run's."""
+        return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and not audio.endswith("=")
+
     def _add_user(self, audio: str, fmt: AudioFormat) -> None:
+        if self._finished:
+            return
+        if self._plain(audio, fmt):  # the common case: a real-time stream continuing its run
+            frames = len(audio) * 3 // 8
+            now = self._now()
+            limit = min(now + self._lead, self._max_frames)
+            start = self._user.extend(now, frames, self._written, limit)
+            if start is not None:
+                self._decode_and_keep(Placement(start, 0, frames, 0), LEFT, None, audio, fmt, limit)
+                return
         decoder = self._decoders[LEFT]
         expected = decoder.frames_for(b64_decoded_len(audio), fmt)
         if expected <= 0 or self._finished:
@@ -256,6 +271,16 @@ class SessionRecorder:
             decoder.restart()
             self._assistant_item = key
             self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
+        if self._finished:
+            return
+        if self._plain(delta, fmt):  # the common case: a reply's next delta continuing its run
+            frames = len(delta) * 3 // 8
+            now = self._now()
+            limit = min(now + self._lead, self._max_frames)
+            start = self._assistant.extend(key, now, frames, self._written, limit)
+            if start is not None:
+                self._decode_and_keep(Placement(start, 0, frames, 0), RIGHT, key, delta, fmt, limit)
+                return
         expected = decoder.frames_for(b64_decoded_len(delta), fmt)
         if expected <= 0 or self._finished:
             return
@@ -274,14 +299,7 @@ class SessionRecorder:
             self._expected_end[channel] = -1
             self._count_dropped(placed)
             return
-        if (
-            not placed.skip
-            and not placed.dropped
-            and fmt.rate == self.rate
-            and fmt.type == "audio/pcm"
-            and len(audio) % 8 == 0  # whole samples in whole 3-byte groups: no padding, texts join
-            and not audio.endswith("=")
-        ):
+        if not placed.skip and not placed.dropped and self._plain(audio, fmt):
             origin = placed.start
             if origin != self._expected_end[channel] or self._produced_end[channel] == origin:  # lined up
                 self._expected_end[channel] = self._produced_end[channel] = origin + placed.keep

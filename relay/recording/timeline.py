@@ -60,6 +60,16 @@ class ArrivalLane:
         self.continue_within = ms_to_frames(CONTINUE_WITHIN_MS, rate)
         self.end: int | None = None  # where the last placed chunk ended (None: nothing yet)
 
+    def extend(self, arrival: int, frames: int, floor: int, limit: int) -> int | None:
+        """`place`'s common case, cheaply: a chunk that continues the run and fits whole before `limit` (the lead
+        limit and the file's cap, whichever is first) is placed there; its start is returned. None: nothing was
+        placed, `place` decides."""
+        end = self.end
+        if end is None or arrival > end + self.continue_within or end < floor or end + frames > limit:
+            return None
+        self.end = end + frames
+        return end
+
     def place(self, arrival: int, frames: int, floor: int, limit: int, cap: int | None = None) -> Placement:
         """`limit`: the clock plus the lead; `cap`: where the file ends (a chunk reaching past it is cut there)."""
         start = self.end if self.end is not None and arrival <= self.end + self.continue_within else arrival
@@ -132,6 +142,29 @@ class ItemLane:
         item.next = max(start, min(start + frames, limit))
         self.end = max(self.end, item.next)
         return placed
+
+    def extend(self, item_id: str, arrival: int, frames: int, floor: int, limit: int) -> int | None:
+        """`place`'s common case, cheaply: the current item's next chunk, continuing its last run and fitting whole
+        before `limit` (the lead limit and the file's cap, whichever is first), is placed; its start is returned.
+        None: nothing was placed, `place` decides."""
+        item = self._items.get(item_id) if item_id == self._current else None
+        if item is None or item.cut is not None or not item.runs:
+            return None
+        start = item.next
+        last = item.runs[-1]
+        if (
+            arrival > start + self.continue_within
+            or start < floor
+            or start + frames > limit
+            or last.start + last.length != start
+            or last.audio_offset + last.length != item.audio_frames
+        ):
+            return None
+        last.length += frames
+        item.audio_frames += frames
+        item.next = start + frames
+        self.end = max(self.end, item.next)
+        return start
 
     def truncate(self, item_id: str, audio_end_ms: float) -> tuple[int, int] | None:
         """The item's audio stops `audio_end_ms` into it: (cut frame, end of what was placed after it), or None

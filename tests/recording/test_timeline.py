@@ -135,3 +135,41 @@ def test_an_item_chunk_dropped_ahead_of_the_clock_still_counts_in_the_items_audi
     assert lane.place("a", 0, 1000, 0, 1500).dropped == 1000  # item audio 1000..2000 never placed
     assert lane.place("a", 600, 500, 0, 2100) == Placement(1000, 0, 500, 0)  # item audio 2000..2500
     assert lane.truncate("a", 2100) == (1100, 1500)
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 200), st.integers(0, 400)), min_size=1, max_size=60))
+def test_extending_an_arrival_lane_is_placing_it_whenever_it_applies(steps: list[tuple[int, int, int]]) -> None:
+    fast, slow = ArrivalLane(RATE), ArrivalLane(RATE)
+    now = written = 0
+    for gap, size, lead in steps:
+        now += gap
+        written = max(written, now - 250)
+        start = fast.extend(now, size, written, now + lead)
+        placed = slow.place(now, size, written, now + lead)
+        if start is None:  # nothing placed: `place` decides, on the same state
+            fast.place(now, size, written, now + lead)
+        else:
+            assert placed == Placement(start, 0, size, 0)
+        assert fast.end == slow.end
+
+
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 300), st.integers(1, 200), st.integers(0, 400), st.booleans()), min_size=1, max_size=60))
+def test_extending_an_item_lane_is_placing_it_whenever_it_applies(steps: list[tuple[str, int, int, int, bool]]) -> None:
+    fast, slow = ItemLane(RATE), ItemLane(RATE)
+    now = written = 0
+    for item, gap, size, lead, truncate in steps:
+        now += gap
+        written = max(written, now - 250)
+        if truncate:
+            assert fast.truncate(item, size) == slow.truncate(item, size)
+            continue
+        start = fast.extend(item, now, size, written, now + lead)
+        placed = slow.place(item, now, size, written, now + lead)
+        if start is None:
+            fast.place(item, now, size, written, now + lead)
+        else:
+            assert placed == Placement(start, 0, size, 0)
+        assert fast.end == slow.end
+        assert [(r.audio_offset, r.start, r.length) for s in fast._items.values() for r in s.runs] == [
+            (r.audio_offset, r.start, r.length) for s in slow._items.values() for r in s.runs
+        ]
