@@ -248,21 +248,19 @@ class SessionRecorder:
     def _add_user(self, audio: str, fmt: AudioFormat) -> None:
         if self._finished:
             return
-        if self._plain(audio, fmt):  # the common case: a real-time stream continuing its run
-            frames = len(audio) * 3 // 8
-            now = self._now()
-            limit = min(now + self._lead, self._max_frames)
-            start = self._user.extend(now, frames, self._written, limit)
-            if start is not None:
-                self._decode_and_keep(Placement(start, 0, frames, 0), LEFT, None, audio, fmt, limit)
-                return
-        decoder = self._decoders[LEFT]
-        expected = decoder.frames_for(b64_decoded_len(audio), fmt)
-        if expected <= 0 or self._finished:
+        plain = self._plain(audio, fmt)
+        frames = len(audio) * 3 // 8 if plain else self._decoders[LEFT].frames_for(b64_decoded_len(audio), fmt)
+        if frames <= 0:
             return
         now = self._now()
-        placed = self._user.place(now, expected, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, LEFT, None, audio, fmt, min(now + self._lead, self._max_frames))
+        limit = min(now + self._lead, self._max_frames)
+        # The common case, a real-time stream continuing its run, takes the lanes' cheap path.
+        start = self._user.extend(now, frames, self._written, limit) if plain else None
+        if start is not None:
+            placed = Placement(start, 0, frames, 0)
+        else:
+            placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
+        self._decode_and_keep(placed, LEFT, None, audio, fmt, limit)
 
     def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object) -> None:
         key = item_id if isinstance(item_id, str) else ""
@@ -273,20 +271,18 @@ class SessionRecorder:
             self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
         if self._finished:
             return
-        if self._plain(delta, fmt):  # the common case: a reply's next delta continuing its run
-            frames = len(delta) * 3 // 8
-            now = self._now()
-            limit = min(now + self._lead, self._max_frames)
-            start = self._assistant.extend(key, now, frames, self._written, limit)
-            if start is not None:
-                self._decode_and_keep(Placement(start, 0, frames, 0), RIGHT, key, delta, fmt, limit)
-                return
-        expected = decoder.frames_for(b64_decoded_len(delta), fmt)
-        if expected <= 0 or self._finished:
+        plain = self._plain(delta, fmt)
+        frames = len(delta) * 3 // 8 if plain else decoder.frames_for(b64_decoded_len(delta), fmt)
+        if frames <= 0:
             return
         now = self._now()
-        placed = self._assistant.place(key, now, expected, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, RIGHT, key, delta, fmt, min(now + self._lead, self._max_frames))
+        limit = min(now + self._lead, self._max_frames)
+        start = self._assistant.extend(key, now, frames, self._written, limit) if plain else None
+        if start is not None:
+            placed = Placement(start, 0, frames, 0)
+        else:
+            placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
+        self._decode_and_keep(placed, RIGHT, key, delta, fmt, limit)
 
     def _decode_and_keep(
         self, placed: Placement, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, limit: int
