@@ -210,8 +210,8 @@ class RecordBuilder:
 
     def _flat_audio(self, session_id: str, seq: int, wall: float, t_ms: float, entry: LogEntry, field: str) -> bytes | None:
         """The hot path, an audio frame every 20 ms each way: the record of a flat event (no object or list in it)
-        whose audio is a top-level string, built in one go. The same record as the general path gives (a test
-        compares them); None for any other shape."""
+        whose audio is a top-level string, built from the same head and audio summary without the general walk of
+        the event. The same record as the general path gives (a test compares them); None for any other shape."""
         event = entry.event
         if type(event) is not dict:
             return None
@@ -223,30 +223,14 @@ class RecordBuilder:
                 return None
         if not self.keep_text and not _TEXT_KEYS_SET.isdisjoint(event):
             return None
-        n_bytes = len(payload) * 3 // 4 - payload.endswith("=") - payload.endswith("==")
-        fmt = entry.audio_format
-        summary: dict[str, Any] = {"audio_bytes": n_bytes, "audio_ms": round_ms(fmt.ms(n_bytes)) if fmt is not None else None}
-        if self.audio_hash:
-            summary["sha256"] = hashlib.sha256(payload.encode("ascii", "replace")).hexdigest()[:16]
-        summarized = dict(event)
-        summarized[field] = summary
-        record: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "ts": self._timestamp(wall),
-            "level": "info",
-            "t_ms": round_ms(t_ms),
-            "session_id": session_id,
-            "seq": seq,
-            "dir": entry.dir,
-            "type": entry.type,
-        }
-        for key in _ID_KEYS:
+        record = self._head(session_id, seq, wall, t_ms, entry.dir, entry.type)
+        for key in _ID_KEYS:  # what `_ids` gives for an event with nothing nested
             value = event.get(key)
             if type(value) is str:
                 record[key] = value
         if entry.bytes is not None:
             record["bytes"] = entry.bytes
-        record["event"] = summarized
+        record["event"] = {**event, field: audio_summary(payload, entry.audio_format, self.audio_hash)}
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     def gap(self, session_id: str, started_mono: float, from_seq: int, to_seq: int, reason: str) -> bytes:
