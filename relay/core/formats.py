@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+G711_TYPES: Final = frozenset({"audio/pcmu", "audio/pcma"})  # 8 kHz, one byte per sample
+
 
 @dataclass(frozen=True)
 class AudioFormat:
@@ -19,7 +21,7 @@ class AudioFormat:
     bytes_per_second: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        width = 1 if self.type in ("audio/pcmu", "audio/pcma") else 2
+        width = 1 if self.type in G711_TYPES else 2
         object.__setattr__(self, "sample_width", width)
         object.__setattr__(self, "bytes_per_second", self.rate * width)
 
@@ -33,7 +35,7 @@ class AudioFormat:
         kind = value.get("type", default.type)
         if not isinstance(kind, str):
             return default
-        if kind in ("audio/pcmu", "audio/pcma"):
+        if kind in G711_TYPES:
             return cls(kind, 8000)
         rate = value.get("rate", default.rate if kind == default.type else 24000)
         if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:

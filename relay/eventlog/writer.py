@@ -341,8 +341,7 @@ class SessionEventLog:
                 log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
             self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
             return seq
-        if self._size_gap is not None:
-            self._declare_size_gap()
+        self._declare_size_gap()
         self.logged_bytes += len(line)
         if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record

@@ -27,7 +27,6 @@ from relay.core import events as ev
 from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.mic.display import Display
 
-G711_TYPES: Final = ("audio/pcmu", "audio/pcma")
 # How long after the last assistant sample left the callback the half-duplex mute holds, on top of the output
 # stream's own latency: the sound is still in the sound server's buffers and the room.
 ECHO_TAIL_MS: Final = 150

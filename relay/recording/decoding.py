@@ -4,7 +4,6 @@ streaming resampler per lane (`WireDecoder`). Pure computation on bytes and arra
 from __future__ import annotations
 
 import binascii
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -12,9 +11,7 @@ import pybase64
 
 from audio import pcm as pcmlib
 from audio.resample import StreamResampler
-from relay.core.formats import AudioFormat
-
-G711_TYPES: Final = frozenset({"audio/pcmu", "audio/pcma"})
+from relay.core.formats import G711_TYPES, AudioFormat
 
 Int16Array = npt.NDArray[np.int16]
 
