@@ -260,7 +260,7 @@ class SessionRecorder:
             placed = Placement(start, 0, frames, 0)
         else:
             placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, LEFT, None, audio, fmt, limit)
+        self._decode_and_keep(placed, LEFT, None, audio, fmt, limit, plain)
 
     def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object) -> None:
         key = item_id if isinstance(item_id, str) else ""
@@ -282,11 +282,12 @@ class SessionRecorder:
             placed = Placement(start, 0, frames, 0)
         else:
             placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, RIGHT, key, delta, fmt, limit)
+        self._decode_and_keep(placed, RIGHT, key, delta, fmt, limit, plain)
 
     def _decode_and_keep(
-        self, placed: Placement, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, limit: int
+        self, placed: Placement, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, limit: int, plain: bool
     ) -> None:
+        """Keep what `placed` says of one wire chunk; `plain`: `_plain(audio, fmt)`, as the caller found it."""
         decoder = self._decoders[channel]
         if not placed.keep:
             # Nothing of it is kept: not decoded. A resampled stream restarts at the next kept chunk (its filter
@@ -295,7 +296,7 @@ class SessionRecorder:
             self._expected_end[channel] = -1
             self._count_dropped(placed)
             return
-        if not placed.skip and not placed.dropped and self._plain(audio, fmt):
+        if plain and not placed.skip and not placed.dropped:
             origin = placed.start
             if origin != self._expected_end[channel] or self._produced_end[channel] == origin:  # lined up
                 self._expected_end[channel] = self._produced_end[channel] = origin + placed.keep
