@@ -173,22 +173,23 @@ class AudioSpool:
         while queue:
             entry = queue.popleft()
             if isinstance(entry, _Close):
-                self._write_all(batches)
+                self._write_batches(batches)
                 batches = {}
                 self._close(entry)
                 continue
             owner = entry.owner
             if isinstance(owner, SpoolOwner) and entry.live:
                 batches.setdefault(owner, []).append(entry)
-        self._write_all(batches)
+        self._write_batches(batches)
         for owner in self._owners:
             self._delete_dead(owner)
 
-    def _write_all(self, batches: dict[SpoolOwner, list[KeptAudio]]) -> None:
+    def _write_batches(self, batches: dict[SpoolOwner, list[KeptAudio]]) -> None:
         for owner, pieces in batches.items():
-            if owner.closed or owner.failed:
-                if owner.failed:
-                    _lose(pieces)
+            if owner.failed:
+                _lose(pieces)
+                continue
+            if owner.closed:  # its pieces were freed with the session: nothing to keep
                 continue
             self._owners.add(owner)
             try:
