@@ -8,7 +8,6 @@ the summary says why instead. I/O: one py-spy subprocess and its output file.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -112,14 +111,17 @@ def summarize_raw(text: str, cpu_percent: float | None = None, top: int = 20) ->
     }
 
 
-def record(pid: int, seconds: float, out: Path, *, rate: int = 200, core: int | None = None) -> dict[str, Any]:
-    """py-spy on `pid` for `seconds`; the relay's own CPU over the same window (from /proc) scales the shares."""
+def record(
+    pid: int, seconds: float, out: Path, *, rate: int = 200, core: int | None = None, gil_only: bool = False
+) -> dict[str, Any]:
+    """py-spy on `pid` for `seconds`; the relay's own CPU over the same window (from /proc) scales the shares.
+    `gil_only`: sample only the thread holding the GIL (py-spy `--gil`), so threads waiting for it do not count."""
     tool = py_spy_path()
     if tool is None:
         return {"available": False, "reason": "py-spy is not installed (pip install py-spy)"}
     duration = max(1, round(seconds))
     argv = [tool, "record", "-p", str(pid), "-d", str(duration), "-r", str(rate), "-f", "raw", "-o", str(out)]
-    argv += ["--threads", "--nonblocking", "--function"] + (["--gil"] if os.environ.get("PROF_GIL") else [])
+    argv += ["--threads", "--nonblocking", "--function"] + (["--gil"] if gil_only else [])
     if core is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", str(core), *argv]
     window = CpuWindow(pid)
