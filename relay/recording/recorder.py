@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import threading
 import time
 from collections import deque
@@ -46,6 +47,11 @@ RECORDING_FILE: Final = "recording.wav"
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
 
 COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
+# Sessions started together would commit together, every COMMIT_EVERY_S, all in one loop turn (a burst of a few
+# milliseconds at 100 sessions that every frame then waiting pays in latency): the first commit of each recorder
+# is put off by the next of COMMIT_PHASES steps across the interval, so commits spread over it.
+COMMIT_PHASES: Final = 10
+_next_phase = itertools.count()
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
 # A queued piece shorter than SMALL_PIECE_MS joins the lane's previous segment when it continues it (same item, no
@@ -152,7 +158,9 @@ class SessionRecorder:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._submit(self._wav.open)
-        self._timer = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._tick)
+        phase = next(_next_phase) % COMMIT_PHASES
+        first = COMMIT_EVERY_S * (1.0 + phase / COMMIT_PHASES)
+        self._timer = asyncio.get_running_loop().call_later(first, self._tick)
 
     def _now(self) -> int:
         return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)

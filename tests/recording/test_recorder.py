@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
+from relay.recording.recorder import COMMIT_EVERY_S, COMMIT_PHASES
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
 
@@ -64,6 +65,32 @@ async def _record(path: Path, entries: list[LogEntry], options: RecordingOptions
     for entry in entries:
         recorder.observe(entry)
     return await recorder.finish(), reports
+
+
+async def test_sessions_started_together_spread_their_commits_over_the_interval(tmp_path: Path, monkeypatch: Any) -> None:
+    """A hundred sessions started in the same moment must not all render and hand over their audio in one loop turn
+    every interval (a burst that every waiting frame pays in latency); the first commit still comes within a second."""
+    loop = asyncio.get_running_loop()
+    delays: list[float] = []
+    schedule = loop.call_later
+
+    def spy(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        delays.append(delay)
+        return schedule(delay, callback, *args)
+
+    monkeypatch.setattr(loop, "call_later", spy)
+    options = RecordingOptions(rate=8000)
+    recorders = [
+        SessionRecorder(tmp_path / f"{i}.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: None)
+        for i in range(COMMIT_PHASES)
+    ]
+    for recorder in recorders:
+        recorder.start()
+    first_commits = list(delays)
+    for recorder in recorders:
+        await recorder.finish()
+    assert len(first_commits) == len(set(first_commits)) == COMMIT_PHASES
+    assert all(COMMIT_EVERY_S <= delay < 2 * COMMIT_EVERY_S <= 1.0 for delay in first_commits)
 
 
 json_values = st.recursive(
