@@ -32,7 +32,7 @@ def main() -> int:
     gc.callbacks.append(timer)
     # Import what `serve` uses before freezing, so the frozen generation holds the modules' objects.
     import aiohttp.web  # noqa: F401
-    import websockets.asyncio.client  # noqa: F401
+    import picows  # noqa: F401
 
     import relay.cli.serve
     import relay.server.app  # noqa: F401

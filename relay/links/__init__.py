@@ -1,1 +1,1 @@
-"""The two socket adapters of a session: the client link (aiohttp) and the upstream link (websockets)."""
+"""The two socket adapters of a session: the client link (aiohttp) and the upstream link (picows)."""

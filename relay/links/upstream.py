@@ -1,37 +1,56 @@
-"""The upstream adapter: one WebSocket client connection per session, on websockets' sans-I/O `ClientProtocol`
-driven by the relay's own `asyncio.Protocol` (the integration websockets documents in its sans-I/O guide).
+"""The upstream adapter: one WebSocket client connection per session, on picows (a Cython WebSocket client for
+asyncio whose frame parser and masking run in C, driven through its documented `ws_connect` / `WSListener` /
+`WSTransport` API).
 
 Owns only socket I/O and the mapping of failures onto `UpstreamUnavailable` (handshake) and `UpstreamDisconnected`
-(mid-session drop). websockets' protocol object parses and builds every frame, answers pings and runs the close
-handshake; this module moves bytes between it and the transport. Each whole message is handed to the consumer from
-the transport's read callback and each sent frame is written at once, so a frame crosses without a task wake-up
-(see docs/performance.md). No message size cap (a retrieved item may carry minutes of audio) and no keepalive pings
-(Yandex was seen not to answer them in time). Also builds the upstream URL from the configured one and the client's
-query (`upstream_url`), which is pure."""
+(mid-session drop). picows parses and builds frames, answers pings and checks control frames; this module
+assembles fragmented messages, checks what picows leaves to its user (reserved bits, continuation order, UTF-8,
+close codes that may not appear on the wire) and runs the close handshake. Each whole message is handed to the
+consumer from the transport's read callback and each sent frame is written at once, so a frame crosses without a
+task wake-up (see docs/performance.md). No message size cap (a retrieved item may carry minutes of audio) and no
+keepalive pings (Yandex was seen not to answer them in time). Also builds the upstream URL from the configured one and
+the client's query (`upstream_url`), which is pure.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, cast
+from importlib.metadata import version
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import Close, CloseCode, Frame, Opcode
-from websockets.http11 import Response
-from websockets.protocol import State
-from websockets.uri import parse_uri
-from websockets.version import version as websockets_version
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSInvalidStatusError,
+    WSListener,
+    WSMsgType,
+    WSParsedURL,
+    WSTransport,
+    ws_connect,
+)
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.writebatch import WriteBatch, WriteScope
+from relay.links.writebatch import SocketCork, WriteScope
 
 CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
-_USER_AGENT: Final = f"realtime-relay websockets/{websockets_version}"
+_USER_AGENT: Final = f"realtime-relay picows/{version('picows')}"
+# Close codes an endpoint must never put in a close frame (RFC 6455 7.4.1): they only describe an end locally.
+_LOCAL_ONLY_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
+_NO_CODE: Final = 1005  # a close frame without a status code
+_DROPPED: Final = 1006  # the connection ended without a close frame
+# picows logs each protocol failure it detects; the link reports them through `wait_closed`, so picows' own lines
+# would say the same thing twice. Only its critical lines reach the relay's log.
+_PICOWS_LOG: Final = logging.getLogger("relay.links.picows")
+_PICOWS_LOG.setLevel(logging.CRITICAL)
 
 
 def upstream_url(base: str, model: str | None, client_query: Iterable[tuple[str, str]] = (), forward: Iterable[str] = ()) -> str:
@@ -55,122 +74,146 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:"), ""))
 
 
-class _LinkProtocol(asyncio.Protocol):
-    """The transport's side of one upstream connection: feeds what is read to websockets' `ClientProtocol`, writes
-    what it produces, and hands each whole data message to `deliver` from inside `data_received`. Messages that
-    arrive before `deliver` is set (even in the handshake answer's own read) are held, in order."""
+class _Listener(WSListener):
+    """picows' side of one upstream connection: assembles each whole data message and hands it to `deliver` from
+    inside the read callback. Messages that arrive before `deliver` is set (even in the handshake answer's own read)
+    are held, in order."""
 
-    def __init__(self, protocol: ClientProtocol, loop: asyncio.AbstractEventLoop) -> None:
-        self.protocol = protocol
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[Response | None] = loop.create_future()  # None: the handshake failed
+        self.transport: WSTransport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
         self.deliver: Callable[[str | bytes], None] | None = None
         self.on_close_frame: Callable[[], None] | None = None
         self.held: list[str | bytes] = []  # messages read before `attach`, in order
         self.accepting = True  # False once detached or failed: later messages are read and dropped
+        self.failed = False  # the link failed the connection: nothing more from the upstream is processed
+        self.aborted = False  # the link dropped the connection itself; picows reports it a loop turn later
         self.delivery_error: BaseException | None = None
-        self._parts: list[bytes | bytearray | memoryview] = []
+        self.close_received: int | None = None  # the upstream's close code (1005: a close frame without one)
+        self._parts: list[bytes] = []
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
-        self.batch = WriteBatch(None)  # data frames of the current loop iteration, written together after it
+        self._read: WriteScope | None = None  # open from the first frame of a read to its last
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------------------------
+    # -- picows callbacks -------------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.batch = WriteBatch(self.transport)
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        protocol = self.protocol
-        protocol.receive_data(data)
-        events = protocol.events_received()
-        # Automatic answers (pongs, the echo of a close frame) go out before any message is handed over, so a frame
-        # the consumer sends in response lands after them (and is dropped once the close was answered).
-        self.flush()
-        with WriteScope():  # what the messages of this read make the relay send goes out when the read is handled
-            for event in events:
-                if isinstance(event, Frame):
-                    if not self._frame(event):
-                        break  # the connection failed on this frame: nothing after it is processed (RFC 6455 7.1.7)
-                elif isinstance(event, Response) and not self.handshake.done():
-                    self.handshake.set_result(event if protocol.handshake_exc is None else None)
-        if not self.handshake.done() and protocol.handshake_exc is not None:
-            self.handshake.set_result(None)
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # What the messages of one read make the relay send goes out when the read is handled (one burst).
+        read = self._read
+        if read is None:
+            read = self._read = WriteScope()
+            read.enter()
+        try:
+            self._frame(transport, frame)
+        finally:
+            if frame.last_in_buffer:
+                self._read = None
+                read.exit()
 
-    def eof_received(self) -> bool | None:
-        self.protocol.receive_eof()
-        self.flush()
-        if not self.handshake.done():
-            self.handshake.set_result(None)
-        return None  # the transport closes itself: nothing is written after a close handshake
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.receive_eof()  # idempotent; the protocol's state becomes CLOSED
-        if self._close_deadline is not None:
-            self._close_deadline.cancel()
-        if not self.handshake.done():
-            self.handshake.set_result(None)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- the protocol's output ----------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Write what the protocol produced; an empty chunk means "end of stream" (half-close when possible)."""
-        transport = self.transport
-        if transport is None:
+    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.failed:
             return
-        self.batch.write()  # data frames sent before a pong or a close frame go out before it
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                with contextlib.suppress(OSError, RuntimeError):
-                    transport.write_eof()
-            else:
-                transport.close()
-        if self._close_deadline is None and self.protocol.close_expected():
-            # A close frame went out (ours, or the echo of the upstream's), or the handshake failed: an upstream
-            # that never closes TCP after that is let go of.
-            self._close_deadline = self.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
-
-    # -- messages -----------------------------------------------------------------------------------------------
-
-    def _frame(self, frame: Frame) -> bool:
-        """Handle one frame; False when it failed the connection."""
-        opcode = frame.opcode
-        if opcode is Opcode.CLOSE:
-            if self.on_close_frame is not None:
-                self.on_close_frame()  # after every data frame that came before it, even from the same read
-            return True
-        if opcode is Opcode.PING or opcode is Opcode.PONG or not self.accepting:
-            return True
-        if opcode is not Opcode.CONT:
-            self._text = opcode is Opcode.TEXT
-            self._parts.clear()
-        self._parts.append(frame.data)
-        if not frame.fin:
-            return True
+        msg_type = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # no extension is ever negotiated
+            self.fail(WSCloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
+            return
+        if msg_type is WSMsgType.CLOSE:
+            self._on_close(transport, frame)
+            return
+        if msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
+            return  # picows answers pings itself
+        if self.close_received is not None or transport.is_close_frame_sent:
+            return  # the close handshake has begun: data frames have nowhere to go
         parts = self._parts
-        payload = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        if msg_type is WSMsgType.CONTINUATION:
+            if not parts:
+                self.fail(WSCloseCode.PROTOCOL_ERROR, "a continuation frame without a message to continue")
+                return
+        elif parts:
+            self.fail(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
+            return
+        elif frame.fin:  # the common case: a whole message in one frame
+            if msg_type is WSMsgType.TEXT:
+                try:
+                    message: str | bytes = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    self.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8 in a text frame")
+                    return
+            else:
+                message = frame.get_payload_as_bytes()
+            self._message(message)
+            return
+        else:
+            self._text = msg_type is WSMsgType.TEXT
+            # An empty first fragment still starts a message: a placeholder keeps `parts` non-empty.
+        parts.append(frame.get_payload_as_bytes())
+        if not frame.fin:
+            return
+        payload = b"".join(parts)
         parts.clear()
-        message: str | bytes = payload
         if self._text:
             try:
                 message = payload.decode()
             except UnicodeDecodeError:
-                self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
-                self.flush()
-                # What came before the bad frame (still held, if not attached yet) stays.
-                self.accepting = False
-                return False
+                self.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8 in a text frame")
+                return
+        else:
+            message = payload
+        self._message(message)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._read is not None:  # picows marks the last frame of every read; this is only a safety net
+            read, self._read = self._read, None
+            read.exit()
+        if self._close_deadline is not None:
+            self._close_deadline.cancel()
+        self.accepting = False
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- the close handshake ----------------------------------------------------------------------------------
+
+    def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
+        code = int(frame.get_close_code().value) if frame.payload_size >= 2 else _NO_CODE
+        if code in _LOCAL_ONLY_CLOSE_CODES and frame.payload_size >= 2:
+            self.fail(WSCloseCode.PROTOCOL_ERROR, f"close code {code} on the wire")
+            return
+        self.close_received = code
+        if not transport.is_close_frame_sent:
+            # The echo of the upstream's close frame (a frame without a code is answered with 1000).
+            transport.send_close(_close_code(1000 if code == _NO_CODE else code))
+        self.expect_tcp_close()
+        if self.on_close_frame is not None:
+            self.on_close_frame()  # after every data frame that came before it, even from the same read
+
+    def fail(self, code: WSCloseCode, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): send a close frame with `code`, process nothing more."""
+        self.failed = True
+        self.accepting = False
+        self._parts.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.send_close(code, reason.encode())
+            self.expect_tcp_close()
+
+    def expect_tcp_close(self) -> None:
+        """A close frame went out: an upstream that never closes TCP after it is let go of after the close timeout."""
+        if self._close_deadline is None and self.transport is not None:
+            self._close_deadline = self.loop.call_later(CLOSE_TIMEOUT_S, self.abort)
+
+    # -- messages -------------------------------------------------------------------------------------------
+
+    def _message(self, message: str | bytes) -> None:
+        if not self.accepting:
+            return
         if self.deliver is not None:
             self._hand_over(message)
         else:
             self.held.append(message)
-        return True
 
     def _hand_over(self, message: str | bytes) -> None:
         deliver = self.deliver
@@ -195,9 +238,55 @@ class _LinkProtocol(asyncio.Protocol):
         self.accepting = False
 
     def abort(self) -> None:
-        self.batch.clear()
+        self.aborted = True
         if self.transport is not None:
-            self.transport.abort()
+            self.transport.disconnect(graceful=False)
+
+
+class _Socket:
+    """The connection's TCP socket, opened by the link through picows' documented `socket_factory` so the link holds
+    it from the start: picows waits for the handshake answer behind a shield, so a connect that is cancelled (the
+    client left) or times out would otherwise go on and open an upstream session nobody uses. `cut` resets it."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+
+    async def open(self, url: WSParsedURL) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for family, kind, proto, _, address in await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:  # the next address may answer
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            return sock
+        raise error if error is not None else OSError(f"no address for {url.host}")
+
+    def cut(self) -> None:
+        """Reset the connection: no linger, so closing sends RST (the upstream never completes the handshake), and
+        the read side shut, so the transport that owns the socket sees the end and closes it."""
+        sock = self.sock
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):  # already closed
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RD)
+
+
+def _close_code(code: int) -> WSCloseCode:
+    """picows types close codes as its enum; an application code (3000-4999) is passed through as it came."""
+    try:
+        return WSCloseCode(code)
+    except ValueError:
+        return code  # type: ignore[return-value]  # picows writes any int it is given
 
 
 def _unreachable(exc: BaseException) -> UpstreamUnavailable:
@@ -205,30 +294,16 @@ def _unreachable(exc: BaseException) -> UpstreamUnavailable:
     return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
 
 
-def _handshake_failure(protocol: ClientProtocol) -> UpstreamUnavailable:
-    exc = protocol.handshake_exc
-    if isinstance(exc, InvalidStatus):
-        response = exc.response
-        return UpstreamUnavailable(
-            f"upstream refused the handshake: HTTP {response.status_code} {response.reason_phrase}",
-            status=response.status_code,
-        )
-    if exc is None:
-        return UpstreamUnavailable("upstream unreachable: the connection closed during the handshake")
-    return _unreachable(exc)
-
-
 class UpstreamLink:
     """A connected upstream socket. Messages reach the consumer set by `attach`, from the read callback; `send`
     writes at once (the transport's buffer is the only queue, bounded by `backlog_limit`); `wait_closed`
     returns after a normal close and raises `UpstreamDisconnected` after any other end."""
 
-    def __init__(self, link: _LinkProtocol, connect_seconds: float, backlog_limit: int) -> None:
-        self._link = link
-        self._protocol = link.protocol
-        transport = link.transport
-        assert transport is not None
+    def __init__(self, transport: WSTransport, listener: _Listener, connect_seconds: float, backlog_limit: int) -> None:
         self._transport = transport
+        self._listener = listener
+        self._socket = transport.underlying_transport
+        self._cork = SocketCork(self._socket)  # a burst of client frames leaves in full TCP segments
         self.connect_seconds = connect_seconds
         self.backlog_limit = backlog_limit
 
@@ -238,102 +313,120 @@ class UpstreamLink:
     ) -> UpstreamLink:
         started = time.monotonic()
         try:
-            uri = parse_uri(url)
-            protocol = ClientProtocol(uri, max_size=None)  # no extensions offered, no size cap
-            request = protocol.connect()
-            request.headers["User-Agent"] = _USER_AGENT
-            for name, value in headers.items():
-                request.headers[name] = value
-            protocol.send_request(request)
-        except (InvalidURI, InvalidHandshake, ValueError) as exc:  # a URL or header that cannot make a request
+            parts = urlsplit(url)
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                raise ValueError(f"{url!r} is not a ws:// or wss:// URL")
+            extra = {"User-Agent": _USER_AGENT, **headers}
+            for name, value in extra.items():
+                if not name.isascii() or any(c in name for c in "\r\n:") or any(c in value for c in "\r\n"):
+                    raise ValueError(f"header {name!r} cannot go on the wire")
+        except ValueError as exc:
             raise _unreachable(exc) from None
         loop = asyncio.get_running_loop()
-        link = _LinkProtocol(protocol, loop)
-        tls = ssl.create_default_context() if uri.secure else None
+        listener = _Listener(loop)
+        own = _Socket()
         try:
             async with asyncio.timeout(open_timeout):
-                await loop.create_connection(
-                    lambda: link, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
+                transport, _ = await ws_connect(
+                    lambda: listener,
+                    url,
+                    ssl_context=ssl.create_default_context() if parts.scheme == "wss" else None,
+                    websocket_handshake_timeout=None,  # the whole connect is bounded by open_timeout
+                    enable_auto_pong=True,
+                    max_frame_size=1 << 62,
+                    extra_headers=extra,
+                    max_redirects=0,
+                    logger_name=_PICOWS_LOG,
+                    socket_factory=own.open,
                 )
-                link.flush()
-                response = await link.handshake
         except TimeoutError:
-            link.abort()
+            own.cut()
             raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
-        except OSError as exc:
-            link.abort()
+        except WSInvalidStatusError as exc:
+            own.cut()
+            response = exc.response
+            if response is None:
+                raise _unreachable(exc) from None
+            status = int(response.status)
+            raise UpstreamUnavailable(
+                f"upstream refused the handshake: HTTP {status} {response.status.phrase}", status=status
+            ) from None
+        except (WSError, OSError, EOFError, ValueError) as exc:
+            own.cut()
             raise _unreachable(exc) from None
         except asyncio.CancelledError:  # the session ended while connecting: leave no socket behind
-            link.abort()
+            own.cut()
             raise
-        if response is None or protocol.handshake_exc is not None:
-            link.abort()
-            raise _handshake_failure(protocol)
-        return cls(link, time.monotonic() - started, backlog_limit)
+        response = transport.response
+        if transport.is_disconnected or response is None:  # picows returns a dead transport for a cut-off answer
+            listener.abort()
+            raise UpstreamUnavailable("upstream unreachable: the connection closed during the handshake")
+        for name in ("Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol"):
+            if response.headers.get(name):  # the link offers neither: an upstream may not pick one
+                listener.abort()
+                raise UpstreamUnavailable(f"upstream unreachable: the handshake answer chose a {name} that was not offered")
+        return cls(transport, listener, time.monotonic() - started, backlog_limit)
 
     def attach(self, deliver: Callable[[str | bytes], None], on_close_frame: Callable[[], None] | None = None) -> None:
         """Start handing messages to `deliver` (held ones first, in order); `on_close_frame` is called once the
         upstream's close frame has been read (the link is ending; `wait_closed` tells how). An exception from
         `deliver` ends the link."""
-        self._link.on_close_frame = on_close_frame
-        self._link.attach(deliver)
+        self._listener.on_close_frame = on_close_frame
+        self._listener.attach(deliver)
 
     def detach(self) -> None:
         """Stop handing messages over; later ones are read (so the close handshake can finish) and dropped."""
-        self._link.detach()
+        self._listener.detach()
 
     def send(self, text: str) -> None:
         """Write one text frame now. Once the upstream has sent its close frame the frame is dropped: the upstream
         ends the session and `wait_closed` says how (a normal close stays normal however many client frames were
         still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the upstream has
         stopped reading (more than `backlog_limit` bytes wait for it)."""
-        protocol = self._protocol
         transport = self._transport
-        if protocol.state is not State.OPEN or transport.is_closing():
-            if protocol.close_rcvd is not None:
+        if transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted:
+            if self._listener.close_received is not None:
                 return
             raise self._disconnected()
-        protocol.send_text(text.encode())
-        link = self._link
-        batch = link.batch
-        for data in protocol.data_to_send():
-            batch.add(data)
-        if batch.size > self.backlog_limit:
-            batch.write()  # too much to hold back: the kernel's buffers take it now, or the check below fails
-        if transport.get_write_buffer_size() > self.backlog_limit:
-            link.abort()
+        self._cork.before_write()
+        transport.send(WSMsgType.TEXT, text.encode())
+        if self._socket.get_write_buffer_size() > self.backlog_limit:
+            self._listener.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")
 
     async def wait_closed(self) -> None:
         """Wait for the end of the connection: returns after a close 1000 from the upstream (only 1000 is a normal
         close; 1001 "going away" is a disconnect); raises what the consumer raised, or UpstreamDisconnected."""
-        link = self._link
-        await asyncio.shield(link.closed)
-        if link.delivery_error is not None:
-            raise link.delivery_error
-        received = self._protocol.close_rcvd
-        if received is not None and received.code == 1000:
+        listener = self._listener
+        await asyncio.shield(listener.closed)
+        if listener.delivery_error is not None:
+            raise listener.delivery_error
+        if listener.close_received == 1000 and not listener.failed:
             return
         raise self._disconnected()
 
     def _disconnected(self) -> UpstreamDisconnected:
-        received: Close | None = self._protocol.close_rcvd
+        received = self._listener.close_received
         if received is None:
-            return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=1006)
-        return UpstreamDisconnected(f"upstream dropped the connection ({received.code})", code=received.code)
+            return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=_DROPPED)
+        return UpstreamDisconnected(f"upstream dropped the connection ({received})", code=received)
 
     @property
     def close_code(self) -> int | None:
-        return self._protocol.close_code
+        """The upstream's close code once the connection has ended (1006 when it sent none); None before."""
+        if not self._listener.closed.done():
+            return None
+        received = self._listener.close_received
+        return _DROPPED if received is None else received
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (when the link is still open) and wait for the end of the connection, which the close
         timeout bounds."""
-        protocol = self._protocol
-        if protocol.state is State.OPEN and not self._transport.is_closing():
-            protocol.send_close(code, reason)
-            self._link.flush()  # what was sent before the close frame goes first
-        await asyncio.shield(self._link.closed)
+        transport = self._transport
+        if not transport.is_close_frame_sent and not transport.is_disconnected:
+            transport.send_close(_close_code(code), reason.encode())
+            self._listener.expect_tcp_close()
+        await asyncio.shield(self._listener.closed)
 
     def abort(self) -> None:
-        self._link.abort()
+        self._listener.abort()

@@ -1,40 +1,67 @@
-"""Writes to one transport collected during a loop iteration and written together right after it: one send(2) for
-every frame the callbacks of that iteration produced (a burst of client messages, or an upstream read carrying
-several events), instead of one each. Used by both sides of the relay; see docs/performance.md. No I/O of its own
-beyond `asyncio.Transport.write`.
+"""Writes of one burst go out together: one send(2), or one TCP segment push, for every frame the callbacks of a
+loop iteration (or of one upstream read) produced, instead of one each. Used by both sides of the relay; see
+docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a socket option.
 
-Inside a read callback that knows where its burst ends (the upstream link's `data_received`), a `WriteScope`
-collects the batches its frames filled and writes them when the callback returns, instead of one loop iteration
-later: a real-time frame then costs no scheduled callback and no extra turn of the loop.
+- `WriteBatch` collects the bytes for a transport the relay writes itself (the client side) and writes them
+  together when the burst ends.
+- `SocketCork` is for a transport a library writes frame by frame (picows on the upstream side): the second write
+  of a burst corks the TCP socket (`TCP_CORK`, Linux) and the burst's end uncorks it, so the kernel sends what the
+  burst wrote in full segments; a lone frame (the real-time case) is written and pushed at once, uncorked.
+- A burst ends at the end of the innermost open `WriteScope` (a read callback that knows where its burst ends: the
+  upstream link's read), else in the next loop iteration (`call_soon`): a real-time frame then costs no scheduled
+  callback and no extra turn of the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from typing import Any, Protocol
 
-# The batches filled inside the innermost open `WriteScope` (event loop thread only), or None outside any.
-_scope: list[WriteBatch] | None = None
+# What waits for the end of the burst inside the innermost open `WriteScope` (event loop thread only), or None
+# outside any.
+_scope: list[_BurstEnd] | None = None
+
+
+class _BurstEnd(Protocol):
+    def write(self) -> None: ...
+
+
+def _at_burst_end(pending: _BurstEnd) -> None:
+    """Call `pending.write()` when the current burst ends."""
+    if _scope is not None:
+        _scope.append(pending)
+    else:
+        asyncio.get_running_loop().call_soon(pending.write)
 
 
 class WriteScope:
-    """`with WriteScope():` batches filled inside are written at its end, in the order they were first filled."""
+    """`with WriteScope():` (or `enter()` ... `exit()` around a burst that spans callbacks) ends the burst at its end:
+    what was filled inside is written then, in the order it was first filled."""
 
     __slots__ = ("_outer",)
 
-    def __enter__(self) -> None:
+    def enter(self) -> None:
         global _scope
         self._outer = _scope
         _scope = []
 
-    def __exit__(self, *exc: object) -> None:
+    def exit(self) -> None:
         global _scope
-        batches, _scope = _scope, self._outer
-        for batch in batches or ():
-            batch.write()
+        pending, _scope = _scope, self._outer
+        for item in pending or ():
+            item.write()
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.exit()
 
 
 class WriteBatch:
-    """Bytes for `transport`, written in order by `write` (scheduled with `call_soon` when the first chunk is added;
+    """Bytes for `transport`, written in order by `write` (at the end of the burst the first chunk was added in;
     callers that must write something else after them call `write` first)."""
 
     __slots__ = ("_chunks", "_transport", "size")
@@ -49,10 +76,7 @@ class WriteBatch:
         chunks.append(data)
         self.size += len(data)
         if len(chunks) == 1:
-            if _scope is not None:
-                _scope.append(self)
-            else:
-                asyncio.get_running_loop().call_soon(self.write)
+            _at_burst_end(self)
 
     def write(self) -> None:
         chunks = self._chunks
@@ -69,3 +93,44 @@ class WriteBatch:
         """Forget what was collected (the connection is being aborted)."""
         self._chunks.clear()
         self.size = 0
+
+
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere every write is pushed at once
+
+
+class SocketCork:
+    """Corks the TCP socket of `transport` from the second write of a burst to the burst's end. Call
+    `before_write()` before each write. A transport without a TCP socket, or a platform without `TCP_CORK`, writes
+    as if there were no cork; a failing socket option (the socket is closing) is ignored."""
+
+    __slots__ = ("_corked", "_in_burst", "_socket")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        sock: Any = transport.get_extra_info("socket")
+        usable = _TCP_CORK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._socket = sock if usable else None
+        self._in_burst = False
+        self._corked = False
+
+    def before_write(self) -> None:
+        if self._socket is None:
+            return
+        if not self._in_burst:
+            self._in_burst = True
+            _at_burst_end(self)
+        elif not self._corked:
+            self._corked = self._set(1)
+
+    def write(self) -> None:
+        """The burst ended: what it wrote goes out now."""
+        self._in_burst = False
+        if self._corked:
+            self._corked = False
+            self._set(0)
+
+    def _set(self, on: int) -> bool:
+        assert self._socket is not None and _TCP_CORK is not None
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+            return True
+        return False

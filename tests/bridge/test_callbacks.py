@@ -228,11 +228,11 @@ def append(n: int) -> dict[str, Any]:
 async def test_events_in_the_same_read_as_a_close_1000_are_all_forwarded_and_the_session_ends_upstream_closed(
     env: BridgeEnvironment,
 ) -> None:
-    """The assistant's audio item is done, so the relay asks for it back (C5) from inside the read callback; but the
-    upstream's close came in the same read and has been answered already. The retrieve goes nowhere and fails as
-    `session_closed` (the item is saved from the stream), and nothing else changes: `response.done` still reaches
-    the client and the log, and the end is the upstream's normal close (it used to be lost, and the client got an
-    `error` and 1014)."""
+    """The assistant's audio item is done, so the relay asks for it back from inside the read callback; but the
+    upstream's close came in the same read, right behind it. The retrieve reaches the upstream just before the
+    answer to its close (or not at all) and fails as `session_closed` (the item is saved from the stream), and
+    nothing else changes: `response.done` still reaches the client and the log, and the end is the upstream's normal
+    close (it used to be lost, and the client got an `error` and 1014)."""
     client = ScriptedClient()
     item_done = {
         "type": "conversation.item.done",
@@ -260,7 +260,9 @@ async def test_events_in_the_same_read_as_a_close_1000_are_all_forwarded_and_the
     assert bridge.outcome is not None and bridge.outcome.reason == EndReason.UPSTREAM_CLOSED
     assert client.closed_with is not None and client.closed_with[0] == 1000
     assert client.sent_types == ["session.created", "conversation.item.done", "response.done"]
-    assert [(f.opcode, f.payload) for f in peer.received] == [(OP_CLOSE, close_payload(1000))]  # only the answer
+    received = [(f.opcode, f.payload) for f in peer.received]
+    assert received[-1] == (OP_CLOSE, close_payload(1000))  # the answer, last
+    assert all(opcode == OP_TEXT and b"conversation.item.retrieve" in payload for opcode, payload in received[:-1])
     kinds = [(r["dir"], r["type"]) for r in records]
     assert kinds[kinds.index(("server", "conversation.item.done")) :] == [
         ("server", "conversation.item.done"),

@@ -1,16 +1,19 @@
 """`WriteBatch`: chunks added during one loop iteration reach the peer together, in order, right after it; `size`
 counts what is held; an explicit `write` sends at once (what must precede another write); `clear` forgets; a
-closing transport takes nothing and raises nothing. Real sockets on 127.0.0.1."""
+closing transport takes nothing and raises nothing. `SocketCork`: a lone write goes out uncorked, the second write of
+a burst corks the socket until the burst ends, and a socket that cannot be corked is written as usual. Real sockets
+on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
 
-from relay.links.writebatch import WriteBatch, WriteScope
+from relay.links.writebatch import SocketCork, WriteBatch, WriteScope
 from tests.support.timing import seconds
 
 
@@ -101,3 +104,60 @@ async def test_inside_a_write_scope_batches_are_written_when_it_ends_not_a_loop_
     batch.add(b"outside\n")  # outside any scope: the loop's next iteration writes it
     assert batch.size == len(b"outside\n")
     assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"outside\n"
+
+
+def corked(transport: asyncio.Transport) -> bool:
+    sock = transport.get_extra_info("socket")
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+async def test_a_lone_write_is_not_corked_and_a_burst_is_corked_from_its_second_write_to_its_end(
+    pair: tuple[asyncio.Transport, asyncio.StreamReader],
+) -> None:
+    transport, peer = pair
+    cork = SocketCork(transport)
+    cork.before_write()
+    transport.write(b"alone\n")
+    assert not corked(transport)  # a real-time frame is pushed at once
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"alone\n"
+    for part in (b"one ", b"two ", b"three\n"):  # a new burst (the loop turned)
+        cork.before_write()
+        transport.write(part)
+    assert corked(transport)
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"one two three\n"  # uncorked a turn later
+    assert not corked(transport)
+    with WriteScope():  # inside a scope the burst ends with it
+        for part in (b"four ", b"five\n"):
+            cork.before_write()
+            transport.write(part)
+        assert corked(transport)
+    assert not corked(transport)
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"four five\n"
+
+
+async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
+    pair: tuple[asyncio.Transport, asyncio.StreamReader],
+) -> None:
+    transport, _peer = pair
+    cork = SocketCork(transport)
+    cork.before_write()
+    transport.abort()
+    cork.before_write()  # the socket option fails on a closed socket: ignored
+    await asyncio.sleep(0)  # the burst's end meets the closed socket too
+    left, right = socket.socketpair()  # a Unix socket: nothing to cork
+    try:
+        _reader, writer = await asyncio.open_connection(sock=left)
+        unix = SocketCork(writer.transport)
+        for part in (b"a", b"b\n"):
+            unix.before_write()
+            writer.write(part)
+        await writer.drain()
+        right.setblocking(False)
+        received = b""
+        while len(received) < 3:
+            received += await asyncio.wait_for(asyncio.get_running_loop().sock_recv(right, 10), seconds(5))
+        assert received == b"ab\n"
+        writer.transport.abort()
+    finally:
+        right.close()

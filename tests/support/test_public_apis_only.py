@@ -1,7 +1,9 @@
-"""The relay's code uses aiohttp and websockets through their public, documented APIs only: no private attribute
-(`ws._req`, `aiohttp._*`), no undocumented module (`websockets.utils`, `websockets.speedups`, `websockets.legacy`),
-no subclass of a library's connection classes (their overridable methods are not an API). A minor release of
-either library may change any of those; see docs/performance.md for the public ways the data plane uses instead.
+"""The relay's code uses aiohttp and picows (and websockets, had it come back) through their public, documented APIs
+only: no private attribute (`ws._req`, `aiohttp._*`, `picows._*`), no undocumented module (`picows.picows`,
+`websockets.utils`, `websockets.speedups`, `websockets.legacy`), no subclass of a library's connection classes
+(their overridable methods are not an API; picows' `WSListener` is the one class its documentation says to
+subclass). A minor release of any of them may change those; see docs/performance.md for the public ways the data
+plane uses instead.
 
 The check reads every source file under relay/ and fails on the first forbidden use, naming file and line; it is
 itself checked against snippets that must be caught and ones that must not.
@@ -27,9 +29,12 @@ FORBIDDEN: dict[str, re.Pattern[str]] = {
     "websockets.speedups": re.compile(r"\bwebsockets\.speedups\b"),
     "websockets.legacy": re.compile(r"\bwebsockets\.legacy\b"),
     "a private websockets name": re.compile(r"from\s+websockets(?:\.\w+)*\s+import\s+[^\n]*\b_\w+|\bwebsockets(?:\.\w+)*\._\w+"),
+    "a private or undocumented picows name": re.compile(
+        r"from\s+picows(?:\.\w+)*\s+import\s+[^\n]*\b_\w+|\bpicows(?:\.\w+)*\._\w+|\bpicows\.(?:picows|api|common|proxy)\b"
+    ),
     "a subclass of a library connection class": re.compile(
         r"^\s*class\s+\w+\s*\([^)]*\b(?:ClientConnection|ServerConnection|WebSocketWriter|WebSocketReader|"
-        r"WebSocketResponse|ClientWebSocketResponse|WebSocketCommonProtocol|Connection)\b",
+        r"WebSocketResponse|ClientWebSocketResponse|WebSocketCommonProtocol|Connection|WSTransport|WSProtocol|WSFrame)\b",
         re.MULTILINE,
     ),
 }
@@ -76,6 +81,12 @@ def test_nothing_under_relay_uses_a_private_or_undocumented_part_of_aiohttp_or_w
         "class Fast(websockets.asyncio.client.ClientConnection):\n    pass",
         "class W(web.WebSocketResponse):\n    pass",
         "size = ws._writer.transport.get_write_buffer_size()",
+        "from picows.picows import WSProtocol",
+        "from picows import _make_test_ws_frame",
+        "import picows.api",
+        "picows._internal = 1",
+        "class Fast(WSTransport):\n    pass",
+        "class Fast(picows.WSProtocol):\n    pass",
     ],
 )
 def test_the_check_catches_each_kind_of_forbidden_use(snippet: str) -> None:
@@ -87,6 +98,9 @@ def test_the_check_catches_each_kind_of_forbidden_use(snippet: str) -> None:
     [
         "from websockets.client import ClientProtocol",
         "from websockets.frames import Close, CloseCode, Frame, Opcode",
+        "from picows import WSListener, WSMsgType, WSTransport, ws_connect",
+        "class _Listener(WSListener):\n    pass",
+        "transport.underlying_transport.get_write_buffer_size()",
         "transport = request.transport",
         "await ws.send_str(text)",
         "class _LinkProtocol(asyncio.Protocol):\n    pass",
