@@ -1,6 +1,6 @@
 """Configure structlog once, at the CLI entry point: console on a TTY, JSON lines otherwise.
 
-stdlib loggers (aiohttp, websockets, asyncio) are routed through the same processors via ProcessorFormatter, so
+stdlib loggers (aiohttp, picows, asyncio) are routed through the same processors via ProcessorFormatter, so
 stdout carries one format. This module writes only to the process's stdout stream through the logging module.
 
 JSON records share stdout with the event records of `event_log_stdout`, so they follow the same schema (see

@@ -4,7 +4,7 @@
 reprs and dicts alike), `Bearer`/`Api-Key` values, the browser subprotocol `openai-insecure-api-key.<token>`, the
 relay's own minted tokens, URL userinfo and the values of secret-looking query parameters, plus every exact value
 registered with `register_secret` (static client tokens, the token secret). `RedactingFormatter` applies it to the
-final text of every log record (structlog's and the stdlib loggers' of aiohttp, websockets and asyncio alike,
+final text of every log record (structlog's and the stdlib loggers' of aiohttp, picows and asyncio alike,
 tracebacks included), so nothing a library decides to log can carry a token past it. `printable` makes text
 from events (which any upstream or client may have written) safe for a terminal: control characters, which could
 move the cursor, rewrite lines or retitle the window, are shown as visible `\\uXXXX` escapes.

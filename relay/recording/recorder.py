@@ -5,12 +5,13 @@ upstream, the assistant's audio deltas as they went to the client, the client's 
 device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). Each chunk
 is placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
 too) and resampled to the recording rate with a streaming resampler per lane. Placed audio waits in memory until the
-wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then a timer renders
-it, with silence between, into stereo frames (left: user, right: assistant) that one process-wide writer thread
-appends to the file (`GrowingWav`), at least every second.
+wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then the loop's
+`CommitClock` renders it, with silence between, into stereo frames (left: user, right: assistant) that one
+process-wide writer thread appends to the file (`GrowingWav`), every half second.
 
 Trouble never reaches the session: a failed write stops the recording and is reported once
-(`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds`.
+(`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds` and a relay bug
+while rendering (`internal_error`).
 `finish()` writes what is left, closes the file and returns the `relay.recording_saved` record.
 
 I/O: none on the loop; file writes go to the writer thread (`writer_executor`).
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +48,11 @@ RECORDING_FILE: Final = "recording.wav"
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
 
 COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
-# Sessions started together would commit together, every COMMIT_EVERY_S, all in one loop turn (a burst of a few
-# milliseconds at 100 sessions that every frame then waiting pays in latency): the first commit of each recorder
-# is put off by the next of COMMIT_PHASES steps across the interval, so commits spread over it.
+# One clock per event loop commits every recording, a tenth of them every COMMIT_EVERY_S / COMMIT_PHASES: sessions
+# started together do not render and hand over their audio all in one loop turn (a burst of milliseconds at 100
+# sessions that every waiting frame pays in latency), and the writer thread is handed one job per tick instead of
+# one per session (each hand-off wakes it and moves the GIL).
 COMMIT_PHASES: Final = 10
-_next_phase = itertools.count()
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
 # A queued piece shorter than SMALL_PIECE_MS joins the lane's previous segment when it continues it (same item, no
@@ -86,6 +87,66 @@ def writer_executor() -> concurrent.futures.ThreadPoolExecutor:
         if _executor is None:
             _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-recording")
         return _executor
+
+
+def _write_blocks(blocks: list[tuple[GrowingWav, bytes]]) -> None:
+    for wav, data in blocks:
+        wav.append(data)  # a failure stays with its file (`GrowingWav.error`), the others are written
+
+
+class CommitClock:
+    """The commit timer of every recording on one event loop: recorders join one of COMMIT_PHASES slots in turn,
+    and every COMMIT_EVERY_S / COMMIT_PHASES the clock commits the next slot's recorders and hands what they
+    rendered to the writer thread as one job. Runs only while some recorder has joined."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: list[list[SessionRecorder]] = [[] for _ in range(COMMIT_PHASES)]
+        self._next_join = 0
+        self._next_tick = 0
+        self._members = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> CommitClock:
+        loop = asyncio.get_running_loop()
+        clock = _clocks.get(loop)
+        if clock is None:
+            clock = _clocks[loop] = cls(loop)
+        return clock
+
+    def join(self, recorder: SessionRecorder) -> None:
+        self._slots[self._next_join].append(recorder)
+        self._next_join = (self._next_join + 1) % COMMIT_PHASES
+        self._members += 1
+        if self._timer is None:
+            self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
+
+    def leave(self, recorder: SessionRecorder) -> None:
+        for slot in self._slots:
+            if recorder in slot:
+                slot.remove(recorder)
+                self._members -= 1
+                break
+        if self._members == 0 and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
+        slot = self._slots[self._next_tick]
+        self._next_tick = (self._next_tick + 1) % COMMIT_PHASES
+        blocks: list[tuple[GrowingWav, bytes]] = []
+        for recorder in list(slot):
+            try:
+                recorder.commit_due(blocks)
+            except Exception as exc:  # a relay bug stops that recording, not every other one
+                recorder.stop_on_error(exc)
+        if blocks:
+            writer_executor().submit(_write_blocks, blocks)
+
+
+_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommitClock] = weakref.WeakKeyDictionary()
 
 
 @dataclass(slots=True)
@@ -152,34 +213,35 @@ class SessionRecorder:
         self._stopped: str | None = None  # why the recording stopped early (max_seconds, write_failed)
         self._wav = GrowingWav(path, self.rate)
         self._last_write: concurrent.futures.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._clock: CommitClock | None = None
         self._finished = False
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._submit(self._wav.open)
-        phase = next(_next_phase) % COMMIT_PHASES
-        first = COMMIT_EVERY_S * (1.0 + phase / COMMIT_PHASES)
-        self._timer = asyncio.get_running_loop().call_later(first, self._tick)
+        self._clock = CommitClock.of_running_loop()
+        self._clock.join(self)
 
     def _now(self) -> int:
         return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self._finished:
-            return
+    def stop_on_error(self, exc: Exception) -> None:
+        """A relay bug while committing: the recording stops here (`internal_error`), the session goes on."""
+        if self._stopped is None:
+            self._stop("internal_error", error=f"{exc.__class__.__name__}: {exc}")
+
+    def commit_due(self, blocks: list[tuple[GrowingWav, bytes]]) -> None:
+        """The clock's turn: render what the wall clock has passed into `blocks` (the clock hands them over)."""
         self._check_writer()
-        self._commit(self._now() - self._lag)
-        self._timer = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._tick)
+        self._commit(self._now() - self._lag, blocks)
 
     async def finish(self) -> dict[str, Any]:
         """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
         close the file and return the `relay.recording_saved` record."""
         self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._clock is not None:
+            self._clock.leave(self)
+            self._clock = None
         self._check_writer()
         end = self._now()
         self._decode_run(LEFT)
@@ -187,7 +249,10 @@ class SessionRecorder:
         for lane in self._segments:
             if lane:
                 end = max(end, lane[-1].start + len(lane[-1].samples))
-        self._commit(end)
+        blocks: list[tuple[GrowingWav, bytes]] = []
+        self._commit(end, blocks)
+        if blocks:
+            self._submit(_write_blocks, blocks)
         closed = self._submit(self._wav.close)
         try:
             await asyncio.wait_for(asyncio.wrap_future(closed), FINISH_TIMEOUT_S)
@@ -421,8 +486,8 @@ class SessionRecorder:
                 return
         lane.append(segment)
 
-    def _commit(self, upto: int) -> None:
-        """Render [written, upto) as stereo frames and hand them to the writer."""
+    def _commit(self, upto: int, blocks: list[tuple[GrowingWav, bytes]]) -> None:
+        """Render [written, upto) as stereo frames into `blocks`, for the writer."""
         if self._stopped is not None:
             return
         self._decode_run(LEFT)
@@ -443,6 +508,6 @@ class SessionRecorder:
                         break
                     lane.popleft()
             self._written = upto
-            self._submit(self._wav.append, block.tobytes())
+            blocks.append((self._wav, block.tobytes()))
         if self._written >= self._max_frames and self._stopped is None:
             self._stop("max_seconds")

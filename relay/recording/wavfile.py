@@ -43,11 +43,12 @@ def wav_header(rate: int, data_bytes: int) -> bytes:
     )
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 class GrowingWav:
@@ -72,20 +73,20 @@ class GrowingWav:
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
-            _write_all(self._fd, wav_header(self.rate, 0))
+            _pwrite_all(self._fd, wav_header(self.rate, 0), 0)
         except OSError as exc:
             self._fail(exc)
 
-    def append(self, data: bytes) -> None:
-        """Write whole frames after the last ones, then make the header say so."""
+    def append(self, data: bytes | memoryview) -> None:
+        """Write whole frames after the last ones, then make the header say so (two syscalls: the writer thread
+        takes the GIL back after each)."""
         fd = self._fd
         if fd is None or self.error is not None or not data:
             return
         if self.data_bytes + len(data) > MAX_DATA_BYTES:
             data = data[: (MAX_DATA_BYTES - self.data_bytes) // FRAME_BYTES * FRAME_BYTES]
         try:
-            os.lseek(fd, HEADER_BYTES + self.data_bytes, os.SEEK_SET)
-            _write_all(fd, data)
+            _pwrite_all(fd, data, HEADER_BYTES + self.data_bytes)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, HEADER_BYTES + self.data_bytes)
@@ -112,8 +113,7 @@ class GrowingWav:
     def _write_sizes(self) -> None:
         assert self._fd is not None
         try:
-            os.pwrite(self._fd, struct.pack("<I", 36 + self.data_bytes), 4)
-            os.pwrite(self._fd, struct.pack("<I", self.data_bytes), 40)
+            _pwrite_all(self._fd, wav_header(self.rate, self.data_bytes), 0)  # the whole header: one syscall
         except OSError as exc:
             self._fail(exc)
 

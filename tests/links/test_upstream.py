@@ -851,6 +851,38 @@ async def test_an_upstream_that_never_answers_is_upstream_unavailable_after_open
     assert len(upstream.requests) == 1
 
 
+@pytest.mark.parametrize("how", ["open_timeout", "cancelled"])
+async def test_a_connect_abandoned_during_the_handshake_leaves_no_connection_behind(links: Links, how: str) -> None:
+    """The upstream has the request and has not answered yet when the link gives up (its open timeout, or the
+    client left and the session's task was cancelled): the TCP connection is reset, so an answer that comes later
+    cannot open an upstream session nobody reads."""
+    requested: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        requested.set_result(None)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(1 << 16):
+                pass
+        ended.set_result(None)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{PATH}"
+    try:
+        opening = asyncio.ensure_future(links.open(url, open_timeout=0.3 if how == "open_timeout" else 30.0))
+        await asyncio.wait_for(requested, seconds(1))
+        if how == "cancelled":
+            opening.cancel()
+        with pytest.raises(UpstreamUnavailable if how == "open_timeout" else asyncio.CancelledError):
+            await opening
+        await asyncio.wait_for(ended, seconds(1))
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.parametrize(
     ("reply", "hang_up"),
     [

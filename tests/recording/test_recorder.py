@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
+from relay.recording import recorder as recorder_module
 from relay.recording.recorder import COMMIT_EVERY_S, COMMIT_PHASES
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
@@ -67,18 +68,20 @@ async def _record(path: Path, entries: list[LogEntry], options: RecordingOptions
     return await recorder.finish(), reports
 
 
-async def test_sessions_started_together_spread_their_commits_over_the_interval(tmp_path: Path, monkeypatch: Any) -> None:
-    """A hundred sessions started in the same moment must not all render and hand over their audio in one loop turn
-    every interval (a burst that every waiting frame pays in latency); the first commit still comes within a second."""
-    loop = asyncio.get_running_loop()
-    delays: list[float] = []
-    schedule = loop.call_later
+async def test_sessions_started_together_commit_in_different_ticks_one_writer_job_each(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Recordings started in the same moment must not all render and hand over their audio in one loop turn every
+    interval (a burst that every waiting frame pays in latency): each lands in its own tick, and each tick's blocks
+    reach the writer thread as one job. Every recording is still committed within the interval."""
+    jobs: list[list[Any]] = []
+    write_blocks = recorder_module._write_blocks
 
-    def spy(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        delays.append(delay)
-        return schedule(delay, callback, *args)
+    def spy(blocks: list[Any]) -> None:
+        jobs.append([wav.path.name for wav, _ in blocks])
+        write_blocks(blocks)
 
-    monkeypatch.setattr(loop, "call_later", spy)
+    monkeypatch.setattr(recorder_module, "_write_blocks", spy)
     options = RecordingOptions(rate=8000)
     recorders = [
         SessionRecorder(tmp_path / f"{i}.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: None)
@@ -86,11 +89,33 @@ async def test_sessions_started_together_spread_their_commits_over_the_interval(
     ]
     for recorder in recorders:
         recorder.start()
-    first_commits = list(delays)
+    await asyncio.sleep(COMMIT_EVERY_S * 1.5)
+    ticks = list(jobs)
     for recorder in recorders:
         await recorder.finish()
-    assert len(first_commits) == len(set(first_commits)) == COMMIT_PHASES
-    assert all(COMMIT_EVERY_S <= delay < 2 * COMMIT_EVERY_S <= 1.0 for delay in first_commits)
+    assert all(len(job) == 1 for job in ticks), ticks  # one recording per tick: ten started together, ten slots
+    assert {name for job in ticks for name in job} == {f"{i}.wav" for i in range(COMMIT_PHASES)}
+
+
+async def test_a_recording_whose_commit_fails_stops_alone_and_says_why(tmp_path: Path, monkeypatch: Any) -> None:
+    reports: list[Any] = []
+    options = RecordingOptions(rate=8000)
+    broken = SessionRecorder(tmp_path / "broken.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: reports.append((t, e)))
+    healthy = SessionRecorder(tmp_path / "healthy.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: None)
+
+    def bug(blocks: list[Any]) -> None:
+        raise RuntimeError("a bug in rendering")
+
+    monkeypatch.setattr(broken, "commit_due", bug)
+    broken.start()
+    healthy.start()
+    await asyncio.sleep(COMMIT_EVERY_S * 1.6)
+    saved = await healthy.finish()
+    await broken.finish()
+    assert [(t, e["reason"], e["error"]) for t, e in reports] == [
+        ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in rendering")
+    ]
+    assert saved["stopped"] is None and saved["duration_ms"] > 0
 
 
 json_values = st.recursive(
@@ -195,7 +220,7 @@ def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Pa
         recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
         recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
         clock[0] += 0.001
-    recorder._commit(recorder._now())  # what is kept is decoded by the time it is written
+    recorder._commit(recorder._now(), [])  # what is kept is decoded by the time it is written
     # [0, clock + lead) = 3 s per lane: 30 chunks of 100 ms each way, give or take the edges.
     decoded_chunks = sum(len(text) for text in decoded) / len(chunk)
     assert 50 <= decoded_chunks <= 64, decoded_chunks
