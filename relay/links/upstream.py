@@ -178,7 +178,7 @@ class _Listener(WSListener):
     # -- the close handshake ----------------------------------------------------------------------------------
 
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = int(frame.get_close_code().value) if frame.payload_size >= 2 else _NO_CODE
+        code = _number(frame.get_close_code()) if frame.payload_size >= 2 else _NO_CODE
         if code in _LOCAL_ONLY_CLOSE_CODES and frame.payload_size >= 2:
             self.fail(WSCloseCode.PROTOCOL_ERROR, f"close code {code} on the wire")
             return
@@ -279,6 +279,11 @@ class _Socket:
         with contextlib.suppress(OSError):  # already closed
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.shutdown(socket.SHUT_RD)
+
+
+def _number(code: WSCloseCode | int) -> int:
+    """A close code as a plain int (picows gives its enum for the codes it names, an int for the others)."""
+    return int(code.value) if isinstance(code, WSCloseCode) else int(code)
 
 
 def _close_code(code: int) -> WSCloseCode:
@@ -407,6 +412,14 @@ class UpstreamLink:
 
     def _disconnected(self) -> UpstreamDisconnected:
         received = self._listener.close_received
+        handshake = self._transport.close_handshake
+        sent = handshake.sent if handshake is not None else None
+        if received is None and sent is not None and not self._listener.aborted and _number(sent.code) != 1000:
+            # The link (or picows' parser) failed the connection: say what the upstream sent that broke it.
+            return UpstreamDisconnected(
+                f"upstream broke the WebSocket protocol ({_number(sent.code)}: {sent.reason or 'no reason'})",
+                code=_DROPPED,
+            )
         if received is None:
             return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=_DROPPED)
         return UpstreamDisconnected(f"upstream dropped the connection ({received})", code=received)

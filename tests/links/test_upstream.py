@@ -630,6 +630,7 @@ async def test_garbage_from_the_upstream_ends_the_link_with_upstream_disconnecte
         peer.hang_up()
         error = await disconnect_of(link)
         assert error.code != 1000
+        assert f"upstream broke the WebSocket protocol ({close_code}: " in str(error)  # and says what broke it
         assert inbox.messages == []
 
 
