@@ -3,13 +3,13 @@ asyncio whose frame parser and masking run in C, driven through its documented `
 `WSTransport` API).
 
 Owns only socket I/O and the mapping of failures onto `UpstreamUnavailable` (handshake) and `UpstreamDisconnected`
-(mid-session drop). picows parses and builds frames, answers pings and checks control frames; this module
+(mid-session drop). picows parses and builds frames and checks control frames; this module answers pings,
 assembles fragmented messages, checks what picows leaves to its user (reserved bits, continuation order, UTF-8,
 close codes that may not appear on the wire) and runs the close handshake. Each whole message is handed to the
-consumer from the transport's read callback and each sent frame is written at once, so a frame crosses without a
-task wake-up (see docs/performance.md). No message size cap (a retrieved item may carry minutes of audio) and no
-keepalive pings (Yandex was seen not to answer them in time). Also builds the upstream URL from the configured one and
-the client's query (`upstream_url`), which is pure.
+consumer from the transport's read callback, so a frame crosses without a task wake-up, and the frames sent in one
+burst are written when it ends, corked together when there are several (see docs/performance.md). No message size
+cap (a retrieved item may carry minutes of audio) and no keepalive pings (Yandex was seen not to answer them in
+time). Also builds the upstream URL from the configured one and the client's query (`upstream_url`), which is pure.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from picows import (
 )
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.writebatch import SocketCork, WriteScope
+from relay.links.writebatch import TcpCork, WriteScope, at_burst_end
 
 CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
 _USER_AGENT: Final = f"realtime-relay picows/{version('picows')}"
@@ -124,8 +124,13 @@ class _Listener(WSListener):
         if msg_type is WSMsgType.CLOSE:
             self._on_close(transport, frame)
             return
-        if msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
-            return  # picows answers pings itself
+        if msg_type is WSMsgType.PING:
+            # Answered here, not by picows' automatic pong: that one never reaches `on_ws_frame`, and the read's
+            # write scope closes at the frame picows marks as the last of the read, which may be a ping.
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if msg_type is WSMsgType.PONG:
+            return
         if self.close_received is not None or transport.is_close_frame_sent:
             return  # the close handshake has begun: data frames have nowhere to go
         parts = self._parts
@@ -308,7 +313,9 @@ class UpstreamLink:
         self._transport = transport
         self._listener = listener
         self._socket = transport.underlying_transport
-        self._cork = SocketCork(self._socket)  # a burst of client frames leaves in full TCP segments
+        self._cork = TcpCork(self._socket)  # a burst of client frames leaves in full TCP segments
+        self._held: list[bytes] = []  # frames of the current burst, written when it ends (`write`)
+        self._held_bytes = 0
         self.connect_seconds = connect_seconds
         self.backlog_limit = backlog_limit
 
@@ -337,7 +344,7 @@ class UpstreamLink:
                     url,
                     ssl_context=ssl.create_default_context() if parts.scheme == "wss" else None,
                     websocket_handshake_timeout=None,  # the whole connect is bounded by open_timeout
-                    enable_auto_pong=True,
+                    enable_auto_pong=False,  # pings are answered in `on_ws_frame`
                     max_frame_size=1 << 62,
                     extra_headers=extra,
                     max_redirects=0,
@@ -384,20 +391,47 @@ class UpstreamLink:
         self._listener.detach()
 
     def send(self, text: str) -> None:
-        """Write one text frame now. Once the upstream has sent its close frame the frame is dropped: the upstream
-        ends the session and `wait_closed` says how (a normal close stays normal however many client frames were
-        still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the upstream has
-        stopped reading (more than `backlog_limit` bytes wait for it)."""
+        """Send one text frame: it goes out when the current burst ends (the read callback or loop iteration that
+        sent it), with the burst's other frames. Once the upstream has sent its close frame the frame is dropped: the
+        upstream ends the session and `wait_closed` says how (a normal close stays normal however many client
+        frames were still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the
+        upstream has stopped reading (more than `backlog_limit` bytes wait for it)."""
         transport = self._transport
         if transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted:
             if self._listener.close_received is not None:
                 return
             raise self._disconnected()
-        self._cork.before_write()
-        transport.send(WSMsgType.TEXT, text.encode())
+        data = text.encode()
+        held = self._held
+        held.append(data)
+        self._held_bytes += len(data)
+        if len(held) == 1:
+            at_burst_end(self)
+        if self._held_bytes > self.backlog_limit:
+            self.write()  # too much to hold back: the kernel's buffers take it now, or the check below fails
         if self._socket.get_write_buffer_size() > self.backlog_limit:
-            self._listener.abort()
+            self.abort()
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")
+
+    def write(self) -> None:
+        """The burst ended: its frames go out, corked together when there are several (one push for the burst, not
+        one per frame). Dropped when the link ended meanwhile (`send` said so for what it could)."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        self._held_bytes = 0
+        transport = self._transport
+        if transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted:
+            return
+        if len(held) == 1:
+            transport.send(WSMsgType.TEXT, held[0])
+            return
+        corked = self._cork.hold()
+        for data in held:
+            transport.send(WSMsgType.TEXT, data)
+        if corked:
+            self._cork.release()
 
     async def wait_closed(self) -> None:
         """Wait for the end of the connection: returns after a close 1000 from the upstream (only 1000 is a normal
@@ -437,9 +471,12 @@ class UpstreamLink:
         timeout bounds."""
         transport = self._transport
         if not transport.is_close_frame_sent and not transport.is_disconnected:
+            self.write()  # what was sent before the close frame goes first
             transport.send_close(_close_code(code), reason.encode())
             self._listener.expect_tcp_close()
         await asyncio.shield(self._listener.closed)
 
     def abort(self) -> None:
+        self._held = []
+        self._held_bytes = 0
         self._listener.abort()

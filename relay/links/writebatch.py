@@ -4,9 +4,10 @@ docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a so
 
 - `WriteBatch` collects the bytes for a transport the relay writes itself (the client side) and writes them
   together when the burst ends.
-- `SocketCork` is for a transport a library writes frame by frame (picows on the upstream side): the second write
-  of a burst corks the TCP socket (`TCP_CORK`, Linux) and the burst's end uncorks it, so the kernel sends what the
-  burst wrote in full segments; a lone frame (the real-time case) is written and pushed at once, uncorked.
+- For a transport a library writes frame by frame (picows on the upstream side), the caller holds the burst's
+  frames itself, registers with `at_burst_end`, and at the end writes them between `TcpCork.hold()` and
+  `release()` when there are several (`TCP_CORK`, Linux), so the kernel sends them in full segments; a lone frame
+  (the real-time case) is written as it is, uncorked.
 - A burst ends at the end of the innermost open `WriteScope` (a read callback that knows where its burst ends: the
   upstream link's read), else in the next loop iteration (`call_soon`): a real-time frame then costs no scheduled
   callback and no extra turn of the loop.
@@ -28,7 +29,7 @@ class _BurstEnd(Protocol):
     def write(self) -> None: ...
 
 
-def _at_burst_end(pending: _BurstEnd) -> None:
+def at_burst_end(pending: _BurstEnd) -> None:
     """Call `pending.write()` when the current burst ends."""
     if _scope is not None:
         _scope.append(pending)
@@ -76,7 +77,7 @@ class WriteBatch:
         chunks.append(data)
         self.size += len(data)
         if len(chunks) == 1:
-            _at_burst_end(self)
+            at_burst_end(self)
 
     def write(self) -> None:
         chunks = self._chunks
@@ -98,38 +99,30 @@ class WriteBatch:
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere every write is pushed at once
 
 
-class SocketCork:
-    """Corks the TCP socket of `transport` from the second write of a burst to the burst's end. Call
-    `before_write()` before each write. A transport without a TCP socket, or a platform without `TCP_CORK`, writes
-    as if there were no cork; a failing socket option (the socket is closing) is ignored."""
+class TcpCork:
+    """Holds back what is written to `transport`'s TCP socket between `hold()` and `release()` (`TCP_CORK`), so the
+    kernel sends it in full segments instead of pushing each write. For a transport a library writes frame by
+    frame. A transport without a TCP socket, or a platform without `TCP_CORK`, is never corked; a failing socket
+    option (the socket is closing) is ignored."""
 
-    __slots__ = ("_corked", "_in_burst", "_socket")
+    __slots__ = ("_socket",)
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         sock: Any = transport.get_extra_info("socket")
         usable = _TCP_CORK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         self._socket = sock if usable else None
-        self._in_burst = False
-        self._corked = False
 
-    def before_write(self) -> None:
-        if self._socket is None:
-            return
-        if not self._in_burst:
-            self._in_burst = True
-            _at_burst_end(self)
-        elif not self._corked:
-            self._corked = self._set(1)
+    def hold(self) -> bool:
+        """Cork the socket; False when it could not be (write as usual, nothing to release)."""
+        return self._set(1)
 
-    def write(self) -> None:
-        """The burst ended: what it wrote goes out now."""
-        self._in_burst = False
-        if self._corked:
-            self._corked = False
-            self._set(0)
+    def release(self) -> None:
+        """Uncork: what was held goes out now."""
+        self._set(0)
 
     def _set(self, on: int) -> bool:
-        assert self._socket is not None and _TCP_CORK is not None
+        if self._socket is None or _TCP_CORK is None:
+            return False
         with contextlib.suppress(OSError):
             self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
             return True

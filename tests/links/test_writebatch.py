@@ -1,8 +1,8 @@
 """`WriteBatch`: chunks added during one loop iteration reach the peer together, in order, right after it; `size`
 counts what is held; an explicit `write` sends at once (what must precede another write); `clear` forgets; a
-closing transport takes nothing and raises nothing. `SocketCork`: a lone write goes out uncorked, the second write of
-a burst corks the socket until the burst ends, and a socket that cannot be corked is written as usual. Real sockets
-on 127.0.0.1."""
+closing transport takes nothing and raises nothing. `at_burst_end`: at the end of a `WriteScope`, else in the next
+loop turn. `TcpCork`: writes between `hold` and `release` arrive whole after it, and a socket that cannot be corked
+is written as usual. Real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import cast
 
 import pytest
 
-from relay.links.writebatch import SocketCork, WriteBatch, WriteScope
+from relay.links.writebatch import TcpCork, WriteBatch, WriteScope, at_burst_end
 from tests.support.timing import seconds
 
 
@@ -112,46 +112,58 @@ def corked(transport: asyncio.Transport) -> bool:
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
-async def test_a_lone_write_is_not_corked_and_a_burst_is_corked_from_its_second_write_to_its_end(
+async def test_a_cork_holds_writes_back_until_released_and_then_they_all_arrive(
     pair: tuple[asyncio.Transport, asyncio.StreamReader],
 ) -> None:
     transport, peer = pair
-    cork = SocketCork(transport)
-    cork.before_write()
-    transport.write(b"alone\n")
-    assert not corked(transport)  # a real-time frame is pushed at once
-    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"alone\n"
-    for part in (b"one ", b"two ", b"three\n"):  # a new burst (the loop turned)
-        cork.before_write()
+    cork = TcpCork(transport)
+    assert not corked(transport)
+    assert cork.hold()
+    for part in (b"one ", b"two ", b"three\n"):
         transport.write(part)
     assert corked(transport)
-    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"one two three\n"  # uncorked a turn later
+    cork.release()
     assert not corked(transport)
-    with WriteScope():  # inside a scope the burst ends with it
-        for part in (b"four ", b"five\n"):
-            cork.before_write()
-            transport.write(part)
-        assert corked(transport)
-    assert not corked(transport)
-    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"four five\n"
+    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"one two three\n"
+
+
+async def test_at_burst_end_runs_at_the_end_of_a_write_scope_or_else_in_the_next_loop_turn() -> None:
+    ended: list[str] = []
+
+    class Pending:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def write(self) -> None:
+            ended.append(self.name)
+
+    with WriteScope():
+        at_burst_end(Pending("in scope"))
+        assert ended == []
+    assert ended == ["in scope"]
+    at_burst_end(Pending("outside"))
+    assert ended == ["in scope"]
+    await asyncio.sleep(0)
+    assert ended == ["in scope", "outside"]
 
 
 async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
     pair: tuple[asyncio.Transport, asyncio.StreamReader],
 ) -> None:
     transport, _peer = pair
-    cork = SocketCork(transport)
-    cork.before_write()
+    cork = TcpCork(transport)
     transport.abort()
-    cork.before_write()  # the socket option fails on a closed socket: ignored
-    await asyncio.sleep(0)  # the burst's end meets the closed socket too
+    await asyncio.sleep(0)
+    assert not cork.hold()  # the socket option fails on a closed socket: ignored, nothing to release
+    cork.release()
     left, right = socket.socketpair()  # a Unix socket: nothing to cork
     try:
         _reader, writer = await asyncio.open_connection(sock=left)
-        unix = SocketCork(writer.transport)
+        unix = TcpCork(writer.transport)
+        assert not unix.hold()
         for part in (b"a", b"b\n"):
-            unix.before_write()
             writer.write(part)
+        unix.release()
         await writer.drain()
         right.setblocking(False)
         received = b""
