@@ -27,11 +27,8 @@ from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from picows import (
-    WSCloseCode,
     WSError,
-    WSFrame,
     WSInvalidStatusError,
-    WSListener,
     WSMsgType,
     WSParsedURL,
     WSTransport,
@@ -39,14 +36,10 @@ from picows import (
 )
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.writebatch import TcpCork, WriteScope, at_burst_end
+from relay.links.upstream_listener import DROPPED, UpstreamListener, as_close_code, close_number
+from relay.links.writebatch import TcpCork, at_burst_end
 
-CLOSE_TIMEOUT_S: Final = 1.0  # after a close frame went out, how long the upstream has to close TCP
 _USER_AGENT: Final = f"realtime-relay picows/{version('picows')}"
-# Close codes an endpoint must never put in a close frame (RFC 6455 7.4.1): they only describe an end locally.
-_LOCAL_ONLY_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
-_NO_CODE: Final = 1005  # a close frame without a status code
-_DROPPED: Final = 1006  # the connection ended without a close frame
 # picows logs each protocol failure it detects; the link reports them through `wait_closed`, so picows' own lines
 # would say the same thing twice. Only its critical lines reach the relay's log.
 _PICOWS_LOG: Final = logging.getLogger("relay.links.picows")
@@ -72,180 +65,6 @@ def redact_url(url: str) -> str:
         netloc += f":{parts.port}"
     query = [(k, v if k == "model" else "****") for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:"), ""))
-
-
-class _Listener(WSListener):
-    """picows' side of one upstream connection: assembles each whole data message and hands it to `deliver` from
-    inside the read callback. Messages that arrive before `deliver` is set (even in the handshake answer's own read)
-    are held, in order."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: WSTransport | None = None
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.deliver: Callable[[str | bytes], None] | None = None
-        self.on_close_frame: Callable[[], None] | None = None
-        self.held: list[str | bytes] = []  # messages read before `attach`, in order
-        self.accepting = True  # False once detached or failed: later messages are read and dropped
-        self.failed = False  # the link failed the connection: nothing more from the upstream is processed
-        self.aborted = False  # the link dropped the connection itself; picows reports it a loop turn later
-        self.delivery_error: BaseException | None = None
-        self.close_received: int | None = None  # the upstream's close code (1005: a close frame without one)
-        self._parts: list[bytes] = []
-        self._text = False
-        self._close_deadline: asyncio.TimerHandle | None = None
-        self._read: WriteScope | None = None  # open from the first frame of a read to its last
-
-    # -- picows callbacks -------------------------------------------------------------------------------------
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        # What the messages of one read make the relay send goes out when the read is handled (one burst).
-        read = self._read
-        if read is None:
-            read = self._read = WriteScope()
-            read.enter()
-        try:
-            self._frame(transport, frame)
-        finally:
-            if frame.last_in_buffer:
-                self._read = None
-                read.exit()
-
-    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if self.failed:
-            return
-        msg_type = frame.msg_type
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # no extension is ever negotiated
-            self.fail(WSCloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
-            return
-        if msg_type is WSMsgType.CLOSE:
-            self._on_close(transport, frame)
-            return
-        if msg_type is WSMsgType.PING:
-            # Answered here, not by picows' automatic pong: that one never reaches `on_ws_frame`, and the read's
-            # write scope closes at the frame picows marks as the last of the read, which may be a ping.
-            transport.send_pong(frame.get_payload_as_bytes())
-            return
-        if msg_type is WSMsgType.PONG:
-            return
-        if self.close_received is not None or transport.is_close_frame_sent:
-            return  # the close handshake has begun: data frames have nowhere to go
-        parts = self._parts
-        if msg_type is WSMsgType.CONTINUATION:
-            if not parts:
-                self.fail(WSCloseCode.PROTOCOL_ERROR, "a continuation frame without a message to continue")
-                return
-        elif parts:
-            self.fail(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
-            return
-        elif frame.fin:  # the common case: a whole message in one frame
-            if msg_type is WSMsgType.TEXT:
-                try:
-                    message: str | bytes = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    self.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8 in a text frame")
-                    return
-            else:
-                message = frame.get_payload_as_bytes()
-            self._message(message)
-            return
-        else:
-            self._text = msg_type is WSMsgType.TEXT
-            # An empty first fragment still starts a message: a placeholder keeps `parts` non-empty.
-        parts.append(frame.get_payload_as_bytes())
-        if not frame.fin:
-            return
-        payload = b"".join(parts)
-        parts.clear()
-        if self._text:
-            try:
-                message = payload.decode()
-            except UnicodeDecodeError:
-                self.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8 in a text frame")
-                return
-        else:
-            message = payload
-        self._message(message)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if self._read is not None:  # picows marks the last frame of every read; this is only a safety net
-            read, self._read = self._read, None
-            read.exit()
-        if self._close_deadline is not None:
-            self._close_deadline.cancel()
-        self.accepting = False
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- the close handshake ----------------------------------------------------------------------------------
-
-    def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = _number(frame.get_close_code()) if frame.payload_size >= 2 else _NO_CODE
-        if code in _LOCAL_ONLY_CLOSE_CODES and frame.payload_size >= 2:
-            self.fail(WSCloseCode.PROTOCOL_ERROR, f"close code {code} on the wire")
-            return
-        self.close_received = code
-        if not transport.is_close_frame_sent:
-            # The echo of the upstream's close frame (a frame without a code is answered with 1000).
-            transport.send_close(_close_code(1000 if code == _NO_CODE else code))
-        self.expect_tcp_close()
-        if self.on_close_frame is not None:
-            self.on_close_frame()  # after every data frame that came before it, even from the same read
-
-    def fail(self, code: WSCloseCode, reason: str) -> None:
-        """Fail the connection (RFC 6455 7.1.7): send a close frame with `code`, process nothing more."""
-        self.failed = True
-        self.accepting = False
-        self._parts.clear()
-        transport = self.transport
-        if transport is not None and not transport.is_disconnected:
-            transport.send_close(code, reason.encode())
-            self.expect_tcp_close()
-
-    def expect_tcp_close(self) -> None:
-        """A close frame went out: an upstream that never closes TCP after it is let go of after the close timeout."""
-        if self._close_deadline is None and self.transport is not None:
-            self._close_deadline = self.loop.call_later(CLOSE_TIMEOUT_S, self.abort)
-
-    # -- messages -------------------------------------------------------------------------------------------
-
-    def _message(self, message: str | bytes) -> None:
-        if not self.accepting:
-            return
-        if self.deliver is not None:
-            self._hand_over(message)
-        else:
-            self.held.append(message)
-
-    def _hand_over(self, message: str | bytes) -> None:
-        deliver = self.deliver
-        if deliver is None:  # detached, or the consumer failed on an earlier message
-            return
-        try:
-            deliver(message)
-        except BaseException as exc:  # the consumer failed: remember why, stop reading, let wait_closed raise it
-            self.delivery_error = exc
-            self.detach()
-            self.abort()
-
-    def attach(self, deliver: Callable[[str | bytes], None]) -> None:
-        held, self.held = self.held, []
-        self.deliver = deliver
-        for message in held:
-            self._hand_over(message)
-
-    def detach(self) -> None:
-        self.deliver = None
-        self.held = []
-        self.accepting = False
-
-    def abort(self) -> None:
-        self.aborted = True
-        if self.transport is not None:
-            self.transport.disconnect(graceful=False)
 
 
 class _Socket:
@@ -286,19 +105,6 @@ class _Socket:
             sock.shutdown(socket.SHUT_RD)
 
 
-def _number(code: WSCloseCode | int) -> int:
-    """A close code as a plain int (picows gives its enum for the codes it names, an int for the others)."""
-    return int(code.value) if isinstance(code, WSCloseCode) else int(code)
-
-
-def _close_code(code: int) -> WSCloseCode:
-    """picows types close codes as its enum; an application code (3000-4999) is passed through as it came."""
-    try:
-        return WSCloseCode(code)
-    except ValueError:
-        return code  # type: ignore[return-value]  # picows writes any int it is given
-
-
 def _unreachable(exc: BaseException) -> UpstreamUnavailable:
     """The one wording of "could not get a connection", naming the cause."""
     return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
@@ -309,7 +115,7 @@ class UpstreamLink:
     writes at once (the transport's buffer is the only queue, bounded by `backlog_limit`); `wait_closed`
     returns after a normal close and raises `UpstreamDisconnected` after any other end."""
 
-    def __init__(self, transport: WSTransport, listener: _Listener, connect_seconds: float, backlog_limit: int) -> None:
+    def __init__(self, transport: WSTransport, listener: UpstreamListener, connect_seconds: float, backlog_limit: int) -> None:
         self._transport = transport
         self._listener = listener
         self._socket = transport.underlying_transport
@@ -335,7 +141,7 @@ class UpstreamLink:
         except ValueError as exc:
             raise _unreachable(exc) from None
         loop = asyncio.get_running_loop()
-        listener = _Listener(loop)
+        listener = UpstreamListener(loop)
         own = _Socket()
         try:
             async with asyncio.timeout(open_timeout):
@@ -448,14 +254,14 @@ class UpstreamLink:
         received = self._listener.close_received
         handshake = self._transport.close_handshake
         sent = handshake.sent if handshake is not None else None
-        if received is None and sent is not None and not self._listener.aborted and _number(sent.code) != 1000:
+        if received is None and sent is not None and not self._listener.aborted and close_number(sent.code) != 1000:
             # The link (or picows' parser) failed the connection: say what the upstream sent that broke it.
             return UpstreamDisconnected(
-                f"upstream broke the WebSocket protocol ({_number(sent.code)}: {sent.reason or 'no reason'})",
-                code=_DROPPED,
+                f"upstream broke the WebSocket protocol ({close_number(sent.code)}: {sent.reason or 'no reason'})",
+                code=DROPPED,
             )
         if received is None:
-            return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=_DROPPED)
+            return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=DROPPED)
         return UpstreamDisconnected(f"upstream dropped the connection ({received})", code=received)
 
     @property
@@ -464,7 +270,7 @@ class UpstreamLink:
         if not self._listener.closed.done():
             return None
         received = self._listener.close_received
-        return _DROPPED if received is None else received
+        return DROPPED if received is None else received
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (when the link is still open) and wait for the end of the connection, which the close
@@ -472,7 +278,7 @@ class UpstreamLink:
         transport = self._transport
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             self.write()  # what was sent before the close frame goes first
-            transport.send_close(_close_code(code), reason.encode())
+            transport.send_close(as_close_code(code), reason.encode())
             self._listener.expect_tcp_close()
         await asyncio.shield(self._listener.closed)
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from relay.core import events as ev
 from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
+from relay.recording.clock import CommitClock, write_blocks, writer_executor
 from relay.recording.decoding import Int16Array, WireDecoder, b64_audio
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
@@ -47,12 +46,6 @@ RECORDING_STOPPED: Final = "relay.recording_stopped"
 RECORDING_FILE: Final = "recording.wav"
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
 
-COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
-# One clock per event loop commits every recording, a tenth of them every COMMIT_EVERY_S / COMMIT_PHASES: sessions
-# started together do not render and hand over their audio all in one loop turn (a burst of milliseconds at 100
-# sessions that every waiting frame pays in latency), and the writer thread is handed one job per tick instead of
-# one per session (each hand-off wakes it and moves the GIL).
-COMMIT_PHASES: Final = 10
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
 # A queued piece shorter than SMALL_PIECE_MS joins the lane's previous segment when it continues it (same item, no
@@ -74,79 +67,6 @@ class RecordingOptions:
     max_seconds: float = 4 * 3600.0
     # True: record the frames the relay forwards (`serve`); False: the caller feeds device audio (`mic`).
     from_frames: bool = True
-
-
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def writer_executor() -> concurrent.futures.ThreadPoolExecutor:
-    """The one thread that writes every recording of this process, in submission order."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-recording")
-        return _executor
-
-
-def _write_blocks(blocks: list[tuple[GrowingWav, bytes]]) -> None:
-    for wav, data in blocks:
-        wav.append(data)  # a failure stays with its file (`GrowingWav.error`), the others are written
-
-
-class CommitClock:
-    """The commit timer of every recording on one event loop: recorders join one of COMMIT_PHASES slots in turn,
-    and every COMMIT_EVERY_S / COMMIT_PHASES the clock commits the next slot's recorders and hands what they
-    rendered to the writer thread as one job. Runs only while some recorder has joined."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._slots: list[list[SessionRecorder]] = [[] for _ in range(COMMIT_PHASES)]
-        self._next_join = 0
-        self._next_tick = 0
-        self._members = 0
-        self._timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of_running_loop(cls) -> CommitClock:
-        loop = asyncio.get_running_loop()
-        clock = _clocks.get(loop)
-        if clock is None:
-            clock = _clocks[loop] = cls(loop)
-        return clock
-
-    def join(self, recorder: SessionRecorder) -> None:
-        self._slots[self._next_join].append(recorder)
-        self._next_join = (self._next_join + 1) % COMMIT_PHASES
-        self._members += 1
-        if self._timer is None:
-            self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
-
-    def leave(self, recorder: SessionRecorder) -> None:
-        for slot in self._slots:
-            if recorder in slot:
-                slot.remove(recorder)
-                self._members -= 1
-                break
-        if self._members == 0 and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _tick(self) -> None:
-        self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
-        slot = self._slots[self._next_tick]
-        self._next_tick = (self._next_tick + 1) % COMMIT_PHASES
-        blocks: list[tuple[GrowingWav, bytes]] = []
-        for recorder in list(slot):
-            try:
-                recorder.commit_due(blocks)
-            except Exception as exc:  # a relay bug stops that recording, not every other one
-                recorder.stop_on_error(exc)
-        if blocks:
-            writer_executor().submit(_write_blocks, blocks)
-
-
-_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommitClock] = weakref.WeakKeyDictionary()
 
 
 @dataclass(slots=True)
@@ -252,7 +172,7 @@ class SessionRecorder:
         blocks: list[tuple[GrowingWav, bytes]] = []
         self._commit(end, blocks)
         if blocks:
-            self._submit(_write_blocks, blocks)
+            self._submit(write_blocks, blocks)
         closed = self._submit(self._wav.close)
         try:
             await asyncio.wait_for(asyncio.wrap_future(closed), FINISH_TIMEOUT_S)

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
-from relay.recording import recorder as recorder_module
-from relay.recording.recorder import COMMIT_EVERY_S, COMMIT_PHASES
+from relay.recording import clock as clock_module
+from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
 
@@ -75,13 +75,13 @@ async def test_sessions_started_together_commit_in_different_ticks_one_writer_jo
     interval (a burst that every waiting frame pays in latency): each lands in its own tick, and each tick's blocks
     reach the writer thread as one job. Every recording is still committed within the interval."""
     jobs: list[list[Any]] = []
-    write_blocks = recorder_module._write_blocks
+    write_blocks = clock_module.write_blocks
 
     def spy(blocks: list[Any]) -> None:
         jobs.append([wav.path.name for wav, _ in blocks])
         write_blocks(blocks)
 
-    monkeypatch.setattr(recorder_module, "_write_blocks", spy)
+    monkeypatch.setattr(clock_module, "write_blocks", spy)
     options = RecordingOptions(rate=8000)
     recorders = [
         SessionRecorder(tmp_path / f"{i}.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: None)
@@ -245,7 +245,7 @@ async def test_a_hung_writer_does_not_keep_the_session_from_ending(tmp_path: Pat
 
     monkeypatch.setattr(recorder_module, "FINISH_TIMEOUT_S", 0.2)
     release = threading.Event()
-    recorder_module.writer_executor().submit(release.wait, 30)  # the writer is stuck on a "disk"
+    clock_module.writer_executor().submit(release.wait, 30)  # the writer is stuck on a "disk"
     try:
         saved, reports = await _record(tmp_path / "recording.wav", [], RecordingOptions(rate=8000))
     finally:

@@ -1,0 +1,105 @@
+"""When recordings are rendered and written: the commit clock of each event loop and the one writer thread.
+
+Boundary: `CommitClock` decides when each recording renders what the wall clock has passed (`commit_due`), a tenth
+of them every COMMIT_EVERY_S / COMMIT_PHASES, and hands what they rendered to `writer_executor()`, the one thread
+that writes every recording of the process, as one job per tick. What a recording renders is `SessionRecorder`'s
+business (`relay.recording.recorder`); the bytes reach the file through `GrowingWav`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from typing import Final, Protocol
+
+from relay.recording.wavfile import GrowingWav
+
+COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
+# One clock per event loop commits every recording, a tenth of them every COMMIT_EVERY_S / COMMIT_PHASES: sessions
+# started together do not render and hand over their audio all in one loop turn (a burst of milliseconds at 100
+# sessions that every waiting frame pays in latency), and the writer thread is handed one job per tick instead of
+# one per session (each hand-off wakes it and moves the GIL).
+COMMIT_PHASES: Final = 10
+
+
+class Committing(Protocol):
+    """What the clock asks of a recording."""
+
+    def commit_due(self, blocks: list[tuple[GrowingWav, bytes]]) -> None: ...
+
+    def stop_on_error(self, exc: Exception) -> None: ...
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def writer_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that writes every recording of this process, in submission order."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-recording")
+        return _executor
+
+
+def write_blocks(blocks: list[tuple[GrowingWav, bytes]]) -> None:
+    for wav, data in blocks:
+        wav.append(data)  # a failure stays with its file (`GrowingWav.error`), the others are written
+
+
+class CommitClock:
+    """The commit timer of every recording on one event loop: recorders join one of COMMIT_PHASES slots in turn,
+    and every COMMIT_EVERY_S / COMMIT_PHASES the clock commits the next slot's recorders and hands what they
+    rendered to the writer thread as one job. Runs only while some recorder has joined."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: list[list[Committing]] = [[] for _ in range(COMMIT_PHASES)]
+        self._next_join = 0
+        self._next_tick = 0
+        self._members = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> CommitClock:
+        loop = asyncio.get_running_loop()
+        clock = _clocks.get(loop)
+        if clock is None:
+            clock = _clocks[loop] = cls(loop)
+        return clock
+
+    def join(self, recorder: Committing) -> None:
+        self._slots[self._next_join].append(recorder)
+        self._next_join = (self._next_join + 1) % COMMIT_PHASES
+        self._members += 1
+        if self._timer is None:
+            self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
+
+    def leave(self, recorder: Committing) -> None:
+        for slot in self._slots:
+            if recorder in slot:
+                slot.remove(recorder)
+                self._members -= 1
+                break
+        if self._members == 0 and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
+        slot = self._slots[self._next_tick]
+        self._next_tick = (self._next_tick + 1) % COMMIT_PHASES
+        blocks: list[tuple[GrowingWav, bytes]] = []
+        for recorder in list(slot):
+            try:
+                recorder.commit_due(blocks)
+            except Exception as exc:  # a relay bug stops that recording, not every other one
+                recorder.stop_on_error(exc)
+        if blocks:
+            writer_executor().submit(write_blocks, blocks)
+
+
+_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommitClock] = weakref.WeakKeyDictionary()
