@@ -2,7 +2,7 @@
 
 `record(pid, seconds)` runs `py-spy record --format raw` against a live process and returns a summary: the top
 functions by self time and by inclusive time, time per thread, and a few buckets (JSON parsing, base64/sha256,
-event log, aiohttp, websockets, asyncio) as a percentage of one core. When py-spy is missing or not permitted,
+event log, aiohttp, picows, asyncio) as a percentage of one core. When py-spy is missing or not permitted,
 the summary says why instead. I/O: one py-spy subprocess and its output file.
 """
 
@@ -29,7 +29,6 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sha256_audio_summary", ("eventlog/records.py:audio_summary",)),
     ("json_parse", ("core/frames.py:parse_event",)),
     ("log_timestamp_format", ("eventlog/records.py:__call__", "eventlog/records.py:_Rfc3339.__call__")),
-    ("mask_key_random(websockets)", ("random.py:SystemRandom", "secrets.py:")),
     ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "eventlog/writer.py:_write_all")),
     ("event_log(other)", ("eventlog/records.py:", "eventlog/writer.py:")),
     ("metrics", ("relay/metrics.py:",)),
@@ -37,7 +36,8 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("session_core(other)", ("relay/core/",)),
     ("bridge(other)", ("relay/bridge.py:",)),
     ("client_side(aiohttp+wsclient)", ("aiohttp/", "links/client.py:")),
-    ("upstream_side(websockets)", ("websockets/", "links/upstream.py:", "asyncio/messages.py", "asyncio/connection.py")),
+    ("upstream_side(picows)", ("links/upstream.py:", "links/upstream_listener.py:", "links/writebatch.py:", "trsock.py:")),
+    ("kept_audio_spool", ("relay/spool.py:",)),
     ("gil_and_thread_wakeups", ("threading.py:",)),
     ("asyncio_loop", ("asyncio/", "selectors.py:", "contextlib.py:")),
 )
@@ -55,8 +55,8 @@ def _frame_key(frame: str) -> str:
     if not match:
         return frame
     path = match.group("file")
-    # Keep the last three path parts: enough to tell relay/core/session.py from websockets/asyncio/connection.py
-    # and relay/recording/ from numpy/_core/.
+    # Keep the last three path parts: enough to tell relay/core/session.py from aiohttp/web_ws.py and
+    # relay/recording/ from numpy/_core/.
     short = "/".join(path.replace("\\", "/").split("/")[-3:])
     return f"{short}:{match.group('name')}"
 
