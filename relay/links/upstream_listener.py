@@ -11,6 +11,7 @@ here beyond picows' `WSTransport`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Final
 
@@ -41,6 +42,7 @@ class UpstreamListener(WSListener):
         self.failed = False  # the link failed the connection: nothing more from the upstream is processed
         self.aborted = False  # the link dropped the connection itself; picows reports it a loop turn later
         self.delivery_error: BaseException | None = None
+        self._ended: asyncio.Task[None] | None = None
         self.close_received: int | None = None  # the upstream's close code (1005: a close frame without one)
         self._parts: list[bytes] = []
         self._text = False
@@ -51,6 +53,14 @@ class UpstreamListener(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # picows keeps what ended the connection (its parser's protocol error) for `wait_disconnected`, and asyncio
+        # logs an error for it if nobody ever asks: asked here, once per connection.
+        self._ended = self.loop.create_task(self._wait_disconnected(transport))
+
+    @staticmethod
+    async def _wait_disconnected(transport: WSTransport) -> None:
+        with contextlib.suppress(Exception):  # the link reports the end through `wait_closed`
+            await transport.wait_disconnected()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # What the messages of one read make the relay send goes out when the read is handled (one burst).

@@ -36,6 +36,8 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -632,6 +634,52 @@ async def test_garbage_from_the_upstream_ends_the_link_with_upstream_disconnecte
         assert error.code != 1000
         assert f"upstream broke the WebSocket protocol ({close_code}: " in str(error)  # and says what broke it
         assert inbox.messages == []
+
+
+_any_frame = st.builds(
+    lambda opcode, payload, fin, rsv, masked, length: frame(
+        opcode, payload, fin=fin, rsv=rsv, mask=b"\x01\x02\x03\x04" if masked else None
+    )[:length],
+    st.sampled_from([OP_CONT, OP_TEXT, OP_BINARY, 0x3, OP_CLOSE, OP_PING, OP_PONG, 0xB]),
+    st.binary(max_size=200) | st.text(max_size=60).map(str.encode) | st.just(b"\x03\xe8"),
+    st.booleans(),
+    st.sampled_from([0, 0, 0, 1, 4]),
+    st.booleans() | st.just(False),
+    st.integers(min_value=1, max_value=400),  # a frame may be cut short
+)
+_upstream_bytes = st.lists(_any_frame | st.binary(max_size=64), min_size=1, max_size=8)
+
+
+async def _feed_garbage(chunks: list[bytes]) -> None:
+    async with no_unhandled_loop_errors(), raw_upstream() as upstream:
+        links = Links()
+        inbox = Inbox()
+        link, peer = await open_raw(links, upstream, inbox)
+        for chunk in chunks:  # each in its own write, so also in separate reads
+            peer.send(chunk)
+            await asyncio.sleep(0)
+        peer.send(text("after the garbage"))
+        await asyncio.sleep(0.01)
+        peer.hang_up()
+        try:
+            await asyncio.wait_for(link.wait_closed(), seconds(2))
+        except UpstreamDisconnected as exc:
+            assert exc.code != 1000 or link.close_code == 1000
+        assert all(isinstance(m, str | bytes) for m in inbox.messages)
+        link.send("the link still answers send() without an unexpected error") if not link.close_code else None
+        link.abort()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(chunks=_upstream_bytes)
+def test_whatever_an_upstream_sends_the_link_delivers_whole_messages_or_ends_with_upstream_disconnected(
+    chunks: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any bytes after the handshake (frames of every opcode, with reserved bits, masked, cut short, or plain noise):
+    the link never raises anything but `UpstreamDisconnected` from `wait_closed`, never leaves an error for the loop's
+    handler or the log, and hands the consumer only whole text or binary messages."""
+    asyncio.run(_feed_garbage(chunks))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 # ---- sending ----------------------------------------------------------------------------------------------------
