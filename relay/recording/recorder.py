@@ -143,7 +143,7 @@ class SessionRecorder:
         self._clock.join(self)
 
     def _now(self) -> int:
-        return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
+        return int((time.monotonic() - self._started_mono) * 1000.0 * self.rate // 1000)  # ms_to_frames, inlined
 
     def stop_on_error(self, exc: Exception) -> None:
         """A relay bug while committing: the recording stops here (`internal_error`), the session goes on."""
@@ -250,6 +250,8 @@ class SessionRecorder:
         # The common case, a real-time stream continuing its run, takes the lanes' cheap path.
         start = self._user.extend(now, frames, self._written, limit) if plain else None
         if start is not None:
+            if self._keep_whole(LEFT, None, audio, start, frames):
+                return
             placed = Placement(start, 0, frames, 0)
         else:
             placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
@@ -272,6 +274,8 @@ class SessionRecorder:
         limit = min(now + self._lead, self._max_frames)
         start = self._assistant.extend(key, now, frames, self._written, limit) if plain else None
         if start is not None:
+            if self._keep_whole(RIGHT, key, delta, start, frames):
+                return
             placed = Placement(start, 0, frames, 0)
         else:
             placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
@@ -289,18 +293,9 @@ class SessionRecorder:
             self._expected_end[channel] = -1
             self._count_dropped(placed)
             return
-        if plain and not placed.skip and not placed.dropped:
-            origin = placed.start
-            if origin != self._expected_end[channel] or self._produced_end[channel] == origin:  # lined up
-                self._expected_end[channel] = self._produced_end[channel] = origin + placed.keep
-                run = self._runs[channel]
-                if run is not None and run.item_id == item_id and run.start + run.frames == origin:
-                    run.texts.append(audio)
-                    run.frames += placed.keep
-                else:
-                    self._decode_run(channel)
-                    self._runs[channel] = _PendingRun(origin, item_id, [audio], placed.keep)
-                return
+        whole = plain and not placed.skip and not placed.dropped
+        if whole and self._keep_whole(channel, item_id, audio, placed.start, placed.keep):
+            return
         self._decode_run(channel)
         data = b64_audio(audio)
         try:
@@ -308,6 +303,21 @@ class SessionRecorder:
         except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
             return
         self._keep(placed, channel, item_id, samples, placed.keep + placed.dropped, limit)
+
+    def _keep_whole(self, channel: int, item_id: str | None, audio: str, origin: int, frames: int) -> bool:
+        """A plain chunk placed whole at `origin`: joins the channel's pending run (or starts one), undecoded. False
+        when its output would not line up with the timeline (a resampler's delay is pending): the caller decodes."""
+        if origin == self._expected_end[channel] and self._produced_end[channel] != origin:
+            return False
+        self._expected_end[channel] = self._produced_end[channel] = origin + frames
+        run = self._runs[channel]
+        if run is not None and run.item_id == item_id and run.start + run.frames == origin:
+            run.texts.append(audio)
+            run.frames += frames
+        else:
+            self._decode_run(channel)
+            self._runs[channel] = _PendingRun(origin, item_id, [audio], frames)
+        return True
 
     def _decode_run(self, channel: int) -> None:
         """Decode the channel's pending run into one queued segment (a chunk that is not base64 is silence)."""
