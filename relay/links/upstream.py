@@ -112,8 +112,8 @@ def _unreachable(exc: BaseException) -> UpstreamUnavailable:
 
 class UpstreamLink:
     """A connected upstream socket. Messages reach the consumer set by `attach`, from the read callback; `send`
-    writes at once (the transport's buffer is the only queue, bounded by `backlog_limit`); `wait_closed`
-    returns after a normal close and raises `UpstreamDisconnected` after any other end."""
+    writes when the current burst ends (the transport's buffer is the only queue, bounded by `backlog_limit`);
+    `wait_closed` returns after a normal close and raises `UpstreamDisconnected` after any other end."""
 
     def __init__(self, transport: WSTransport, listener: UpstreamListener, connect_seconds: float, backlog_limit: int) -> None:
         self._transport = transport
@@ -202,8 +202,7 @@ class UpstreamLink:
         upstream ends the session and `wait_closed` says how (a normal close stays normal however many client
         frames were still on their way). Raises UpstreamDisconnected when the link ended otherwise, or when the
         upstream has stopped reading (more than `backlog_limit` bytes wait for it)."""
-        transport = self._transport
-        if transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted:
+        if self._ended():
             if self._listener.close_received is not None:
                 return
             raise self._disconnected()
@@ -227,9 +226,9 @@ class UpstreamLink:
             return
         self._held = []
         self._held_bytes = 0
-        transport = self._transport
-        if transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted:
+        if self._ended():
             return
+        transport = self._transport
         if len(held) == 1:
             transport.send(WSMsgType.TEXT, held[0])
             return
@@ -238,6 +237,11 @@ class UpstreamLink:
             transport.send(WSMsgType.TEXT, data)
         if corked:
             self._cork.release()
+
+    def _ended(self) -> bool:
+        """No more data frames can go out: a close frame was sent, or the connection is gone or being dropped."""
+        transport = self._transport
+        return transport.is_close_frame_sent or transport.is_disconnected or self._listener.aborted
 
     async def wait_closed(self) -> None:
         """Wait for the end of the connection: returns after a close 1000 from the upstream (only 1000 is a normal

@@ -42,7 +42,7 @@ class UpstreamListener(WSListener):
         self.failed = False  # the link failed the connection: nothing more from the upstream is processed
         self.aborted = False  # the link dropped the connection itself; picows reports it a loop turn later
         self.delivery_error: BaseException | None = None
-        self._ended: asyncio.Task[None] | None = None
+        self._ended: asyncio.Task[None] | None = None  # held so the task is not collected while it waits
         self.close_received: int | None = None  # the upstream's close code (1005: a close frame without one)
         self._parts: list[bytes] = []
         self._text = False
@@ -115,8 +115,7 @@ class UpstreamListener(WSListener):
             return
         else:
             self._text = msg_type is WSMsgType.TEXT
-            # An empty first fragment still starts a message: a placeholder keeps `parts` non-empty.
-        parts.append(frame.get_payload_as_bytes())
+        parts.append(frame.get_payload_as_bytes())  # an empty first fragment still makes `parts` non-empty
         if not frame.fin:
             return
         payload = b"".join(parts)

@@ -62,7 +62,6 @@ class CommitClock:
         self._slots: list[list[Committing]] = [[] for _ in range(COMMIT_PHASES)]
         self._next_join = 0
         self._next_tick = 0
-        self._members = 0
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -76,7 +75,6 @@ class CommitClock:
     def join(self, recorder: Committing) -> None:
         self._slots[self._next_join].append(recorder)
         self._next_join = (self._next_join + 1) % COMMIT_PHASES
-        self._members += 1
         if self._timer is None:
             self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
 
@@ -84,9 +82,8 @@ class CommitClock:
         for slot in self._slots:
             if recorder in slot:
                 slot.remove(recorder)
-                self._members -= 1
                 break
-        if self._members == 0 and self._timer is not None:
+        if self._timer is not None and not any(self._slots):
             self._timer.cancel()
             self._timer = None
 

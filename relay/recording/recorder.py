@@ -130,9 +130,9 @@ class SessionRecorder:
         self._runs: list[_PendingRun | None] = [None, None]
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
-        self._stopped: str | None = None  # why the recording stopped early (max_seconds, write_failed)
+        # Why the recording stopped early (max_seconds, write_failed, write_timeout, internal_error).
+        self._stopped: str | None = None
         self._wav = GrowingWav(path, self.rate)
-        self._last_write: concurrent.futures.Future[None] | None = None
         self._clock: CommitClock | None = None
         self._finished = False
 
@@ -143,7 +143,7 @@ class SessionRecorder:
         self._clock.join(self)
 
     def _now(self) -> int:
-        return int((time.monotonic() - self._started_mono) * 1000.0 * self.rate // 1000)  # ms_to_frames, inlined
+        return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
 
     def stop_on_error(self, exc: Exception) -> None:
         """A relay bug while committing: the recording stops here (`internal_error`), the session goes on."""
@@ -191,8 +191,7 @@ class SessionRecorder:
         }
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> concurrent.futures.Future[None]:
-        self._last_write = writer_executor().submit(fn, *args)
-        return self._last_write
+        return writer_executor().submit(fn, *args)
 
     def _check_writer(self) -> None:
         error = self._wav.error
