@@ -31,6 +31,8 @@ _TEXT_KEYS: Final = ("text", "transcript", "instructions")
 _TEXT_KEYS_SET: Final = frozenset(_TEXT_KEYS)
 _ID_KEYS: Final = ("event_id", "item_id", "response_id")
 _AUDIO_PAYLOAD_FIELD: Final[dict[str, str]] = dict(ev.AUDIO_PAYLOAD_FIELD)
+_NESTING: Final = frozenset({dict, list})
+_MAX_SHARED_SUMMARIES: Final = 256
 
 
 def round_ms(ms: float) -> float:
@@ -170,6 +172,7 @@ class RecordBuilder:
         self.keep_text = keep_text
         self.audio_hash = audio_hash
         self._timestamp = _Rfc3339()
+        self._summaries: dict[tuple[int, int], dict[str, Any]] = {}
 
     def _head(self, session_id: str, seq: int | None, wall: float, t_ms: float, dir_: str, type_: str | None) -> dict[str, Any]:
         """The fields every record starts with, in their order (docs/event-log.md)."""
@@ -210,28 +213,50 @@ class RecordBuilder:
 
     def _flat_audio(self, session_id: str, seq: int, wall: float, t_ms: float, entry: LogEntry, field: str) -> bytes | None:
         """The hot path, an audio frame every 20 ms each way: the record of a flat event (no object or list in it)
-        whose audio is a top-level string, built from the same head and audio summary without the general walk of
-        the event. The same record as the general path gives (a test compares them); None for any other shape."""
+        whose audio is a top-level string, built in one piece without the general walk of the event. The same
+        record as the general path gives (a test compares them); None for any other shape."""
         event = entry.event
         if type(event) is not dict:
             return None
         payload = event.get(field)
         if type(payload) is not str or (field != "audio" and "audio" in event):
             return None
-        for value in event.values():
-            if type(value) is dict or type(value) is list:
-                return None
+        if not _NESTING.isdisjoint(map(type, event.values())):
+            return None
         if not self.keep_text and not _TEXT_KEYS_SET.isdisjoint(event):
             return None
-        record = self._head(session_id, seq, wall, t_ms, entry.dir, entry.type)
+        record = {
+            "v": SCHEMA_VERSION,
+            "ts": self._timestamp(wall),
+            "level": "info",
+            "t_ms": round_ms(t_ms),
+            "session_id": session_id,
+            "seq": seq,
+            "dir": entry.dir,
+            "type": entry.type,
+        }
         for key in _ID_KEYS:  # what `_ids` gives for an event with nothing nested
             value = event.get(key)
             if type(value) is str:
                 record[key] = value
         if entry.bytes is not None:
             record["bytes"] = entry.bytes
-        record["event"] = {**event, field: audio_summary(payload, entry.audio_format, self.audio_hash)}
+        record["event"] = {**event, field: self._summary(payload, entry.audio_format)}
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _summary(self, payload: str, fmt: AudioFormat | None) -> dict[str, Any]:
+        """`audio_summary`, shared between payloads of one size and format (a stream's chunks are all one size):
+        the record only encodes it, so one dict serves them all. With `log_audio_hash` each payload has its own."""
+        if self.audio_hash:
+            return audio_summary(payload, fmt, True)
+        n_bytes = _b64_len(payload)
+        key = (n_bytes, fmt.bytes_per_second if fmt is not None else -1)
+        summary = self._summaries.get(key)
+        if summary is None:
+            if len(self._summaries) >= _MAX_SHARED_SUMMARIES:
+                self._summaries.clear()
+            summary = self._summaries[key] = audio_summary(payload, fmt)
+        return summary
 
     def gap(self, session_id: str, started_mono: float, from_seq: int, to_seq: int, reason: str) -> bytes:
         """The `relay.log_gap` line declaring seqs `from_seq`..`to_seq` dropped; its own seq is null."""

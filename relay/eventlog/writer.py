@@ -126,13 +126,6 @@ class EventLog:
         )
 
     # ---- loop side ------------------------------------------------------------------------------------
-    def _reserve(self, size: int) -> bool:
-        """Count `size` more bytes as queued, or False when they do not fit the queue's bound."""
-        if self._enqueued_bytes - self._written_bytes + size > self.max_queue_bytes:
-            return False
-        self._enqueued_bytes += size
-        return True
-
     def _mark_dirty(self, session_log: SessionEventLog) -> None:
         """`session_log` has records to hand over: soon (one timer for every session), or now without a loop."""
         self._dirty.append(session_log)
@@ -335,17 +328,21 @@ class SessionEventLog:
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
             self._enqueue_control(_Gap(self, seq, seq, "encode_error"))
             return seq
-        if self.logged_bytes + len(line) > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
+        size = len(line)
+        if self.logged_bytes + size > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
             self._count_drop()
             if self._size_gap is None:
                 log.warning("relay.log_size_limit", session_id=self.session_id, max_bytes=owner.max_session_bytes)
             self._size_gap = (self._size_gap[0] if self._size_gap else seq, seq)
             return seq
-        self._declare_size_gap()
-        self.logged_bytes += len(line)
-        if self._drop_start is not None and owner.queued_bytes + len(line) <= owner.max_queue_bytes:
+        if self._size_gap is not None:
+            self._declare_size_gap()
+        self.logged_bytes += size
+        if self._drop_start is not None and owner.queued_bytes + size <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record
-        if owner._reserve(len(line)):
+        # Room in the queue's bound: counted as queued (inline: this runs for every record).
+        if owner._enqueued_bytes - owner._written_bytes + size <= owner.max_queue_bytes:
+            owner._enqueued_bytes += size
             lines = self._lines
             lines.append(line)
             self._lines_last = seq
