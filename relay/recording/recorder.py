@@ -2,8 +2,9 @@
 
 `SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they went
 upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic` mode, the
-device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). Each chunk
-is placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
+device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). A forwarded
+frame is noted with the time it crossed and placed at the next commit (one pass over what waits); each chunk is
+placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
 too) and resampled to the recording rate with a streaming resampler per lane. Placed audio waits in memory until the
 wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then the loop's
 `CommitClock` renders it, with silence between, into stereo frames (left: user, right: assistant) that one
@@ -55,6 +56,10 @@ COMMIT_LAG_MS: Final = 250
 SMALL_PIECE_MS: Final = 10
 JOIN_UP_TO_MS: Final = 100
 LEFT, RIGHT = 0, 1
+TRUNCATE: Final = 2
+# Frames crossing the relay are noted as they cross and placed in one pass per commit (the recorder's state is
+# then touched once per half second, not per frame); a flood places them early, after this many.
+MAX_WAITING_ARRIVALS: Final = 64
 FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
 _NO_SAMPLES: Final[Int16Array] = np.zeros(0, dtype="<i2")
@@ -78,6 +83,18 @@ class _PendingRun:
     item_id: str | None
     texts: list[str]
     frames: int
+
+
+class _Arrival(NamedTuple):
+    """A chunk of wire audio (or a truncate) as it crossed the relay, waiting to be placed: `channel` LEFT or
+    RIGHT, or TRUNCATE (then `text` is empty and `end_ms` is the truncate's `audio_end_ms`)."""
+
+    mono: float  # when it crossed (time.monotonic)
+    channel: int
+    text: str
+    fmt: AudioFormat
+    item_id: object
+    end_ms: float = 0.0
 
 
 class _Segment(NamedTuple):
@@ -128,6 +145,7 @@ class SessionRecorder:
         # Per channel: the run of plain PCM chunks at the recording rate placed since the last look (decoded in
         # one go: per chunk, decoding and queueing cost more than the audio's placement).
         self._runs: list[_PendingRun | None] = [None, None]
+        self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
         # Why the recording stopped early (max_seconds, write_failed, write_timeout, internal_error).
@@ -143,7 +161,10 @@ class SessionRecorder:
         self._clock.join(self)
 
     def _now(self) -> int:
-        return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
+        return self._frame_at(time.monotonic())
+
+    def _frame_at(self, mono: float) -> int:
+        return ms_to_frames((mono - self._started_mono) * 1000.0, self.rate)
 
     def stop_on_error(self, exc: Exception) -> None:
         """A relay bug while committing: the recording stops here (`internal_error`), the session goes on."""
@@ -153,11 +174,14 @@ class SessionRecorder:
     def commit_due(self, blocks: list[tuple[GrowingWav, bytes]]) -> None:
         """The clock's turn: render what the wall clock has passed into `blocks` (the clock hands them over)."""
         self._check_writer()
+        self._place_arrivals()
         self._commit(self._now() - self._lag, blocks)
 
     async def finish(self) -> dict[str, Any]:
         """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
         close the file and return the `relay.recording_saved` record."""
+        if self._stopped is None:
+            self._place_arrivals()
         self._finished = True
         if self._clock is not None:
             self._clock.leave(self)
@@ -201,6 +225,7 @@ class SessionRecorder:
     def _stop(self, reason: str, **details: Any) -> None:
         self._stopped = reason
         self._runs = [None, None]
+        self._arrivals.clear()
         for lane in self._segments:
             lane.clear()
         at_ms = round(self._written * 1000.0 / self.rate, 3) if reason == "max_seconds" else None
@@ -210,7 +235,8 @@ class SessionRecorder:
 
     # ---- what the bridge forwards (serve) ------------------------------------------------------------------
     def observe(self, entry: LogEntry) -> None:
-        """One log entry the bridge has just carried out; only audio and truncates matter."""
+        """One log entry the bridge has just carried out; only audio and truncates matter. Noted with the time it
+        crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS are waiting)."""
         kind = entry.type
         if kind is None or not self.options.from_frames or self._stopped is not None:
             return
@@ -219,16 +245,34 @@ class SessionRecorder:
             if entry.dir == "client" and isinstance(event, dict):
                 audio = event.get("audio")
                 if isinstance(audio, str) and audio:
-                    self._add_user(audio, entry.audio_format or DEFAULT_FORMAT)
+                    self._arrive(_Arrival(time.monotonic(), LEFT, audio, entry.audio_format or DEFAULT_FORMAT, None))
         elif kind in ASSISTANT_AUDIO_DELTAS:
             if entry.dir == "server" and isinstance(event, dict):
                 delta = event.get("delta")
                 if isinstance(delta, str) and delta:
-                    self._add_assistant(delta, entry.audio_format or self._output_format(), event.get("item_id"))
+                    fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
+                    self._arrive(_Arrival(time.monotonic(), RIGHT, delta, fmt, event.get("item_id")))
         elif kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client" and isinstance(event, dict):
             item_id, end = event.get("item_id"), event.get("audio_end_ms")
             if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
-                self._truncate(item_id, float(end))
+                self._arrive(_Arrival(time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+
+    def _arrive(self, arrival: _Arrival) -> None:
+        arrivals = self._arrivals
+        arrivals.append(arrival)
+        if len(arrivals) >= MAX_WAITING_ARRIVALS:
+            self._place_arrivals()
+
+    def _place_arrivals(self) -> None:
+        """Place what crossed since the last look, in the order it crossed, each at the time it crossed."""
+        arrivals, self._arrivals = self._arrivals, []
+        for mono, channel, text, fmt, item_id, end_ms in arrivals:
+            if channel == LEFT:
+                self._add_user(text, fmt, self._frame_at(mono))
+            elif channel == RIGHT:
+                self._add_assistant(text, fmt, item_id, self._frame_at(mono))
+            elif isinstance(item_id, str):
+                self._truncate(item_id, end_ms)
 
     # Wire audio is placed on the timeline first (its frame count follows from the base64 length) and decoded
     # only when some of it is kept: audio beyond the lead limit costs no decode.
@@ -237,14 +281,13 @@ class SessionRecorder:
         `len(audio) * 3 // 8`, and its text joins a run's."""
         return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and not audio.endswith("=")
 
-    def _add_user(self, audio: str, fmt: AudioFormat) -> None:
+    def _add_user(self, audio: str, fmt: AudioFormat, now: int) -> None:
         if self._finished:
             return
         plain = self._plain(audio, fmt)
         frames = len(audio) * 3 // 8 if plain else self._decoders[LEFT].frames_for(b64_decoded_len(audio), fmt)
         if frames <= 0:
             return
-        now = self._now()
         limit = min(now + self._lead, self._max_frames)
         # The common case, a real-time stream continuing its run, takes the lanes' cheap path.
         start = self._user.extend(now, frames, self._written, limit) if plain else None
@@ -253,10 +296,14 @@ class SessionRecorder:
                 return
             placed = Placement(start, 0, frames, 0)
         else:
+            ahead = self._user.ahead(now, frames, now + self._lead)
+            if ahead is not None:  # a flood at the lead limit
+                self._drop_whole(LEFT, ahead, frames)
+                return
             placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
         self._decode_and_keep(placed, LEFT, None, audio, fmt, limit, plain)
 
-    def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object) -> None:
+    def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object, now: int) -> None:
         key = item_id if isinstance(item_id, str) else ""
         decoder = self._decoders[RIGHT]
         if key != self._assistant_item:
@@ -269,7 +316,6 @@ class SessionRecorder:
         frames = len(delta) * 3 // 8 if plain else decoder.frames_for(b64_decoded_len(delta), fmt)
         if frames <= 0:
             return
-        now = self._now()
         limit = min(now + self._lead, self._max_frames)
         start = self._assistant.extend(key, now, frames, self._written, limit) if plain else None
         if start is not None:
@@ -277,6 +323,10 @@ class SessionRecorder:
                 return
             placed = Placement(start, 0, frames, 0)
         else:
+            ahead = self._assistant.ahead(key, now, frames, now + self._lead)
+            if ahead is not None:  # a flood at the lead limit
+                self._drop_whole(RIGHT, ahead, frames)
+                return
             placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
         self._decode_and_keep(placed, RIGHT, key, delta, fmt, limit, plain)
 
@@ -302,6 +352,14 @@ class SessionRecorder:
         except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
             return
         self._keep(placed, channel, item_id, samples, placed.keep + placed.dropped, limit)
+
+    def _drop_whole(self, channel: int, start: int, frames: int) -> None:
+        """A chunk the lane dropped whole, ahead of the clock (a flood at the lead limit): not decoded, counted as
+        dropped (audio past the file's cap is not: the cap is reported once, by itself)."""
+        self._decoders[channel].restart()  # its filter must not run across the hole
+        self._expected_end[channel] = -1
+        if start < self._max_frames:
+            self._dropped += frames
 
     def _keep_whole(self, channel: int, item_id: str | None, audio: str, origin: int, frames: int) -> bool:
         """A plain chunk placed whole at `origin`: joins the channel's pending run (or starts one), undecoded. False

@@ -70,6 +70,15 @@ class ArrivalLane:
         self.end = end + frames
         return end
 
+    def ahead(self, arrival: int, frames: int, limit: int) -> int | None:
+        """`place`'s flood case, cheaply: a chunk continuing a run already ahead of the clock that would pass
+        `limit` (the clock plus the lead) is dropped whole; the frame where it would have started is returned.
+        None: `place` decides. Nothing changes either way (a dropped chunk does not move the stream on)."""
+        end = self.end
+        if end is None or end <= arrival or end + frames <= limit:
+            return None
+        return end
+
     def place(self, arrival: int, frames: int, floor: int, limit: int, cap: int | None = None) -> Placement:
         """`limit`: the clock plus the lead; `cap`: where the file ends (a chunk reaching past it is cut there)."""
         start = self.end if self.end is not None and arrival <= self.end + self.continue_within else arrival
@@ -164,6 +173,18 @@ class ItemLane:
         item.audio_frames += frames
         item.next = start + frames
         self.end = max(self.end, item.next)
+        return start
+
+    def ahead(self, item_id: str, arrival: int, frames: int, limit: int) -> int | None:
+        """As `ArrivalLane.ahead`, for the current item's next chunk: dropped whole (the item's audio goes on past
+        it) and its would-be start returned, or None when `place` decides."""
+        item = self._items.get(item_id) if item_id == self._current else None
+        if item is None or item.cut is not None:
+            return None
+        start = item.next
+        if start <= arrival or start + frames <= limit:
+            return None
+        item.audio_frames += frames
         return start
 
     def truncate(self, item_id: str, audio_end_ms: float) -> tuple[int, int] | None:

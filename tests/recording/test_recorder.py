@@ -287,3 +287,28 @@ async def test_contiguous_chunks_at_the_recording_rate_are_decoded_once_per_comm
     assert len(calls) <= 1 + 50  # the joined run, then (one bad chunk) chunk by chunk
     left = frames[:, 0]
     assert (left[:9600] == 1000).all() and not left[9600:10080].any() and (left[10080:] == 1000).all()
+
+
+def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(tmp_path: Path, monkeypatch: Any) -> None:
+    """Frames are noted as they cross and placed in one pass at the next commit: each at its own crossing time."""
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    recorder = SessionRecorder(tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000), started_mono=100.0, report=lambda t, e: None)
+    fmt = AudioFormat("audio/pcm", 8000)
+    chunk = base64.b64encode(b"\x10\x00" * 800).decode()  # 100 ms
+    clock[0] = 101.0
+    recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+    clock[0] = 101.4
+    recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
+    recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 50}))
+    clock[0] = 103.0
+    blocks: list[tuple[GrowingWav, bytes]] = []
+    recorder.commit_due(blocks)
+    frames = np.frombuffer(b"".join(data for _, data in blocks), dtype="<i2").reshape(-1, 2)
+    assert len(frames) == 8000 * 2.75  # up to the clock less the commit lag
+    assert np.flatnonzero(frames[:, 0]).tolist() == list(range(8000, 8800))
+    assert np.flatnonzero(frames[:, 1]).tolist() == list(range(11200, 11600))  # cut by the truncate, in order

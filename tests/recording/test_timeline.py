@@ -173,3 +173,41 @@ def test_extending_an_item_lane_is_placing_it_whenever_it_applies(steps: list[tu
         assert [(r.audio_offset, r.start, r.length) for s in fast._items.values() for r in s.runs] == [
             (r.audio_offset, r.start, r.length) for s in slow._items.values() for r in s.runs
         ]
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 200), st.integers(0, 400)), min_size=1, max_size=60))
+def test_a_chunk_an_arrival_lane_says_is_ahead_is_one_place_drops_whole_there(steps: list[tuple[int, int, int]]) -> None:
+    fast, slow = ArrivalLane(RATE), ArrivalLane(RATE)
+    now = written = 0
+    for gap, size, lead in steps:
+        now += gap
+        written = max(written, now - 250)
+        ahead = fast.ahead(now, size, now + lead)
+        placed = slow.place(now, size, written, now + lead)
+        if ahead is None:
+            fast.place(now, size, written, now + lead)
+        else:
+            assert placed == Placement(ahead, 0, 0, size)
+        assert fast.end == slow.end
+
+
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 300), st.integers(1, 200), st.integers(0, 400), st.booleans()), min_size=1, max_size=60))
+def test_a_chunk_an_item_lane_says_is_ahead_is_one_place_drops_whole_there(steps: list[tuple[str, int, int, int, bool]]) -> None:
+    fast, slow = ItemLane(RATE), ItemLane(RATE)
+    now = written = 0
+    for item, gap, size, lead, truncate in steps:
+        now += gap
+        written = max(written, now - 250)
+        if truncate:  # a later truncate reads the item's audio count, which a dropped chunk still moves on
+            assert fast.truncate(item, size) == slow.truncate(item, size)
+            continue
+        ahead = fast.ahead(item, now, size, now + lead)
+        placed = slow.place(item, now, size, written, now + lead)
+        if ahead is None:
+            fast.place(item, now, size, written, now + lead)
+        else:
+            assert placed == Placement(ahead, 0, 0, size)
+        assert fast.end == slow.end
+        assert {k: (s.audio_frames, s.next) for k, s in fast._items.items()} == {
+            k: (s.audio_frames, s.next) for k, s in slow._items.items()
+        }
