@@ -138,76 +138,47 @@ def test_an_item_chunk_dropped_ahead_of_the_clock_still_counts_in_the_items_audi
 
 
 @given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 200), st.integers(0, 400)), min_size=1, max_size=60))
-def test_extending_an_arrival_lane_is_placing_it_whenever_it_applies(steps: list[tuple[int, int, int]]) -> None:
+def test_an_arrival_lanes_shortcuts_are_placing_it_whenever_they_apply(steps: list[tuple[int, int, int]]) -> None:
+    """`extend` (a chunk continuing its run, placed whole) and `ahead` (a flood's chunk, dropped whole)."""
     fast, slow = ArrivalLane(RATE), ArrivalLane(RATE)
     now = written = 0
     for gap, size, lead in steps:
         now += gap
         written = max(written, now - 250)
         start = fast.extend(now, size, written, now + lead)
+        ahead = fast.ahead(now, size, now + lead) if start is None else None
         placed = slow.place(now, size, written, now + lead)
-        if start is None:  # nothing placed: `place` decides, on the same state
-            fast.place(now, size, written, now + lead)
-        else:
+        if start is not None:
             assert placed == Placement(start, 0, size, 0)
+        elif ahead is not None:
+            assert placed == Placement(ahead, 0, 0, size)
+        else:  # nothing placed: `place` decides, on the same state
+            fast.place(now, size, written, now + lead)
         assert fast.end == slow.end
 
 
 @given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 300), st.integers(1, 200), st.integers(0, 400), st.booleans()), min_size=1, max_size=60))
-def test_extending_an_item_lane_is_placing_it_whenever_it_applies(steps: list[tuple[str, int, int, int, bool]]) -> None:
+def test_an_item_lanes_shortcuts_are_placing_it_whenever_they_apply(steps: list[tuple[str, int, int, int, bool]]) -> None:
     fast, slow = ItemLane(RATE), ItemLane(RATE)
     now = written = 0
     for item, gap, size, lead, truncate in steps:
         now += gap
         written = max(written, now - 250)
-        if truncate:
+        if truncate:  # reads the item's audio count, which a chunk dropped ahead still moves on
             assert fast.truncate(item, size) == slow.truncate(item, size)
             continue
         start = fast.extend(item, now, size, written, now + lead)
+        ahead = fast.ahead(item, now, size, now + lead) if start is None else None
         placed = slow.place(item, now, size, written, now + lead)
-        if start is None:
-            fast.place(item, now, size, written, now + lead)
-        else:
+        if start is not None:
             assert placed == Placement(start, 0, size, 0)
+        elif ahead is not None:
+            assert placed == Placement(ahead, 0, 0, size)
+        else:
+            fast.place(item, now, size, written, now + lead)
         assert fast.end == slow.end
         assert [(r.audio_offset, r.start, r.length) for s in fast._items.values() for r in s.runs] == [
             (r.audio_offset, r.start, r.length) for s in slow._items.values() for r in s.runs
         ]
+        assert [(s.audio_frames, s.next) for s in fast._items.values()] == [(s.audio_frames, s.next) for s in slow._items.values()]
 
-
-@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 200), st.integers(0, 400)), min_size=1, max_size=60))
-def test_a_chunk_an_arrival_lane_says_is_ahead_is_one_place_drops_whole_there(steps: list[tuple[int, int, int]]) -> None:
-    fast, slow = ArrivalLane(RATE), ArrivalLane(RATE)
-    now = written = 0
-    for gap, size, lead in steps:
-        now += gap
-        written = max(written, now - 250)
-        ahead = fast.ahead(now, size, now + lead)
-        placed = slow.place(now, size, written, now + lead)
-        if ahead is None:
-            fast.place(now, size, written, now + lead)
-        else:
-            assert placed == Placement(ahead, 0, 0, size)
-        assert fast.end == slow.end
-
-
-@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 300), st.integers(1, 200), st.integers(0, 400), st.booleans()), min_size=1, max_size=60))
-def test_a_chunk_an_item_lane_says_is_ahead_is_one_place_drops_whole_there(steps: list[tuple[str, int, int, int, bool]]) -> None:
-    fast, slow = ItemLane(RATE), ItemLane(RATE)
-    now = written = 0
-    for item, gap, size, lead, truncate in steps:
-        now += gap
-        written = max(written, now - 250)
-        if truncate:  # a later truncate reads the item's audio count, which a dropped chunk still moves on
-            assert fast.truncate(item, size) == slow.truncate(item, size)
-            continue
-        ahead = fast.ahead(item, now, size, now + lead)
-        placed = slow.place(item, now, size, written, now + lead)
-        if ahead is None:
-            fast.place(item, now, size, written, now + lead)
-        else:
-            assert placed == Placement(ahead, 0, 0, size)
-        assert fast.end == slow.end
-        assert {k: (s.audio_frames, s.next) for k, s in fast._items.items()} == {
-            k: (s.audio_frames, s.next) for k, s in slow._items.items()
-        }
