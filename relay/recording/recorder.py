@@ -279,7 +279,7 @@ class SessionRecorder:
     def _plain(self, audio: str, fmt: AudioFormat) -> bool:
         """PCM at the recording rate in whole samples and whole 3-byte groups (no padding): its frame count is
         `len(audio) * 3 // 8`, and its text joins a run's."""
-        return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and not audio.endswith("=")
+        return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and audio[-1:] != "="
 
     def _add_user(self, audio: str, fmt: AudioFormat, now: int) -> None:
         if self._finished:
