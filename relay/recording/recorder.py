@@ -261,7 +261,10 @@ class SessionRecorder:
         arrivals = self._arrivals
         arrivals.append(arrival)
         if len(arrivals) >= MAX_WAITING_ARRIVALS:
-            self._place_arrivals()
+            try:
+                self._place_arrivals()
+            except Exception as exc:  # a relay bug stops the recording here, never the session forwarding
+                self.stop_on_error(exc)
 
     def _place_arrivals(self) -> None:
         """Place what crossed since the last look, in the order it crossed, each at the time it crossed."""

@@ -120,6 +120,24 @@ async def test_a_recording_whose_commit_fails_stops_alone_and_says_why(tmp_path:
     assert saved["stopped"] is None and saved["duration_ms"] > 0
 
 
+
+def test_a_bug_while_placing_a_floods_waiting_frames_stops_the_recording_not_the_forwarding(tmp_path: Path, monkeypatch: Any) -> None:
+    """Frames wait to be placed; a flood places them early, inside `observe`, which the bridge calls while it
+    forwards: a relay bug there must stop the recording (reported once), never raise into the session."""
+    reports: list[Any] = []
+    recorder = SessionRecorder(tmp_path / "r.wav", "/url", RecordingOptions(rate=8000), started_mono=time.monotonic(), report=lambda t, e: reports.append((t, e)))
+
+    def bug(*args: Any) -> None:
+        raise RuntimeError("a bug in placing")
+
+    monkeypatch.setattr(recorder, "_add_user", bug)
+    chunk = base64.b64encode(b"\x10\x00" * 160).decode()
+    for _ in range(200):
+        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000)))
+    assert [(t, e["reason"], e["error"]) for t, e in reports] == [
+        ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in placing")
+    ]
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
