@@ -6,9 +6,9 @@ device audio (`user_samples`: what the microphone captured; `played_samples`: wh
 frame is noted with the time it crossed and placed at the next commit (one pass over what waits); each chunk is
 placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
 too) and resampled to the recording rate with a streaming resampler per lane. Placed audio waits in memory until the
-wall clock has passed it (bounded by the lead limit, so memory does not grow with the session), then the loop's
-`CommitClock` renders it, with silence between, into stereo frames (left: user, right: assistant) that one
-process-wide writer thread appends to the file (`GrowingWav`), every half second.
+wall clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not grow with the
+session), then at the loop's `CommitClock` turn it is rendered, with silence between, into stereo frames (left:
+user, right: assistant) that one process-wide writer thread appends to the file (`GrowingWav`), every half second.
 
 Trouble never reaches the session: a failed write stops the recording and is reported once
 (`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds` and a relay bug
@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +38,7 @@ from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
 from relay.recording.clock import CommitClock, write_blocks, writer_executor
 from relay.recording.decoding import Int16Array, WireDecoder, b64_audio
+from relay.recording.mixdown import Mixdown, Segment
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
 
@@ -49,12 +49,6 @@ ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "resp
 
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
-# A queued piece shorter than SMALL_PIECE_MS joins the lane's previous segment when it continues it (same item, no
-# gap), as long as the joined segment stays within JOIN_UP_TO_MS. At the lead limit a flood leaves a trickle of
-# pieces a few frames long (what the clock moved on since the previous chunk); queued one by one, each would cost
-# a segment, an array and a loop turn per commit, a hundred times the audio it holds.
-SMALL_PIECE_MS: Final = 10
-JOIN_UP_TO_MS: Final = 100
 LEFT, RIGHT = 0, 1
 TRUNCATE: Final = 2
 # Frames crossing the relay are noted as they cross and placed in one pass per commit (the recorder's state is
@@ -91,14 +85,6 @@ class _PendingRun:
 _Arrival = tuple[float, int, str, AudioFormat, object, float]
 
 
-class _Segment(NamedTuple):
-    """Placed audio waiting to be written: `samples` land at timeline frame `start` (one lane's channel)."""
-
-    start: int
-    item_id: str | None
-    samples: Int16Array
-
-
 class SessionRecorder:
     """The recording of one session. Every method runs on the event loop."""
 
@@ -121,8 +107,6 @@ class SessionRecorder:
         self._output_format = output_format
         self._lead = ms_to_frames(options.max_lead_seconds * 1000.0, self.rate)
         self._lag = ms_to_frames(COMMIT_LAG_MS, self.rate)
-        self._small_piece = max(1, ms_to_frames(SMALL_PIECE_MS, self.rate))
-        self._join_up_to = ms_to_frames(JOIN_UP_TO_MS, self.rate)
         self._max_frames = ms_to_frames(options.max_seconds * 1000.0, self.rate)
         self._user = ArrivalLane(self.rate)
         self._assistant = ItemLane(self.rate)
@@ -133,9 +117,7 @@ class SessionRecorder:
         self._expected_end = [-1, -1]
         self._produced_end = [0, 0]
         self._assistant_item: str | None = None
-        # Per channel, in timeline order (each lane places monotonically), so a commit stops at the first
-        # segment beyond it instead of scanning everything placed ahead.
-        self._segments: tuple[deque[_Segment], deque[_Segment]] = (deque(), deque())
+        self._mix = Mixdown(self.rate)  # placed audio waiting to be written
         # Per channel: the run of plain PCM chunks at the recording rate placed since the last look (decoded in
         # one go: per chunk, decoding and queueing cost more than the audio's placement).
         self._runs: list[_PendingRun | None] = [None, None]
@@ -174,19 +156,15 @@ class SessionRecorder:
     async def finish(self) -> dict[str, Any]:
         """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
         close the file and return the `relay.recording_saved` record."""
-        if self._stopped is None:
-            self._place_arrivals()
+        self._place_waiting_safely()
         self._finished = True
         if self._clock is not None:
             self._clock.leave(self)
             self._clock = None
         self._check_writer()
-        end = self._now()
         self._decode_run(LEFT)
         self._decode_run(RIGHT)
-        for lane in self._segments:
-            if lane:
-                end = max(end, lane[-1].start + len(lane[-1].samples))
+        end = max(self._now(), self._mix.end())
         blocks: list[tuple[GrowingWav, bytes]] = []
         self._commit(end, blocks)
         if blocks:
@@ -220,8 +198,7 @@ class SessionRecorder:
         self._stopped = reason
         self._runs = [None, None]
         self._arrivals.clear()
-        for lane in self._segments:
-            lane.clear()
+        self._mix.clear()
         at_ms = round(self._written * 1000.0 / self.rate, 3) if reason == "max_seconds" else None
         if reason == "write_failed":
             at_ms = round(self._wav.frames * 1000.0 / self.rate, 3)
@@ -255,10 +232,17 @@ class SessionRecorder:
         arrivals = self._arrivals
         arrivals.append(arrival)
         if len(arrivals) >= MAX_WAITING_ARRIVALS:
-            try:
-                self._place_arrivals()
-            except Exception as exc:  # a relay bug stops the recording here, never the session forwarding
-                self.stop_on_error(exc)
+            self._place_waiting_safely()
+
+    def _place_waiting_safely(self) -> None:
+        """Place what waits outside the clock's turn (a flood, the session's end): a relay bug there stops the
+        recording, never the session's forwarding or its end (the clock's turn is guarded by the clock)."""
+        if self._stopped is not None:
+            return
+        try:
+            self._place_arrivals()
+        except Exception as exc:
+            self.stop_on_error(exc)
 
     def _place_arrivals(self) -> None:
         """Place what crossed since the last look, in the order it crossed, each at the time it crossed."""
@@ -384,7 +368,7 @@ class SessionRecorder:
         data = b64_audio(run.texts[0] if len(run.texts) == 1 else "".join(run.texts))
         if data is None:  # one bad chunk among them: decoded one by one
             data = b"".join(b64_audio(text) or bytes(len(text) * 3 // 4) for text in run.texts)
-        self._queue(channel, _Segment(run.start, run.item_id, np.frombuffer(data, dtype="<i2")))
+        self._mix.queue(channel, Segment(run.start, run.item_id, np.frombuffer(data, dtype="<i2")))
 
     def _truncate(self, item_id: str, audio_end_ms: float) -> None:
         span = self._assistant.truncate(item_id, audio_end_ms)
@@ -392,14 +376,7 @@ class SessionRecorder:
             return
         self._decode_run(RIGHT)
         cut, end = span
-        kept: deque[_Segment] = deque()
-        for segment in self._segments[RIGHT]:
-            if segment.item_id == item_id and segment.start + len(segment.samples) > cut:
-                if segment.start < cut:
-                    kept.append(_Segment(segment.start, item_id, segment.samples[: cut - segment.start]))
-                continue
-            kept.append(segment)
-        self._segments = (self._segments[LEFT], kept)
+        self._mix.cut(RIGHT, item_id, cut)
         if cut < self._written:  # part of it is already in the file: silence it there
             self._submit(self._wav.erase_right, cut, min(end, self._written))
 
@@ -435,7 +412,7 @@ class SessionRecorder:
         if lined_up and not placed.skip and not placed.dropped and len(samples) == expected:
             # The common case (same rate, nothing clipped): output and timeline line up.
             self._expected_end[channel] = self._produced_end[channel] = origin + expected
-            self._queue(channel, _Segment(origin, item_id, samples))
+            self._mix.queue(channel, Segment(origin, item_id, samples))
             return
         if origin != self._expected_end[channel]:  # a new run: its output starts where it does
             self._produced_end[channel] = origin
@@ -447,7 +424,7 @@ class SessionRecorder:
             piece = samples[out.skip : out.skip + out.keep]
             # A part of a chunk is copied: a view would keep the whole chunk (and the buffer under it) in memory
             # until that part is written, however few frames of it are queued.
-            self._queue(channel, _Segment(out.start, item_id, piece if out.keep == len(samples) else piece.copy()))
+            self._mix.queue(channel, Segment(out.start, item_id, piece if out.keep == len(samples) else piece.copy()))
         self._count_dropped(placed)
 
     def _count_dropped(self, placed: Placement) -> None:
@@ -456,21 +433,6 @@ class SessionRecorder:
             # Audio past the file's cap is not "dropped" audio: the cap is reported once, by itself.
             over_cap = max(0, end + placed.dropped - self._max_frames) if end >= self._max_frames else 0
             self._dropped += placed.dropped - min(over_cap, placed.dropped)
-
-    def _queue(self, channel: int, segment: _Segment) -> None:
-        """Queue placed audio after the lane's last segment, joining a small piece to it when it continues it."""
-        lane = self._segments[channel]
-        if lane and len(segment.samples) < self._small_piece:
-            last = lane[-1]
-            last_end = last.start + len(last.samples)
-            if (
-                last.item_id == segment.item_id
-                and last_end == segment.start
-                and len(last.samples) + len(segment.samples) <= self._join_up_to
-            ):
-                lane[-1] = _Segment(last.start, last.item_id, np.concatenate((last.samples, segment.samples)))
-                return
-        lane.append(segment)
 
     def _commit(self, upto: int, blocks: list[tuple[GrowingWav, bytes]]) -> None:
         """Render [written, upto) as stereo frames into `blocks`, for the writer."""
@@ -481,19 +443,7 @@ class SessionRecorder:
         upto = min(upto, self._max_frames)
         start = self._written
         if upto > start:
-            block = np.zeros((upto - start, 2), dtype="<i2")
-            for channel, lane in enumerate(self._segments):
-                while lane and lane[0].start < upto:
-                    segment = lane[0]
-                    seg_end = segment.start + len(segment.samples)
-                    lo, hi = max(segment.start, start), min(seg_end, upto)
-                    if hi > lo:
-                        block[lo - start : hi - start, channel] = segment.samples[lo - segment.start : hi - segment.start]
-                    if seg_end > upto:
-                        lane[0] = _Segment(upto, segment.item_id, segment.samples[upto - segment.start :])
-                        break
-                    lane.popleft()
+            blocks.append((self._wav, self._mix.render(start, upto)))
             self._written = upto
-            blocks.append((self._wav, block.tobytes()))
         if self._written >= self._max_frames and self._stopped is None:
             self._stop("max_seconds")
