@@ -38,6 +38,7 @@ from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog.writer import EventLog, SessionEventLog
 from relay.links.base import ClientFrame, ClientSide, UpstreamTarget
 from relay.links.upstream import redact_url
+from relay.links.writebatch import at_burst_end
 from relay.metrics import RelayMetrics
 from relay.outcome import EndReason, SessionOutcome
 from relay.reconnect import cancel_and_wait
@@ -111,6 +112,7 @@ class SessionBridge:
             else None
         )
         self.recorder: SessionRecorder | None = None  # observes the session once the upstream is connected
+        self._read_flush_due = False  # an upstream read's frames were fed and their decisions wait for its end
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -268,8 +270,8 @@ class SessionBridge:
     def _on_upstream_message(self, message: str | bytes) -> None:
         """Called by the upstream link from its read callback, in arrival order. A relay bug while the core handles
         one upstream frame is contained like one in a client frame (docs/client-input.md): `relay.internal_error`
-        is logged with the traceback and the session goes on. Only a failure of carrying out decisions (a flush)
-        ends the session, through `_fail`."""
+        is logged with the traceback and the session goes on. What the read's frames decided is carried out once,
+        when the read ends (`_flush_read`): in a burst of frames, one flush instead of one per frame."""
         try:
             if isinstance(message, bytes):
                 # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
@@ -278,12 +280,19 @@ class SessionBridge:
                 self.core.receive_server_text(message)
         except Exception as exc:  # a relay bug in the core: this frame may be lost, the session goes on
             self.core.upstream_internal_error(repr(exc), traceback.format_exc())
+        if not self._read_flush_due:
+            self._read_flush_due = True
+            at_burst_end(self._flush_read)
+
+    def _flush_read(self) -> None:
+        """The end of an upstream read: carry out what its frames decided. Only a failure of carrying them out
+        ends the session, through `_fail` (the core stops forwarding then)."""
+        self._read_flush_due = False
         try:
             self._flush()
             self._upstream.resume.upstream_frame_handled()
         except Exception as exc:
             self._fail(exc)
-            raise
 
     def _fail(self, cause: EndReason | BaseException) -> None:
         """End the session from where no task can simply return (a read callback, a flush, a timer): a slow

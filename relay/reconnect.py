@@ -64,7 +64,8 @@ class UpstreamResume:
         return self._restored is not None
 
     def upstream_frame_handled(self) -> None:
-        """Called after each upstream frame is flushed: a restore the core calls finished completes the attempt."""
+        """Called after each upstream read's frames are flushed: a restore the core calls finished completes the
+        attempt."""
         if self._restored is not None and not self._restored.done() and self.core.restore_finished:
             self._restored.set_result(None)
 

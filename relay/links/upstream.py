@@ -211,7 +211,7 @@ class UpstreamLink:
         held.append(data)
         self._held_bytes += len(data)
         if len(held) == 1:
-            at_burst_end(self)
+            at_burst_end(self.write)
         if self._held_bytes > self.backlog_limit:
             self.write()  # too much to hold back: the kernel's buffers take it now, or the check below fails
         if self._socket.get_write_buffer_size() > self.backlog_limit:

@@ -5,12 +5,13 @@ docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a so
 - `WriteBatch` collects the bytes for a transport the relay writes itself (the client side) and writes them
   together when the burst ends.
 - For a transport a library writes frame by frame (picows on the upstream side), the caller holds the burst's
-  frames itself, registers with `at_burst_end`, and at the end writes them between `TcpCork.hold()` and
+  frames itself, asks `at_burst_end` for a call, and at the end writes them between `TcpCork.hold()` and
   `release()` when there are several (`TCP_CORK`, Linux), so the kernel sends them in full segments; a lone frame
   (the real-time case) is written as it is, uncorked.
 - A burst ends at the end of the innermost open `WriteScope` (a read callback that knows where its burst ends: the
   upstream link's read), else in the next loop iteration (`call_soon`): a real-time frame then costs no scheduled
-  callback and no extra turn of the loop.
+  callback and no extra turn of the loop. A call made at the end of a burst may ask for more calls at the end of
+  that same burst (the bridge carrying out a read's decisions fills the client's batch): they run in that order.
 """
 
 from __future__ import annotations
@@ -18,23 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 # What waits for the end of the burst inside the innermost open `WriteScope` (event loop thread only), or None
 # outside any.
-_scope: list[_BurstEnd] | None = None
+_scope: list[Callable[[], None]] | None = None
 
 
-class _BurstEnd(Protocol):
-    def write(self) -> None: ...
-
-
-def at_burst_end(pending: _BurstEnd) -> None:
-    """Call `pending.write()` when the current burst ends."""
+def at_burst_end(call: Callable[[], None]) -> None:
+    """Call `call()` when the current burst ends."""
     if _scope is not None:
-        _scope.append(pending)
+        _scope.append(call)
     else:
-        asyncio.get_running_loop().call_soon(pending.write)
+        asyncio.get_running_loop().call_soon(call)
 
 
 class WriteScope:
@@ -50,9 +48,13 @@ class WriteScope:
 
     def exit(self) -> None:
         global _scope
-        pending, _scope = _scope, self._outer
-        for item in pending or ():
-            item.write()
+        try:
+            # A call may ask for more at the end of this burst: a list's iterator also yields what is appended
+            # while it runs.
+            for call in _scope or ():
+                call()
+        finally:
+            _scope = self._outer
 
     def __enter__(self) -> None:
         self.enter()
@@ -77,7 +79,7 @@ class WriteBatch:
         chunks.append(data)
         self.size += len(data)
         if len(chunks) == 1:
-            at_burst_end(self)
+            at_burst_end(self.write)
 
     def write(self) -> None:
         chunks = self._chunks

@@ -49,6 +49,7 @@ class ScriptedClient:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str] | None = None
+        self.takes: int | None = None  # how many frames it takes before it stops reading (None: all)
         self._frames: asyncio.Queue[ClientFrame] = asyncio.Queue()
         self._sent_changed = asyncio.Event()
         self._all_read = asyncio.Event()
@@ -60,6 +61,8 @@ class ScriptedClient:
         return await self._frames.get()
 
     def send(self, text: str) -> bool:
+        if self.takes is not None and len(self.sent) >= self.takes:
+            return False  # over its backlog bound, as a client that stopped reading is
         self.sent.append(json.loads(text))
         self._sent_changed.set()
         return True
@@ -317,6 +320,40 @@ async def test_client_frames_still_streaming_after_the_upstreams_close_1000_do_n
     # Only the append that reached the upstream is an event that crossed the relay (C6); those read after the
     # upstream's close frame were not forwarded, so they have no record either.
     assert [r["event"]["event_id"] for r in records if r["type"] == "input_audio_buffer.append"] == ["c1"]
+
+
+# ---- a read's frames are carried out when the read ends -----------------------------------------------------------
+
+
+async def test_a_client_that_stops_taking_frames_in_the_middle_of_a_read_ends_the_session_as_too_slow(
+    env: BridgeEnvironment,
+) -> None:
+    """Three events arrive in one read; the client takes the first and is then over its bound. The frames of the
+    read are carried out together when the read ends, and the failure there ends the session as `client_too_slow`
+    through the bridge (nothing reaches the event loop's handler); every event read is still in the log."""
+    client = ScriptedClient()
+    deltas = [
+        {"type": "response.output_audio.delta", "event_id": f"e{n}", "item_id": "item_1", "delta": "AAAA"}
+        for n in range(2, 5)
+    ]
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")
+        client.takes = 2
+        peer.send(*(text(delta) for delta in deltas))
+        await peer.read_until(OP_CLOSE)
+
+    async with scripted_upstream(upstream_script) as upstream:
+        bridge = bridge_to(upstream, client, env)
+        records = await run(bridge)
+        await upstream.finished()
+
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.CLIENT_TOO_SLOW
+    assert client.sent_types == ["session.created", "response.output_audio.delta"]
+    assert [r["event"]["event_id"] for r in records if r["type"] == "response.output_audio.delta"] == ["e2", "e3", "e4"]
+    ended = records[-1]
+    assert ended["type"] == "relay.session_ended" and ended["event"]["reason"] == "client_too_slow"
 
 
 # ---- a relay bug is a relay bug -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import pytest
@@ -130,21 +130,32 @@ async def test_a_cork_holds_writes_back_until_released_and_then_they_all_arrive(
 async def test_at_burst_end_runs_at_the_end_of_a_write_scope_or_else_in_the_next_loop_turn() -> None:
     ended: list[str] = []
 
-    class Pending:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def write(self) -> None:
-            ended.append(self.name)
+    def pending(name: str) -> Callable[[], None]:
+        return lambda: ended.append(name)
 
     with WriteScope():
-        at_burst_end(Pending("in scope"))
+        at_burst_end(pending("in scope"))
         assert ended == []
     assert ended == ["in scope"]
-    at_burst_end(Pending("outside"))
+    at_burst_end(pending("outside"))
     assert ended == ["in scope"]
     await asyncio.sleep(0)
     assert ended == ["in scope", "outside"]
+
+
+async def test_a_call_at_the_end_of_a_burst_may_add_calls_to_that_same_burst_which_run_after_it() -> None:
+    ended: list[str] = []
+
+    def flush() -> None:  # what the bridge does at the end of an upstream read: its writes join the burst
+        ended.append("flush")
+        at_burst_end(lambda: ended.append("client batch"))
+
+    with WriteScope():
+        at_burst_end(flush)
+        at_burst_end(lambda: ended.append("upstream frames"))
+    assert ended == ["flush", "upstream frames", "client batch"]
+    await asyncio.sleep(0)
+    assert ended == ["flush", "upstream frames", "client batch"]  # nothing was left for a later loop turn
 
 
 async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
