@@ -34,7 +34,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics", ("relay/metrics.py:",)),
     ("recording", ("relay/recording/", "audio/resample.py", "audio/pcm.py")),
     ("session_core(other)", ("relay/core/",)),
-    ("bridge(other)", ("relay/bridge.py:",)),
+    ("bridge(other)", ("relay/bridge.py:", "relay/retrieve_timers.py:")),
     ("client_side(aiohttp+wsclient)", ("aiohttp/", "links/client.py:")),
     ("upstream_side(picows)", ("links/upstream.py:", "links/upstream_listener.py:", "links/writebatch.py:", "trsock.py:")),
     ("kept_audio_spool", ("relay/spool.py:",)),

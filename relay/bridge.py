@@ -43,6 +43,7 @@ from relay.metrics import RelayMetrics
 from relay.outcome import EndReason, SessionOutcome
 from relay.reconnect import cancel_and_wait
 from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder
+from relay.retrieve_timers import RetrieveTimers
 from relay.saving import SessionFiles, save_item_audio
 from relay.tools.runner import SessionTools
 from relay.upstream_side import UPSTREAM_BACKLOG_LIMIT_BYTES, SessionUpstream
@@ -95,8 +96,7 @@ class SessionBridge:
         )
         # Set by `_fail` (client too slow, upstream stalled or dropped, a relay bug): the session must end.
         self._failure: asyncio.Future[Any] | None = None
-        # Retrieve timers by item id; each leaves when it fires or when its answer comes (per-turn state is freed).
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._retrieve_timers = RetrieveTimers(env.retrieve_timeout, self._retrieve_timed_out)
         self._background: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Future[EndReason] | None = None
         self._reader = ClientReader(client, early_limit_bytes=UPSTREAM_BACKLOG_LIMIT_BYTES)
@@ -321,9 +321,7 @@ class SessionBridge:
             await self._tools.aclose()  # tools still running are cancelled and recorded as such
         self.core.session_closed()
         upstream_code = await self._upstream.close(CLOSE_GRACE_S)
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._retrieve_timers.cancel_all()
         self._flush()
         if self._background:
             await asyncio.wait(self._background, timeout=10.0)
@@ -388,7 +386,7 @@ class SessionBridge:
             task = asyncio.create_task(self._save(save))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        self._arm_timers()
+        self._retrieve_timers.apply(core.to_disarm(), core.to_arm())
         if core.tools is not None and self._tools is not None:
             self._start_tools()
 
@@ -406,20 +404,6 @@ class SessionBridge:
         )
         self.recorder.start()
 
-    def _arm_timers(self) -> None:
-        for item_id in self.core.to_disarm():
-            timer = self._timers.pop(item_id, None)
-            if timer is not None:
-                timer.cancel()
-        items = self.core.to_arm()
-        if items:
-            loop = asyncio.get_running_loop()
-            for item_id in items:
-                old = self._timers.pop(item_id, None)
-                if old is not None:
-                    old.cancel()
-                self._timers[item_id] = loop.call_later(self.env.retrieve_timeout, self._retrieve_timed_out, item_id)
-
     # ---- server-side tools (relay.tools.runner runs them; relay.core.tools decides) -----------------------
     def _start_tools(self) -> None:
         assert self.core.tools is not None and self._tools is not None
@@ -435,7 +419,6 @@ class SessionBridge:
         self._flush()
 
     def _retrieve_timed_out(self, item_id: str) -> None:
-        self._timers.pop(item_id, None)
         self.core.retrieve_timed_out(item_id)
         self._flush()
 
