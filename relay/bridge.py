@@ -38,7 +38,7 @@ from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.eventlog.writer import EventLog, SessionEventLog
 from relay.links.base import ClientFrame, ClientSide, UpstreamTarget
 from relay.links.upstream import redact_url
-from relay.links.writebatch import at_burst_end
+from relay.links.writebatch import OncePerBurst, WriteScope
 from relay.metrics import RelayMetrics
 from relay.outcome import EndReason, SessionOutcome
 from relay.reconnect import cancel_and_wait
@@ -67,8 +67,7 @@ class BridgeEnvironment:
     metrics: RelayMetrics | None = None
     # Audio kept for fallback saves, bounded across sessions: pass the process's one budget (`serve` does).
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
-    # Session recording (docs/recording.md): None = off.
-    recording: RecordingOptions | None = None
+    recording: RecordingOptions | None = None  # session recording (docs/recording.md); None = off
 
 
 class SessionBridge:
@@ -112,7 +111,9 @@ class SessionBridge:
             else None
         )
         self.recorder: SessionRecorder | None = None  # observes the session once the upstream is connected
-        self._read_flush_due = False  # an upstream read's frames were fed and their decisions wait for its end
+        # What frames decided is carried out once per burst: per upstream read, per run of client frames read.
+        self._after_upstream_read = OncePerBurst(self._flush_upstream_read)
+        self._after_client_frames = OncePerBurst(self._flush_client_frames)
 
     # ---- control from outside -------------------------------------------------------------------------
     def request_stop(self, reason: EndReason) -> None:
@@ -265,13 +266,23 @@ class SessionBridge:
                     core.receive_client_binary(frame.binary_size)
             except Exception as exc:  # a relay bug: this frame is answered relay_error, the session goes on
                 core.internal_error(frame.text, repr(exc), traceback.format_exc())
-            self._flush()
+            # Frames already read come without a wait; what they decided is carried out when the task next waits.
+            self._after_client_frames.request()
+
+    def _flush_client_frames(self) -> None:
+        """Carry out what a run of client frames decided; their writes go out together as it returns. Only a
+        failure of carrying them out ends the session, through `_fail`."""
+        with WriteScope():
+            try:
+                self._flush()
+            except Exception as exc:
+                self._fail(exc)
 
     def _on_upstream_message(self, message: str | bytes) -> None:
         """Called by the upstream link from its read callback, in arrival order. A relay bug while the core handles
         one upstream frame is contained like one in a client frame (docs/client-input.md): `relay.internal_error`
         is logged with the traceback and the session goes on. What the read's frames decided is carried out once,
-        when the read ends (`_flush_read`): in a burst of frames, one flush instead of one per frame."""
+        when the read ends: in a burst of frames, one flush instead of one per frame."""
         try:
             if isinstance(message, bytes):
                 # The protocol is JSON text; a binary upstream frame is noted and not forwarded.
@@ -280,14 +291,11 @@ class SessionBridge:
                 self.core.receive_server_text(message)
         except Exception as exc:  # a relay bug in the core: this frame may be lost, the session goes on
             self.core.upstream_internal_error(repr(exc), traceback.format_exc())
-        if not self._read_flush_due:
-            self._read_flush_due = True
-            at_burst_end(self._flush_read)
+        self._after_upstream_read.request()
 
-    def _flush_read(self) -> None:
+    def _flush_upstream_read(self) -> None:
         """The end of an upstream read: carry out what its frames decided. Only a failure of carrying them out
         ends the session, through `_fail` (the core stops forwarding then)."""
-        self._read_flush_due = False
         try:
             self._flush()
             self._upstream.resume.upstream_frame_handled()

@@ -2,6 +2,7 @@
 loop iteration (or of one upstream read) produced, instead of one each. Used by both sides of the relay; see
 docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a socket option.
 
+- `OncePerBurst` runs a call once at the end of a burst however often it is asked for during it.
 - `WriteBatch` collects the bytes for a transport the relay writes itself (the client side) and writes them
   together when the burst ends.
 - For a transport a library writes frame by frame (picows on the upstream side), the caller holds the burst's
@@ -61,6 +62,26 @@ class WriteScope:
 
     def __exit__(self, *exc: object) -> None:
         self.exit()
+
+
+class OncePerBurst:
+    """`request()` any number of times during a burst: `call` runs once, when the burst ends (a session carrying
+    out what the frames of one read decided, once per read)."""
+
+    __slots__ = ("_call", "_due")
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self._call = call
+        self._due = False
+
+    def request(self) -> None:
+        if not self._due:
+            self._due = True
+            at_burst_end(self._run)
+
+    def _run(self) -> None:
+        self._due = False  # before the call: what the call itself causes may ask again
+        self._call()
 
 
 class WriteBatch:

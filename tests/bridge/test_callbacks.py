@@ -7,6 +7,9 @@ Specified here:
   arrives: in the same read as the last events, which are all forwarded and logged (and an audio item's retrieve,
   sent too late, fails as `session_closed` and the item is saved from the stream), or while the client is still
   streaming frames toward an upstream that has already said goodbye;
+- what the frames of one upstream read, or a run of client frames read in a row, decided is carried out together:
+  every frame still goes on in order and is logged once; a client over its bound in the middle of a read ends the
+  session as `client_too_slow`, and a failure while carrying out client frames as an error, through the bridge;
 - an exception raised while the relay handles an upstream message is a relay bug, contained: it is logged as
   `relay.internal_error` with its traceback and the session goes on (docs/client-input.md).
 
@@ -79,6 +82,11 @@ class ScriptedClient:
         self._all_read.clear()
         self._frames.put_nowait(ClientFrame(text=json.dumps(event)))
 
+    def push_text(self, text: str) -> None:
+        """A text frame as it came, JSON or not."""
+        self._all_read.clear()
+        self._frames.put_nowait(ClientFrame(text=text))
+
     def push_close(self, code: int) -> None:
         self._frames.put_nowait(ClientFrame(closed=True, close_code=code))
 
@@ -121,6 +129,14 @@ class UpstreamPeer:
     def send(self, *data: bytes) -> None:
         """Write these bytes in one write (so the relay reads them in one read)."""
         self.writer.write(b"".join(data))
+
+    async def read_texts(self, count: int) -> None:
+        """Read the relay's frames until `count` text frames have come."""
+        async with asyncio.timeout(seconds(1)):
+            while len([frame for frame in self.received if frame.opcode == OP_TEXT]) < count:
+                data = await self.reader.read(1 << 16)
+                assert data, "the relay hung up"
+                self.received += self._frames.feed(data)
 
     async def read_until(self, opcode: int) -> Frame:
         """Read the relay's frames up to the first one with `opcode`."""
@@ -215,6 +231,18 @@ async def run(bridge: SessionBridge) -> list[dict[str, Any]]:
     assert log_dir is not None
     lines = bridge.log.path(log_dir).read_bytes().split(b"\n")
     return [json.loads(line) for line in lines if line]
+
+
+async def run_against(
+    script: Script, client: ScriptedClient, env: BridgeEnvironment
+) -> tuple[SessionBridge, list[dict[str, Any]], UpstreamPeer]:
+    """A session between `client` and an upstream running `script`, to its end: the bridge, its log records and
+    the upstream's end of the connection."""
+    async with scripted_upstream(script) as upstream:
+        bridge = bridge_to(upstream, client, env)
+        records = await run(bridge)
+        peer = await upstream.finished()
+    return bridge, records, peer
 
 
 def session_created() -> dict[str, Any]:
@@ -344,10 +372,7 @@ async def test_a_client_that_stops_taking_frames_in_the_middle_of_a_read_ends_th
         peer.send(*(text(delta) for delta in deltas))
         await peer.read_until(OP_CLOSE)
 
-    async with scripted_upstream(upstream_script) as upstream:
-        bridge = bridge_to(upstream, client, env)
-        records = await run(bridge)
-        await upstream.finished()
+    bridge, records, _peer = await run_against(upstream_script, client, env)
 
     assert bridge.outcome is not None and bridge.outcome.reason == EndReason.CLIENT_TOO_SLOW
     assert client.sent_types == ["session.created", "response.output_audio.delta"]
@@ -356,11 +381,62 @@ async def test_a_client_that_stops_taking_frames_in_the_middle_of_a_read_ends_th
     assert ended["type"] == "relay.session_ended" and ended["event"]["reason"] == "client_too_slow"
 
 
+async def test_client_frames_read_in_a_row_reach_the_upstream_in_order_and_are_each_logged(
+    env: BridgeEnvironment,
+) -> None:
+    """Twenty appends wait for the relay at once (as aiohttp hands over frames it has already read): what they
+    decided is carried out together, and the upstream gets every one of them, in order, each logged once."""
+    client = ScriptedClient()
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")
+        for n in range(1, 21):
+            client.push(append(n))
+        await peer.read_texts(20)
+        client.push_close(1000)
+        await peer.read_until(OP_CLOSE)
+        peer.send(close_frame(1000))
+
+    bridge, records, peer = await run_against(upstream_script, client, env)
+
+    sent = [json.loads(f.payload)["event_id"] for f in peer.received if f.opcode == OP_TEXT]
+    assert sent == [f"c{n}" for n in range(1, 21)]
+    logged = [r["event"]["event_id"] for r in records if r["type"] == "input_audio_buffer.append"]
+    assert logged == sent
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.CLIENT_CLOSED
+
+
 # ---- a relay bug is a relay bug -----------------------------------------------------------------------------------
 
 
 class RelayBug(Exception):
     pass
+
+
+async def test_a_failure_while_carrying_out_client_frames_ends_the_session_through_the_bridge(
+    env: BridgeEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay bug in carrying out what client frames decided (here: the client side raises while the relay
+    answers a frame that is not JSON) ends the session as an error, closed 1011, with `relay.session_ended`
+    last in the log; nothing reaches the event loop's handler."""
+    client = ScriptedClient()
+
+    def broken_send(text: str) -> bool:
+        raise RelayBug("the client side cannot send")
+
+    async def upstream_script(peer: UpstreamPeer) -> None:
+        peer.send(text(session_created()))
+        await client.received("session.created")
+        monkeypatch.setattr(client, "send", broken_send)
+        client.push_text("not json")
+        await peer.read_until(OP_CLOSE)
+
+    bridge, records, _peer = await run_against(upstream_script, client, env)
+
+    assert bridge.outcome is not None and bridge.outcome.reason == EndReason.ERROR
+    assert client.closed_with is not None and client.closed_with[0] == 1011
+    assert records[-1]["type"] == "relay.session_ended" and records[-1]["event"]["reason"] == "error"
 
 
 async def test_an_exception_while_handling_an_upstream_message_is_contained_and_the_session_goes_on(

@@ -1,7 +1,7 @@
 """`WriteBatch`: chunks added during one loop iteration reach the peer together, in order, right after it; `size`
 counts what is held; an explicit `write` sends at once (what must precede another write); `clear` forgets; a
 closing transport takes nothing and raises nothing. `at_burst_end`: at the end of a `WriteScope`, else in the next
-loop turn. `TcpCork`: writes between `hold` and `release` arrive whole after it, and a socket that cannot be corked
+loop turn; `OncePerBurst`: one run per burst however often it is asked for. `TcpCork`: writes between `hold` and `release` arrive whole after it, and a socket that cannot be corked
 is written as usual. Real sockets on 127.0.0.1."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import cast
 
 import pytest
 
-from relay.links.writebatch import TcpCork, WriteBatch, WriteScope, at_burst_end
+from relay.links.writebatch import OncePerBurst, TcpCork, WriteBatch, WriteScope, at_burst_end
 from tests.support.timing import seconds
 
 
@@ -156,6 +156,35 @@ async def test_a_call_at_the_end_of_a_burst_may_add_calls_to_that_same_burst_whi
     assert ended == ["flush", "upstream frames", "client batch"]
     await asyncio.sleep(0)
     assert ended == ["flush", "upstream frames", "client batch"]  # nothing was left for a later loop turn
+
+
+async def test_a_call_asked_for_many_times_in_a_burst_runs_once_at_its_end_and_may_be_asked_for_again_after() -> None:
+    runs: list[int] = []
+    once = OncePerBurst(lambda: runs.append(len(runs)))
+    with WriteScope():
+        for _ in range(3):
+            once.request()
+        assert runs == []
+    assert runs == [0]
+    once.request()  # outside a scope: the next loop turn ends the burst
+    once.request()
+    assert runs == [0]
+    await asyncio.sleep(0)
+    assert runs == [0, 1]
+
+
+async def test_a_call_that_asks_for_itself_again_runs_again_in_that_same_burst() -> None:
+    runs: list[str] = []
+
+    def call() -> None:
+        runs.append("run")
+        if len(runs) == 1:
+            once.request()  # what the call caused needs carrying out too
+
+    once = OncePerBurst(call)
+    with WriteScope():
+        once.request()
+    assert runs == ["run", "run"]
 
 
 async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
