@@ -48,14 +48,20 @@ class WriteScope:
         _scope = []
 
     def exit(self) -> None:
+        """Run what waits for the end of the burst, in order. A call that raises does not keep the later ones
+        from running (another write, a session's flush); the first error is raised once all have run."""
         global _scope
-        try:
-            # A call may ask for more at the end of this burst: a list's iterator also yields what is appended
-            # while it runs.
-            for call in _scope or ():
+        error: Exception | None = None
+        # A call may ask for more at the end of this burst: a list's iterator also yields what is appended while
+        # it runs.
+        for call in _scope or ():
+            try:
                 call()
-        finally:
-            _scope = self._outer
+            except Exception as exc:
+                error = error or exc
+        _scope = self._outer
+        if error is not None:
+            raise error
 
     def __enter__(self) -> None:
         self.enter()

@@ -187,6 +187,24 @@ async def test_a_call_that_asks_for_itself_again_runs_again_in_that_same_burst()
     assert runs == ["run", "run"]
 
 
+async def test_a_call_that_raises_at_the_end_of_a_burst_does_not_keep_the_others_from_running() -> None:
+    ended: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug in one call")
+
+    once = OncePerBurst(lambda: ended.append("once"))
+    with pytest.raises(RuntimeError, match="a bug in one call"):
+        with WriteScope():
+            at_burst_end(broken)
+            at_burst_end(lambda: ended.append("write"))
+            once.request()
+    assert ended == ["write", "once"]
+    with WriteScope():
+        once.request()  # not left waiting for a burst end that already passed
+    assert ended == ["write", "once", "once"]
+
+
 async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
     pair: tuple[asyncio.Transport, asyncio.StreamReader],
 ) -> None:
