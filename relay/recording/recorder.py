@@ -137,10 +137,7 @@ class SessionRecorder:
         self._clock.join(self)
 
     def _now(self) -> int:
-        return self._frame_at(time.monotonic())
-
-    def _frame_at(self, mono: float) -> int:
-        return ms_to_frames((mono - self._started_mono) * 1000.0, self.rate)
+        return ms_to_frames((time.monotonic() - self._started_mono) * 1000.0, self.rate)
 
     def stop_on_error(self, exc: Exception) -> None:
         """A relay bug while committing: the recording stops here (`internal_error`), the session goes on."""
@@ -249,7 +246,7 @@ class SessionRecorder:
         arrivals, self._arrivals = self._arrivals, []
         started, rate = self._started_mono, self.rate
         for mono, channel, text, fmt, item_id, end_ms in arrivals:
-            now = ms_to_frames((mono - started) * 1000.0, rate)  # `_frame_at`, without a call per frame
+            now = ms_to_frames((mono - started) * 1000.0, rate)  # as `_now` does, for the moment it crossed
             if channel == LEFT:
                 self._add_user(text, fmt, now)
             elif channel == RIGHT:
