@@ -50,13 +50,15 @@ log = structlog.get_logger()
 
 
 class _Records(NamedTuple):
-    """Encoded records of one session, joined: `n_records` records with seqs from `first_seq` to `last_seq`."""
+    """Encoded lines of one session, joined: `n_records` records with seqs from `first_seq` to `last_seq`, or
+    (`gap_reason` set, `n_records` 0) one `relay.log_gap` line declaring `first_seq`..`last_seq`."""
 
     log: SessionEventLog
     first_seq: int
     last_seq: int
     n_records: int
     blob: bytes
+    gap_reason: str | None = None
 
 
 @dataclass
@@ -96,6 +98,7 @@ class EventLog:
         self.enabled = log_dir is not None or to_stdout  # records are encoded and written at all
         self._queue: deque[_Records | _Gap | _Close] = deque()
         self._dirty: list[SessionEventLog] = []  # sessions with records not handed over yet (loop thread)
+        self._owed: set[SessionEventLog] = set()  # ended sessions whose files are owed gap lines (writer thread)
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._hand_over_lock = threading.Lock()
         self._enqueued_bytes = 0  # written by the loop thread only
@@ -167,6 +170,7 @@ class EventLog:
             self._wake.clear()
             stopping = self._stop
             self._write_batch(files)
+            self._declare_owed_gaps()
             if stopping and not self._queue:
                 for open_file in files.values():
                     open_file.close()
@@ -186,7 +190,7 @@ class EventLog:
                 freed += len(item.blob)
                 lines.append(item)
             elif isinstance(item, _Gap):
-                lines.append(_Records(item.log, 0, 0, 0, self._gap_line(item.log, item.from_seq, item.to_seq, item.reason)))
+                lines.append(self._gap_records(item.log, item.from_seq, item.to_seq, item.reason))
             else:
                 closes.append(item)
         self._written_bytes += freed
@@ -196,6 +200,9 @@ class EventLog:
             open_file = files.pop(close.log, None)
             if open_file is not None:
                 open_file.close()
+            if close.log._write_gaps:
+                # Its last records were lost while writing failed: the gap is still owed to its file.
+                self._owed.add(close.log)
             if not close.done.done():
                 close.done.set_result(None)
 
@@ -204,43 +211,76 @@ class EventLog:
     ) -> None:
         if not lines:
             return
-        # A gap left by earlier failed writes is declared before the first line that makes it to disk.
-        if session_log._write_gap is not None:
-            start, end, reason = session_log._write_gap
-            lines.insert(0, _Records(session_log, 0, 0, 0, self._gap_line(session_log, start, end, reason)))
         blob = lines[0].blob if len(lines) == 1 else b"".join(records.blob for records in lines)
         # The records' one durable copy is the file when files are on, else stdout: losing it is a counted,
-        # declared gap; a failing stdout mirror beside working files loses nothing.
+        # declared gap. With files on, stdout mirrors each record once, whether or not the file took it, so the
+        # gaps owed by failed file writes go to the file only; a failing mirror beside working files loses nothing.
         try:
             if self.log_dir is not None:
-                open_file = files.get(session_log)
-                if open_file is None:
-                    open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
-                open_file.write(blob)
+                self._write_file(files, session_log, blob)
+            else:
+                _write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob)
         except OSError as exc:
-            self._drop_batch(session_log, lines, exc, "file")
+            self._drop_batch(session_log, lines, exc, "file" if self.log_dir is not None else "stdout")
+            if self.log_dir is not None:
+                with contextlib.suppress(OSError):
+                    self._mirror_to_stdout(blob)
+            return
+        session_log._write_gaps = []
+        if self.log_dir is not None:
             with contextlib.suppress(OSError):
                 self._mirror_to_stdout(blob)
-            return
-        try:
-            self._mirror_to_stdout(blob)
-        except OSError as exc:
-            if self.log_dir is None:
-                self._drop_batch(session_log, lines, exc, "stdout")
-                return
-        session_log._write_gap = None
+
+    def _write_file(self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, blob: bytes) -> None:
+        """`blob` to the session's file, after the gaps earlier failed writes left (declared before the first
+        line that makes it to disk). Raises OSError; the caller keeps the gaps owed."""
+        assert self.log_dir is not None
+        open_file = files.get(session_log)
+        if open_file is None:
+            open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
+        open_file.write(self._owed_gap_lines(session_log) + blob)
+
+    def _owed_gap_lines(self, session_log: SessionEventLog) -> bytes:
+        return b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in session_log._write_gaps)
+
+    def _declare_owed_gaps(self) -> None:
+        """Sessions that ended while their writes failed: once writing works again, their files get the gap lines
+        they are owed (the session's file is opened again just for them)."""
+        for session_log in list(self._owed):
+            try:
+                if self.log_dir is not None:
+                    owed = _OpenFile(session_log.path(self.log_dir))
+                    try:
+                        owed.write(self._owed_gap_lines(session_log))
+                    finally:
+                        owed.close()
+                else:
+                    _write_all(self._stdout_fd, self._owed_gap_lines(session_log))
+            except OSError:
+                continue  # still failing: tried again next period, and at shutdown
+            session_log._write_gaps = []
+            self._owed.discard(session_log)
 
     def _mirror_to_stdout(self, blob: bytes) -> None:
         if self.to_stdout:
             _write_all(self._stdout_fd, blob)
 
     def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
-        records = [r for r in lines if r.n_records]  # (gap lines hold none)
-        dropped = sum(r.n_records for r in records)
-        if records:
-            session_log._note_write_failure(min(r.first_seq for r in records), max(r.last_seq for r in records), dropped)
+        """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them
+        (a full queue's, a size limit's) stay owed as they were; all are declared once writing works again."""
+        dropped = 0
+        for line in lines:
+            if line.gap_reason is not None:
+                session_log._owe_gap(line.first_seq, line.last_seq, line.gap_reason)
+            else:
+                session_log._owe_gap(line.first_seq, line.last_seq, "write_failed")
+                dropped += line.n_records
+        session_log.write_dropped += dropped
         self._dropped_write += dropped
         log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=dropped)
+
+    def _gap_records(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> _Records:
+        return _Records(session_log, from_seq, to_seq, 0, self._gap_line(session_log, from_seq, to_seq, reason), reason)
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
@@ -293,7 +333,9 @@ class SessionEventLog:
     write_dropped: int = 0  # touched by the writer thread only
     _drop_start: int | None = None
     _drop_end: int | None = None
-    _write_gap: tuple[int, int, str] | None = None
+    # Gaps lost writes left, (from_seq, to_seq, reason) in seq order, declared at the next write that works
+    # (writer thread only).
+    _write_gaps: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
     _closed: bool = False
     logged_bytes: int = 0  # encoded bytes accepted for this session (loop thread)
     _size_gap: tuple[int, int] | None = None  # seqs dropped past max_session_bytes, declared once
@@ -385,13 +427,14 @@ class SessionEventLog:
             self._enqueue_control(_Gap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
             self._size_gap = None
 
-    def _note_write_failure(self, from_seq: int, to_seq: int, count: int, reason: str = "write_failed") -> None:
-        # Called on the writer thread; the loop thread only reads `dropped`.
-        if self._write_gap is None:
-            self._write_gap = (from_seq, to_seq, reason)
+    def _owe_gap(self, from_seq: int, to_seq: int, reason: str) -> None:
+        """Writer thread: seqs `from_seq`..`to_seq` are lost for `reason`, declared at the next write that works.
+        A range that continues the last one for the same reason extends it (one line per run of failures)."""
+        gaps = self._write_gaps
+        if gaps and gaps[-1][2] == reason and gaps[-1][1] + 1 >= from_seq:
+            gaps[-1] = (gaps[-1][0], max(gaps[-1][1], to_seq), reason)
         else:
-            self._write_gap = (min(self._write_gap[0], from_seq), max(self._write_gap[1], to_seq), self._write_gap[2])
-        self.write_dropped += count
+            gaps.append((from_seq, to_seq, reason))
 
     @property
     def dropped(self) -> int:

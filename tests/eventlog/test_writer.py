@@ -337,3 +337,101 @@ async def test_on_the_loop_records_wait_in_their_session_and_reach_the_file_in_o
     for session in sessions:
         await session.aclose()
     log.close()
+
+
+class _FailingFiles:
+    """Makes writes to files under `root` fail the way a full disk does, while `on` (other tests' writers are
+    left alone)."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.on = False
+        real_write = _OpenFile.write
+
+        def write(file: _OpenFile, blob: bytes) -> None:
+            if self.on and root in file.path.parents:
+                raise OSError(28, "No space left on device")
+            real_write(file, blob)
+
+        monkeypatch.setattr(_OpenFile, "write", write)
+
+
+def _wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_session_that_ends_while_writes_fail_gets_its_gap_once_writing_works_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _FailingFiles(tmp_path, monkeypatch)
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_end")
+    session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+    log._wake.set()
+    _wait_for(lambda: bool(list(tmp_path.rglob("*.jsonl"))))
+    disk.on = True
+    session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
+    session.append(LogEntry("relay", "relay.session_ended", {"reason": "client_closed"}))
+    session.close().result(5)  # its last records are lost with the disk still failing
+    assert session.dropped == 2
+    disk.on = False
+    _wait_for(lambda: len(read_records(only_file(tmp_path))) == 2)  # the writer's next period, no new session
+    log.close()
+    records = read_records(only_file(tmp_path))
+    assert [(r["type"], r["seq"]) for r in records] == [("a", 1), ("relay.log_gap", None)]
+    assert records[1]["event"] == {"from_seq": 2, "to_seq": 3, "reason": "write_failed"}
+
+
+def test_a_gap_line_lost_in_a_failed_write_is_still_declared_with_the_write_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _FailingFiles(tmp_path, monkeypatch)
+    log = EventLog(tmp_path, max_queue_bytes=400)
+    log._wake.set = lambda: None  # type: ignore[method-assign]  # the writer drains on its own period only
+    session = log.open_session("sess_qf")
+    disk.on = True
+    for n in range(1, 8):  # ~150-byte records against a 400-byte queue: some are dropped before it
+        session.append(LogEntry("client", "x", {"type": "x", "n": n, "pad": "p" * 40}, bytes=1))
+    assert session.enqueue_dropped > 0
+    session.close()
+    _wait_for(lambda: session.write_dropped > 0 and session in log._owed)
+    disk.on = False
+    log.close()
+    records = read_records(only_file(tmp_path))
+    assert all(r["type"] == "relay.log_gap" for r in records)
+    declared = [seq for r in records for seq in range(r["event"]["from_seq"], r["event"]["to_seq"] + 1)]
+    assert declared == list(range(1, 8))  # every seq, each once, in order
+    reasons = {r["event"]["reason"] for r in records}
+    assert reasons == {"write_failed", "queue_full"}
+
+
+def test_with_files_failing_stdout_gets_each_record_once_and_no_gap_that_only_the_file_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _FailingFiles(tmp_path, monkeypatch)
+    read_fd, write_fd = os.pipe()
+    log = EventLog(tmp_path, to_stdout=True, stdout_fd=write_fd)
+    session = log.open_session("sess_mirror")
+    session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+    log.hand_over()
+    log._wake.set()
+    _wait_for(lambda: bool(list(tmp_path.rglob("*.jsonl"))))
+    disk.on = True
+    for kind in ("b", "c", "d"):  # three failed writes in a row
+        session.append(LogEntry("client", kind, {"type": kind}, bytes=1))
+        log.hand_over()
+        log._wake.set()
+        _wait_for(lambda kind=kind: session.write_dropped == "bcd".index(kind) + 1)
+    disk.on = False
+    session.append(LogEntry("client", "e", {"type": "e"}, bytes=1))
+    session.close().result(5)
+    log.close()
+    os.close(write_fd)
+    mirrored = [json.loads(line) for line in os.read(read_fd, 1 << 16).splitlines()]
+    os.close(read_fd)
+    assert [(r["type"], r["seq"]) for r in mirrored] == [(t, n) for n, t in enumerate("abcde", 1)]
+    in_file = read_records(only_file(tmp_path))
+    assert [(r["type"], r["seq"]) for r in in_file] == [("a", 1), ("relay.log_gap", None), ("e", 5)]
+    assert in_file[1]["event"] == {"from_seq": 2, "to_seq": 4, "reason": "write_failed"}
