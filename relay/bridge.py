@@ -211,7 +211,7 @@ class SessionBridge:
         if isinstance(result, UpstreamDisconnected):  # a drop seen by the reader or by a write, or a stall
             await cancel_and_wait(from_client)
             await self._upstream.stop_reading(from_upstream)
-            log.warning("relay.upstream_disconnected", error=str(result), code=result.code)
+            log.warning("relay.upstream_disconnected", error=str(result), close_code=result.code)
             self._tell_client(ev.CODE_UPSTREAM_DISCONNECTED, str(result))
             self._flush()
             return EndReason.UPSTREAM_DISCONNECTED, await self.client.close(1014, "upstream disconnected", grace=CLOSE_GRACE_S)

@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 from relay.redact import RedactingFormatter
@@ -37,7 +38,13 @@ def use_json(log_format: str, stream: Any = None) -> bool:
 
 
 def one_stdout_schema(_logger: Any, _method: str, event_dict: Any) -> Any:
-    """Rename the message to `msg` and move fields that would clash with event records' keys (JSON output only)."""
+    """Rename the message to `msg`, move fields that would clash with event records' keys and write object and
+    list values as their JSON text (JSON output only)."""
+    for key, value in event_dict.items():
+        # The same field name carries a string in one message and an object in another (`error`: an exception's
+        # text, an upstream's error object): as text, a collector sees one JSON type per key.
+        if isinstance(value, dict | list | tuple):
+            event_dict[key] = orjson.dumps(value, default=repr).decode()
     for key in EVENT_RECORD_KEYS:
         if key in event_dict:
             event_dict[f"{key}_field"] = event_dict.pop(key)

@@ -90,7 +90,7 @@ class UpstreamResume:
         (the failure, the client's end, the stop)."""
         assert self.core.resume is not None
         started = time.monotonic()
-        log.warning("relay.upstream_interrupted", code=drop.code, error=str(drop))
+        log.warning("relay.upstream_interrupted", close_code=drop.code, error=str(drop))
         self.core.upstream_dropped(drop.code, str(drop))
         self._flush()
         delays = backoff_delays(self.core.resume.policy.attempts, random.random)

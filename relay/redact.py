@@ -79,6 +79,17 @@ def redact_text(text: str) -> str:
     return text
 
 
+def redact_data(value: Any) -> Any:
+    """`value` (JSON-like data) with `redact_text` applied to every string in it; containers are copied."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    return value
+
+
 class RedactingFormatter(logging.Formatter):
     """Wraps the handler's real formatter and redacts the finished text, tracebacks and all."""
 

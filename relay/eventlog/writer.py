@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -39,6 +39,7 @@ import structlog
 from relay.core import events as ev
 from relay.core.outbox import LogEntry
 from relay.eventlog.records import RecordBuilder, summarize_event
+from relay.redact import redact_data
 
 FLUSH_INTERVAL_S: Final = 0.1  # the writer's period; with the hand-over below, within the 200 ms bound
 # Records wait in their session's list this long before the loop hands them to the writer in one piece: per
@@ -354,6 +355,9 @@ class SessionEventLog:
         seq = self.next_seq
         self.next_seq += 1
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
+            # The relay's own records quote what clients and upstreams sent (a user agent, an error's text): a
+            # credential in there is masked in the event record as in the daemon log (docs/security.md).
+            entry = replace(entry, event=redact_data(entry.event))
             fields = entry.event if isinstance(entry.event, dict) else {}
             if entry.type == ev.RELAY_TOOL_CALL:  # arguments and output are content: log_content decides
                 fields = summarize_event(fields, entry.type, None, self.owner.records.keep_text)

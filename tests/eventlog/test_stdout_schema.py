@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from relay.logconfig import one_stdout_schema
 from tests.support.relay_fixtures import running_relay_process
 
 
@@ -22,7 +23,11 @@ def json_type(value: Any) -> str:
 
 async def test_every_stdout_line_parses_and_no_key_has_two_json_types(tmp_path: Path) -> None:
     async with (
-        running_relay_process(tmp_path, env={"RELAY_EVENT_LOG_STDOUT": "true"}) as relay,
+        # Retrieves answered with an error: relay.retrieve_failed carries the upstream's error object, where other
+        # daemon lines carry an error's text.
+        running_relay_process(
+            tmp_path, env={"RELAY_EVENT_LOG_STDOUT": "true", "RELAY_SIM_KNOBS": '{"retrieve_fail": true}'}
+        ) as relay,
         aiohttp.ClientSession() as http,
     ):
         async with http.ws_connect(relay.ws_url) as ws:
@@ -71,5 +76,13 @@ async def test_every_stdout_line_parses_and_no_key_has_two_json_types(tmp_path: 
         assert not {"event", "seq", "dir", "timestamp"} & set(record)
     for record in events:
         assert record["level"] == "info" and "msg" not in record
+    failed = [r for r in daemon if r["msg"] == "relay.retrieve_failed"]
+    assert failed and all(isinstance(json.loads(r["error"]), dict) for r in failed)  # the object, as its JSON text
     cleared = next(r for r in events if r["type"] == "input_audio_buffer.clear")
     assert "event_id" not in cleared and cleared["event"]["event_id"] == 7
+
+
+def test_a_daemon_field_holding_an_object_or_a_list_is_written_as_its_json_text() -> None:
+    """The same name carries text in one message and an object in another (`error`): as text, one JSON type."""
+    line = one_stdout_schema(None, "info", {"event": "relay.x", "error": {"code": "e"}, "ids": ["a", 1], "n": 3, "s": "t"})
+    assert line == {"msg": "relay.x", "error": '{"code":"e"}', "ids": '["a",1]', "n": 3, "s": "t"}

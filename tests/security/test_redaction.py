@@ -72,6 +72,29 @@ async def test_tokens_never_reach_the_output_whatever_the_client_sends(tmp_path:
         assert secret not in output
 
 
+async def test_tokens_a_client_puts_in_what_the_relay_records_never_reach_the_event_log(tmp_path: Path) -> None:
+    """`relay.session_started` quotes the client's User-Agent: a token in it is masked in the event record (file and
+    stdout copy) as in the daemon's line."""
+    env = {"RELAY_CLIENT_TOKENS": STATIC, "RELAY_TOKEN_SECRET": SECRET, "RELAY_EVENT_LOG_STDOUT": "true"}
+    async with running_relay_process(tmp_path, env=env) as relay:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(relay.base_url + "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {STATIC}"}) as r:
+                minted = (await r.json())["value"]
+            headers = {"User-Agent": f"agent {STATIC} {minted}", "Authorization": f"Bearer {minted}"}
+            async with http.ws_connect(relay.ws_url, headers=headers) as ws:
+                await ws.receive(timeout=seconds(10))  # session.created: the session is open and logged
+                await ws.close()
+        relay.terminate()
+        assert await relay.wait() == 0
+        assert relay.process.stderr is not None
+        stderr = await relay.process.stderr.read()
+    files = [path.read_text() for path in (tmp_path / "logs").rglob("*.jsonl")]
+    assert files and all("relay.session_started" in text and "agent " in text for text in files)
+    for text in (*files, everything_written(relay, stderr)):
+        for secret in (STATIC, minted):
+            assert secret not in text
+
+
 async def test_print_config_and_config_errors_hide_userinfo_and_secret_query_values(tmp_path: Path) -> None:
     upstream = "wss://user:hunter2-password@relay.example/v1/realtime?api_key=sk-query-secret&model=m"
     code, output = await run_serve("--print-config", "--upstream", upstream)
