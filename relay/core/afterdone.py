@@ -111,6 +111,16 @@ class RetrieveAfterDone(ItemBook):
         if item is not None:
             self._save_from_stream(item)
 
+    def _retrieves_lost_with_connection(self) -> None:
+        """The upstream dropped: the relay's retrieves sent on it will never be answered, so each still in time
+        fails now as a timeout (saved from the stream), and nobody's place in line outlives the connection."""
+        for item_id in self.retrieves.connection_lost():
+            self._disarm.append(item_id)
+            self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "timeout"})
+            item = self._items.get(item_id)
+            if item is not None:
+                self._save_from_stream(item)
+
     @property
     def pending_retrieves(self) -> list[str]:
         return self.retrieves.awaited_by_relay()

@@ -51,7 +51,13 @@ class RetrieveLedger:
         self._lines.setdefault(item_id, deque()).append(Asker.RELAY)
 
     def client_asked(self, item_id: str, event_id: object) -> None:
-        self._lines.setdefault(item_id, deque()).append(Asker.CLIENT)
+        line = self._lines.setdefault(item_id, deque())
+        if Asker.RELAY_LATE in line:
+            # The relay stopped waiting for those answers, and an upstream that never sends one would otherwise
+            # have this client's answer swallowed in their place. Whichever answer comes next holds the item the
+            # client asks for, so it goes to the client.
+            line = self._lines[item_id] = deque(asker for asker in line if asker is not Asker.RELAY_LATE)
+        line.append(Asker.CLIENT)
         if isinstance(event_id, str):
             self.client_event_ids.pop(event_id, None)  # re-inserted last: the oldest stays first
             self.client_event_ids[event_id] = item_id
@@ -117,6 +123,17 @@ class RetrieveLedger:
             return False
         line[line.index(Asker.RELAY)] = Asker.RELAY_LATE
         return True
+
+    def connection_lost(self) -> list[str]:
+        """The upstream connection every retrieve in line was sent on is gone, so no answer will come: every line
+        is dropped. Returns the items whose relay retrieve was still in time, in request order."""
+        in_time = self.awaited_by_relay()
+        lost = list(self._lines)
+        self._lines.clear()
+        self.client_event_ids.clear()
+        for item_id in lost:
+            self._on_settled(item_id)
+        return in_time
 
     # ---- bounds ---------------------------------------------------------------------------------------------
     def forget(self, item_id: str) -> bool:

@@ -260,6 +260,10 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
         observer = _OBSERVERS.get(kind) if isinstance(kind, str) else None
         return observer(self, event) if observer is not None else None
 
+    def upstream_dropped(self, close_code: int | None, error: str) -> None:
+        super().upstream_dropped(close_code, error)
+        self._retrieves_lost_with_connection()
+
     # ---- the session's end ----------------------------------------------------------------------------
     def session_closing(self) -> None:
         """Stop forwarding: from here on only answers to the relay's own retrieves are taken in."""

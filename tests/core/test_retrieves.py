@@ -37,3 +37,27 @@ def test_a_client_error_retires_its_place_and_client_ids_are_bounded() -> None:
     assert len(ledger.client_event_ids) == MAX_CLIENT_RETRIEVES and "c0" not in ledger.client_event_ids
     ledger.trim(5)
     assert len(ledger) == 5 and ledger.first(0) is None
+
+
+def test_a_client_asking_after_the_relay_gave_up_gets_the_next_answer() -> None:
+    """An upstream that never answered the relay's retrieve must not swallow the client's answer in its place:
+    the next answer holds the item the client asks for, so it is the client's."""
+    ledger = RetrieveLedger(on_settled=lambda item_id: None)
+    ledger.relay_asked("a")
+    ledger.gave_up("a")
+    ledger.client_asked("a", "c1")
+    assert ledger.first("a") is Asker.CLIENT and not ledger.relay_asked_for("a")
+
+
+def test_a_lost_connection_empties_every_line_and_names_the_relay_retrieves_still_in_time() -> None:
+    settled: list[str] = []
+    ledger = RetrieveLedger(on_settled=settled.append)
+    ledger.relay_asked("a")
+    ledger.relay_asked("b")
+    ledger.gave_up("b")
+    ledger.client_asked("c", "c1")
+    ledger.relay_asked("d")
+    assert ledger.connection_lost() == ["a", "d"]
+    assert len(ledger) == 0 and ledger.client_event_ids == {} and sorted(settled) == ["a", "b", "c", "d"]
+    ledger.client_asked("a", "c2")  # asked on the new connection: first in line
+    assert ledger.first("a") is Asker.CLIENT

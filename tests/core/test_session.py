@@ -12,6 +12,7 @@ from relay.core.formats import AudioFormat
 from relay.core.frames import deep_merge, parse_event
 from relay.core.keptaudio import RUN_BYTES
 from relay.core.policy import SessionPolicy
+from relay.core.resume import ResumePolicy
 from relay.core.session import RelaySession
 
 
@@ -287,6 +288,42 @@ def test_a_timed_out_retrieve_is_logged_and_the_late_answer_still_swallowed() ->
     core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": "s", "item": assistant_item("item_a")}))
     late = drain(core)
     assert late["client"] == [] and late["save"] == []
+
+
+def test_a_clients_retrieve_after_the_relay_gave_up_on_a_silent_upstream_is_answered() -> None:
+    """An upstream that never answers the relay's retrieve must not make a later client retrieve wait forever."""
+    core = new_session()
+    stream_assistant_audio(core, "item_a", [pcm(240)])
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
+    core.retrieve_timed_out("item_a")
+    core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": "client_r"}))
+    drain(core)
+    answer = j({"type": "conversation.item.retrieved", "event_id": "s", "item": assistant_item("item_a")})
+    core.receive_server_text(answer)
+    assert drain(core)["client"] == [answer]
+
+
+def test_a_retrieve_lost_with_a_dropped_upstream_fails_at_once_and_never_takes_a_later_answer() -> None:
+    core = new_session(resume=ResumePolicy())
+    stream_assistant_audio(core, "item_a", [pcm(240, 5)])
+    core.receive_server_text(j({"type": "conversation.item.done", "event_id": "x", "item": assistant_item("item_a")}))
+    drain(core)
+    core.upstream_dropped(1006, "connection lost")
+    out = drain(core)
+    assert [e.event["reason"] for e in out["log"] if e.type == "relay.retrieve_failed"] == ["timeout"]
+    assert "item_a" in core.to_disarm()
+    assert [(s.source, s.pcm) for s in out["save"]] == [("stream", pcm(240, 5))]
+    core.retrieve_timed_out("item_a")  # its timer, if it still fires, finds nothing to do
+    assert drain(core)["log"] == []
+    # On the new upstream (restored items keep their ids), the client's own retrieve gets its answer.
+    core.begin_restore(1, 1.0)
+    core.receive_server_text(j({"type": "session.updated", "event_id": "u", "session": {}}))
+    core.finish_restore(1, 10.0)
+    core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": "client_r"}))
+    drain(core)
+    answer = j({"type": "conversation.item.retrieved", "event_id": "s", "item": assistant_item("item_a")})
+    core.receive_server_text(answer)
+    assert drain(core)["client"] == [answer]
 
 
 def test_a_timer_for_an_answered_retrieve_does_nothing() -> None:
