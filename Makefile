@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 # System packages for the audio and browser tiers and the deploy checks (Debian).
-SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl
+SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl nodejs
 
 .PHONY: run test system-deps lint bench clean venv install install-test lock lowest
 

@@ -159,6 +159,7 @@ class Restore:
         self.refused = 0
         self._kept: set[int] = set()
         self._in_line: deque[_Create] = deque()
+        self.item_ids: set[str] = set()  # the ids the new upstream gave the restored items
         self.first_frames: list[dict[str, Any]] = [
             {"type": ev.SESSION_UPDATE, "event_id": self.config_event_id, "session": session}
         ]
@@ -193,6 +194,9 @@ class Restore:
             self.restored += 1
             if create.kept_id:
                 self._kept.add(create.index)
+            item = event.get("item")
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                self.item_ids.add(item["id"])
         elif kind == ev.ERROR:
             event_id = answered_event_id(event)
             if event_id == self.config_event_id:
@@ -208,8 +212,40 @@ class Restore:
         return []
 
     def _previous_kept(self, index: int) -> str | None:
+        """Where a retry goes: after the nearest earlier item kept under its id; with none, at the start ("root")
+        when later items were sent before it (else the retry would land after them)."""
         earlier = [i for i in self._kept if i < index]
-        return self.items[max(earlier)].item_id if earlier else None
+        if earlier:
+            return self.items[max(earlier)].item_id
+        return "root" if index < len(self.items) - 1 else None
+
+
+class RestoreEcho:
+    """What the new upstream may still send about a finished restore, which answers the relay's frames and is never
+    forwarded: a second `session.updated` for its configuration (Yandex was seen sending two for one update) until
+    the client sends a `session.update` of its own, and the restored items' later events (`conversation.item.done`,
+    another `added`/`created`) until each item's `done`."""
+
+    def __init__(self, item_ids: set[str], *, config: bool) -> None:
+        self.item_ids = item_ids
+        self.config = config  # False: a client update (sent again after the drop) is answered next
+
+    @property
+    def over(self) -> bool:
+        return not self.config and not self.item_ids
+
+    def takes(self, kind: object, event: dict[str, Any]) -> bool:
+        if kind == ev.SESSION_UPDATED:
+            taken, self.config = self.config, False
+            return taken
+        if kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.CONVERSATION_ITEM_DONE):
+            item = event.get("item")
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item_id, str) and item_id in self.item_ids:
+                if kind == ev.CONVERSATION_ITEM_DONE:
+                    self.item_ids.discard(item_id)
+                return True
+        return False
 
 
 # ---- one session's resume state -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from relay.core.frames import deep_merge
 class _Update:
     event_id: object
     session: dict[str, Any]
-    text: str  # the frame as the upstream got it, to send again if it is lost unanswered
+    text: str | None  # the frame as the upstream got it, to send again if it is lost unanswered; None: the relay's
 
 
 class EffectiveConfig:
@@ -35,6 +35,12 @@ class EffectiveConfig:
     def sent(self, event_id: object, session: object, text: str) -> None:
         # A non-object session still takes its place in line: the upstream answers it too.
         self._in_flight.append(_Update(event_id, session if isinstance(session, dict) else {}, text))
+
+    def relay_sent(self, event_id: str) -> None:
+        """The relay's own `session.update` (the pins, at connect) is answered in line like a client's: it takes
+        its `session.updated` (or `error`), so no client update is credited with it. Its fields are the overlay
+        every restore adds anyway, so nothing of it is merged or sent again."""
+        self._in_flight.append(_Update(event_id, {}, None))
 
     def updated(self) -> None:
         if self._in_flight:
@@ -52,7 +58,14 @@ class EffectiveConfig:
     def upstream_lost(self) -> list[str]:
         """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
         restore, so the client gets its answer), and stay in line for the new upstream's answers."""
-        return [update.text for update in self._in_flight]
+        # The relay's own update is not sent again (a restore sends the pins itself): its place in line goes.
+        self._in_flight = deque(update for update in self._in_flight if update.text is not None)
+        return [update.text for update in self._in_flight if update.text is not None]
+
+    @property
+    def awaiting_answer(self) -> bool:
+        """Some `session.update` still waits for its answer."""
+        return bool(self._in_flight)
 
     def session(self, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
         """What a new upstream is sent: the accepted merge, with the operator's overlay (pins, server tools) on top."""

@@ -139,6 +139,8 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
             else:
                 self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
+        if kind == ev.SESSION_UPDATE and self._restore_echo is not None:
+            self._restore_echo.config = False  # the next session.updated answers the client
         if kind == ev.SESSION_UPDATE and self.resume is not None:
             self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
 
@@ -196,6 +198,8 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
         if isinstance(kind, str) and kind.startswith("relay."):
             # Only the relay speaks relay.*: a spoofed relay.audio_saved could point a page at another host.
             self.log_relay(ev.RELAY_UPSTREAM_EVENT_DROPPED, {"type": kind[:128], "bytes": wire_len(text)})
+            return
+        if self._restore_echo is not None and self._restore_echo_taken(kind, event, text):
             return
         fmt = self._observe_server_event(event, kind)
         if self.tools is not None and self._tool_view(text, event, kind):

@@ -7,7 +7,7 @@ The bridge reconnects and keeps the clock; this decides what crosses.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from relay.core import events as ev
 from relay.core.frames import b64_decoded_len, deep_merge, parse_event, wire_len
@@ -15,8 +15,10 @@ from relay.core.items import ItemBook
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import LogEntry
 from relay.core.policy import SessionPolicy
-from relay.core.resume import GapQueue, Restore, ResumeState
+from relay.core.resume import GapQueue, Restore, RestoreEcho, ResumeState
 from relay.core.tools import ToolState
+
+PINNED_SESSION_EVENT_ID: Final = "relay_pinned_session"
 
 
 class SessionState(enum.Enum):
@@ -44,6 +46,7 @@ class UpstreamSide(ItemBook):
         self.resume = ResumeState(policy.resume) if policy.resume is not None else None
         self._gap: GapQueue | None = None
         self._restore: Restore | None = None
+        self._restore_echo: RestoreEcho | None = None  # late answers to the last finished restore
 
     def upstream_connected(self, connect_ms: float) -> None:
         """The upstream handshake completed: send the pinned session, if any, before any client frame."""
@@ -52,8 +55,10 @@ class UpstreamSide(ItemBook):
             session = deep_merge({"type": "realtime"}, self.policy.pinned_session)
             if self.tools is not None:
                 session = self.tools.merge_tools(session)
-            update = {"type": ev.SESSION_UPDATE, "event_id": "relay_pinned_session", "session": session}
+            update = {"type": ev.SESSION_UPDATE, "event_id": PINNED_SESSION_EVENT_ID, "session": session}
             self._send_relay_frame(update)
+            if self.resume is not None:
+                self.resume.config.relay_sent(PINNED_SESSION_EVENT_ID)
 
     def _pin(self, event: dict[str, Any]) -> dict[str, Any]:
         """A `session.update` with the operator's pinned fields merged over the client's (pins win)."""
@@ -80,7 +85,7 @@ class UpstreamSide(ItemBook):
         """The upstream dropped and a resume begins: forwarding to the client goes on, client frames are held."""
         assert self.resume is not None
         self.state = SessionState.OPEN
-        self._restore = None
+        self._restore = self._restore_echo = None
         number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
         self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
@@ -125,6 +130,19 @@ class UpstreamSide(ItemBook):
         for frame in self._restore.answer(event):
             self._send_relay_frame(frame)
 
+    def _restore_echo_taken(self, kind: object, event: dict[str, Any], text: str) -> bool:
+        """A late answer to the finished restore (`RestoreEcho`): logged as the relay's, not forwarded."""
+        echo = self._restore_echo
+        assert echo is not None
+        if not echo.takes(kind, event):
+            return False
+        if kind == ev.SESSION_UPDATED:
+            self._on_session_config(event)
+        if echo.over:
+            self._restore_echo = None
+        self.log(LogEntry("relay", kind if isinstance(kind, str) else None, event, bytes=wire_len(text)))
+        return True
+
     def restore_abandoned(self, attempt: int, error: str) -> None:
         """This attempt failed (no connection, or it dropped or stalled during the restore); held frames stay."""
         self.state = SessionState.OPEN
@@ -139,6 +157,7 @@ class UpstreamSide(ItemBook):
         assert self.resume is not None and self._restore is not None and self._gap is not None
         restore, self._restore = self._restore, None
         gap, self._gap = self._gap, None
+        self._restore_echo = RestoreEcho(restore.item_ids, config=not self.resume.config.awaiting_answer)
         self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, {"attempt": attempt, "result": "ok"})
         # What the new upstream hears is the last `gap.audio_ms` of the appended audio (older appends are dropped
         # first), so its audio time 0 is that far back on this session's timeline.

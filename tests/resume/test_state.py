@@ -73,6 +73,21 @@ def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
     }
 
 
+def test_the_answer_to_the_relays_pinned_update_is_never_credited_to_a_clients_refused_one() -> None:
+    core = RelaySession(SessionPolicy(pinned_session={"instructions": "pinned"}, resume=ResumePolicy()))
+    core.upstream_connected(1.0)  # the pinned session.update goes first
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {}}))
+    bad = {"type": "session.update", "event_id": "c_bad", "session": {"audio": {"output": {"voice": "bad"}}}}
+    core.receive_client_text(json.dumps(bad))
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": {}}))  # answers the pinned one
+    core.receive_server_text(json.dumps({"type": "error", "error": {"event_id": "c_bad", "code": "invalid_value"}}))
+    core.upstream_dropped(1006, "lost")
+    core.to_upstream()
+    core.begin_restore(1, 1.0)
+    (config, *_items) = [json.loads(f) for f in core.to_upstream()]
+    assert config["session"] == {"type": "realtime", "instructions": "pinned"}  # the pins, not the refused voice
+
+
 def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
     config = EffectiveConfig()
     config.sent("a", {"voice": "x"}, "A")
@@ -248,6 +263,42 @@ def test_the_restore_sends_the_config_then_the_items_with_their_ids_and_ends_whe
     assert not restore.done
     assert restore.answer({"type": "error", "error": {"event_id": "relay_resume1_1_item1_noid"}}) == []
     assert restore.done and restore.restored == 2 and restore.refused == 1
+
+
+def test_an_item_retried_without_its_id_and_no_earlier_item_kept_goes_back_to_the_start() -> None:
+    restore = Restore("1_1", {"type": "realtime"}, two_items())
+    restore.answer({"type": "session.updated"})
+    retry = restore.answer({"type": "error", "error": {"event_id": "relay_resume1_1_item0", "code": "duplicate"}})
+    assert retry[0]["previous_item_id"] == "root"  # u2 and u3 were sent before the retry: it must not follow them
+
+
+def test_late_answers_to_a_finished_restore_never_reach_the_client() -> None:
+    core = RelaySession(SessionPolicy(resume=ResumePolicy()))
+    core.upstream_connected(1.0)
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {}}))
+    core.receive_server_text(json.dumps({"type": "conversation.item.done", "item": user_text("u1", "hi")}))
+    core.to_client()
+    core.upstream_dropped(1006, "lost")
+    core.begin_restore(1, 1.0)
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": {}}))
+    core.receive_server_text(json.dumps({"type": "conversation.item.added", "item": user_text("u1", "hi")}))
+    core.finish_restore(1, 10.0)
+    core.to_client()
+    core.to_log()
+    late = [
+        {"type": "session.updated", "session": {}},  # Yandex's second answer to the restore's configuration
+        {"type": "conversation.item.done", "item": user_text("u1", "hi")},
+    ]
+    for event in late:
+        core.receive_server_text(json.dumps(event))
+    assert core.to_client() == []
+    assert [(e.dir, e.type) for e in core.to_log()] == [("relay", "session.updated"), ("relay", "conversation.item.done")]
+    # From here on the upstream's events are the client's again, a session.updated answering its update included.
+    core.receive_client_text(json.dumps({"type": "session.update", "session": {"instructions": "x"}}))
+    after = [json.dumps({"type": "session.updated", "session": {}}), json.dumps({"type": "conversation.item.done", "item": user_text("u1", "hi")})]
+    for text in after:
+        core.receive_server_text(text)
+    assert core.to_client() == after
 
 
 @settings(deadline=None)  # a busy shared machine: examples are checked, not timed
