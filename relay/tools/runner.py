@@ -19,7 +19,7 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import aiohttp
@@ -74,8 +74,10 @@ def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Futur
     def work() -> None:
         try:
             result = function(*args)
-        except BaseException as exc:  # the handler's failure is reported, whatever it is
+        except Exception as exc:  # the handler's failure is reported
             outcome: tuple[bool, Any] = (False, exc)
+        except BaseException as exc:  # sys.exit() in a handler: reported too, and never re-raised on the loop
+            outcome = (False, _not_an_exit(exc))
         else:
             outcome = (True, result)
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -105,6 +107,7 @@ class SessionTools:
         self._timers: list[asyncio.TimerHandle] = []
         self._http: aiohttp.ClientSession | None = None
         self._closed = False
+        self._abandoned: set[asyncio.Future[Any]] = set()  # timed-out async handlers still unwinding
 
     def start(self, call: ToolCall) -> None:
         if self._closed:  # the session has ended: nothing new may run (or log) after it
@@ -159,7 +162,7 @@ class SessionTools:
         if call.arguments is None:
             return ToolOutcome("error", cap_output(error_output(call.problem or "unusable arguments"), limit), 0.0)
         try:
-            value = await asyncio.wait_for(self._invoke(spec, call), spec.timeout_seconds)
+            value = await self._within(self._invoke(spec, call), spec.timeout_seconds)
             output = output_text(value)
         except TimeoutError:
             message = f"the tool did not answer within {spec.timeout_seconds:g} s"
@@ -171,6 +174,23 @@ class SessionTools:
         except Exception as exc:  # the handler's exception is the model's to hear about, not a relay failure
             return ToolOutcome("error", cap_output(error_output(f"{type(exc).__name__}: {exc}"), limit), _ms(started))
         return ToolOutcome("ok", cap_output(output, limit), _ms(started))
+
+    async def _within(self, invocation: Coroutine[Any, Any, Any], seconds: float) -> Any:
+        """The invocation's value, or TimeoutError once `seconds` have passed. A handler still running then is
+        cancelled and left behind: one that ignores the cancellation does not stretch the timeout (as it would
+        with `asyncio.wait_for`, which waits for the cancelled task to finish), and its value is dropped."""
+        task = asyncio.ensure_future(_contained(invocation))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(_forget_abandoned(self._abandoned))
+            raise TimeoutError
+        return task.result()
 
     async def _invoke(self, spec: ToolSpec, call: ToolCall) -> Any:
         assert call.arguments is not None
@@ -205,6 +225,29 @@ class SessionTools:
                 return text  # one byte over the cap when more followed: cap_output cuts it and says so
         except aiohttp.ClientError as exc:
             raise ToolFailed(f"the tool's server could not be reached: {type(exc).__name__}: {exc}") from None
+
+
+async def _contained(invocation: Coroutine[Any, Any, Any]) -> Any:
+    """The handler's `SystemExit`/`KeyboardInterrupt` caught inside its task: a task that raises either re-raises it
+    out of the event loop, which would end the process."""
+    try:
+        return await invocation
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _not_an_exit(exc) from None
+
+
+def _not_an_exit(exc: BaseException) -> ToolFailed:
+    """A handler's `SystemExit`/`KeyboardInterrupt` as the tool's error: a handler never ends the relay."""
+    return ToolFailed(f"the handler raised {type(exc).__name__}{f': {exc}' if str(exc) else ''}")
+
+
+def _forget_abandoned(abandoned: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def forget(task: asyncio.Future[Any]) -> None:
+        abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure of an abandoned handler is not reported as unhandled
+
+    return forget
 
 
 def _ms(started: float) -> float:

@@ -79,3 +79,25 @@ def gated(arguments: dict[str, Any], context: ToolContext) -> str:
     _started(context)
     GATE.wait(timeout=30)
     return "gate opened"
+
+
+def exits(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Sync: a handler that calls sys.exit (a script turned into a tool)."""
+    raise SystemExit(3)
+
+
+async def exits_async(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise SystemExit(4)
+
+
+def interrupts(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise KeyboardInterrupt
+
+
+async def stubborn(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Async: swallows its cancellation and answers a second later anyway."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await asyncio.sleep(1.0)
+    return "ignored the cancellation"

@@ -210,6 +210,10 @@ async def test_sync_handlers_run_on_a_thread_and_async_ones_get_the_call_context
         ("not_serializable", "error", "not JSON-serializable"),
         ("hang", "timeout", "did not answer within 0.2 s"),
         ("hang_sync", "timeout", "did not answer within 0.2 s"),
+        ("stubborn", "timeout", "did not answer within 0.2 s"),  # ignoring the cancellation buys no time
+        ("exits", "error", "the handler raised SystemExit: 3"),  # never the relay's exit
+        ("exits_async", "error", "the handler raised SystemExit: 4"),
+        ("interrupts", "error", "the handler raised KeyboardInterrupt"),
     ],
 )
 async def test_a_failing_handler_gives_the_model_an_error_output_and_the_session_goes_on(
