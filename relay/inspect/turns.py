@@ -11,8 +11,9 @@ Definitions (documented for the README):
 - *speech_to_first_audio*: t_ms of the first `response.output_audio.delta` of a response minus t_ms of
   the latest server `input_audio_buffer.speech_stopped` before that response was created.
 - *request_to_done*: t_ms of `response.done` minus t_ms of the latest client `response.create` before the
-  response was created, or, when the client did not ask for it (server VAD), of the latest client
-  `input_audio_buffer.commit` since the previous response.
+  response was created, or, when the client did not ask for it, of the latest client
+  `input_audio_buffer.commit` since the previous response, or (server VAD: the server commits) of the latest
+  server `input_audio_buffer.committed`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class TurnTracker:
         self.pending_create_ms: float | None = None
         self.pending_create_event_id: str | None = None
         self.pending_commit_ms: float | None = None
+        self.pending_server_commit_ms: float | None = None
         self.audio_in_ms = 0.0
         self.audio_out_ms = 0.0
 
@@ -123,6 +125,7 @@ class TurnTracker:
         item_id = as_str(r.event.get("item_id"))
         if item_id is None:
             return
+        self.pending_server_commit_ms = r.t_ms
         item = self._user_item(item_id)
         item.committed_ms = r.t_ms
         item.input = item.input or "audio"
@@ -178,10 +181,10 @@ class TurnTracker:
         turn.response_created_ms = t_ms
         turn.stop_ms = self.last_stop_ms
         self.last_stop_ms = None
-        # A client response.create is the request; under server VAD the client's commit is.
-        create, commit = self.pending_create_ms, self.pending_commit_ms
-        turn.request_ms = create if create is not None else commit
-        self.pending_create_ms = self.pending_commit_ms = None
+        # A client response.create is the request; else the client's commit; under server VAD the server's.
+        create, commit, server_commit = self.pending_create_ms, self.pending_commit_ms, self.pending_server_commit_ms
+        turn.request_ms = create if create is not None else commit if commit is not None else server_commit
+        self.pending_create_ms = self.pending_commit_ms = self.pending_server_commit_ms = None
         self.pending_create_event_id = None
         self.turns.append(turn)
         self.turn_by_response[response_id] = turn

@@ -122,10 +122,17 @@ def test_a_refused_response_create_is_not_the_request_of_the_next_response(tmp_p
     assert only_session(tmp_path)["turns"][0]["request_to_done_ms"] == 100.0
 
 
-def test_server_vad_turns_without_client_requests_have_no_request_to_done_sample(tmp_path: Path) -> None:
-    two_turn_session().write(tmp_path)
+def test_under_server_vad_request_to_done_runs_from_the_servers_commit(tmp_path: Path) -> None:
+    log = two_turn_session()
+    log.write(tmp_path)
     s = only_session(tmp_path)
-    assert s["latency_ms"]["request_to_done"] == {"count": 0, "p50": None, "p95": None, "max": None}
+    records = log.finished()
+    committed = [r["t_ms"] for r in records if r["type"] == "input_audio_buffer.committed"]
+    done = [r["t_ms"] for r in records if r["type"] == "response.done"]
+    assert len(committed) == len(done) == 2
+    expected = [round(d - c, 3) for c, d in zip(committed, done, strict=True)]
+    assert [turn["request_to_done_ms"] for turn in s["turns"]] == expected
+    assert s["latency_ms"]["request_to_done"]["count"] == 2
 
 
 def test_barge_in_marks_the_interrupted_turn_and_the_next_latency_counts_from_the_new_speech_end(
