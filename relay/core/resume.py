@@ -251,6 +251,7 @@ class RestoreEcho:
 # ---- one session's resume state -------------------------------------------------------------------------------
 
 RESPONSE_FAILED_CODE: Final = "upstream_interrupted"
+MAX_UNANSWERED_REQUESTS: Final = 16  # an upstream that answers none of them must not make the relay keep them all
 
 
 def failed_response_done(response_id: str, number: int, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -292,9 +293,22 @@ class ResumeState:
         self.response_messages: list[dict[str, Any]] = []  # the response's assistant messages, as `incomplete`
         self.drops = 0  # numbers the relay's event ids of each resume
         self.resumes = 0
+        # Client requests forwarded and not answered yet ((kind, event_id, text), oldest first): a drop loses
+        # them with the old socket, so they are sent again after the restore.
+        self.requests: deque[tuple[str, object, str]] = deque(maxlen=MAX_UNANSWERED_REQUESTS)
 
     def session_update_sent(self, event: dict[str, Any], text: str) -> None:
         self.config.sent(event.get("event_id"), event.get("session"), text)
+
+    def request_sent(self, kind: str, event_id: object, text: str) -> None:
+        """A client `response.create` or `input_audio_buffer.commit` went (or will go) to the upstream."""
+        self.requests.append((kind, event_id, text))
+
+    def _request_answered(self, kind: str | None, event_id: object = None) -> None:
+        for request in self.requests:
+            if (kind is None or request[0] == kind) and (event_id is None or request[1] == event_id):
+                self.requests.remove(request)
+                return
 
     def on_server(self, kind: object, event: dict[str, Any]) -> None:
         if kind in _IGNORED:
@@ -302,7 +316,12 @@ class ResumeState:
         if kind == ev.SESSION_UPDATED:
             self.config.updated()
         elif kind == ev.ERROR:
-            self.config.refused(answered_event_id(event))
+            answered = answered_event_id(event)
+            self.config.refused(answered)
+            if isinstance(answered, str):
+                self._request_answered(None, answered)
+        elif kind == ev.INPUT_AUDIO_BUFFER_COMMITTED:
+            self._request_answered(ev.INPUT_AUDIO_BUFFER_COMMIT)
         elif kind in (ev.CONVERSATION_ITEM_ADDED, ev.CONVERSATION_ITEM_CREATED, ev.RESPONSE_OUTPUT_ITEM_ADDED):
             item = event.get("item")
             self.history.observe_item(item, complete=False)
@@ -316,6 +335,7 @@ class ResumeState:
         elif kind == ev.CONVERSATION_ITEM_DELETED:
             self.history.deleted(event.get("item_id"))
         elif kind == ev.RESPONSE_CREATED:
+            self._request_answered(ev.RESPONSE_CREATE)
             response = event.get("response")
             response_id = response.get("id") if isinstance(response, dict) else None
             self.response_in_flight = response_id if isinstance(response_id, str) else ""
@@ -338,6 +358,11 @@ class ResumeState:
         for text in unanswered:
             gap.add(text, None)
         gap.seed(uncommitted_audio)
+        # After the audio they may commit: the requests the old upstream never answered (a response.create that
+        # got no response.created would otherwise leave a client waiting for a response that never comes).
+        for _kind, _event_id, text in self.requests:
+            gap.add(text, None)
+        self.requests.clear()
         return self.drops, ended, gap
 
     def restore(self, attempt: int, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Restore:

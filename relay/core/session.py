@@ -45,6 +45,9 @@ from relay.core.policy import SessionPolicy
 from relay.core.toolset import ToolCall, ToolOutcome
 from relay.core.upstream import SessionState, UpstreamSide
 
+# Client requests a resume sends again when the dropped upstream never answered them (docs/resume.md).
+_REQUESTS: Final = frozenset({ev.RESPONSE_CREATE, ev.INPUT_AUDIO_BUFFER_COMMIT})
+
 # The server events whose content the core reads (formats, items, audio), by type: each returns the audio format
 # the event's audio is in, for its log summary. Every other server event is forwarded unread.
 _OBSERVERS: Final[dict[str, Callable[[ItemBook, dict[str, Any]], AudioFormat | None]]] = {
@@ -141,8 +144,11 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
         if kind == ev.SESSION_UPDATE and self._restore_echo is not None:
             self._restore_echo.config = False  # the next session.updated answers the client
-        if kind == ev.SESSION_UPDATE and self.resume is not None:
-            self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
+        if self.resume is not None:
+            if kind == ev.SESSION_UPDATE:
+                self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
+            elif kind in _REQUESTS:
+                self.resume.request_sent(kind, event_id, text if changed is None else out)
 
     def _reject_client(self, code: str, message: str, event_id: object, *, param: str | None = None) -> None:
         event = error_event(code, message, event_id=event_id, param=param)

@@ -88,6 +88,33 @@ def test_the_answer_to_the_relays_pinned_update_is_never_credited_to_a_clients_r
     assert config["session"] == {"type": "realtime", "instructions": "pinned"}  # the pins, not the refused voice
 
 
+def test_requests_the_dropped_upstream_never_answered_are_sent_again_after_the_audio() -> None:
+    core = RelaySession(SessionPolicy(resume=ResumePolicy()))
+    core.upstream_connected(1.0)
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    answered = json.dumps({"type": "response.create", "event_id": "c_answered"})
+    core.receive_client_text(answered)
+    core.receive_server_text(json.dumps({"type": "response.created", "response": {"id": "r1"}}))
+    core.receive_server_text(json.dumps({"type": "response.done", "response": {"id": "r1", "status": "completed"}}))
+    speech = append(100, event_id="c_audio")
+    commit = json.dumps({"type": "input_audio_buffer.commit", "event_id": "c_commit"})
+    create = json.dumps({"type": "response.create", "event_id": "c_create"})
+    for text in (speech, commit, create):  # written to the old upstream just before it dropped: no answer came
+        core.receive_client_text(text)
+    core.to_upstream()
+    core.upstream_dropped(1006, "lost")
+    core.begin_restore(1, 1.0)
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": {}}))
+    core.to_upstream()
+    core.finish_restore(1, 10.0)
+    sent = [json.loads(text) for text in core.to_upstream()]
+    assert [(e["type"], e.get("event_id")) for e in sent] == [
+        ("input_audio_buffer.append", "relay_resume1_audio0"),  # the uncommitted audio, as the relay's own
+        ("input_audio_buffer.commit", "c_commit"),
+        ("response.create", "c_create"),  # the answered one is not sent again
+    ]
+
+
 def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
     config = EffectiveConfig()
     config.sent("a", {"voice": "x"}, "A")
