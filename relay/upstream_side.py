@@ -43,6 +43,7 @@ class SessionUpstream:
     ) -> None:
         self.core = core
         self.link: UpstreamLink | None = None
+        self.lost_close_code: int | None = None
         self._target = target
         self._on_message = on_message
         self.resume = UpstreamResume(
@@ -84,13 +85,15 @@ class SessionUpstream:
         """Drop the link after it was lost (before a resume): stop reading it, abort it."""
         await self.stop_reading(from_upstream)
         if self.link is not None:
+            self.lost_close_code = self.link.close_code  # what the session reports if no new link replaces it
             self.link.abort()
             self.link = None
 
     async def close(self, grace: float) -> int | None:
-        """Close the link (1000) within `grace` seconds, else abort it; the upstream's close code."""
+        """Close the link (1000) within `grace` seconds, else abort it; the upstream's close code (with no link
+        left after a drop, the dropped one's)."""
         if self.link is None:
-            return None
+            return self.lost_close_code
         self.link.detach()
         try:
             await asyncio.wait_for(self.link.close(1000), grace)

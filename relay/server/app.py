@@ -47,6 +47,7 @@ from relay.server.routes import (
     healthz,
     index,
     metrics,
+    no_such_session_file,
     readyz,
     saved_audio,
     session_recording,
@@ -239,6 +240,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app.router.add_get("/relay/auth", auth_probe)
     app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
     app.router.add_get("/relay/sessions/{session_id}/recording.wav", requires_auth(session_recording))
+    app.router.add_get(r"/relay/sessions/{tail:[\s\S]*}", requires_auth(no_such_session_file))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if not settings.metrics_port:

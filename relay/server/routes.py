@@ -130,6 +130,12 @@ async def session_recording(request: web.Request) -> web.StreamResponse:
     return _session_file(request, session_id, RECORDING_FILE, "recording")
 
 
+async def no_such_session_file(request: web.Request) -> web.StreamResponse:
+    """Any other path under /relay/sessions/ (an empty item id, one with a character no route takes): the same
+    404 as an unknown id, not the server's plain one, so an id's shape tells nothing."""
+    return openai_error(404, "no such saved audio", "not_found")
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return json_reply(200, {"status": "ok"})
 

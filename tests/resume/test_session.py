@@ -220,6 +220,7 @@ async def test_an_upstream_refusing_the_reconnect_ends_with_1014_soon_after_the_
     assert story.count("relay.upstream_resume_attempt") == 3
     assert "relay.upstream_resume_failed" in story
     assert log[-1]["event"]["reason"] == "upstream_disconnected" and log[-1]["event"]["resumes"] == 0
+    assert log[-1]["event"]["upstream_close_code"] == 1006  # the dropped upstream's, as without a resume
     assert relay.state.metrics.resumes["failed"] == 1
     assert b'relay_upstream_resumes_total{result="failed"} 1.0' in relay.state.metrics.render()
 

@@ -302,10 +302,14 @@ async def test_saved_audio_is_served_with_a_token_and_nothing_else_is(relay: Run
             f"/relay/sessions/{session_id}/items/%2E%2E.wav",
             "/relay/sessions/..%2F..%2Fetc/items/passwd.wav",
             f"/relay/sessions/{session_id}/items/.wav",
+            f"/relay/sessions/{session_id}/items/item_x.wav%0A",
+            f"/relay/sessions/{session_id}/items/a/b.wav",
             "/relay/sessions/" + "a" * 65 + "/items/x.wav",
         ):
             async with http.get(relay.base_url + path, headers=relay.auth_headers()) as resp:
                 assert resp.status == 404, path
+                # The same answer as an unknown id, whatever the id's shape: it tells nothing.
+                assert (await resp.json())["error"]["code"] == "not_found", path
 
 
 async def test_client_secrets_refuses_a_page_on_a_foreign_origin_like_every_guarded_route(tmp_path: Path) -> None:
