@@ -22,7 +22,7 @@ CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
 
 def parse_credentials_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines; blank lines and # comments skipped; optional quotes and `export ` stripped."""
-    source = f"credentials_file {path}"
+    source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

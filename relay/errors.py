@@ -15,6 +15,8 @@ Only adapters (server, bridge, CLI) turn these into close codes, HTTP statuses o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class RelayError(Exception):
     """Base class for errors the relay raises on purpose."""
@@ -27,7 +29,15 @@ class ConfigError(RelayError):
         self.setting = setting
         self.source = source
         self.problem = problem
-        super().__init__(f"setting {setting!r} from {source}: {problem}")
+        super().__init__(f"setting {setting!r} from {source}: {problem}" if source else f"setting {setting!r}: {problem}")
+
+    def traced_to(self, sources: Mapping[str, str]) -> ConfigError:
+        """This error naming where the setting's value came from (`sources`, the loader's), for a check made after
+        loading that knows only the value: `from flag --host (0.0.0.0)`, not `from 0.0.0.0`."""
+        origin = sources.get(self.setting)
+        if origin is None or origin.startswith("default") or origin in self.source:
+            return self
+        return ConfigError(self.setting, f"{origin} ({self.source})" if self.source else origin, self.problem)
 
 
 class UsageError(RelayError):

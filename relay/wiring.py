@@ -131,7 +131,7 @@ def simulator_options(settings: Settings) -> SimulatorOptions:
     try:
         return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs)
     except ValueError as exc:
-        raise ConfigError("sim_knobs", "settings", str(exc)) from None
+        raise ConfigError("sim_knobs", "", str(exc)) from None
 
 
 def open_event_log(settings: Settings) -> EventLog:

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     try:
-        loaded = load_settings(vars(args), config_path=args.config)
+        loaded = load_settings(vars(args), config_path=args.config, flag_names=getattr(args._module, "FLAG_NAMES", None))
     except ConfigError as exc:
         print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)
         return 2
@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.setting_sources = loaded.sources  # where each setting came from, for commands that care
         code = module.run(args, loaded.settings)
     except (ConfigError, UsageError, AudioDeviceError) as exc:
-        print(redact_text(f"realtime-relay {args.command}: {exc}"), file=sys.stderr)
+        shown = exc.traced_to(loaded.sources) if isinstance(exc, ConfigError) else exc
+        print(redact_text(f"realtime-relay {args.command}: {shown}"), file=sys.stderr)
         return 2
     except StartupError as exc:  # the message says it all; a traceback would bury it
         print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)

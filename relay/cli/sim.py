@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 NAME = "sim"
 HELP = "Run the realtime simulator (an offline stand-in for Yandex AI Studio's Realtime API)."
+
+
+# The settings this command's flags set, where the flag's name is not the setting's (errors name the flag).
+FLAG_NAMES: Final = {
+    "sim_host": "--host",
+    "sim_port": "--port",
+    "sim_flavour": "--flavour",
+    "sim_speed": "--speed",
+    "sim_api_key": "--api-key",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -206,9 +206,10 @@ def _line_of(text: str, key: str) -> int | None:
     return None
 
 
-def read_toml(path: Path) -> tuple[dict[str, Any], str]:
-    """Parse a TOML config file; every failure is a ConfigError on the `config` setting."""
-    source = f"--config {path}"
+def read_toml(path: Path, named_by: str = "--config") -> tuple[dict[str, Any], str]:
+    """Parse a TOML config file; every failure is a ConfigError on the `config` setting, naming where the path
+    came from (`named_by`: the flag or the environment variable)."""
+    source = f"{named_by} {path}"
     if path.is_dir():
         raise ConfigError("config", source, "is a directory, not a TOML file")
     try:
@@ -227,13 +228,15 @@ def load_settings(
     flags: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
     config_path: str | os.PathLike[str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> LoadedSettings:
     """Build Settings from defaults, the TOML file, `RELAY_*` environment variables and flags, in that order.
 
     `flags` holds only the options actually given on the command line (argparse.SUPPRESS defaults), keyed by
     setting name; keys that are not settings are ignored so a parsed Namespace can be passed as is.
     Unknown TOML keys and `RELAY_*` variables end up in `warnings`, or raise ConfigError when `strict_config`
-    is on (from any source).
+    is on (from any source). `flag_names` maps a setting to the flag that sets it where the two differ (`sim`'s
+    `--speed` sets `sim_speed`), so an error names what the user typed.
     """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
@@ -243,11 +246,13 @@ def load_settings(
         values[f.name] = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
         sources[f.name] = "default"
 
+    config_named_by = "--config"
     if config_path is None and env.get(env_name("config")):
         config_path = env[env_name("config")]
+        config_named_by = f"env {env_name('config')}"
     if config_path:
         path = Path(config_path)
-        data, text = read_toml(path)
+        data, text = read_toml(path, config_named_by)
         for key, raw in data.items():
             line = _line_of(text, key)
             source = f"{path}:{line}" if line else str(path)
@@ -270,7 +275,7 @@ def load_settings(
     for name, raw in (flags or {}).items():
         if name not in SETTING_NAMES:
             continue
-        source = f"flag --{name.replace('_', '-')}"
+        source = f"flag {(flag_names or {}).get(name) or '--' + name.replace('_', '-')}"
         values[name] = _coerce(name, raw, source)
         _validate(name, values[name], source)
         sources[name] = source

@@ -121,6 +121,25 @@ def test_a_bad_setting_exits_2_before_the_command_runs(monkeypatch: pytest.Monke
     assert ran == [] and "RELAY_PORT" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["sim", "--speed", "-1"], {}, "from flag --speed"),  # the flag typed, not the setting's own name
+        (["serve"], {"RELAY_CONFIG": "/nonexistent/relay.toml"}, "from env RELAY_CONFIG"),
+        (["serve", "--host", "0.0.0.0"], {}, "from flag --host (0.0.0.0)"),  # a check made after loading
+        (["serve"], {"RELAY_CREDENTIALS_FILE": "/nonexistent/creds"}, "from env RELAY_CREDENTIALS_FILE"),
+        (["sim"], {"RELAY_SIM_KNOBS": '{"delay_ms": -1}'}, "from env RELAY_SIM_KNOBS: knob delay_ms"),
+    ],
+)
+def test_a_config_error_names_where_the_bad_value_came_from(
+    argv: list[str], env: dict[str, str], names: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    assert names in capsys.readouterr().err
+
+
 def test_python_dash_m_relay_is_the_command_line() -> None:
     version = subprocess.run([sys.executable, "-m", "relay", "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("realtime-relay ")
