@@ -19,6 +19,7 @@ from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
 from relay.redact import redact_text, register_secret
 from relay.settings import load_settings
+from relay.tools.config import load_tools
 
 COMMANDS: tuple[str, ...] = (
     "serve",
@@ -32,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
 # The daemons log to stdout (docs/event-log.md); the one-shot tools and `mic` (whose terminal shows the conversation) keep
 # stdout for their own output and log to stderr.
 DAEMON_COMMANDS = frozenset({"serve", "sim"})
+TOOL_COMMANDS = frozenset({"serve", "mic"})  # the commands that run server tools
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -106,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     register_secret(*loaded.secret_values())
     if args.print_config:
         try:
-            print(describe_effective(loaded, args.command))
+            text = describe_effective(loaded, args.command)
+            if args.command in TOOL_COMMANDS:  # the check the command itself makes at start: exit 2 alike
+                load_tools(loaded.settings)
+            print(text)
         except ConfigError as exc:
             print(f"realtime-relay: config error: {exc}", file=sys.stderr)
             return 2

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,12 @@ def test_python_dash_m_relay_is_the_command_line() -> None:
     assert version.returncode == 0 and version.stdout.startswith("realtime-relay ")
     bare = subprocess.run([sys.executable, "-m", "relay"], capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2 and "COMMAND" in bare.stderr
+
+
+def test_print_config_refuses_an_unusable_tool_as_the_command_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tools.toml"
+    config.write_text('[[tools]]\nname = "x"\nhandler = "python:no_such_module_for_tools:f"\n')
+    assert main(["serve", "--config", str(config), "--print-config"]) == 2
+    assert "no_such_module_for_tools" in capsys.readouterr().err
