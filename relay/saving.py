@@ -48,8 +48,8 @@ async def save_item_audio(files: SessionFiles, session_id: str, save: AudioToSav
         return None
     try:
         pcm16, rate = await asyncio.to_thread(write_item_wav, path, save)
-    except (OSError, ValueError) as exc:
-        log.error("relay.audio_save_failed", item_id=save.item_id, error=str(exc))
+    except Exception as exc:  # a disk error, or audio no WAV can hold (a rate an upstream made up): logged, contained
+        log.error("relay.audio_save_failed", item_id=save.item_id, error=f"{type(exc).__name__}: {exc}")
         return None
     return {
         "item_id": save.item_id,

@@ -61,10 +61,13 @@ async def client_secrets(request: web.Request) -> web.StreamResponse:
                 return openai_error(400, "the body must be a JSON object", "invalid_json")
             expires = body.get("expires_after")
             if expires is not None:
-                seconds = expires.get("seconds") if isinstance(expires, dict) else None
-                if not isinstance(seconds, int) or isinstance(seconds, bool):
-                    return openai_error(400, "expires_after.seconds must be an integer", "invalid_value")
-                ttl = seconds
+                if not isinstance(expires, dict):
+                    return openai_error(400, "expires_after must be an object", "invalid_value")
+                seconds = expires.get("seconds")  # absent: the default lifetime, as OpenAI's endpoint does
+                if seconds is not None:
+                    if not isinstance(seconds, int) or isinstance(seconds, bool):
+                        return openai_error(400, "expires_after.seconds must be an integer", "invalid_value")
+                    ttl = seconds
             session = body.get("session")
             if session is not None:
                 if not isinstance(session, dict):

@@ -156,6 +156,10 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
         else:
             raise bad("expected a list of strings")
         if kind == "secret_list":
+            if any(not x.strip() for x in items):
+                # A token list with an empty entry (a template's unset variable) must not read as "no tokens":
+                # that would turn client auth off, and the checks that guard an open relay would not see it.
+                raise bad("an empty string is not a token (remove it, or set the value it was meant to hold)")
             return tuple(Secret(x) for x in items)
         return tuple(items)
     if kind in ("table", "table_list") and isinstance(raw, str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.core.formats import DEFAULT_FORMAT
+from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import AudioToSave
 from relay.errors import ConfigError
@@ -67,3 +67,11 @@ async def test_an_item_id_that_leaves_the_session_folder_is_refused(tmp_path: Pa
     saved = await save_item_audio(files, "sess_a", kept)
     assert saved is not None and saved["url"] == "/relay/sessions/sess_a/items/item_1.wav"
     assert Path(saved["path"]) == tmp_path / "sessions" / "sess_a" / "item_1.wav"
+
+
+async def test_audio_no_wav_can_hold_is_a_failed_save_not_a_crash(tmp_path: Path) -> None:
+    """An upstream may state any rate; a WAV's header holds 32 bits of it."""
+    files = session_files(tmp_path)
+    files.folder("sess_a").mkdir(parents=True)
+    absurd = AudioToSave(item_id="item_1", pcm=bytes(480), format=AudioFormat("audio/pcm", 10**15), source="stream")
+    assert await save_item_audio(files, "sess_a", absurd) is None

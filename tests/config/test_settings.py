@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -205,6 +206,14 @@ def test_a_non_loopback_bind_without_tokens_refuses_to_start() -> None:
     )
     assert result.returncode == 2
     assert "client_tokens" in result.stderr
+
+
+@pytest.mark.parametrize("tokens", [[""], ["  "], ["real-token-0123456789", ""]])
+def test_an_empty_client_token_is_a_config_error_not_auth_turned_off(tmp_path: Path, tokens: list[str]) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(f"client_tokens = {json.dumps(tokens)}\n")
+    with pytest.raises(ConfigError, match="empty string is not a token"):
+        load_settings({}, env={}, config_path=config)
 
 
 def test_serve_falls_back_to_the_simulator_only_when_nobody_chose_the_upstream() -> None:

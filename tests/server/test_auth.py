@@ -180,6 +180,14 @@ async def test_client_secrets_honours_expires_after_within_bounds(relay: Running
     assert abs(body["expires_at"] - (time.time() + ttl)) < 5
 
 
+@pytest.mark.parametrize("expires_after", [{"anchor": "created_at"}, {}])
+async def test_client_secrets_without_seconds_gets_the_default_lifetime(relay: RunningRelay, expires_after: Any) -> None:
+    """As OpenAI's endpoint: `seconds` defaults (to `token_ttl_seconds` here)."""
+    status, body = await mint(relay, body={"expires_after": expires_after})
+    assert status == 200
+    assert abs(body["expires_at"] - (time.time() + relay.settings.token_ttl_seconds)) < 5
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -190,7 +198,6 @@ async def test_client_secrets_honours_expires_after_within_bounds(relay: Running
         {"expires_after": {"seconds": 60.5}},
         {"expires_after": {"seconds": True}},
         {"expires_after": 60},
-        {"expires_after": {}},
         [1, 2],
         "text",
     ],
