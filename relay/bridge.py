@@ -51,6 +51,8 @@ from relay.upstream_side import UPSTREAM_BACKLOG_LIMIT_BYTES, SessionUpstream
 log = structlog.get_logger()
 
 CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (docs/lifecycle.md: 1 s)
+# Client left: its upstream is closed within 1 s (docs/lifecycle.md); pending retrieves get the first 0.7 s of it.
+UPSTREAM_GONE_WITHIN_S, RETRIEVE_GRACE_S = 0.9, 0.7
 
 
 def new_session_id() -> str:
@@ -95,8 +97,9 @@ class SessionBridge:
         )
         # Set by `_fail` (client too slow, upstream stalled or dropped, a relay bug): the session must end.
         self._failure: asyncio.Future[Any] | None = None
-        self._retrieve_timers = RetrieveTimers(env.retrieve_timeout, self._retrieve_timed_out)
+        self._retrieve_timers = RetrieveTimers(env.retrieve_timeout, functools.partial(self._feed, self.core.retrieve_timed_out))
         self._background: set[asyncio.Task[Any]] = set()
+        self._ending_since: float | None = None  # when the client left, or the relay began ending the session
         self._stop: asyncio.Future[EndReason] | None = None
         self._reader = ClientReader(client, early_limit_bytes=UPSTREAM_BACKLOG_LIMIT_BYTES)
         self.outcome: SessionOutcome | None = None
@@ -245,12 +248,11 @@ class SessionBridge:
         )
 
     async def _close_too_slow(self) -> tuple[EndReason, int | None]:
-        """A client too slow (docs/lifecycle.md): drop the backlog, close the upstream at once, close 1008, abort the
-        TCP connection after 5 s."""
+        """A client too slow (docs/lifecycle.md): drop the backlog, close the upstream at once, close 1008; the client
+        side bounds its own close handshake and resets the connection past it (ClientSide.close)."""
         log.warning("relay.client_too_slow")
         self._count_client_error(ev.CODE_CLIENT_TOO_SLOW)
         await self._upstream.close(CLOSE_GRACE_S)
-        # The client side bounds its own close handshake and aborts the connection past it (ClientSide.close).
         return EndReason.CLIENT_TOO_SLOW, await self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0)
 
     async def _pump_client(self) -> Any:
@@ -316,8 +318,9 @@ class SessionBridge:
 
     async def _await_pending_retrieves(self, from_upstream: asyncio.Task[Any]) -> None:
         """Pending retrieves get min(retrieve_timeout, 1 s) before the upstream closes (docs/retrieve-after-done.md)."""
+        self._ending_since = time.monotonic()
         if not from_upstream.done() and self.core.pending_retrieves:
-            deadline = min(self.env.retrieve_timeout, CLOSE_GRACE_S)
+            deadline = min(self.env.retrieve_timeout, RETRIEVE_GRACE_S)
             end = time.monotonic() + deadline
             while self.core.pending_retrieves and not from_upstream.done() and time.monotonic() < end:
                 await asyncio.wait({from_upstream}, timeout=min(0.02, max(0.0, end - time.monotonic())))
@@ -328,7 +331,9 @@ class SessionBridge:
         if self._tools is not None:
             await self._tools.aclose()  # tools still running are cancelled and recorded as such
         self.core.session_closed()
-        upstream_code = await self._upstream.close(CLOSE_GRACE_S)
+        since = self._ending_since
+        left = CLOSE_GRACE_S if since is None else UPSTREAM_GONE_WITHIN_S - (time.monotonic() - since)
+        upstream_code = await self._upstream.close(max(0.05, left))
         self._retrieve_timers.cancel_all()
         self._flush()
         if self._background:
@@ -426,18 +431,13 @@ class SessionBridge:
         happening(*args)
         self._flush()
 
-    def _retrieve_timed_out(self, item_id: str) -> None:
-        self.core.retrieve_timed_out(item_id)
-        self._flush()
-
     async def _save(self, save: AudioToSave) -> None:
         saved = await save_item_audio(self.env.files, self.session_id, save)
         if saved is None:
             return
         if self.env.metrics is not None:
             self.env.metrics.retrieves["ok" if save.source == "retrieved" else "stream"] += 1
-        self.core.audio_saved(saved)
-        self._flush()
+        self._feed(self.core.audio_saved, saved)
 
     def _tell_client(self, code: str, message: str, error_type: str = "server_error") -> None:
         """A relay-made `error` event for the client (queued; the next flush sends it), counted by code."""

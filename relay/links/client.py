@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections import deque
 from typing import Final
 
@@ -26,6 +28,7 @@ from relay.links.oversize import discard_rest_of_frame
 from relay.links.writebatch import WriteBatch
 from relay.links.wsframe import text_frame
 
+_LINGER_ZERO: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close(2) resets the connection
 CLOSE_HANDSHAKE_S: Final = 5.0  # abort the TCP connection when a close does not finish in 5 s (docs/lifecycle.md)
 _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 2 of them the code
 # What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
@@ -188,7 +191,14 @@ class WebSocketClient:
             await asyncio.wait({self._writer})
 
     def abort(self) -> None:
+        """Let go of the connection at once: a reset, not a close. A plain close of the socket would leave the
+        kernel sending what the client never read (megabytes of stale frames, for minutes) before its FIN;
+        with a zero linger the kernel drops it and the client sees the connection reset."""
         self._batch.clear()
         transport = self._transport
         if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
             transport.abort()

@@ -26,6 +26,7 @@ from websockets.asyncio.server import ServerConnection
 
 from audio import pcm as pcmlib
 from relay.simulator.server import STATE_KEY as SIM_STATE
+from tests.links.test_upstream import raw_upstream, text
 from tests.support.relay_fixtures import RunningRelay, running_relay
 from tests.support.speechlike import synthesize
 from tests.support.timing import seconds
@@ -554,3 +555,30 @@ async def test_an_upstream_that_stops_reading_ends_the_session_bounded(tmp_path:
     assert "stopped reading" in events[-1]["error"]["message"]
     assert ws.close_code == 1014
     assert log[-1]["event"]["reason"] == "upstream_disconnected"
+
+
+async def test_a_client_leaving_with_a_retrieve_pending_closes_a_deaf_upstream_within_a_second(tmp_path: Path) -> None:
+    """The retrieve grace and the close handshake together fit in the second: an upstream that answers neither the
+    retrieve nor the close frame is still let go of within 1 s of the client leaving."""
+    item = {"id": "item_a", "type": "message", "role": "assistant", "status": "completed", "content": [{"type": "output_audio"}]}
+    script = [
+        {"type": "session.created", "event_id": "e1", "session": {}},
+        {"type": "response.output_item.added", "event_id": "e2", "response_id": "r1", "item": item},
+        {"type": "response.output_audio.delta", "event_id": "e3", "response_id": "r1", "item_id": "item_a", "delta": b64(bytes(960))},
+        {"type": "conversation.item.done", "event_id": "e4", "item": item},
+    ]
+    async with raw_upstream() as upstream:
+        async with running_relay(tmp_path, settings={"upstream": upstream.url}) as relay, aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(relay.ws_url)
+            peer = await upstream.accepted()
+            peer.send(*(text(json.dumps(event)) for event in script))
+            await receive_until(ws, lambda e: e["type"] == "conversation.item.done")
+            await ws.close()
+            left = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):  # read nothing back: no answer, no close frame
+                while await asyncio.wait_for(peer.reader.read(1 << 16), seconds(5)):
+                    pass
+            gone = time.monotonic() - left
+            (log,) = (await ended_records(relay)).values()
+    assert gone < seconds(1.0)
+    assert [r["event"]["reason"] for r in log if r["type"] == "relay.retrieve_failed"] == ["session_closed"]

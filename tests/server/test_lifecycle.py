@@ -94,6 +94,29 @@ async def test_client_that_stops_reading_is_closed_1008_client_too_slow_and_upst
     assert relay.state.metrics.closes["1008"] == 1
 
 
+async def test_a_client_too_slow_that_never_reads_again_is_reset_not_fed_stale_frames(slow_relay: RunningRelay) -> None:
+    """Past the close handshake's 5 s the connection is aborted with a reset: the kernel drops what the client
+    never read instead of sending it for minutes before a FIN."""
+    relay = slow_relay
+    client = await RawWebSocket.connect("127.0.0.1", relay.port, rcvbuf=4096)
+    try:
+        for frame in long_turn(2000):
+            await client.send_text(frame)
+        await wait_until(lambda: relay.state.metrics.client_errors["client_too_slow"] >= 1, timeout=20)
+        await wait_until(lambda: not relay.state.bridges, timeout=15)  # the close timed out: aborted
+        loop = asyncio.get_running_loop()
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while received < 64 << 20:
+                chunk = await asyncio.wait_for(loop.sock_recv(client.sock, 1 << 16), seconds(10))
+                if not chunk:
+                    break  # a FIN: the reset never came
+                received += len(chunk)
+        assert received < 1 << 20  # what was already in flight, not the backlog the kernel held for it
+    finally:
+        client.close()
+
+
 async def test_reading_client_of_the_same_long_reply_is_not_too_slow(tmp_path: Path) -> None:
     async with running_relay(tmp_path, settings={"max_client_backlog_bytes": 65536}) as relay:
         async with aiohttp.ClientSession() as http, http.ws_connect(relay.ws_url) as ws:
