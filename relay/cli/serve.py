@@ -136,6 +136,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 cap, settings.header_timeout_seconds, lambda reason: state.metrics.connections_closed.update((reason,))
             )
             listener: asyncio.Server | None = None
+            metrics_listener: asyncio.Server | None = None
             metrics_runner: web.AppRunner | None = None
             try:
                 # The runner's protocol factory, behind the connection bounds (see relay.server.connections).
@@ -153,7 +154,11 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 if settings.metrics_port:
                     metrics_runner = web.AppRunner(create_metrics_app(app), handle_signals=False, access_log=None)
                     await metrics_runner.setup()
-                    await web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True).start()
+                    assert metrics_runner.server is not None
+                    # Behind the same bounds as the main port (header deadline, connection cap).
+                    metrics_listener = await connections.start_listener(
+                        metrics_runner.server, settings.host, settings.metrics_port, gate
+                    )
                     log.info("relay.metrics_listening", host=settings.host, port=settings.metrics_port)
                 log.info(
                     "relay.listening",
@@ -167,8 +172,9 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 await signals.drain_requested.wait()
                 await drain(app, 0.0 if signals.count > 1 else settings.drain_seconds)
             finally:
-                if listener is not None:
-                    listener.close()
+                for server in (listener, metrics_listener):
+                    if server is not None:
+                        server.close()
                 if metrics_runner is not None:
                     await metrics_runner.cleanup()
                 await runner.cleanup()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -111,9 +111,18 @@ def check_bind_policy(settings: Settings) -> None:
         )
 
 
+def host_guard(settings: Settings) -> list[Any]:
+    """With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md):
+    the middleware that enforces it, on every listener of the process."""
+    if not settings.client_tokens and is_loopback(settings.host):
+        return [access.loopback_guard(settings.allowed_origins)]
+    return []
+
+
 def create_metrics_app(app: web.Application) -> web.Application:
-    """`/metrics` (and the probes) of `app` on an app of their own, for the `metrics_port` listener."""
-    metrics_app = web.Application()
+    """`/metrics` (and the probes) of `app` on an app of their own, for the `metrics_port` listener, behind the
+    same Host/Origin guard (its connections go through the same bounds: `serve` listens for it like for `app`)."""
+    metrics_app = web.Application(middlewares=host_guard(app[STATE].settings))
     metrics_app[STATE] = app[STATE]
     metrics_app.router.add_get("/metrics", metrics)
     metrics_app.router.add_get("/healthz", healthz)
@@ -229,9 +238,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         proxies=proxies,
         tools=tools,
     )
-    # With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md).
-    guard = [access.loopback_guard(settings.allowed_origins)] if not settings.client_tokens and is_loopback(settings.host) else []
-    app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[*guard, cors])
+    app = web.Application(client_max_size=settings.max_client_message_bytes, middlewares=[*host_guard(settings), cors])
     app.on_response_prepare.append(cors_headers)
     app[STATE] = state
     app.cleanup_ctx.append(_resources)

@@ -6,6 +6,7 @@ the page's token elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -267,6 +268,24 @@ async def test_metrics_port_moves_metrics_off_the_public_listener(tmp_path: Path
                 assert "relay_active_sessions" in await response.text()
             async with http.get(relay.base_url + "/healthz") as response:
                 assert response.status == 200
+
+
+async def test_the_metrics_port_has_the_main_ports_guards(tmp_path: Path) -> None:
+    """Auth off on loopback: a foreign Host is refused there too, and a request head that never ends is cut."""
+    port = free_port()
+    env = {"RELAY_METRICS_PORT": str(port), "RELAY_HEADER_TIMEOUT_SECONDS": "1"}
+    async with running_relay_process(tmp_path, env=env) as relay:
+        await relay.wait_for_log("relay.metrics_listening")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/metrics", headers={"Host": "evil.example"}) as response:
+                assert response.status == 403
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end of the head
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), seconds(5)) is not None  # closed by the relay, not the test
+        finally:
+            writer.close()
 
 
 # ---- the page's saved-audio fetch --------------------------------------------------------------------------------
