@@ -47,7 +47,7 @@ def parse_event(text: str) -> dict[str, Any] | None:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return None
+        value = _stdlib_loads(text)
     if not isinstance(value, dict):
         return None
     # Cheap guards first: a flat object (every audio event) cannot be deep; only frames with many brackets can.
@@ -59,6 +59,20 @@ def parse_event(text: str) -> dict[str, Any] | None:
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth_exceeds(value, MAX_JSON_DEPTH):
         return None
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _stdlib_loads(text: str) -> Any:
+    """What orjson refuses that is still JSON (RFC 8259): integers past 64 bits, numbers past a double's range, lone
+    surrogate escapes. None for what is not JSON (the standard library's NaN and Infinity extensions included).
+    Only frames orjson refused come here."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
 
 
 def wire_len(text: str) -> int:
@@ -85,14 +99,21 @@ def b64_bytes(text: object) -> bytes | None:
 
 
 def dumps_text(value: Any) -> str:
-    """JSON text of `value`. orjson stops at 255 levels of nesting, and frames may nest up to 512, so deeper
-    values go through the standard library instead (rare: only hand-made frames nest that deep)."""
+    """JSON text of `value`."""
     try:
         return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        if not json_depth_exceeds(value, ORJSON_MAX_DEPTH):
-            raise
-        return json.dumps(value, separators=(",", ":"))
+    except orjson.JSONEncodeError as exc:
+        return stdlib_dumps(value, exc)
+
+
+def stdlib_dumps(value: Any, refused: Exception) -> str:
+    """JSON text of what orjson refused that JSON can still say: nesting past 255 levels (frames may nest up to
+    512), integers past 64 bits, lone surrogates (written as escapes). Rare: only hand-made frames carry them. A
+    NaN or an infinity (a number past a double's range) has no JSON spelling: `refused` is raised."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        raise refused from None
 
 
 def error_event(

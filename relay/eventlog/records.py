@@ -10,7 +10,6 @@ bytes it returns. The record format is docs/event-log.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from typing import Any, Final
 
@@ -18,8 +17,8 @@ import orjson
 
 from relay.core import events as ev
 from relay.core.formats import AudioFormat
-from relay.core.frames import ORJSON_MAX_DEPTH, json_depth_exceeds
 from relay.core.frames import b64_decoded_len as _b64_len
+from relay.core.frames import stdlib_dumps
 from relay.core.outbox import LogEntry
 
 SCHEMA_VERSION: Final = 1
@@ -208,12 +207,10 @@ class RecordBuilder:
                 record[key] = summarize_event(value, entry.type, entry.audio_format, self.keep_text, self.audio_hash)
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:
-            # orjson stops at 255 levels; a frame may nest up to 512 and still gets its one record. Anything
-            # else orjson refuses (a lone surrogate) stays a dropped record.
-            if not json_depth_exceeds(record, ORJSON_MAX_DEPTH):
-                raise
-            return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        except orjson.JSONEncodeError as exc:
+            # A frame may nest deeper than orjson writes, or carry a big integer or a lone surrogate: it still
+            # gets its one record. Only a value JSON cannot spell (an infinity) stays a dropped, declared record.
+            return (stdlib_dumps(record, exc) + "\n").encode()
 
     def _flat_audio(self, session_id: str, seq: int, wall: float, t_ms: float, entry: LogEntry, field: str) -> bytes | None:
         """The hot path, an audio frame every 20 ms each way: the record of a flat event (no object or list in it)

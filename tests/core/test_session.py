@@ -14,6 +14,7 @@ from relay.core.keptaudio import RUN_BYTES
 from relay.core.policy import SessionPolicy
 from relay.core.resume import ResumePolicy
 from relay.core.session import RelaySession
+from relay.eventlog.records import RecordBuilder
 
 
 def j(event: dict[str, Any]) -> str:
@@ -109,6 +110,8 @@ def test_unknown_server_event_types_are_forwarded_untouched() -> None:
         ('{"type": 5, "event_id": "e7"}', "missing_type"),
         ("[" * 600 + "]" * 600, "invalid_json"),
         ('{"type": "x", "a": ' + "[" * 520 + "]" * 520 + "}", "invalid_json"),
+        ('{"type": "x", "a": NaN}', "invalid_json"),  # Python's extensions are not JSON
+        ('{"type": "x", "a": -Infinity}', "invalid_json"),
     ],
 )
 def test_invalid_client_frames_get_an_error_and_are_not_forwarded(frame: str, code: str) -> None:
@@ -122,6 +125,24 @@ def test_invalid_client_frames_get_an_error_and_are_not_forwarded(frame: str, co
     assert error["error"]["type"] == "invalid_request_error"
     assert error["error"]["code"] == code
     assert [e.type for e in out["log"]] == ["relay.client_error"]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "x", "text": "\\ud800"}',  # a lone surrogate, escaped: valid JSON text
+        '{"type": "x", "n": 123456789012345678901234567890}',  # past 64 bits
+        '{"type": "x", "n": 1e400}',  # past a double's range
+    ],
+)
+def test_json_that_orjson_refuses_is_still_forwarded_and_logged(frame: str) -> None:
+    core = new_session()
+    core.receive_client_text(frame)
+    out = drain(core)
+    assert out["upstream"] == [frame] and out["client"] == []
+    (entry,) = out["log"]
+    assert entry.type == "x"
+    RecordBuilder().build("s", 1, 0.0, 0.0, entry)  # its record encodes
 
 
 def test_an_invalid_frame_echoes_the_clients_event_id() -> None:
