@@ -11,11 +11,11 @@ only event records own (`event`, `seq`, `dir`, ...) never appear at the top leve
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
 
-import orjson
 import structlog
 
 from relay.redact import RedactingFormatter
@@ -40,11 +40,6 @@ def use_json(log_format: str, stream: Any = None) -> bool:
 def one_stdout_schema(_logger: Any, _method: str, event_dict: Any) -> Any:
     """Rename the message to `msg`, move fields that would clash with event records' keys and write object and
     list values as their JSON text (JSON output only)."""
-    for key, value in event_dict.items():
-        # The same field name carries a string in one message and an object in another (`error`: an exception's
-        # text, an upstream's error object): as text, a collector sees one JSON type per key.
-        if isinstance(value, dict | list | tuple):
-            event_dict[key] = orjson.dumps(value, default=repr).decode()
     for key in EVENT_RECORD_KEYS:
         if key in event_dict:
             event_dict[f"{key}_field"] = event_dict.pop(key)
@@ -55,6 +50,11 @@ def one_stdout_schema(_logger: Any, _method: str, event_dict: Any) -> Any:
                 event_dict[f"{key}_field"] = repr(value)
     if "event" in event_dict:
         event_dict["msg"] = event_dict.pop("event")
+    for key, value in event_dict.items():
+        # The same field name carries a string in one message and an object in another (`error`: an exception's
+        # text, an upstream's error object): as text, a collector sees one JSON type per key.
+        if key != "msg" and isinstance(value, dict | list | tuple):
+            event_dict[key] = json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
     return event_dict
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ import structlog
 
 from relay.core import events as ev
 from relay.core.outbox import LogEntry
+from relay.eventlog.files import JsonlFile, write_all
 from relay.eventlog.records import RecordBuilder, summarize_event
 from relay.redact import redact_data
 
@@ -165,7 +165,7 @@ class EventLog:
 
     # ---- writer thread --------------------------------------------------------------------------------
     def _run(self) -> None:
-        files: dict[SessionEventLog, _OpenFile] = {}
+        files: dict[SessionEventLog, JsonlFile] = {}
         while True:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
@@ -178,7 +178,7 @@ class EventLog:
                 files.clear()
                 return
 
-    def _write_batch(self, files: dict[SessionEventLog, _OpenFile]) -> None:
+    def _write_batch(self, files: dict[SessionEventLog, JsonlFile]) -> None:
         # Per session, in the order sessions first appear in the queue (a dict keeps insertion order).
         pending: dict[SessionEventLog, list[_Records]] = {}
         closes: list[_Close] = []
@@ -208,7 +208,7 @@ class EventLog:
                 close.done.set_result(None)
 
     def _write_session(
-        self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, lines: list[_Records]
+        self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, lines: list[_Records]
     ) -> None:
         if not lines:
             return
@@ -220,7 +220,7 @@ class EventLog:
             if self.log_dir is not None:
                 self._write_file(files, session_log, blob)
             else:
-                _write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob)
+                write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob)
         except OSError as exc:
             self._drop_batch(session_log, lines, exc, "file" if self.log_dir is not None else "stdout")
             if self.log_dir is not None:
@@ -232,13 +232,13 @@ class EventLog:
             with contextlib.suppress(OSError):
                 self._mirror_to_stdout(blob)
 
-    def _write_file(self, files: dict[SessionEventLog, _OpenFile], session_log: SessionEventLog, blob: bytes) -> None:
+    def _write_file(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
         """`blob` to the session's file, after the gaps earlier failed writes left (declared before the first
         line that makes it to disk). Raises OSError; the caller keeps the gaps owed."""
         assert self.log_dir is not None
         open_file = files.get(session_log)
         if open_file is None:
-            open_file = files[session_log] = _OpenFile(session_log.path(self.log_dir))
+            open_file = files[session_log] = JsonlFile(session_log.path(self.log_dir))
         open_file.write(self._owed_gap_lines(session_log) + blob)
 
     def _owed_gap_lines(self, session_log: SessionEventLog) -> bytes:
@@ -250,13 +250,13 @@ class EventLog:
         for session_log in list(self._owed):
             try:
                 if self.log_dir is not None:
-                    owed = _OpenFile(session_log.path(self.log_dir))
+                    owed = JsonlFile(session_log.path(self.log_dir))
                     try:
                         owed.write(self._owed_gap_lines(session_log))
                     finally:
                         owed.close()
                 else:
-                    _write_all(self._stdout_fd, self._owed_gap_lines(session_log))
+                    write_all(self._stdout_fd, self._owed_gap_lines(session_log))
             except OSError:
                 continue  # still failing: tried again next period, and at shutdown
             session_log._write_gaps = []
@@ -264,7 +264,7 @@ class EventLog:
 
     def _mirror_to_stdout(self, blob: bytes) -> None:
         if self.to_stdout:
-            _write_all(self._stdout_fd, blob)
+            write_all(self._stdout_fd, blob)
 
     def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them
@@ -285,40 +285,6 @@ class EventLog:
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-class _OpenFile:
-    """One JSONL file opened for appending; a failed write is cut back to the last whole line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self.size = os.fstat(self.fd).st_size
-
-    def write(self, blob: bytes) -> None:
-        try:
-            _write_all(self.fd, blob)
-        except OSError:
-            try:
-                os.ftruncate(self.fd, self.size)
-            except OSError:
-                pass
-            raise
-        self.size += len(blob)
-
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
 
 
 @dataclass(eq=False)

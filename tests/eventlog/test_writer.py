@@ -15,8 +15,9 @@ import pytest
 
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
+from relay.eventlog.files import JsonlFile
 from relay.eventlog.records import summarize_event
-from relay.eventlog.writer import EventLog, _OpenFile
+from relay.eventlog.writer import EventLog
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -208,15 +209,15 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
         time.sleep(0.01)
     path = only_file(tmp_path)
     # Make this file's writes fail, the way a full disk does (other tests' writer threads are left alone).
-    real_write = _OpenFile.write
+    real_write = JsonlFile.write
     failing = {"on": True}
 
-    def flaky_write(self: _OpenFile, blob: bytes) -> None:
+    def flaky_write(self: JsonlFile, blob: bytes) -> None:
         if failing["on"] and self.path == path:
             raise OSError(28, "No space left on device")
         real_write(self, blob)
 
-    monkeypatch.setattr(_OpenFile, "write", flaky_write)
+    monkeypatch.setattr(JsonlFile, "write", flaky_write)
     try:
         session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
         session.append(LogEntry("client", "c", {"type": "c"}, bytes=1))
@@ -237,7 +238,7 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
 
 
 def test_a_partly_failed_write_is_cut_back_to_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = _OpenFile(tmp_path / "x.jsonl")
+    target = JsonlFile(tmp_path / "x.jsonl")
     target.write(b'{"a":1}\n')
     real_write = os.write
     calls = {"n": 0}
@@ -345,14 +346,14 @@ class _FailingFiles:
 
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.on = False
-        real_write = _OpenFile.write
+        real_write = JsonlFile.write
 
-        def write(file: _OpenFile, blob: bytes) -> None:
+        def write(file: JsonlFile, blob: bytes) -> None:
             if self.on and root in file.path.parents:
                 raise OSError(28, "No space left on device")
             real_write(file, blob)
 
-        monkeypatch.setattr(_OpenFile, "write", write)
+        monkeypatch.setattr(JsonlFile, "write", write)
 
 
 def _wait_for(condition: Any, timeout: float = 5.0) -> None:
