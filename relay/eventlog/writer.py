@@ -220,14 +220,15 @@ class EventLog:
             if self.log_dir is not None:
                 self._write_file(files, session_log, blob)
             else:
-                write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob)
+                write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob if session_log._write_gaps else blob)
         except OSError as exc:
             self._drop_batch(session_log, lines, exc, "file" if self.log_dir is not None else "stdout")
             if self.log_dir is not None:
                 with contextlib.suppress(OSError):
                     self._mirror_to_stdout(blob)
             return
-        session_log._write_gaps = []
+        if session_log._write_gaps:
+            session_log._write_gaps = []
         if self.log_dir is not None:
             with contextlib.suppress(OSError):
                 self._mirror_to_stdout(blob)
@@ -239,7 +240,7 @@ class EventLog:
         open_file = files.get(session_log)
         if open_file is None:
             open_file = files[session_log] = JsonlFile(session_log.path(self.log_dir))
-        open_file.write(self._owed_gap_lines(session_log) + blob)
+        open_file.write(self._owed_gap_lines(session_log) + blob if session_log._write_gaps else blob)
 
     def _owed_gap_lines(self, session_log: SessionEventLog) -> bytes:
         return b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in session_log._write_gaps)
