@@ -96,30 +96,29 @@ class RetrieveAfterDone(ItemBook):
         self.log(LogEntry("relay", kind, event, bytes=size))
         if asker is Asker.RELAY:
             self._disarm.append(item_id)
-            self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "error", "error": event.get("error")})
-            item = self._items.get(item_id)
-            if item is not None:
-                self._save_from_stream(item)
+            self._relay_retrieve_failed(item_id, {"reason": "error", "error": event.get("error")})
+
+    def _relay_retrieve_failed(self, item_id: str, why: dict[str, Any]) -> None:
+        """The relay's retrieve of `item_id` will not be answered in time (`why`: the record's reason, and the
+        upstream's error): `relay.retrieve_failed`, and the item is saved from what crossed the relay."""
+        self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, **why})
+        item = self._items.get(item_id)
+        if item is not None:
+            self._save_from_stream(item)
 
     def retrieve_timed_out(self, item_id: str) -> None:
         """The bridge's timer for this item's retrieve fired; a no-op when the answer already came."""
         if not self.retrieves.gave_up(item_id):
             return
         self._disarm.append(item_id)  # the timer that fired is spent
-        self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "timeout"})
-        item = self._items.get(item_id)
-        if item is not None:
-            self._save_from_stream(item)
+        self._relay_retrieve_failed(item_id, {"reason": "timeout"})
 
     def _retrieves_lost_with_connection(self) -> None:
         """The upstream dropped: the relay's retrieves sent on it will never be answered, so each still in time
         fails now as a timeout (saved from the stream), and nobody's place in line outlives the connection."""
         for item_id in self.retrieves.connection_lost():
             self._disarm.append(item_id)
-            self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "timeout"})
-            item = self._items.get(item_id)
-            if item is not None:
-                self._save_from_stream(item)
+            self._relay_retrieve_failed(item_id, {"reason": "timeout"})
 
     @property
     def pending_retrieves(self) -> list[str]:
@@ -129,7 +128,4 @@ class RetrieveAfterDone(ItemBook):
         """The session closed: retrieves still unanswered are saved from the stream and logged as failed."""
         for item_id in self.pending_retrieves:
             self.retrieves.gave_up(item_id)
-            self.log_relay(ev.RELAY_RETRIEVE_FAILED, {"item_id": item_id, "reason": "session_closed"})
-            item = self._items.get(item_id)
-            if item is not None:
-                self._save_from_stream(item)
+            self._relay_retrieve_failed(item_id, {"reason": "session_closed"})
