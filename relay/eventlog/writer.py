@@ -171,7 +171,7 @@ class EventLog:
             self._wake.clear()
             stopping = self._stop
             self._write_batch(files)
-            self._declare_owed_gaps()
+            self._declare_owed_gaps(files)
             if stopping and not self._queue:
                 for open_file in files.values():
                     open_file.close()
@@ -198,9 +198,7 @@ class EventLog:
         for session_log, lines in pending.items():
             self._write_session(files, session_log, lines)
         for close in closes:
-            open_file = files.pop(close.log, None)
-            if open_file is not None:
-                open_file.close()
+            _close_file(files, close.log)
             if close.log._write_gaps:
                 # Its last records were lost while writing failed: the gap is still owed to its file.
                 self._owed.add(close.log)
@@ -217,50 +215,43 @@ class EventLog:
         # declared gap. With files on, stdout mirrors each record once, whether or not the file took it, so the
         # gaps owed by failed file writes go to the file only; a failing mirror beside working files loses nothing.
         try:
-            if self.log_dir is not None:
-                self._write_file(files, session_log, blob)
-            else:
-                write_all(self._stdout_fd, self._owed_gap_lines(session_log) + blob if session_log._write_gaps else blob)
+            self._write_durable(files, session_log, blob)
         except OSError as exc:
             self._drop_batch(session_log, lines, exc, "file" if self.log_dir is not None else "stdout")
             if self.log_dir is not None:
                 with contextlib.suppress(OSError):
                     self._mirror_to_stdout(blob)
             return
-        if session_log._write_gaps:
-            session_log._write_gaps = []
         if self.log_dir is not None:
             with contextlib.suppress(OSError):
                 self._mirror_to_stdout(blob)
 
-    def _write_file(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
-        """`blob` to the session's file, after the gaps earlier failed writes left (declared before the first
-        line that makes it to disk). Raises OSError; the caller keeps the gaps owed."""
-        assert self.log_dir is not None
-        open_file = files.get(session_log)
-        if open_file is None:
-            open_file = files[session_log] = JsonlFile(session_log.path(self.log_dir))
-        open_file.write(self._owed_gap_lines(session_log) + blob if session_log._write_gaps else blob)
+    def _write_durable(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
+        """`blob` to the records' one durable copy (the session's file when files are on, else stdout), after the
+        gap lines earlier failed writes left, which are then declared. Raises OSError; the gaps stay owed."""
+        gaps = session_log._write_gaps
+        if gaps:
+            blob = b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in gaps) + blob
+        if self.log_dir is None:
+            write_all(self._stdout_fd, blob)
+        else:
+            open_file = files.get(session_log)
+            if open_file is None:
+                open_file = files[session_log] = JsonlFile(session_log.path(self.log_dir))
+            open_file.write(blob)
+        if gaps:
+            session_log._write_gaps = []
 
-    def _owed_gap_lines(self, session_log: SessionEventLog) -> bytes:
-        return b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in session_log._write_gaps)
-
-    def _declare_owed_gaps(self) -> None:
+    def _declare_owed_gaps(self, files: dict[SessionEventLog, JsonlFile]) -> None:
         """Sessions that ended while their writes failed: once writing works again, their files get the gap lines
         they are owed (the session's file is opened again just for them)."""
         for session_log in list(self._owed):
             try:
-                if self.log_dir is not None:
-                    owed = JsonlFile(session_log.path(self.log_dir))
-                    try:
-                        owed.write(self._owed_gap_lines(session_log))
-                    finally:
-                        owed.close()
-                else:
-                    write_all(self._stdout_fd, self._owed_gap_lines(session_log))
+                self._write_durable(files, session_log, b"")
             except OSError:
                 continue  # still failing: tried again next period, and at shutdown
-            session_log._write_gaps = []
+            finally:
+                _close_file(files, session_log)
             self._owed.discard(session_log)
 
     def _mirror_to_stdout(self, blob: bytes) -> None:
@@ -286,6 +277,12 @@ class EventLog:
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
+
+
+def _close_file(files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog) -> None:
+    open_file = files.pop(session_log, None)
+    if open_file is not None:
+        open_file.close()
 
 
 @dataclass(eq=False)
