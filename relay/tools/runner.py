@@ -74,10 +74,8 @@ def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Futur
     def work() -> None:
         try:
             result = function(*args)
-        except Exception as exc:  # the handler's failure is reported
+        except BaseException as exc:  # the handler's failure is reported, whatever it is (see `_contained`)
             outcome: tuple[bool, Any] = (False, exc)
-        except BaseException as exc:  # sys.exit() in a handler: reported too, and never re-raised on the loop
-            outcome = (False, _not_an_exit(exc))
         else:
             outcome = (True, result)
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -228,8 +226,9 @@ class SessionTools:
 
 
 async def _contained(invocation: Coroutine[Any, Any, Any]) -> Any:
-    """The handler's `SystemExit`/`KeyboardInterrupt` caught inside its task: a task that raises either re-raises it
-    out of the event loop, which would end the process."""
+    """The handler's `SystemExit`/`KeyboardInterrupt` caught inside its task, whether raised by an async handler
+    or handed over from a sync one's thread: a task that raises either re-raises it out of the event loop, which
+    would end the process."""
     try:
         return await invocation
     except (SystemExit, KeyboardInterrupt) as exc:
