@@ -142,10 +142,10 @@ class RelaySession(UpstreamSide, RetrieveAfterDone):
             else:
                 self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
-        if kind == ev.SESSION_UPDATE and self._restore_echo is not None:
-            self._restore_echo.config = False  # the next session.updated answers the client
         if self.resume is not None:
             if kind == ev.SESSION_UPDATE:
+                if self._restore_echo is not None:
+                    self._restore_echo.config = False  # the next session.updated answers the client
                 self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
             elif kind in _REQUESTS:
                 self.resume.request_sent(kind, event_id, text if changed is None else out)
