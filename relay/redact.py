@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 MASK: Final = "****"
@@ -79,15 +80,20 @@ def redact_text(text: str) -> str:
     return text
 
 
-def redact_data(value: Any) -> Any:
-    """`value` (JSON-like data) with `redact_text` applied to every string in it; containers are copied."""
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """`value` (JSON-like data) with `fn` applied to every string in it, keys included; containers are copied."""
     if isinstance(value, str):
-        return redact_text(value)
+        return fn(value)
     if isinstance(value, dict):
-        return {k: redact_data(v) for k, v in value.items()}
+        return {map_strings(k, fn): map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_data(v) for v in value]
+        return [map_strings(v, fn) for v in value]
     return value
+
+
+def redact_data(value: Any) -> Any:
+    """`value` (JSON-like data) with `redact_text` applied to every string in it."""
+    return map_strings(value, redact_text)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -112,10 +118,4 @@ def printable(text: str) -> str:
 
 def printable_data(value: Any) -> Any:
     """`value` (JSON-like data) with `printable` applied to every string in it, keys included."""
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, dict):
-        return {printable_data(k): printable_data(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [printable_data(v) for v in value]
-    return value
+    return map_strings(value, printable)
