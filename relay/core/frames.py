@@ -14,7 +14,6 @@ import orjson
 from relay.core import events as ev
 
 MAX_JSON_DEPTH: Final = 512
-ORJSON_MAX_DEPTH: Final = 254  # orjson.dumps refuses deeper values; see `dumps_text`
 
 
 def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
