@@ -100,12 +100,18 @@ async def auth_probe(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+def _no_such(what: str) -> web.Response:
+    """The one 404 of the session-file routes: a bad id, an unknown one, another session's and a missing file
+    get the same answer."""
+    return openai_error(404, f"no such {what}", "not_found")
+
+
 def _session_file(request: web.Request, session_id: str, name: str, what: str) -> web.StreamResponse:
     """One file of a session folder: ids already matched whole by the caller; the token's scope checked (a
     minted token reads only the sessions it opened, docs/security.md); nothing outside data_dir ever served.
     Every refusal is the same 404 as a missing file, so a token learns nothing of other sessions. FileResponse
     answers Range requests, so a browser can seek."""
-    not_found = openai_error(404, f"no such {what}", "not_found")
+    not_found = _no_such(what)
     if not may_read_session_files(request, session_id):
         log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
         return not_found
@@ -121,7 +127,7 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     item_id = request.match_info["item_id"]
     if not ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
-        return openai_error(404, "no such saved audio", "not_found")
+        return _no_such("saved audio")
     return _session_file(request, session_id, f"{item_id}.wav", "saved audio")
 
 
@@ -129,14 +135,14 @@ async def session_recording(request: web.Request) -> web.StreamResponse:
     """A session's recording (docs/recording.md), under the same id and scope rules as saved audio."""
     session_id = request.match_info["session_id"]
     if not ID_RE.fullmatch(session_id):
-        return openai_error(404, "no such recording", "not_found")
+        return _no_such("recording")
     return _session_file(request, session_id, RECORDING_FILE, "recording")
 
 
 async def no_such_session_file(request: web.Request) -> web.StreamResponse:
     """Any other path under /relay/sessions/ (an empty item id, one with a character no route takes): the same
     404 as an unknown id, not the server's plain one, so an id's shape tells nothing."""
-    return openai_error(404, "no such saved audio", "not_found")
+    return _no_such("saved audio")
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
