@@ -124,3 +124,18 @@ def test_comments_cite_only_documents_in_the_repository() -> None:
             if OUTSIDE_DOCUMENT.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert hits == []
+
+
+TEST_FILE_MENTION = re.compile(r"tests/[A-Za-z0-9_/]+\.py")
+
+
+def test_every_test_file_the_docs_and_deploy_files_name_exists() -> None:
+    """A doc or a deploy file that says where a rule is checked must name a test file that is there."""
+    sources = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
+    missing = sorted(
+        f"{source.relative_to(ROOT)}: {name}"
+        for source in sources
+        for name in set(TEST_FILE_MENTION.findall(source.read_text(errors="replace")))
+        if not (ROOT / name).exists()
+    )
+    assert missing == []
