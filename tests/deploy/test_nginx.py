@@ -98,12 +98,13 @@ def site_with_local_paths(directory: Path, cert: Path, key: Path) -> str:
     return replace_exactly(site, SHIPPED_LOG_DIR, f"{directory}/")
 
 
-def site_on_ports(site: str, http_port: int, https_port: int, relay_port: int) -> str:
-    """Listeners on loopback ports (the IPv6 ones dropped: loopback here is 127.0.0.1), upstream at the relay."""
+def site_on_ports(site: str, http_port: int, https_port: int, *relay_ports: int) -> str:
+    """Listeners on loopback ports (the IPv6 ones dropped: loopback here is 127.0.0.1), one upstream `server` line
+    per relay (the README's "several relays on one host")."""
     site = re.sub(r"^\s*listen \[::\]:\d+[^;]*;\n", "", site, flags=re.MULTILINE)
     site = replace_exactly(site, "listen 80;", f"listen 127.0.0.1:{http_port};")
     site = replace_exactly(site, "listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
-    return replace_exactly(site, SHIPPED_RELAY, f"server 127.0.0.1:{relay_port};")
+    return replace_exactly(site, SHIPPED_RELAY, " ".join(f"server 127.0.0.1:{port};" for port in relay_ports))
 
 
 def main_config(directory: Path, site: Path) -> Path:
@@ -188,12 +189,12 @@ def relay_on(tmp: Path, port: int, secret: Path, **settings: str) -> Iterator[su
 
 
 @contextlib.contextmanager
-def nginx_in_front_of(tmp: Path, relay_port: int) -> Iterator[tuple[int, int, ssl.SSLContext]]:
-    """The shipped site on free loopback ports, proxying to relay_port: (http port, https port, client TLS)."""
+def nginx_in_front_of(tmp: Path, *relay_ports: int) -> Iterator[tuple[int, int, ssl.SSLContext]]:
+    """The shipped site on free loopback ports, proxying to relay_ports: (http port, https port, client TLS)."""
     http_port, https_port = free_port(), free_port()
     cert, key = self_signed_certificate(tmp)
     site = tmp / "realtime-relay.conf"
-    site.write_text(site_on_ports(site_with_local_paths(tmp, cert, key), http_port, https_port, relay_port), encoding="utf-8")
+    site.write_text(site_on_ports(site_with_local_paths(tmp, cert, key), http_port, https_port, *relay_ports), encoding="utf-8")
     config = main_config(tmp, site)
     checked = nginx_test(config, tmp)
     assert checked.returncode == 0, checked.stderr
@@ -378,7 +379,29 @@ async def test_drain_through_nginx_refuses_new_sockets_and_finishes_live_ones(tm
         assert relay.wait(timeout=seconds(15)) == 0
 
 
-def wait_for_status(url: str, status: int, tls: ssl.SSLContext) -> None:
+async def test_with_two_relays_a_draining_one_sends_new_sockets_to_the_other(tmp_path: Path) -> None:
+    """Several relays behind one nginx: while one drains (a live session keeps it up), every new upgrade through
+    nginx still opens a session: the draining relay's 503 sends nginx on to the next relay."""
+    secret = shared_secret(tmp_path)
+    draining_port, serving_port = free_port(), free_port()
+    headers = {"Authorization": f"Bearer {STATIC_TOKEN}"}
+    with (
+        relay_on(tmp_path / "draining", draining_port, secret, RELAY_DRAIN_SECONDS="60") as draining,
+        relay_on(tmp_path / "serving", serving_port, secret),
+        nginx_in_front_of(tmp_path, draining_port, serving_port) as (_, https_port, tls),
+    ):
+        direct = f"ws://127.0.0.1:{draining_port}/v1/realtime"
+        async with connect(direct, additional_headers=headers, open_timeout=seconds(15)) as live:
+            await next_of_type(live, "session.created")
+            draining.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for_status, f"http://127.0.0.1:{draining_port}/readyz", 503, None)
+            wss = f"wss://127.0.0.1:{https_port}/v1/realtime"
+            for _ in range(6):  # round robin would put every other one on the draining relay
+                async with connect(wss, ssl=tls, additional_headers=headers, open_timeout=seconds(15)) as ws:
+                    await next_of_type(ws, "session.created")
+
+
+def wait_for_status(url: str, status: int, tls: ssl.SSLContext | None) -> None:
     """Poll url until it answers `status` (the drain flips /readyz asynchronously after the signal)."""
     deadline = time.monotonic() + seconds(15)
     while time.monotonic() < deadline:
