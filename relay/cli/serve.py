@@ -14,6 +14,8 @@ import errno
 import gc
 import os
 import signal
+import tempfile
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -95,6 +97,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     log = structlog.get_logger()
     # Event logs, saved audio and recordings are private to the relay's user and group: 0640 files, 0750 folders.
     os.umask(0o027)
+    check_writable_folders(settings)
     nofile, _hard = connections.raise_nofile_limit()
     loop = asyncio.get_running_loop()
     connections.AcceptErrorLimiter.install(loop)
@@ -186,6 +189,27 @@ async def serve(settings: Settings, fell_back: bool) -> int:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def check_writable_folders(settings: Settings) -> None:
+    """The folders `serve` writes (data_dir always, log_dir with event files) exist or can be made, and take a new
+    file: a volume mounted read-only or owned by another user fails the start (exit 1, naming the setting) instead
+    of every session's saves and recordings later (docs/configuration.md)."""
+    folders = [("data_dir", "--data-dir", "RELAY_DATA_DIR", settings.data_dir)]
+    if settings.event_log_files:
+        folders.append(("log_dir", "--log-dir", "RELAY_LOG_DIR", settings.log_dir))
+    for name, flag, variable, folder in folders:
+        path = Path(folder)
+        try:
+            path.mkdir(mode=0o750, parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise StartupError(
+                f"{name} {str(path)!r} is not a folder this process (uid {os.getuid()}) can write: {reason}; make it "
+                f"writable or choose another with {flag} ({variable})"
+            ) from None
 
 
 def check_model(settings: Settings) -> None:

@@ -63,3 +63,21 @@ async def test_an_api_key_and_a_bare_model_name_start_with_a_warning_naming_the_
         warning = await relay.wait_for_log("relay.folder_id_missing")
         assert warning["level"] == "warning" and "YANDEX_FOLDER_ID" in warning["detail"]
         assert not any("sk-no-folder" in line.decode() for line in relay.raw_stdout)
+
+
+@pytest.mark.parametrize("setting", ["--data-dir", "--log-dir"])
+def test_a_folder_serve_cannot_write_fails_the_start_naming_the_setting(tmp_path: Path, setting: str) -> None:
+    """A data or log folder that cannot take a file (here: below a regular file; in a container, a volume owned by
+    another user) fails the start with one line naming the setting, instead of every session's saves later."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    folders = {"--data-dir": str(tmp_path / "data"), "--log-dir": str(tmp_path / "logs")}
+    folders[setting] = str(blocker / "below")
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--port", "0", "--log-format", "json",
+         *(arg for pair in folders.items() for arg in pair)],
+        capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=seconds(30),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert setting in result.stderr and str(blocker / "below") in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the venv
 
+from relay.server.app import FORCED_CLOSE_WAIT_S
 from tests.support import tiers
 from tests.support.deploy_fixtures import (
     DOCKERFILE,
@@ -133,16 +134,22 @@ def test_grace_period_covers_prestop_and_the_drain() -> None:
     assert command[0] == "sleep", "preStop waits for the endpoint removal to propagate"
     pre_stop = float(command[1])
     drain = float(configmap_data()["RELAY_DRAIN_SECONDS"])
-    assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + 5
+    # After the drain, the sessions it closed get FORCED_CLOSE_WAIT_S to end; then the logs are flushed.
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + FORCED_CLOSE_WAIT_S + 5
 
 
 def test_fleet_sessions_fit_the_upstream_quota() -> None:
     hpa = one("HorizontalPodAutoscaler")["spec"]
     per_pod = int(configmap_data()["RELAY_MAX_SESSIONS"])
-    assert per_pod * hpa["maxReplicas"] <= UPSTREAM_SESSION_QUOTA
-    assert one("Deployment")["spec"]["replicas"] <= hpa["maxReplicas"]
-    # Rollouts must not add pods on top of the quota either.
-    assert one("Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    # A terminating pod's sessions run on beside its replacement: one draining pod's worth of headroom.
+    assert per_pod * (hpa["maxReplicas"] + 1) <= UPSTREAM_SESSION_QUOTA
+    deployment = one("Deployment")["spec"]
+    assert deployment["replicas"] <= hpa["maxReplicas"]
+    # Rollouts add no pod on top (no surge), and drain one pod at a time: the next old pod is taken only once its
+    # replacement has been available for longer than preStop + the drain.
+    assert deployment["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    pre_stop = float(relay_container()["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert deployment["minReadySeconds"] >= pre_stop + float(configmap_data()["RELAY_DRAIN_SECONDS"])
 
 
 def test_service_pdb_and_hpa_select_the_deployment() -> None:

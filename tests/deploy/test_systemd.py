@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from relay.server.app import FORCED_CLOSE_WAIT_S
 from tests.support import tiers
 from tests.support.deploy_fixtures import (
     SYSTEMD_UNIT,
@@ -132,7 +133,14 @@ def test_stop_timeout_covers_the_drain() -> None:
     assert service["KillSignal"] == ["SIGTERM"]
     timeout = float(service["TimeoutStopSec"][0].rstrip("s"))
     drain = float(unit_environment()["RELAY_DRAIN_SECONDS"])
-    assert timeout >= drain + 10, f"TimeoutStopSec={timeout} leaves < 10 s after a {drain} s drain"
+    # After the drain, sessions it closed get FORCED_CLOSE_WAIT_S to end; then the logs are flushed.
+    worst = drain + FORCED_CLOSE_WAIT_S + 5
+    assert timeout >= worst, f"TimeoutStopSec={timeout} is below the drain's worst case ({worst} s)"
+
+
+def test_process_metrics_can_read_proc_stat() -> None:
+    """/metrics' process_* families read /proc/stat; ProcSubset=pid hides it and they vanish."""
+    assert service_section().get("ProcSubset", ["all"]) != ["pid"]
 
 
 def test_unit_environment_names_only_real_settings() -> None:
