@@ -15,15 +15,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-import structlog
-
 from audio.devices import DeviceError
+from relay.cli.first_line import log_first_line
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
 from relay.mic.display import TerminalDisplay
 from relay.mic.session import MicResult, choose_devices, run_mic_session
 from relay.outcome import EndReason
-from relay.recording import recording_banner
 from relay.tools.config import load_tools
 
 if TYPE_CHECKING:
@@ -116,10 +114,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The speaker callback runs in Python and needs the GIL within the device's ~10 ms buffer; a shorter
     # switch interval than the default 5 ms keeps a busy event loop from starving it into underruns.
     sys.setswitchinterval(0.002)
-    settings, _ = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
+    settings, fell_back = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
     load_tools(settings, getattr(args, "setting_sources", {}).get("tools", "config"))  # exit 2 naming a bad tool
-    # The first log line says whether the session is recorded and where (docs/recording.md).
-    structlog.get_logger().info("relay.recording_configured", **recording_banner(settings))
+    log_first_line(settings, fell_back, answering="the session")
     try:
         result = asyncio.run(_main(settings, args.duration))
     except DeviceError as exc:

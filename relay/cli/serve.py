@@ -20,10 +20,10 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay.cli.first_line import log_first_line
 from relay.credentials import Credentials, resolve_model, simulator_fallback
 from relay.errors import ConfigError, StartupError
 from relay.links.upstream import redact_url
-from relay.recording import recording_banner
 from relay.server import connections
 from relay.server.app import (
     STATE,
@@ -101,16 +101,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     nofile, _hard = connections.raise_nofile_limit()
     loop = asyncio.get_running_loop()
     connections.AcceptErrorLimiter.install(loop)
-    # The first line says whether sessions are recorded and where (docs/recording.md).
-    if fell_back:
-        log.warning(
-            "relay.using_simulator",
-            reason="no upstream credentials (YANDEX_API_KEY / YANDEX_IAM_TOKEN) configured",
-            detail="serving against the embedded simulator",
-            **recording_banner(settings),
-        )
-    else:
-        log.info("relay.recording_configured", **recording_banner(settings))
+    log_first_line(settings, fell_back, answering="every session")
     if not settings.client_tokens:
         if is_loopback(settings.host):
             log.warning("relay.auth_disabled", reason="no client_tokens configured; loopback bind only")

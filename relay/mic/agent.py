@@ -119,6 +119,8 @@ class MicAgent:
         self._pending_samples = 0
         self._mute_tail_ms = int(ECHO_TAIL_MS + output_latency_ms)
         self._live_response: str | None = None
+        self._audible_response: str | None = None  # the response whose audio was last handed to the speaker
+        self._cancel_ids: set[str] = set()  # event_ids of the barge-in cancels this agent sent
         self._silenced_responses: set[str] = set()  # cancelled by a barge-in: late deltas are not played
         self._silenced_items: set[str] = set()
         self._content_index: dict[str, int] = {}
@@ -233,6 +235,12 @@ class MicAgent:
             error = event.get("error")
             message = error.get("message") if isinstance(error, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
+            answered = error.get("event_id") if isinstance(error, dict) else None
+            if answered in self._cancel_ids:
+                # A server whose VAD cancels its own response on speech_started may finish before the barge-in's
+                # cancel arrives: the refusal is the expected end of that race, not something to show.
+                self._cancel_ids.discard(answered)
+                return []
             self.display.notice(f"error {code or ''}: {message or event}".strip())
             return []
         if kind == ev.RELAY_AUDIO_SAVED:
@@ -279,20 +287,27 @@ class MicAgent:
             index = event.get("content_index")
             self._content_index[item_id] = index if isinstance(index, int) and not isinstance(index, bool) else 0
         self._writer.write_pcm16(decode_output(data, self.output_format), item_id if isinstance(item_id, str) else None)
+        response_id = event.get("response_id")
+        self._audible_response = response_id if isinstance(response_id, str) else None
 
     def _is_silenced(self, event: dict[str, Any]) -> bool:
         return event.get("response_id") in self._silenced_responses or event.get("item_id") in self._silenced_items
 
     def _speech_started(self) -> list[str]:
         self.display.status("you")
-        if not self._buffer.is_active:
+        # The assistant is audible while its audio is buffered, and also while its live response has played some
+        # and the buffer ran dry for a moment (a network stutter): the user hears one reply, being interrupted.
+        stuttering = self._live_response is not None and self._live_response == self._audible_response
+        if not self._buffer.is_active and not stuttering:
             return []  # nothing audible to interrupt: the server's own VAD handles its response
         cleared = self._writer.clear()
         frames: list[str] = []
         cancelled = self._live_response
         if cancelled is not None:
             self._silenced_responses.add(cancelled)
-            frames.append(self._frame({"type": ev.RESPONSE_CANCEL, "response_id": cancelled}))
+            cancel = self._frame({"type": ev.RESPONSE_CANCEL, "response_id": cancelled})
+            self._cancel_ids.add(f"mic_{self._event_seq}")
+            frames.append(cancel)
             self._live_response = None
         item_id = cleared.item_id
         if item_id is not None:

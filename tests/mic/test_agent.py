@@ -236,6 +236,43 @@ def test_speech_without_audible_assistant_sends_nothing() -> None:
     assert agent.on_server_event({"type": "input_audio_buffer.speech_started"}) == []
 
 
+def test_barge_in_during_a_stutter_of_the_live_reply_still_stops_and_truncates_it() -> None:
+    """The buffer ran dry mid-reply (the network was late) while its response is still live: the user hears one
+    reply being interrupted, so it is cancelled and truncated, and its next delta is not played over them."""
+    agent, buffer = make_agent()
+    agent.on_server_event(session_event())
+    agent.on_server_event({"type": "response.created", "response": {"id": "resp_1"}})
+    agent.on_server_event(delta("item_a", "resp_1", sine(300, 24000, 0.3)))
+    play(buffer, 400)  # what reached the speaker (the resampler keeps a tail while the item is open), then underrun
+    assert not buffer.is_active
+    heard = buffer.played_ms("item_a")
+    assert heard > 250
+    frames = [orjson.loads(f) for f in agent.on_server_event({"type": "input_audio_buffer.speech_started"})]
+    assert [f["type"] for f in frames] == ["response.cancel", "conversation.item.truncate"]
+    assert frames[1]["item_id"] == "item_a" and frames[1]["audio_end_ms"] == heard
+    agent.on_server_event(delta("item_a", "resp_1", sine(300, 24000, 0.3)))
+    assert buffer.buffered_samples == 0
+
+
+def test_the_refusal_of_a_barge_in_cancel_the_server_beat_is_not_shown() -> None:
+    """A server that cancels its own response on speech_started refuses the barge-in's cancel that crossed it:
+    that expected race is not an error on the terminal; other errors still are."""
+    out = io.StringIO()
+    buffer = PlaybackBuffer(DEVICE_RATE, prefill_ms=0)
+    agent = MicAgent(capture_rate=DEVICE_RATE, writer=PlaybackWriter(buffer, 24000), display=TerminalDisplay(out))
+    agent.on_server_event(session_event())
+    agent.on_server_event({"type": "response.created", "response": {"id": "resp_1"}})
+    agent.on_server_event(delta("item_a", "resp_1", sine(300, 24000, 0.5)))
+    play(buffer, 100)
+    cancel = orjson.loads(agent.on_server_event({"type": "input_audio_buffer.speech_started"})[0])
+    agent.on_server_event({"type": "response.done", "response": {"id": "resp_1", "status": "cancelled"}})
+    refused = {"code": "response_cancel_not_active", "message": "no active response", "event_id": cancel["event_id"]}
+    agent.on_server_event({"type": "error", "error": refused})
+    assert "response_cancel_not_active" not in out.getvalue()
+    agent.on_server_event({"type": "error", "error": {"code": "invalid_value", "message": "bad", "event_id": "other"}})
+    assert "invalid_value" in out.getvalue()
+
+
 def test_truncate_uses_the_content_index_of_the_audio() -> None:
     agent, buffer = make_agent()
     agent.on_server_event(session_event())

@@ -77,3 +77,16 @@ def test_the_first_line_of_mic_says_whether_it_records(tmp_path: Path) -> None:
     first = json.loads(done.stderr.splitlines()[0])
     assert first["msg"] == "relay.recording_configured" and first["recording"] == "on"
     assert first["recordings"].startswith(str(tmp_path / "sessions"))
+
+
+def test_mic_without_credentials_says_on_its_first_line_that_the_simulator_answers(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "YANDEX_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "mic", "--log-format", "json", "--data-dir", str(tmp_path),
+         "--input-device", "no-such-device-anywhere"],
+        capture_output=True, text=True, env=env, timeout=seconds(30), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    first = json.loads(done.stderr.splitlines()[0])
+    assert first["msg"] == "relay.using_simulator" and first["recording"] == "on"
+    assert "simulator" in first["detail"]
