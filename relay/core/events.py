@@ -22,7 +22,7 @@ RESPONSE_CREATE: Final = "response.create"
 RESPONSE_CANCEL: Final = "response.cancel"
 OUTPUT_AUDIO_BUFFER_CLEAR: Final = "output_audio_buffer.clear"
 
-CLIENT_EVENT_TYPES: Final = frozenset(
+CLIENT_EVENT_TYPES: Final[frozenset[str]] = frozenset(
     {
         SESSION_UPDATE,
         INPUT_AUDIO_BUFFER_APPEND,
@@ -71,7 +71,7 @@ RESPONSE_FUNCTION_CALL_ARGUMENTS_DELTA: Final = "response.function_call_argument
 RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE: Final = "response.function_call_arguments.done"
 RATE_LIMITS_UPDATED: Final = "rate_limits.updated"
 
-SERVER_EVENT_TYPES: Final = frozenset(
+SERVER_EVENT_TYPES: Final[frozenset[str]] = frozenset(
     {
         ERROR,
         SESSION_CREATED,

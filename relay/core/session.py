@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from relay.core import events as ev
-from relay.core.afterdone import RetrieveAfterDone
 from relay.core.formats import AudioFormat
 from relay.core.frames import answers_relay, dumps_text, error_event, parse_event, wire_len
 from relay.core.items import ItemBook
@@ -64,7 +63,7 @@ _OBSERVERS: Final[dict[str, Callable[[ItemBook, dict[str, Any]], AudioFormat | N
 }
 
 
-class RelaySession(UpstreamSide, RetrieveAfterDone):
+class RelaySession(UpstreamSide):
     """State and decisions of one client<->upstream session. See the module docstring for how to drive it."""
 
     def __init__(self, policy: SessionPolicy, kept_audio: KeptAudioBudget | None = None) -> None:

@@ -10,8 +10,8 @@ import enum
 from typing import Any, Final
 
 from relay.core import events as ev
+from relay.core.afterdone import RetrieveAfterDone
 from relay.core.frames import b64_decoded_len, deep_merge, parse_event, wire_len
-from relay.core.items import ItemBook
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import LogEntry
 from relay.core.policy import SessionPolicy
@@ -31,8 +31,10 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
-class UpstreamSide(ItemBook):
-    """The upstream's lifecycle in one session (a base of RelaySession)."""
+class UpstreamSide(RetrieveAfterDone):
+    """The upstream's lifecycle in one session (a base of RelaySession). The session's parts form one line of
+    bases, Outbox <- AppendedAudio <- ItemBook <- RetrieveAfterDone <- UpstreamSide <- RelaySession: each part
+    sees the ones below it, and the order methods resolve in is the order they read."""
 
     def __init__(self, policy: SessionPolicy, kept_audio: KeptAudioBudget | None) -> None:
         super().__init__(policy, kept_audio)
