@@ -1,5 +1,5 @@
 """`python -m relay` runs the realtime-relay command line."""
 
-from relay.cli.main import entry_point
+from relay.cli import entry_point
 
 entry_point()

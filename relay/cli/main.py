@@ -14,6 +14,7 @@ from types import ModuleType
 import structlog
 
 from relay import __version__
+from relay.cli import SIGINT_EXIT_CODE
 from relay.credentials import describe_effective
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
@@ -130,13 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"realtime-relay {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return SIGINT_EXIT_CODE
     except Exception as exc:
         structlog.get_logger().exception("relay.command_failed", command=args.command)
         print(redact_text(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}"), file=sys.stderr)
         return 1
     return int(code)
-
-
-def entry_point() -> None:
-    sys.exit(main())

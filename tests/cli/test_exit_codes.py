@@ -4,8 +4,10 @@ error into its exit code (2 usage or configuration, 1 runtime failure, 130 inter
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +157,18 @@ def test_print_config_refuses_an_unusable_tool_as_the_command_would(
     config.write_text('[[tools]]\nname = "x"\nhandler = "python:no_such_module_for_tools:f"\n')
     assert main(["serve", "--config", str(config), "--print-config"]) == 2
     assert "no_such_module_for_tools" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.15, 0.3, 0.6])
+def test_ctrl_c_at_any_moment_of_the_start_ends_without_a_traceback(tmp_path: Path, after_s: float) -> None:
+    """Whether Python is still importing (exit 130) or serve is already draining (exit 0): never a traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--port", "0", "--log-format", "json",
+         "--log-dir", str(tmp_path / "logs"), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode in (0, 130), err[-2000:]
+    assert "Traceback" not in out + err
