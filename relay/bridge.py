@@ -343,7 +343,7 @@ class SessionBridge:
                 await cancel_and_wait(task)
         self._flush()
         if self.recorder is not None:
-            self.core.log_relay(RECORDING_SAVED, await self.recorder.finish())
+            self._feed(self.core.log_relay, RECORDING_SAVED, await self.recorder.finish())  # carried out (and counted) now
         if self.env.metrics is not None:
             self.env.metrics.closes[str(client_code)] += 1
         self.core.log_relay(

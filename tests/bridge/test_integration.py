@@ -163,6 +163,23 @@ async def test_every_audio_item_is_retrieved_once_and_saved_with_the_post_proces
         assert sources == {"retrieved"}
 
 
+async def test_session_ended_counts_every_record_the_size_limit_dropped_the_recording_line_too(tmp_path: Path) -> None:
+    """Past max_session_log_bytes records are dropped and declared by one relay.log_gap; session_ended's log_dropped
+    counts all of them, including relay.recording_saved, logged just before it."""
+    async with running_relay(tmp_path, settings={"max_session_log_bytes": 4096}) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await voice_turn(ws)
+        records = await ended_records(relay)
+    (log,) = records.values()
+    gaps = [r["event"] for r in log if r["type"] == "relay.log_gap"]
+    dropped = sum(gap["to_seq"] - gap["from_seq"] + 1 for gap in gaps)
+    assert dropped > 0
+    assert log[-1]["type"] == "relay.session_ended"
+    assert log[-1]["event"]["log_dropped"] == dropped
+    assert log[-1]["seq"] == max(gap["to_seq"] for gap in gaps) + 1  # recording_saved was the last one dropped
+
+
 async def test_a_clients_own_retrieve_passes_through(tmp_path: Path) -> None:
     async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
         async with http.ws_connect(relay.ws_url) as ws:
