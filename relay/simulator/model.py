@@ -55,8 +55,14 @@ def decide_reply(
         return spoken(replies.GREETING)
     item = last.item
     if item["type"] == "function_call_output":
-        name = calls.get(item["call_id"], "unknown")
-        return spoken(replies.tool_result_reply(name, item["output"]))
+        # Every output of the run that ends the conversation (one per call of a response), in order.
+        outputs: list[dict[str, Any]] = []
+        for stored in reversed(items.values()):
+            if stored.item["type"] != "function_call_output":
+                break
+            outputs.append(stored.item)
+        results = (replies.tool_result_reply(calls.get(out["call_id"], "unknown"), out["output"]) for out in reversed(outputs))
+        return spoken(" ".join(results))
     if item["type"] == "function_call":
         return spoken(f"Waiting for the output of {item['name']}.")
     if last.audio is not None and last.fmt is not None:

@@ -6,7 +6,8 @@ work and a test can check it. Rules (README documents them):
   user's utterance resampled to the output rate; its text is "Echo of [speech N.NN s]." and the user item's
   transcript is "[speech N.NN s]" (N = the utterance's duration in seconds).
 - Text turn -> 'You said: "<text>".'; a response on an empty conversation -> `GREETING`; after a
-  function_call_output -> 'Tool <name> returned: <output>'. When audio is asked for, such a text is
+  function_call_output -> 'Tool <name> returned: <output>', one per output of the run of outputs that ends the
+  conversation, in order (a response with several calls). When audio is asked for, such a text is
   "spoken" as one short tone per word (`speak_text`).
 - A user text containing `call <tool_name>` for a configured tool -> a function_call whose arguments are the
   JSON object written right after the name (`call get_time {"tz": "UTC"}`), else "{}"; every such `call` in

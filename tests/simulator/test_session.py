@@ -220,6 +220,22 @@ def test_function_call_output_and_response_create_continue_the_turn() -> None:
     assert first(events, "response.output_audio_transcript.done")["transcript"] == 'Tool get_weather returned: {"t": 21}'
 
 
+def test_the_answer_after_several_calls_names_every_output_in_order() -> None:
+    driver = Driver("openai")
+    clock = {"type": "function", "name": "get_time", "description": "Time", "parameters": {"type": "object"}}
+    driver.send({"type": "session.update", "session": {"type": "realtime", "tools": [*TOOLS, clock]}})
+    events = _say(driver, "call get_weather and call get_time")
+    calls = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [c["name"] for c in calls] == ["get_weather", "get_time"]
+    for call, output in zip(calls, ('{"t": 21}', '"noon"'), strict=True):
+        driver.send(
+            {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call["call_id"], "output": output}}
+        )
+    events = driver.send({"type": "response.create"}) + driver.finish()
+    transcript = first(events, "response.output_audio_transcript.done")["transcript"]
+    assert transcript == 'Tool get_weather returned: {"t": 21} Tool get_time returned: "noon"'
+
+
 def test_unconfigured_tool_names_are_not_called() -> None:
     driver = Driver("yandex")
     driver.send({"type": "session.update", "session": {"tools": TOOLS}})
