@@ -148,7 +148,7 @@ def _summary_html(s: dict[str, Any], wav_links: dict[str, str]) -> str:
             parts.append(
                 f'<tr data-turn="{t["index"]}"><td>{t["index"]}</td>'
                 f"<td>{', '.join(item_link(i) for i in t['user_item_ids']) or '-'}</td>"
-                f"<td>{_esc(t['user_transcript'] or '')}</td><td>{_esc(t['response_id'])}</td>"
+                f"<td class=text>{_esc(t['user_transcript'] or '')}</td><td>{_esc(t['response_id'])}</td>"
                 f"<td>{status}</td>"
                 f"<td>{', '.join(item_link(i) for i in t['assistant_item_ids']) or '-'}"
                 f"<div class=said>{_esc(t['assistant_text'] or '')}</div></td>"

@@ -49,7 +49,8 @@ code,pre{font-family:ui-monospace,Menlo,Consolas,monospace}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.5em 0}
 .facts dt{color:#667;font-weight:600}.facts dd{margin:0}
 table{border-collapse:collapse;background:#fff}td,th{border:1px solid #dde;padding:.2em .6em;text-align:left;
-vertical-align:top}th{background:#eef1f6}.latency td:not(:first-child){text-align:right}
+vertical-align:top}.text,.said,.tools td{overflow-wrap:anywhere}.text,.tools td{max-width:40em}
+th{background:#eef1f6}.latency td:not(:first-child){text-align:right}
 .said{color:#556;font-size:.9em;max-width:40em}.warn{color:#b35c00;font-weight:600}.dim{color:#778}
 .controls{margin:.4em 0;display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
 #timeline{overflow-x:auto;border:1px solid #ccd;background:#fff;position:relative}

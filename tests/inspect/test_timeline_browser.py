@@ -169,3 +169,16 @@ async def test_a_saved_wav_next_to_the_logs_is_linked_and_plays_from_the_page(
            })"""
     )
     assert duration == pytest.approx(0.5, abs=0.01)
+
+
+async def test_long_unbroken_texts_wrap_instead_of_widening_the_page(
+    tmp_path: Path, page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = two_turn_session("sess_wide")
+    last_ms = max(r["t_ms"] for r in log.records)
+    event = {"name": "big", "call_id": "call_1", "result": "ok", "duration_ms": 1.0, "arguments": "{}", "output": "x" * 3000}
+    log.add(last_ms + 1.0, "relay", "relay.tool_call", event)
+    html_path = render(tmp_path, log, capsys)
+    await page.goto(html_path.as_uri())
+    assert await page.locator("table.tools").is_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1400
