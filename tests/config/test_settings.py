@@ -135,6 +135,24 @@ def test_the_example_config_documents_every_setting_and_loads() -> None:
     assert load_settings(env={}, config_path=example).settings == Settings()
 
 
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def test_the_example_config_states_every_settings_allowed_range() -> None:
+    """A bound the loader enforces (exit 2 past it) is written next to the setting, not found by trial."""
+    text = (REPO / "config" / "relay.example.toml").read_text()
+    for f in fields(Settings):
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is None and high is None:
+            continue
+        if low is not None and high is not None:
+            stated = f"{_bound(low)}..{_bound(high)}"
+        else:
+            stated = f"at least {_bound(low)}" if low is not None else f"at most {_bound(high)}"
+        assert f"(env RELAY_{f.name.upper()}; {stated})" in text, f.name
+
+
 def test_secrets_never_show_in_repr_str_or_print_config() -> None:
     env = {"RELAY_CLIENT_TOKENS": "tok-aaa,tok-bbb", "RELAY_TOKEN_SECRET": "hmac-ccc", "RELAY_SIM_API_KEY": "sim-ddd"}
     loaded = load_settings(env=env)
