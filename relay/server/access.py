@@ -68,14 +68,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_own_origin(origin: str, host_header: str | None, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    """The Origin of a page this relay served: one of `schemes` + the Host the request was sent to (behind a TLS
+    proxy the page is https while the relay itself speaks http)."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    return any(origin.lower() == f"{scheme}://{host}" for scheme in schemes)
+
+
 def loopback_request_allowed(host_header: str | None, origin: str | None, allowed_origins: Iterable[str]) -> bool:
     """The rule for a relay with auth off: a loopback Host, and an Origin (if any) of that Host or listed."""
     if not is_loopback_host(host_header):
         return False
     if origin is None:
         return True
-    assert host_header is not None
-    return origin.lower() == "http://" + host_header.strip().lower() or origin in set(allowed_origins)
+    return is_own_origin(origin, host_header, ("http",)) or origin in set(allowed_origins)
 
 
 def loopback_guard(allowed_origins: Iterable[str]) -> Middleware:

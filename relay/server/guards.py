@@ -50,9 +50,10 @@ def offered_protocols(request: web.Request) -> list[str]:
 
 
 def origin_allowed(request: web.Request) -> bool:
+    """No Origin (server-side callers), no list, a listed origin, or the relay's own page."""
     allowed = request.app[STATE].settings.allowed_origins
     origin = request.headers.get("Origin")
-    return not allowed or origin is None or origin in allowed
+    return not allowed or origin is None or origin in allowed or access.is_own_origin(origin, request.headers.get("Host"))
 
 
 def refuse_foreign_origin(request: web.Request) -> web.Response | None:

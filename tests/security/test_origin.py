@@ -59,6 +59,20 @@ async def test_a_local_frontend_listed_in_allowed_origins_connects(tmp_path: Pat
         assert (await upgrade_status(relay, {"Origin": "http://localhost:5174"}))[0] == 403
 
 
+async def test_listing_a_frontend_keeps_the_relays_own_page_working(tmp_path: Path) -> None:
+    """allowed_origins adds origins; the page the relay serves itself (its own origin) still connects, reads the
+    REST proxy and passes the auth probe."""
+    async with running_relay(tmp_path, settings={"allowed_origins": "http://localhost:5173"}) as relay:
+        own = {"Origin": relay.base_url}
+        assert (await upgrade_status(relay, own))[0] == 101
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{relay.base_url}/relay/auth", headers=own) as response:
+                assert response.status == 204
+            async with http.post(f"{relay.base_url}/v1/conversations", json={}, headers=own) as response:
+                assert response.status != 403
+        assert (await upgrade_status(relay, {"Origin": EVIL}))[0] == 403
+
+
 async def test_a_cross_origin_preflight_and_read_of_the_rest_proxy_are_refused(tmp_path: Path) -> None:
     async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
         preflight = {"Origin": EVIL, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "content-type"}

@@ -255,6 +255,7 @@ async def test_wrong_origin_is_refused_before_the_upgrade(tmp_path: Path) -> Non
         assert (await upgrade_status(relay, {**auth, "Origin": "https://evil.example"}))[0] == 403
         assert_no_upstream(relay)
         assert (await upgrade_status(relay, {**auth, "Origin": "https://app.example"}))[0] == 101
+        assert (await upgrade_status(relay, {**auth, "Origin": relay.base_url}))[0] == 101  # the relay's own page
         async with aiohttp.ClientSession() as http:
             async with http.get(relay.base_url + "/relay/auth", headers={**auth, "Origin": "https://evil.example"}) as resp:
                 assert resp.status == 401
