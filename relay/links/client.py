@@ -89,7 +89,12 @@ class WebSocketClient:
                 discard_rest_of_frame(self._transport, max_bytes=self.oversize_discard_bytes)
             return ClientFrame(closed=True, close_code=code)
         # CLOSE, CLOSING, CLOSED, other errors.
-        return ClientFrame(closed=True, close_code=self.ws.close_code)
+        return ClientFrame(closed=True, close_code=self._close_code())
+
+    def _close_code(self) -> int | None:
+        """The client's close code as a plain number (aiohttp may hand an enum member; logs show the number)."""
+        code = self.ws.close_code
+        return None if code is None else int(code)
 
     def send(self, text: str) -> bool:
         if self.overflowed:
@@ -156,7 +161,7 @@ class WebSocketClient:
         self._batch.write()
         if self.ws.closed and self._close_request is None:
             await self.stop_writer()
-            return self.ws.close_code
+            return self._close_code()
         if grace > 0 and not self.overflowed and not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)

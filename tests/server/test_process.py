@@ -5,9 +5,12 @@ memory, and credentials that never leak. The simulator runs in the test process 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -370,3 +373,25 @@ async def test_credentials_never_appear_in_logs_metrics_errors_pages_or_response
     for secret in (API_KEY, IAM_TOKEN, ROTATED_IAM_TOKEN, TOKEN_SECRET):
         for text in seen:
             assert secret not in text, secret
+
+
+async def test_a_vanished_clients_close_code_reads_as_a_number_on_the_console_log(tmp_path: Path) -> None:
+    """aiohttp reports a client that vanished as an enum member; the daemon's console lines show 1006, as JSON does."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with running_relay_process(tmp_path, args=("--log-format", "console", "--port", str(port)), wait_listening=False) as relay:
+        async with asyncio.timeout(seconds(20)):
+            while True:
+                with contextlib.suppress(OSError):
+                    client = await RawWebSocket.connect("127.0.0.1", port)
+                    break
+                await asyncio.sleep(0.05)
+        assert client.status == 101
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.sock.close()  # a reset: no close frame
+        async with asyncio.timeout(seconds(10)):
+            while not any(b"relay.session_ended" in line for line in relay.raw_stdout):
+                await asyncio.sleep(0.05)
+    (ended,) = [line.decode() for line in relay.raw_stdout if b"relay.session_ended" in line]
+    assert "client_close_code=1006" in ended and "WSCloseCode" not in ended
