@@ -93,7 +93,8 @@ class HistoryItem:
 
     def weigh(self) -> int:
         values = (self.item_id, self.text, self.call_id, self.name, self.arguments, self.output)
-        self.size = 64 + sum(len(value.encode()) for value in values if value)
+        # A client's text may hold a lone surrogate (valid JSON, no UTF-8): weighed, not refused.
+        self.size = 64 + sum(len(value.encode("utf-8", "surrogatepass")) for value in values if value)
         return self.size
 
     def restore_item(self, *, keep_id: bool) -> dict[str, Any]:

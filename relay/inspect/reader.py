@@ -154,7 +154,7 @@ def read_file(
     passed over without parsing (and without a warning, since it is not part of what was asked for).
     """
     name = str(path)
-    needle = session_id.encode() if session_id is not None else None
+    needle = session_id.encode("utf-8", "surrogateescape") if session_id is not None else None  # argv's undecodable bytes
     try:
         handle = path.open("rb")
     except OSError as exc:

@@ -67,7 +67,7 @@ def speak_text(text: str, rate: int) -> bytes:
     """A deterministic stand-in for speech synthesis: one short tone per word, pitch from the word."""
     parts: list[np.ndarray] = []
     for word in text.split() or [""]:
-        hz = 300.0 + (zlib.crc32(word.encode()) % 500)
+        hz = 300.0 + (zlib.crc32(word.encode("utf-8", "surrogatepass")) % 500)  # any JSON string, lone surrogates too
         parts.append(_tone(rate, _WORD_MS, hz, 0.25))
         parts.append(_silence(rate, _WORD_GAP_MS))
     return pcm.float_to_pcm16(np.concatenate(parts))

@@ -40,7 +40,7 @@ class ToolFailed(Exception):
 
 def cap_output(text: str, limit: int) -> str:
     """`text` if it fits in `limit` UTF-8 bytes, else its head (cut on a character boundary) and a note."""
-    data = text.encode()
+    data = text.encode("utf-8", "surrogatepass")  # a handler may return a lone surrogate; it is still measured
     if len(data) <= limit:
         return text
     note = OUTPUT_CUT_NOTE.format(limit=limit)

@@ -307,3 +307,19 @@ def test_arbitrary_client_frames_never_crash_never_forward_invalid_frames_and_al
     frame_list: list[tuple[str, Any]],
 ) -> None:
     asyncio.run(run_frames(frame_list))
+
+
+async def test_a_lone_surrogate_in_a_user_text_crosses_the_relay_and_its_simulator(tmp_path: Path) -> None:
+    """JSON may escape a lone surrogate ("\\udc00": no UTF-8 spells it). The relay forwards it, weighs the item for
+    resume without a relay.internal_error, and the simulator answers the turn (and a recall) instead of crashing."""
+    async with running_relay(tmp_path) as relay:
+        async with session(relay) as ws:
+            text = '{"type":"message","role":"user","content":[{"type":"input_text","text":"x\\udc00y recall"}]}'
+            await ws.send_str('{"type":"conversation.item.create","item":' + text + "}")
+            await ws.send_str(json.dumps({"type": "response.create"}))
+            while (event := await next_event(ws))["type"] != "response.done":
+                assert event["type"] != "error", event
+            assert event["response"]["status"] == "completed"
+            await text_turn_works(ws)
+        await asyncio.sleep(0.2)
+        assert [r for r in records(relay) if r["type"] == "relay.internal_error"] == []

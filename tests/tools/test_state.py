@@ -331,3 +331,11 @@ async def test_an_http_handlers_long_body_is_read_only_up_to_the_cap() -> None:
         await runner.cleanup()
     assert outcome.result == "ok" and len(outcome.output.encode()) <= 2000
     assert outcome.output.endswith("[output cut by the relay: longer than 2000 bytes]")
+
+
+def test_an_output_with_a_lone_surrogate_is_measured_and_cut_like_any_other() -> None:
+    from relay.tools.runner import cap_output
+
+    assert cap_output("ok \udc00", 256) == "ok \udc00"
+    cut = cap_output("\udc00" * 400, 300)
+    assert cut.endswith("bytes]") and len(cut.encode("utf-8", "surrogatepass")) <= 300
