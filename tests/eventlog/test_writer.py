@@ -205,7 +205,9 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
     session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
     log._wake.set()
     deadline = time.monotonic() + 5
-    while not list(tmp_path.rglob("*.jsonl")) and time.monotonic() < deadline:
+    # Until record "a" is on disk (the file exists from its open, a moment before the write): a loaded machine
+    # would otherwise fail its write too.
+    while not any(f.stat().st_size for f in tmp_path.rglob("*.jsonl")) and time.monotonic() < deadline:
         time.sleep(0.01)
     path = only_file(tmp_path)
     # Make this file's writes fail, the way a full disk does (other tests' writer threads are left alone).
