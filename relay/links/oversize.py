@@ -71,5 +71,5 @@ async def _discard(transport: asyncio.BaseTransport, sock: socket.socket, max_by
         pass
     finally:
         sock.close()
-    log.info("relay.oversize_discarded", bytes=dropped)
+    log.info("relay.oversize_discarded", discarded_bytes=dropped)  # `bytes` is an event-record key on stdout
     return dropped
