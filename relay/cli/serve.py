@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import signal
+import ssl
 import tempfile
 from pathlib import Path
 
@@ -94,6 +95,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     check_bind_policy(settings)  # before anything is logged or bound: a refused bind is a config error (exit 2)
     if settings.metrics_port and settings.metrics_port == settings.port:
         raise ConfigError("metrics_port", str(settings.metrics_port), "must differ from port")
+    tls = tls_context(settings)
     log = structlog.get_logger()
     # Event logs, saved audio and recordings are private to the relay's user and group: 0640 files, 0750 folders.
     os.umask(0o027)
@@ -136,7 +138,10 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 # The runner's protocol factory, behind the connection bounds (see relay.server.connections).
                 assert runner.server is not None  # set by setup()
                 try:
-                    listener = await connections.start_listener(runner.server, settings.host, settings.port, gate)
+                    listener = await connections.start_listener(
+                        runner.server, settings.host, settings.port, gate, tls=tls,
+                        tls_handshake_timeout=settings.header_timeout_seconds,
+                    )  # fmt: skip
                 except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:
                         raise
@@ -151,14 +156,15 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                     assert metrics_runner.server is not None
                     # Behind the same bounds as the main port (header deadline, connection cap).
                     metrics_listener = await connections.start_listener(
-                        metrics_runner.server, settings.host, settings.metrics_port, gate
-                    )
+                        metrics_runner.server, settings.host, settings.metrics_port, gate, tls=tls,
+                        tls_handshake_timeout=settings.header_timeout_seconds,
+                    )  # fmt: skip
                     log.info("relay.metrics_listening", host=settings.host, port=settings.metrics_port)
                 log.info(
                     "relay.listening",
                     host=settings.host,
                     port=port,
-                    url=f"http://{settings.host}:{port}/",
+                    url=f"{'https' if tls is not None else 'http'}://{settings.host}:{port}/",
                     # No userinfo and no query: either may carry a secret an operator put in the URL.
                     upstream=redact_url(state.upstream_base).split("?")[0],
                     auth=state.auth_required,
@@ -180,6 +186,24 @@ async def serve(settings: Settings, fell_back: bool) -> int:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listeners' TLS (docs/security.md): None without `tls_cert_file`; a certificate and key that do not
+    load are a config error naming the setting (exit 2)."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        missing = "tls_key_file" if cert else "tls_cert_file"
+        raise ConfigError(missing, "", "tls_cert_file and tls_key_file are set together (a certificate and its key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("tls_cert_file", cert, f"cannot load it with tls_key_file {key!r}: {reason}") from None
+    return context
 
 
 def check_writable_folders(settings: Settings) -> None:

@@ -2,8 +2,8 @@
 opener file of a session folder (`record_session_opener` / `session_opener_matches`).
 
 - With auth off (a loopback bind and no client tokens) only requests whose `Host` is a loopback name are served,
-  and a present `Origin` must be `http://` + that Host or listed in `allowed_origins`: no website can drive a local
-  daemon through the visitor's browser, by cross-site WebSocket or by DNS rebinding.
+  and a present `Origin` must be `http://` (`https://` with TLS) + that Host or listed in `allowed_origins`: no website
+  can drive a local daemon through the visitor's browser, by cross-site WebSocket or by DNS rebinding.
 - `client_address` names the client: the socket peer, or the last `X-Forwarded-For` hop that is not one of the
   proxies listed in `forwarded_allow_ips`.
 - A session folder records a hash of the token that opened the session, so per-session files (saved audio,
@@ -77,16 +77,19 @@ def is_own_origin(origin: str, host_header: str | None, schemes: tuple[str, ...]
     return any(origin.lower() == f"{scheme}://{host}" for scheme in schemes)
 
 
-def loopback_request_allowed(host_header: str | None, origin: str | None, allowed_origins: Iterable[str]) -> bool:
-    """The rule for a relay with auth off: a loopback Host, and an Origin (if any) of that Host or listed."""
+def loopback_request_allowed(
+    host_header: str | None, origin: str | None, allowed_origins: Iterable[str], scheme: str = "http"
+) -> bool:
+    """The rule for a relay with auth off: a loopback Host, and an Origin (if any) of that Host on the relay's own
+    `scheme` (https with tls_cert_file) or listed."""
     if not is_loopback_host(host_header):
         return False
     if origin is None:
         return True
-    return is_own_origin(origin, host_header, ("http",)) or origin in set(allowed_origins)
+    return is_own_origin(origin, host_header, (scheme,)) or origin in set(allowed_origins)
 
 
-def loopback_guard(allowed_origins: Iterable[str]) -> Middleware:
+def loopback_guard(allowed_origins: Iterable[str], scheme: str = "http") -> Middleware:
     """Middleware for a relay with auth off: refuse (403, logged) what `loopback_request_allowed` refuses."""
     allowed = tuple(allowed_origins)
 
@@ -94,7 +97,7 @@ def loopback_guard(allowed_origins: Iterable[str]) -> Middleware:
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
         origin = request.headers.get("Origin")
-        if not loopback_request_allowed(host, origin, allowed):
+        if not loopback_request_allowed(host, origin, allowed, scheme):
             log.warning("relay.request_refused", reason="not_loopback_origin", host=host, origin=origin, path=request.path)
             return openai_error(
                 403, "this relay serves only its own loopback origin (see allowed_origins)", "origin_not_allowed"

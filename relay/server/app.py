@@ -115,7 +115,7 @@ def host_guard(settings: Settings) -> list[Any]:
     """With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md):
     the middleware that enforces it, on every listener of the process."""
     if not settings.client_tokens and is_loopback(settings.host):
-        return [access.loopback_guard(settings.allowed_origins)]
+        return [access.loopback_guard(settings.allowed_origins, "https" if settings.tls_cert_file else "http")]
     return []
 
 

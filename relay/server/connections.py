@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -145,10 +146,18 @@ async def start_listener(
     gate: ConnectionGate,
     *,
     backlog: int = ACCEPT_BACKLOG,
+    tls: ssl.SSLContext | None = None,
+    tls_handshake_timeout: float = 10.0,
 ) -> asyncio.Server:
-    """Listen on host:port with `factory` behind `gate` (the caller closes the server)."""
+    """Listen on host:port with `factory` behind `gate` (the caller closes the server). With `tls`, a connection
+    reaches the gate once its TLS handshake is done, so the handshake gets the request head's deadline."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(gate.wrap(factory), host, port, reuse_address=True, backlog=backlog)
+    if tls is None:
+        return await loop.create_server(gate.wrap(factory), host, port, reuse_address=True, backlog=backlog)
+    return await loop.create_server(
+        gate.wrap(factory), host, port, reuse_address=True, backlog=backlog, ssl=tls,
+        ssl_handshake_timeout=tls_handshake_timeout,
+    )  # fmt: skip
 
 
 class AcceptErrorLimiter:

@@ -139,6 +139,10 @@ class Settings:
         0, "Serve /metrics on its own listener at this port (same host) instead of the main one; 0 = main listener.",
         min=0, max=65535,
     )
+    tls_cert_file: str = _setting(
+        "", "PEM certificate (chain) for serve's listeners: https:// and wss:// instead of http:// and ws://; with tls_key_file."
+    )
+    tls_key_file: str = _setting("", "PEM private key of tls_cert_file.")
     # --- upstream resume: a dropped upstream is reconnected and the session rebuilt (docs/resume.md)
     upstream_resume: bool = _setting(True, "Reconnect an upstream that drops mid-session instead of ending the session.")
     upstream_resume_attempts: int = _setting(3, "Reconnect attempts per drop (backoff 0.5 s, 1 s, 2 s... +-50%).", min=1, max=20)

@@ -39,6 +39,7 @@ from tests.support.deploy_fixtures import (
     wait_until_answering,
 )
 from tests.support.timing import seconds
+from tests.support.tls import self_signed_certificate
 
 pytestmark = pytest.mark.deploy
 
@@ -53,42 +54,10 @@ def nginx() -> str:
     return tiers.require("/usr/sbin/nginx", "nginx is not installed (apt-get install nginx-light)")
 
 
-def openssl() -> str:
-    return tiers.require("openssl", "openssl is not installed (apt-get install openssl)")
-
-
 def replace_exactly(text: str, old: str, new: str) -> str:
     """str.replace that fails when the shipped site no longer has `old` (the test must follow the site)."""
     assert old in text, f"the site no longer contains {old!r}; update tests/deploy/test_nginx.py"
     return text.replace(old, new)
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "fullchain.pem", directory / "privkey.pem"
-    subprocess.run(
-        [
-            openssl(),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=seconds(60),
-    )
-    return cert, key
 
 
 def site_with_local_paths(directory: Path, cert: Path, key: Path) -> str:

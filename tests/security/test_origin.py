@@ -137,6 +137,8 @@ def test_the_rule_itself() -> None:
     assert loopback_request_allowed("127.0.0.1:8080", "http://127.0.0.1:8080", ())
     assert not loopback_request_allowed("127.0.0.1:8080", "http://127.0.0.1:8081", ())
     assert not loopback_request_allowed("127.0.0.1:8080", "https://127.0.0.1:8080", ())
+    assert loopback_request_allowed("127.0.0.1:8080", "https://127.0.0.1:8080", (), "https")  # serve with TLS
+    assert not loopback_request_allowed("127.0.0.1:8080", "http://127.0.0.1:8080", (), "https")
     assert not loopback_request_allowed("127.0.0.1:8080", "null", ())
     assert loopback_request_allowed("127.0.0.1:8080", "null", ("null",))
     assert not loopback_request_allowed(None, None, ())
