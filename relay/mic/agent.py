@@ -305,9 +305,9 @@ class MicAgent:
         cancelled = self._live_response
         if cancelled is not None:
             self._silenced_responses.add(cancelled)
-            cancel = self._frame({"type": ev.RESPONSE_CANCEL, "response_id": cancelled})
-            self._cancel_ids.add(f"mic_{self._event_seq}")
-            frames.append(cancel)
+            cancel: dict[str, Any] = {"type": ev.RESPONSE_CANCEL, "response_id": cancelled}
+            frames.append(self._frame(cancel))
+            self._cancel_ids.add(cancel["event_id"])  # the id `_frame` gave it
             self._live_response = None
         item_id = cleared.item_id
         if item_id is not None:

@@ -152,11 +152,9 @@ async def start_listener(
     """Listen on host:port with `factory` behind `gate` (the caller closes the server). With `tls`, a connection
     reaches the gate once its TLS handshake is done, so the handshake gets the request head's deadline."""
     loop = asyncio.get_running_loop()
-    if tls is None:
-        return await loop.create_server(gate.wrap(factory), host, port, reuse_address=True, backlog=backlog)
     return await loop.create_server(
         gate.wrap(factory), host, port, reuse_address=True, backlog=backlog, ssl=tls,
-        ssl_handshake_timeout=tls_handshake_timeout,
+        ssl_handshake_timeout=None if tls is None else tls_handshake_timeout,  # asyncio refuses one without ssl
     )  # fmt: skip
 
 
