@@ -85,6 +85,8 @@ async def test_one_session_too_many_is_shown_as_the_session_limit(browser: Any, 
     error = second.locator("#error[data-kind=too_many_sessions]")
     await error.wait_for()
     assert "session limit" in await error.inner_text()
+    # The error frame comes before the close, and the status shows the close: wait for it.
+    await second.wait_for_selector("#status[data-state=failed]")
     assert "1013" in await second.inner_text("#status")
     assert await first.get_attribute("#status", "data-state") == "open"
     await first.context.close()
@@ -102,7 +104,7 @@ async def test_an_unreachable_upstream_is_shown_as_upstream_unavailable(browser:
     error = page.locator("#error[data-kind=upstream_unavailable]")
     await error.wait_for()
     assert "upstream" in await error.inner_text()
-    assert await page.get_attribute("#status", "data-state") == "failed"
+    await page.wait_for_selector("#status[data-state=failed]")  # the close follows the error frame
     await page.context.close()
 
 
