@@ -138,10 +138,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 # The runner's protocol factory, behind the connection bounds (see relay.server.connections).
                 assert runner.server is not None  # set by setup()
                 try:
-                    listener = await connections.start_listener(
-                        runner.server, settings.host, settings.port, gate, tls=tls,
-                        tls_handshake_timeout=settings.header_timeout_seconds,
-                    )  # fmt: skip
+                    listener = await connections.start_listener(runner.server, settings.host, settings.port, gate, tls=tls)
                 except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:
                         raise
@@ -156,9 +153,8 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                     assert metrics_runner.server is not None
                     # Behind the same bounds as the main port (header deadline, connection cap).
                     metrics_listener = await connections.start_listener(
-                        metrics_runner.server, settings.host, settings.metrics_port, gate, tls=tls,
-                        tls_handshake_timeout=settings.header_timeout_seconds,
-                    )  # fmt: skip
+                        metrics_runner.server, settings.host, settings.metrics_port, gate, tls=tls
+                    )
                     log.info("relay.metrics_listening", host=settings.host, port=settings.metrics_port)
                 log.info(
                     "relay.listening",

@@ -6,8 +6,10 @@ first request) but has no deadline for a request head that trickles in byte by b
 with asyncio's public `loop.create_server`:
 
 - a connection that has not sent a whole request head (up to the blank line) within `header_timeout` seconds of
-  connecting is aborted (after that, keep-alive and the handlers' own limits bound it);
-- at most `max_connections` sockets are open at once; one more is aborted as soon as it is accepted;
+  connecting is aborted (after that, keep-alive and the handlers' own limits bound it); with TLS the handshake
+  runs inside that same deadline;
+- at most `max_connections` sockets are open at once, counted from the moment they are accepted (a TLS
+  connection still in its handshake counts); one more is aborted as soon as it is accepted, before any handshake;
 - both are counted (`on_closed(reason)`, the `relay_connections_closed_total` metric).
 
 `AcceptErrorLimiter` keeps the loop's own "out of system resource" accept errors to one log line a second, and
@@ -69,31 +71,73 @@ class ConnectionGate:
         self.on_closed = on_closed
         self.active = 0
 
-    def wrap(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.Protocol]:
-        return lambda: GuardedProtocol(factory, self)
+    def wrap(
+        self, factory: Callable[[], asyncio.BaseProtocol], tls: ssl.SSLContext | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        return lambda: GuardedProtocol(factory, self, tls)
 
 
 class GuardedProtocol(asyncio.Protocol):
     """Delegates to the real protocol (made only for admitted connections) and enforces the gate's bounds."""
 
-    def __init__(self, factory: Callable[[], asyncio.BaseProtocol], gate: ConnectionGate) -> None:
+    def __init__(
+        self, factory: Callable[[], asyncio.BaseProtocol], gate: ConnectionGate, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._factory = factory
         self._gate = gate
+        self._tls = tls
+        self._admitted = False  # counted in gate.active until connection_lost
         self._inner: Any = None
         self._transport: asyncio.BaseTransport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""  # the last bytes seen while the first request head is incomplete
+        self._handshake: asyncio.Task[None] | None = None
+        # Decrypted bytes (or an EOF, as None) that asyncio delivers when a TLS handshake completes, before the
+        # handshake task has resumed and made the real protocol; handed to it in order.
+        self._early: list[bytes | None] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self._gate
+        assert isinstance(transport, asyncio.Transport)
         if gate.active >= gate.max_connections:
             gate.on_closed(REASON_MAX_CONNECTIONS)
-            assert isinstance(transport, asyncio.Transport)
             transport.abort()
             return
         gate.active += 1
+        self._admitted = True
         self._transport = transport
         self._deadline = asyncio.get_running_loop().call_later(gate.header_timeout, self._head_too_slow)
+        if self._tls is None:
+            self._start(transport)
+        else:
+            # The handshake happens after the socket is counted, so one still in its handshake holds a slot.
+            transport.pause_reading()  # start_tls resumes reading once its TLS layer is in place
+            self._handshake = asyncio.create_task(self._start_tls(transport, self._tls))
+
+    async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # The header deadline (already running) bounds the handshake too; asyncio needs a timeout of its own.
+            secured = await loop.start_tls(
+                transport, self, tls, server_side=True, ssl_handshake_timeout=self._gate.header_timeout
+            )
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            return  # start_tls closed the socket; connection_lost releases the slot
+        if secured is None or not self._admitted:  # lost while the task resumed
+            if secured is not None:
+                secured.abort()
+            return
+        self._transport = secured
+        self._start(secured)
+        early, self._early = self._early, []
+        for data in early:
+            if data is None:
+                if not self._inner.eof_received():
+                    secured.close()
+            else:
+                self.data_received(data)
+
+    def _start(self, transport: asyncio.BaseTransport) -> None:
         self._inner = self._factory()
         self._inner.connection_made(transport)
 
@@ -114,21 +158,30 @@ class GuardedProtocol(asyncio.Protocol):
                 self._tail = seen[-3:]
         if self._inner is not None:
             self._inner.data_received(data)
+        elif self._admitted:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
         if self._inner is not None:
             return bool(self._inner.eof_received())
+        if self._admitted:
+            self._early.append(None)
+            return True  # kept open until the real protocol has seen the data and this EOF
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._inner is None:
+        if not self._admitted:
             return  # refused at the door: never counted, no protocol behind it
+        self._admitted = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         self._gate.active -= 1
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
         inner, self._inner = self._inner, None
-        inner.connection_lost(exc)
+        if inner is not None:
+            inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
         if self._inner is not None:
@@ -147,15 +200,12 @@ async def start_listener(
     *,
     backlog: int = ACCEPT_BACKLOG,
     tls: ssl.SSLContext | None = None,
-    tls_handshake_timeout: float = 10.0,
 ) -> asyncio.Server:
-    """Listen on host:port with `factory` behind `gate` (the caller closes the server). With `tls`, a connection
-    reaches the gate once its TLS handshake is done, so the handshake gets the request head's deadline."""
+    """Listen on host:port with `factory` behind `gate` (the caller closes the server). With `tls`, the gate
+    counts a connection when it is accepted and runs its TLS handshake itself (asyncio's `loop.start_tls`), inside
+    the request head's deadline."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        gate.wrap(factory), host, port, reuse_address=True, backlog=backlog, ssl=tls,
-        ssl_handshake_timeout=None if tls is None else tls_handshake_timeout,  # asyncio refuses one without ssl
-    )  # fmt: skip
+    return await loop.create_server(gate.wrap(factory, tls), host, port, reuse_address=True, backlog=backlog)
 
 
 class AcceptErrorLimiter:

@@ -1,11 +1,14 @@
 """`serve` with tls_cert_file and tls_key_file: https:// and wss:// on the same port (the page, the probes, a
 session through a standard WebSocket client that verifies the certificate), a TLS handshake that never comes is
-cut at the request head's deadline, and a certificate that does not load, or one file of the pair, is a config
-error naming the setting (exit 2) with no traceback."""
+cut at the request head's deadline, a connection in its handshake holds a slot of max_connections (and gives it
+back when the handshake fails), a request that arrives with the handshake's last bytes is answered, and a
+certificate that does not load, or one file of the pair, is a config error naming the setting (exit 2) with no
+traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -58,6 +61,86 @@ async def test_a_connection_that_never_starts_its_tls_handshake_is_closed_at_the
                 assert await reader.read() == b""  # closed by the relay, nothing sent
         finally:
             writer.close()
+
+
+async def _https_status(port: int, path: str, trust: ssl.SSLContext) -> int:
+    async with aiohttp.ClientSession() as http, http.get(f"https://127.0.0.1:{port}{path}", ssl=trust) as response:
+        return response.status
+
+
+async def test_a_connection_still_in_its_tls_handshake_holds_a_slot_of_max_connections(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key), "RELAY_MAX_CONNECTIONS": "3"}
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with running_relay_process(tmp_path, env=env) as relay:
+        await relay.wait_for_log("relay.listening")
+        # Three sockets that never start their handshake fill the house; more are closed at once, unread.
+        silent = [await asyncio.open_connection("127.0.0.1", relay.port) for _ in range(3)]
+        extra = [await asyncio.open_connection("127.0.0.1", relay.port) for _ in range(2)]
+        try:
+            async with asyncio.timeout(seconds(10)):
+                for reader, _ in extra:
+                    assert await reader.read() == b""
+        finally:
+            for _, writer in silent + extra:
+                writer.close()
+        # Their slots come back when they close: a verified HTTPS request goes through, and the refusals were counted.
+        async with asyncio.timeout(seconds(10)):
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    if await _https_status(relay.port, "/healthz", trust) == 200:
+                        break
+                await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"https://127.0.0.1:{relay.port}/metrics", ssl=trust) as response:
+                metrics = await response.text()
+        refused = [
+            line for line in metrics.splitlines() if line.startswith('relay_connections_closed_total{reason="max_connections"}')
+        ]
+    # The two extra sockets at least (a probe that came before the silent ones' closes were seen is one more).
+    assert refused and float(refused[0].split()[-1]) >= 2, metrics
+
+
+async def test_a_request_sent_right_after_the_handshake_is_answered(tmp_path: Path) -> None:
+    # A TLS 1.3 client's request often arrives with its last handshake message, before the relay has made the
+    # connection's HTTP protocol: those bytes must reach it, in order, on every connection.
+    cert, key = self_signed_certificate(tmp_path)
+    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key)}
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with running_relay_process(tmp_path, env=env) as relay:
+        await relay.wait_for_log("relay.listening")
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=trust)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(seconds(10)):
+                assert (await reader.read()).startswith(b"HTTP/1.1 200 OK\r\n")
+            writer.close()
+
+
+async def test_failed_tls_handshakes_give_their_slots_back(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key), "RELAY_MAX_CONNECTIONS": "2"}
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with running_relay_process(tmp_path, env=env) as relay:
+        await relay.wait_for_log("relay.listening")
+        for attempt in range(6):  # plain HTTP to a TLS port, and clients that refuse the certificate
+            if attempt % 2:
+                reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                async with asyncio.timeout(seconds(10)):
+                    with contextlib.suppress(ConnectionError):
+                        await reader.read()
+                writer.close()
+            else:
+                with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                    await _https_status(relay.port, "/healthz", ssl.create_default_context())
+        async with asyncio.timeout(seconds(10)):
+            while True:  # the relay notices each failed handshake's close in its own time
+                with contextlib.suppress(aiohttp.ClientError):
+                    if await _https_status(relay.port, "/healthz", trust) == 200:
+                        break
+                await asyncio.sleep(0.05)
+        assert "Traceback" not in b"".join(relay.raw_stdout).decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize("which", ["both unreadable", "garbage", "only the certificate", "only the key"])
