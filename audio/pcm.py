@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import os
 import wave
@@ -137,10 +138,17 @@ def write_wav(path: Path, pcm: bytes, rate: int) -> None:
     recordings of conversations are private to the relay's user and group."""
     path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    data = wav_bytes(pcm, rate)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "wb") as out:
-        out.write(wav_bytes(pcm, rate))
-    tmp.replace(path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        tmp.replace(path)
+    except BaseException:
+        # A full disk leaves no half-written `.part` behind: the space goes back, and no stray file is left.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def read_wav(path: Path) -> tuple[bytes, int]:

@@ -44,7 +44,7 @@ from relay.outcome import EndReason, SessionOutcome
 from relay.reconnect import cancel_and_wait
 from relay.recording import RECORDING_SAVED, RecordingOptions, SessionRecorder
 from relay.retrieve_timers import RetrieveTimers
-from relay.saving import SessionFiles, save_item_audio
+from relay.saving import NotSaved, SessionFiles, save_item_audio
 from relay.tools.runner import SessionTools
 from relay.upstream_side import UPSTREAM_BACKLOG_LIMIT_BYTES, SessionUpstream
 
@@ -433,7 +433,8 @@ class SessionBridge:
 
     async def _save(self, save: AudioToSave) -> None:
         saved = await save_item_audio(self.env.files, self.session_id, save)
-        if saved is None:
+        if isinstance(saved, NotSaved):  # a full or failing disk: the session's log says which item has no WAV
+            self._feed(self.core.log_relay, ev.RELAY_AUDIO_NOT_SAVED, saved.record())
             return
         if self.env.metrics is not None:
             self.env.metrics.retrieves["ok" if save.source == "retrieved" else "stream"] += 1

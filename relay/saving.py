@@ -4,7 +4,8 @@ Boundary: file I/O only, on a worker thread. `SessionFiles` knows the folder lay
 (`sessions/<session_id>/<item_id>.wav` and the recording) and is given the URLs the files are served under by
 `relay.wiring`, so nothing here (or in the bridge) spells out the server's URL layout. `save_item_audio` is what
 the bridge runs for each `AudioToSave` the core decides (docs/retrieve-after-done.md); it returns the fields of
-`relay.audio_saved`, or None when the write was refused or failed (both logged; the session goes on).
+`relay.audio_saved`, or `NotSaved` when the write was refused or failed (logged on the daemon's stream; the bridge
+records it in the session's event log as `relay.audio_not_saved`; the session goes on).
 """
 
 from __future__ import annotations
@@ -39,18 +40,36 @@ class SessionFiles:
         return self.folder(session_id) / RECORDING_FILE
 
 
-async def save_item_audio(files: SessionFiles, session_id: str, save: AudioToSave) -> dict[str, Any] | None:
-    """Write the item's WAV into the session's folder on a worker thread; the `relay.audio_saved` fields, or None."""
+@dataclass(frozen=True)
+class NotSaved:
+    """Why an item's WAV was not written: the fields of `relay.audio_not_saved`."""
+
+    item_id: str
+    reason: str  # "unsafe_item_id" or "write_failed"
+    source: str
+    error: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"item_id": self.item_id, "reason": self.reason, "source": self.source}
+        if self.error is not None:
+            fields["error"] = self.error
+        return fields
+
+
+async def save_item_audio(files: SessionFiles, session_id: str, save: AudioToSave) -> dict[str, Any] | NotSaved:
+    """Write the item's WAV into the session's folder on a worker thread; the `relay.audio_saved` fields, or why
+    it was not written."""
     folder = files.folder(session_id)
     path = folder / f"{save.item_id}.wav"
     if path.resolve().parent != folder.resolve():  # the core refuses such ids already; never trust one id check
         log.error("relay.audio_save_refused", item_id=save.item_id)
-        return None
+        return NotSaved(save.item_id, "unsafe_item_id", save.source)
     try:
         pcm16, rate = await asyncio.to_thread(write_item_wav, path, save)
     except Exception as exc:  # a disk error, or audio no WAV can hold (a rate an upstream made up): logged, contained
-        log.error("relay.audio_save_failed", item_id=save.item_id, error=f"{type(exc).__name__}: {exc}")
-        return None
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("relay.audio_save_failed", item_id=save.item_id, error=error)
+        return NotSaved(save.item_id, "write_failed", save.source, error)
     return {
         "item_id": save.item_id,
         "path": str(path),

@@ -88,6 +88,33 @@ def test_wav_round_trip(tmp_path: Path) -> None:
     assert read_wav(tmp_path / "a.wav") == (pcm, 16000)
 
 
+def test_a_wav_write_that_fails_on_a_full_disk_leaves_no_part_file_and_no_wav(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int) -> None:
+            self.file = real_fdopen(fd, "wb")
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDisk(fd))
+    with pytest.raises(OSError):
+        write_wav(tmp_path / "a.wav", bytes(3200), 16000)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_garbage_wav_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00garbage")

@@ -14,7 +14,7 @@ from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import AudioToSave
 from relay.errors import ConfigError
 from relay.eventlog.writer import EventLog
-from relay.saving import save_item_audio
+from relay.saving import NotSaved, save_item_audio
 from relay.settings import Settings
 from relay.wiring import session_environment, session_files, simulator_options, upstream_target
 
@@ -60,12 +60,13 @@ def test_a_bad_simulator_knob_is_a_config_error() -> None:
 async def test_an_item_id_that_leaves_the_session_folder_is_refused(tmp_path: Path) -> None:
     files = session_files(tmp_path)
     escaping = AudioToSave(item_id="../../escaped", pcm=bytes(480), format=DEFAULT_FORMAT, source="retrieved")
-    assert await save_item_audio(files, "sess_a", escaping) is None
+    refused = await save_item_audio(files, "sess_a", escaping)
+    assert isinstance(refused, NotSaved) and refused.reason == "unsafe_item_id"
     assert not any(tmp_path.rglob("*.wav"))
     files.folder("sess_a").mkdir(parents=True)
     kept = AudioToSave(item_id="item_1", pcm=bytes(480), format=DEFAULT_FORMAT, source="retrieved")
     saved = await save_item_audio(files, "sess_a", kept)
-    assert saved is not None and saved["url"] == "/relay/sessions/sess_a/items/item_1.wav"
+    assert isinstance(saved, dict) and saved["url"] == "/relay/sessions/sess_a/items/item_1.wav"
     assert Path(saved["path"]) == tmp_path / "sessions" / "sess_a" / "item_1.wav"
 
 
@@ -74,4 +75,6 @@ async def test_audio_no_wav_can_hold_is_a_failed_save_not_a_crash(tmp_path: Path
     files = session_files(tmp_path)
     files.folder("sess_a").mkdir(parents=True)
     absurd = AudioToSave(item_id="item_1", pcm=bytes(480), format=AudioFormat("audio/pcm", 10**15), source="stream")
-    assert await save_item_audio(files, "sess_a", absurd) is None
+    failed = await save_item_audio(files, "sess_a", absurd)
+    assert isinstance(failed, NotSaved) and failed.reason == "write_failed"
+    assert list(files.folder("sess_a").iterdir()) == []  # no half-written .part left behind
