@@ -5,7 +5,8 @@ An outbound frame is written straight into the socket's transport while that hol
 here, aiohttp negotiates no compression). Past that, frames go through a byte-bounded queue drained by one writer
 task, so the upstream reader never waits on a slow client and an overflow can drop the unsent backlog; `send`
 reports overflow (the backlog is bounded by `max_client_backlog_bytes`, docs/lifecycle.md) and the bridge closes
-with 1008.
+with 1008. One large frame at a time is measured apart: while the client reads it, the frames behind it are held
+to the bound without it, so a big event followed by more is not slowness (memory: the bound plus that one frame).
 The writer task is also the one that sends the close frame, and it is never cancelled while it writes: aiohttp
 shares one drain future between everything that writes to a socket, so cancelling a writer stuck in drain would
 cancel that future for the close frame too. Every wait here is bounded; a close that cannot finish (the client
@@ -34,6 +35,9 @@ _REASON_MAX_BYTES: Final = 120  # a close frame's payload is at most 125 bytes, 
 # What may wait in the transport before frames queue in the relay instead (aiohttp's own writer limit): small, so
 # an overflow still finds nearly all of the backlog in the queue, where it can be dropped.
 DIRECT_WRITE_LIMIT_BYTES: Final = 64 * 1024
+# A frame this big takes the client a while to read even at full speed; one such frame at a time is measured apart
+# from the backlog, so what follows it right away is not taken for slowness.
+LARGE_FRAME_BYTES: Final = 64 * 1024
 
 
 class WebSocketClient:
@@ -65,6 +69,10 @@ class WebSocketClient:
         # Frames of the direct path are written together once the current callbacks are done.
         self._batch = WriteBatch(transport)
         self.overflowed = False
+        # The one large frame (over LARGE_FRAME_BYTES) still on its way to the client, measured apart from
+        # the backlog: an upper bound of what of it still waits, and the bytes of the frames accepted after it.
+        self._large_left = 0
+        self._after_large = 0
 
     def _transport_buffered(self) -> int:
         transport = self._transport
@@ -73,6 +81,23 @@ class WebSocketClient:
     def backlog_bytes(self) -> int:
         """What is waiting to reach the client: the relay's queue plus the transport's write buffer."""
         return self._queued_bytes + self._batch.size + self._transport_buffered()
+
+    def _large_waiting(self, backlog: int) -> int:
+        """How much of the large frame still waits in `backlog`. Frames leave in order, so what waits beyond the
+        frames accepted after it is (at most its own size of) it, plus frames ahead of it, which leave first.
+        Once less than LARGE_FRAME_BYTES of it waits it is a frame like any other."""
+        left = min(self._large_left, max(0, backlog - self._after_large))
+        if left < LARGE_FRAME_BYTES:
+            left = self._after_large = 0
+        self._large_left = left
+        return left
+
+    def _accepted(self, size: int) -> None:
+        """Track a frame accepted for the client: the first large one is measured apart until it has left."""
+        if self._large_left:
+            self._after_large += size
+        elif size > LARGE_FRAME_BYTES:
+            self._large_left, self._after_large = size, 0
 
     async def receive(self) -> ClientFrame:
         message = await self.ws.receive()
@@ -112,16 +137,22 @@ class WebSocketClient:
             and not self.ws.closed
             and not transport.is_closing()
         ):
+            if self._large_left or size > LARGE_FRAME_BYTES:  # rare: kept off the path of every other frame
+                if self._large_left:
+                    self._large_waiting(self.backlog_bytes())
+                self._accepted(size)
             self._batch.add(text_frame(payload))
             return True
         self._batch.write()  # what went the direct way before this frame goes out before it
         backlog = self.backlog_bytes()
-        # One frame always fits an empty backlog, so a large event (a client's retrieve of a long item) never
-        # counts as slowness by itself; memory stays within the bound plus that one frame.
-        if backlog and backlog + size > self.max_backlog_bytes:
+        # One frame always fits an empty backlog, and a large one (a client's retrieve of a long item, a big
+        # upstream event) does not count against the frames behind it while the client reads it: neither is
+        # slowness by itself. Memory stays within the bound plus that one frame.
+        if backlog and backlog - self._large_waiting(backlog) + size > self.max_backlog_bytes:
             self.overflowed = True
             self._drop_queue()
             return False
+        self._accepted(size)
         self._queue.append((text, size))
         self._queued_bytes += size
         self._idle.clear()
@@ -131,6 +162,7 @@ class WebSocketClient:
     def _drop_queue(self) -> None:
         self._queue.clear()
         self._queued_bytes = 0
+        self._large_left = self._after_large = 0
         self._idle.set()
 
     async def _write_loop(self) -> None:

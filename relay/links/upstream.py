@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from importlib.metadata import version
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from picows import (
     WSError,
-    WSInvalidStatusError,
+    WSHandshakeError,
     WSMsgType,
     WSParsedURL,
     WSTransport,
@@ -105,6 +107,31 @@ class _Socket:
             sock.shutdown(socket.SHUT_RD)
 
 
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: (.*))?")
+_REASON_MAX_CHARS: Final = 120
+
+
+def _refusal(raw_header: bytes | None) -> UpstreamUnavailable | None:
+    """The refusal an answer other than 101 means, from its status line: the status and the reason the upstream
+    gave, even where picows cannot name them (a proxy's 52x, an HTTP/1.0 answer, its own reason phrase). The
+    standard phrase follows in parentheses when the upstream's differs from it. None for no status line or a 101."""
+    match = _STATUS_LINE.fullmatch((raw_header or b"").split(b"\r\n", 1)[0])
+    if match is None or int(match[1]) == 101:
+        return None
+    status = int(match[1])
+    # It reaches the client's error message and the log: printable characters only, and not too many.
+    reason = "".join(c for c in (match[2] or b"").decode("latin-1") if c.isprintable()).strip()[:_REASON_MAX_CHARS]
+    try:
+        standard = HTTPStatus(status).phrase
+    except ValueError:
+        standard = ""
+    if not reason or reason.lower() == standard.lower():
+        said = standard
+    else:
+        said = f"{reason} ({standard})" if standard else reason
+    return UpstreamUnavailable(f"upstream refused the handshake: HTTP {status} {said}".rstrip(), status=status)
+
+
 def _unreachable(exc: BaseException) -> UpstreamUnavailable:
     """The one wording of "could not get a connection", naming the cause."""
     return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
@@ -160,15 +187,9 @@ class UpstreamLink:
         except TimeoutError:
             own.cut()
             raise UpstreamUnavailable(f"upstream did not answer within {open_timeout:g} s") from None
-        except WSInvalidStatusError as exc:
+        except WSHandshakeError as exc:
             own.cut()
-            response = exc.response
-            if response is None:
-                raise _unreachable(exc) from None
-            status = int(response.status)
-            raise UpstreamUnavailable(
-                f"upstream refused the handshake: HTTP {status} {response.status.phrase}", status=status
-            ) from None
+            raise _refusal(exc.raw_header) or _unreachable(exc) from None
         except (WSError, OSError, EOFError, ValueError) as exc:
             own.cut()
             raise _unreachable(exc) from None
@@ -245,9 +266,12 @@ class UpstreamLink:
 
     async def wait_closed(self) -> None:
         """Wait for the end of the connection: returns after a close 1000 from the upstream (only 1000 is a normal
-        close; 1001 "going away" is a disconnect); raises what the consumer raised, or UpstreamDisconnected."""
+        close; 1001 "going away" is a disconnect); raises what the consumer raised, or UpstreamDisconnected.
+        It returns as soon as the end is known (the upstream's close frame read, or the link failing the
+        connection), not when TCP is gone: an upstream holding TCP open does not delay the session's end, and the
+        close timeout still lets go of its connection."""
         listener = self._listener
-        await asyncio.shield(listener.closed)
+        await asyncio.shield(listener.ended)
         if listener.delivery_error is not None:
             raise listener.delivery_error
         if listener.close_received == 1000 and not listener.failed:
@@ -271,10 +295,10 @@ class UpstreamLink:
     @property
     def close_code(self) -> int | None:
         """The upstream's close code once the connection has ended (1006 when it sent none); None before."""
-        if not self._listener.closed.done():
-            return None
         received = self._listener.close_received
-        return DROPPED if received is None else received
+        if received is not None:
+            return received
+        return DROPPED if self._listener.ended.done() else None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (when the link is still open) and wait for the end of the connection, which the close

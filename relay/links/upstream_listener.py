@@ -34,7 +34,10 @@ class UpstreamListener(WSListener):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: WSTransport | None = None
-        self.closed: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()  # the TCP connection is gone
+        # How the connection ends is known: the upstream's close frame was read, the link failed the connection,
+        # or TCP is gone. Often well before `closed`: an upstream may hold TCP for the close timeout after it.
+        self.ended: asyncio.Future[None] = loop.create_future()
         self.deliver: Callable[[str | bytes], None] | None = None
         self.on_close_frame: Callable[[], None] | None = None
         self.held: list[str | bytes] = []  # messages read before `attach`, in order
@@ -137,6 +140,7 @@ class UpstreamListener(WSListener):
         if self._close_deadline is not None:
             self._close_deadline.cancel()
         self.accepting = False
+        self._end()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -154,6 +158,7 @@ class UpstreamListener(WSListener):
         self.expect_tcp_close()
         if self.on_close_frame is not None:
             self.on_close_frame()  # after every data frame that came before it, even from the same read
+        self._end()
 
     def fail(self, code: WSCloseCode, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): send a close frame with `code`, process nothing more."""
@@ -164,6 +169,11 @@ class UpstreamListener(WSListener):
         if transport is not None and not transport.is_disconnected:
             transport.send_close(code, reason.encode())
             self.expect_tcp_close()
+        self._end()
+
+    def _end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def expect_tcp_close(self) -> None:
         """A close frame went out: an upstream that never closes TCP after it is let go of after the close timeout."""

@@ -26,7 +26,7 @@ from websockets.asyncio.server import ServerConnection
 
 from audio import pcm as pcmlib
 from relay.simulator.server import STATE_KEY as SIM_STATE
-from tests.links.test_upstream import raw_upstream, text
+from tests.links.test_upstream import close_frame, raw_upstream, text
 from tests.support.relay_fixtures import RunningRelay, running_relay
 from tests.support.speechlike import synthesize
 from tests.support.timing import seconds
@@ -599,3 +599,83 @@ async def test_a_client_leaving_with_a_retrieve_pending_closes_a_deaf_upstream_w
             (log,) = (await ended_records(relay)).values()
     assert gone < seconds(1.0)
     assert [r["event"]["reason"] for r in log if r["type"] == "relay.retrieve_failed"] == ["session_closed"]
+
+
+async def test_a_20_mb_upstream_event_and_the_events_right_behind_it_reach_a_reading_client(tmp_path: Path) -> None:
+    """No size cap on the upstream side, and one big event followed at once by more is not a slow client: the
+    client reads them all, in order, and the session goes on."""
+    big = json.dumps({"type": "x.big", "event_id": "e2", "pad": "x" * (20 << 20)})
+    after = [json.dumps({"type": "x.after", "event_id": f"e{n}"}) for n in range(3, 13)]
+
+    async def flood_then_hold(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {}}))
+        for event in (big, *after):
+            await connection.send(event)
+        await connection.wait_closed()
+
+    async with scripted_upstream(flood_then_hold) as (url, _):
+        async with running_relay(tmp_path, settings={"upstream": url}) as relay, aiohttp.ClientSession() as http:
+            async with http.ws_connect(relay.ws_url, max_msg_size=0) as ws:
+                received = []
+                async with asyncio.timeout(seconds(10)):
+                    while len(received) < 2 + len(after):
+                        message = await ws.receive()
+                        assert message.type == aiohttp.WSMsgType.TEXT, (message.type, ws.close_code)
+                        received.append(message.data)
+            (log,) = (await ended_records(relay)).values()
+    assert received[1:] == [big, *after]
+    assert log[-1]["event"]["reason"] == "client_closed"
+
+
+@pytest.mark.parametrize(("code", "client_code"), [(4000, 1014), (1000, 1000)])
+async def test_an_upstream_close_frame_reaches_the_client_at_once_though_the_upstream_holds_tcp_open(
+    tmp_path: Path, code: int, client_code: int
+) -> None:
+    """The client is told within 1 s of the upstream's close frame, however long the upstream keeps TCP open
+    after it (the relay lets go of that connection after its close timeout)."""
+    async with raw_upstream() as upstream:
+        settings = {"upstream": upstream.url, "upstream_resume": False}
+        async with running_relay(tmp_path, settings=settings) as relay, aiohttp.ClientSession() as http:
+            async with http.ws_connect(relay.ws_url) as ws:
+                peer = await upstream.accepted()
+                peer.send(text(json.dumps({"type": "session.created", "event_id": "e1", "session": {}})))
+                await receive_until(ws, lambda e: e["type"] == "session.created")
+                peer.send(close_frame(code, "bye"))  # and never closes TCP
+                dropped = time.monotonic()
+                async with asyncio.timeout(seconds(5)):
+                    while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        pass
+                told = time.monotonic() - dropped
+            (log,) = (await ended_records(relay)).values()
+    assert ws.close_code == client_code
+    assert told < seconds(0.5)
+    assert log[-1]["event"]["upstream_close_code"] == code
+
+
+async def test_a_wav_that_cannot_be_written_is_recorded_in_the_session_log_and_the_session_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full data_dir: the session's own log says which item has no WAV and why (not only the daemon's stream),
+    and the conversation goes on."""
+    import errno
+
+    import relay.saving
+
+    def full_disk(path: Path, save: Any) -> tuple[bytes, int]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(relay.saving, "write_item_wav", full_disk)
+    async with running_relay(tmp_path, settings={"record_sessions": False}) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            events, _ = await voice_turn(ws)
+            item_ids = {e["item"]["id"] for e in events if e["type"] == "conversation.item.done"}
+            await send(ws, text_item("still there?"))
+            await send(ws, {"type": "response.create"})
+            await receive_until(ws, lambda e: e["type"] == "response.done")
+        (log,) = (await ended_records(relay)).values()
+    not_saved = [r["event"] for r in log if r["type"] == "relay.audio_not_saved"]
+    assert {e["item_id"] for e in not_saved} >= item_ids
+    assert all(e["reason"] == "write_failed" and "No space left" in e["error"] for e in not_saved)
+    assert not [r for r in log if r["type"] == "relay.audio_saved"]
+    assert not list(relay.data_dir.rglob("*.wav*"))

@@ -93,3 +93,46 @@ async def test_directly_written_frames_reach_the_client_whole_and_in_order_at_ev
             received.append(message.data)
         assert ws.close_code == 1000
     assert received == texts
+
+
+async def test_frames_right_behind_a_frame_larger_than_the_backlog_bound_reach_a_reading_client() -> None:
+    """A big upstream event (a 20 MB frame, a client's retrieve of a long item) followed at once by more frames is
+    not slowness: the big one fits an empty backlog, and those behind it are held to the bound without it."""
+    big = "x" * (20 << 20)  # more than loopback's socket buffers take at once
+    texts = [big] + [f'{{"type": "after", "n": {n}}}' for n in range(50)]
+    received: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        client = WebSocketClient(ws, 1 << 20, transport=request.transport)
+        assert [client.send(text) for text in texts] == [True] * len(texts)  # one burst: nothing has drained yet
+        assert not client.overflowed
+        await client.close(1000, "done", grace=5.0)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handle)
+    async with serving(app) as root, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{root}/ws", max_msg_size=0) as ws:
+            async for message in ws:
+                received.append(message.data)
+        assert ws.close_code == 1000
+    assert received == texts
+
+
+async def test_behind_a_large_frame_the_backlog_bound_still_holds_and_a_second_large_frame_overflows() -> None:
+    big = "x" * (20 << 20)  # more than loopback's socket buffers take at once: most of it still waits
+
+    async def frames_after_a_large_one(client: WebSocketClient) -> None:
+        assert client.send(big)
+        assert all(client.send("y" * 50_000) for _ in range(20))  # 1 000 000 bytes behind it: within 1 MiB
+        assert not client.send("y" * 50_000)  # 1 050 000: over
+        assert client.overflowed
+
+    async def a_second_large_frame(client: WebSocketClient) -> None:
+        assert client.send(big)
+        assert not client.send("z" * (2 << 20))
+
+    await with_client(1 << 20, frames_after_a_large_one)
+    await with_client(1 << 20, a_second_large_frame)

@@ -457,6 +457,30 @@ async def test_the_link_ends_within_close_timeout_when_the_upstream_keeps_tcp_op
         assert inbox.messages == []
 
 
+@pytest.mark.parametrize(
+    ("trouble", "code"),
+    [
+        pytest.param(close_frame(4000, "bye"), 4000, id="the upstream's close frame"),
+        pytest.param(close_frame(1000), 1000, id="a normal close"),
+        pytest.param(frame(OP_TEXT, b"\xff"), 1006, id="invalid UTF-8: the link fails the connection"),
+    ],
+)
+async def test_wait_closed_ends_when_the_end_is_known_not_when_an_upstream_holding_tcp_lets_go(
+    links: Links, trouble: bytes, code: int
+) -> None:
+    """The session's end must not wait out the close timeout for an upstream that keeps TCP open after the close
+    frames (the client is told within 1 s of the drop); the close timeout still lets go of the connection."""
+    async with raw_upstream() as upstream:
+        link, peer = await open_raw(links, upstream, Inbox())
+        peer.send(trouble)
+        started = time.monotonic()
+        with contextlib.suppress(UpstreamDisconnected):
+            await asyncio.wait_for(link.wait_closed(), seconds(1.5))
+        assert time.monotonic() - started < seconds(0.3)
+        assert link.close_code == code
+        await asyncio.wait_for(link.close(), seconds(1.5))  # let go of within the close timeout
+
+
 async def test_an_exception_from_the_consumer_is_raised_by_wait_closed_and_nothing_more_is_delivered(links: Links) -> None:
     async with raw_upstream() as upstream:
         inbox = Inbox(raise_on="two")
@@ -870,6 +894,31 @@ async def test_a_refused_handshake_is_upstream_unavailable_with_the_http_status(
             await links.open(url)
     assert caught.value.status == status
     assert str(int(status)) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status_line", "status", "said"),
+    [
+        pytest.param(b"HTTP/1.1 520 Origin Error", 520, "HTTP 520 Origin Error", id="a status with no standard name"),
+        pytest.param(b"HTTP/1.1 599 ", 599, "HTTP 599", id="a non-standard status without a reason"),
+        pytest.param(
+            b"HTTP/1.1 429 Quota Exceeded", 429, "HTTP 429 Quota Exceeded (Too Many Requests)", id="the upstream's own reason"
+        ),
+        pytest.param(b"HTTP/1.0 503 Service Unavailable", 503, "HTTP 503 Service Unavailable", id="an HTTP/1.0 answer"),
+    ],
+)
+async def test_a_refused_handshake_reports_the_status_and_reason_the_upstream_sent(
+    links: Links, status_line: bytes, status: int, said: str
+) -> None:
+    """A proxy in front of the upstream may answer with a status outside the standard list (Cloudflare's 52x)
+    or its own reason phrase: the refusal still carries that status, and the message says what was sent."""
+    body = b'{"error": {"message": "nope"}}'
+    answer = status_line + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with raw_upstream(lambda request: answer) as upstream:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await links.open(upstream.url)
+    assert caught.value.status == status
+    assert str(caught.value) == f"upstream refused the handshake: {said}"
 
 
 async def test_a_non_upgrade_answer_is_upstream_unavailable_with_its_status(links: Links) -> None:
