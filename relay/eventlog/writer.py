@@ -217,7 +217,7 @@ class EventLog:
         try:
             self._write_durable(files, session_log, blob)
         except OSError as exc:
-            self._drop_batch(session_log, lines, exc, "file" if self.log_dir is not None else "stdout")
+            self._drop_batch(session_log, lines, exc, sink_name(self.log_dir))
             if self.log_dir is not None:
                 with contextlib.suppress(OSError):
                     self._mirror_to_stdout(blob)
@@ -241,6 +241,10 @@ class EventLog:
             open_file.write(blob)
         if gaps:
             session_log._write_gaps = []
+            log.info(
+                "relay.log_write_recovered", session_id=session_log.session_id, sink=sink_name(self.log_dir),
+                from_seq=gaps[0][0], to_seq=gaps[-1][1], dropped=session_log.write_dropped,
+            )  # fmt: skip
 
     def _declare_owed_gaps(self, files: dict[SessionEventLog, JsonlFile]) -> None:
         """Sessions that ended while their writes failed: once writing works again, their files get the gap lines
@@ -262,6 +266,7 @@ class EventLog:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them
         (a full queue's, a size limit's) stay owed as they were; all are declared once writing works again."""
         dropped = 0
+        first_failure = not session_log._write_gaps  # nothing owed yet: this write starts an outage
         for line in lines:
             if line.gap_reason is not None:
                 session_log._owe_gap(line.first_seq, line.last_seq, line.gap_reason)
@@ -270,7 +275,11 @@ class EventLog:
                 dropped += line.n_records
         session_log.write_dropped += dropped
         self._dropped_write += dropped
-        log.warning("relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink, dropped=dropped)
+        if first_failure:  # once per outage and session, not every period: a full disk would flood the daemon log
+            log.warning(
+                "relay.log_write_failed", session_id=session_log.session_id, error=str(exc), sink=sink,
+                detail="records are dropped and counted until a write works again (relay.log_write_recovered)",
+            )  # fmt: skip
 
     def _gap_records(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> _Records:
         return _Records(session_log, from_seq, to_seq, 0, self._gap_line(session_log, from_seq, to_seq, reason), reason)
@@ -283,6 +292,11 @@ def _close_file(files: dict[SessionEventLog, JsonlFile], session_log: SessionEve
     open_file = files.pop(session_log, None)
     if open_file is not None:
         open_file.close()
+
+
+def sink_name(log_dir: Path | None) -> str:
+    """Where the records' one durable copy goes: the session's file, or stdout when event files are off."""
+    return "file" if log_dir is not None else "stdout"
 
 
 @dataclass(eq=False)
@@ -330,9 +344,7 @@ class SessionEventLog:
         if not owner.enabled or self._closed:
             return seq
         try:
-            line = owner.records.build(
-                self.session_id, seq, time.time(), (time.monotonic() - self.started_mono) * 1000.0, entry
-            )
+            line = owner.records.build(self.session_id, seq, time.time(), (time.monotonic() - self.started_mono) * 1000.0, entry)
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
             self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
@@ -79,7 +80,9 @@ def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payloa
         summary = summarize_event(event, record_type, AudioFormat("audio/pcm", 16000), True, audio_hash=True)
         field = "audio" if "audio" in event else "delta"
         assert summary[field] == {
-            "audio_bytes": 1024, "audio_ms": 32.0, "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16]
+            "audio_bytes": 1024,
+            "audio_ms": 32.0,
+            "sha256": hashlib.sha256(encoded.encode()).hexdigest()[:16],
         }
 
 
@@ -109,7 +112,10 @@ def test_with_log_audio_hash_the_summary_carries_the_sha256_of_the_base64_payloa
             {
                 "type": "input_audio_buffer.append",
                 "audio": {"audio_bytes": 3, "audio_ms": 0.063},
-                "extra": {"audio": {"audio_bytes": 3, "audio_ms": 0.063}, "n": [1, {"audio": {"audio_bytes": 1, "audio_ms": 0.021}}]},
+                "extra": {
+                    "audio": {"audio_bytes": 3, "audio_ms": 0.063},
+                    "n": [1, {"audio": {"audio_bytes": 1, "audio_ms": 0.021}}],
+                },
             },
             id="nested audio next to the top-level one",
         ),
@@ -239,6 +245,39 @@ def test_a_failing_disk_drops_records_then_declares_the_gap_when_writes_work_aga
     assert records[1]["event"] == {"from_seq": 2, "to_seq": 3, "reason": "write_failed"}
 
 
+def test_an_outage_is_warned_once_per_session_and_its_end_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full disk fails every period's write; one warning per session and outage, not one every 100 ms.
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_o")
+    failing = {"on": True}
+    real_write = JsonlFile.write
+
+    def full_disk(self: JsonlFile, blob: bytes) -> None:
+        if failing["on"]:
+            raise OSError(28, "No space left on device")
+        real_write(self, blob)
+
+    monkeypatch.setattr(JsonlFile, "write", full_disk)
+    with structlog.testing.capture_logs() as logged:
+        for n in range(1, 4):  # three periods, each with a failed write
+            session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
+            log._wake.set()
+            deadline = time.monotonic() + 5
+            while session.dropped < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert session.dropped == n
+        failing["on"] = False
+        session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
+        session.close().result(5)
+        log.close()
+    names = [entry["event"] for entry in logged if entry["event"].startswith("relay.log_write")]
+    assert names == ["relay.log_write_failed", "relay.log_write_recovered"]
+    recovered = next(entry for entry in logged if entry["event"] == "relay.log_write_recovered")
+    assert (recovered["from_seq"], recovered["to_seq"], recovered["dropped"]) == (1, 3, 3)
+    records = read_records(only_file(tmp_path))
+    assert [(r["type"], r["seq"]) for r in records] == [("relay.log_gap", None), ("b", 4)]
+
+
 def test_a_partly_failed_write_is_cut_back_to_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = JsonlFile(tmp_path / "x.jsonl")
     target.write(b'{"a":1}\n')
@@ -296,11 +335,25 @@ def test_logging_off_writes_no_files_but_still_counts_seq(tmp_path: Path) -> Non
 def test_log_content_off_reaches_items_nested_in_responses() -> None:
     done = {
         "type": "response.done",
-        "response": {"id": "r", "output": [{"id": "i", "content": [{"type": "output_text", "text": "SECRET"}, {"type": "output_audio", "transcript": "SECRET"}]}]},
+        "response": {
+            "id": "r",
+            "output": [
+                {
+                    "id": "i",
+                    "content": [{"type": "output_text", "text": "SECRET"}, {"type": "output_audio", "transcript": "SECRET"}],
+                }
+            ],
+        },
     }
     logged = json.dumps(summarize_event(done, "response.done", AudioFormat(), keep_text=False))
     assert "SECRET" not in logged
-    create = {"type": "response.create", "response": {"instructions": "SECRET", "input": [{"type": "message", "content": [{"type": "input_text", "text": "SECRET"}]}]}}
+    create = {
+        "type": "response.create",
+        "response": {
+            "instructions": "SECRET",
+            "input": [{"type": "message", "content": [{"type": "input_text", "text": "SECRET"}]}],
+        },
+    }
     assert "SECRET" not in json.dumps(summarize_event(create, "response.create", AudioFormat(), keep_text=False))
 
 
@@ -308,7 +361,12 @@ def test_audio_anywhere_in_an_event_is_summarized_and_tool_calls_stay() -> None:
     raw = base64.b64encode(b"\x01\x02" * 500).decode()
     create = {
         "type": "response.create",
-        "response": {"input": [{"type": "message", "content": [{"type": "input_audio", "audio": raw}]}, {"type": "function_call_output", "output": "42"}]},
+        "response": {
+            "input": [
+                {"type": "message", "content": [{"type": "input_audio", "audio": raw}]},
+                {"type": "function_call_output", "output": "42"},
+            ]
+        },
     }
     logged = summarize_event(create, "response.create", AudioFormat(), keep_text=False)
     assert raw not in json.dumps(logged)
