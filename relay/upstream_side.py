@@ -18,6 +18,7 @@ from relay.core.session import RelaySession
 from relay.errors import ConfigError, UpstreamUnavailable
 from relay.links.base import UpstreamTarget
 from relay.links.upstream import UpstreamLink
+from relay.links.upstream_listener import DROPPED
 from relay.metrics import RelayMetrics
 from relay.reconnect import UpstreamResume, cancel_and_wait
 
@@ -99,4 +100,6 @@ class SessionUpstream:
             await asyncio.wait_for(self.link.close(1000), grace)
         except (TimeoutError, Exception):
             self.link.abort()
-        return self.link.close_code
+        code = self.link.close_code
+        # None only when the link was aborted before its end was seen: the upstream sent no close frame, 1006.
+        return DROPPED if code is None else code

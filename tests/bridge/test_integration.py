@@ -599,6 +599,7 @@ async def test_a_client_leaving_with_a_retrieve_pending_closes_a_deaf_upstream_w
             (log,) = (await ended_records(relay)).values()
     assert gone < seconds(1.0)
     assert [r["event"]["reason"] for r in log if r["type"] == "relay.retrieve_failed"] == ["session_closed"]
+    assert log[-1]["event"]["upstream_close_code"] == 1006  # let go of with no close frame from it
 
 
 async def test_a_20_mb_upstream_event_and_the_events_right_behind_it_reach_a_reading_client(tmp_path: Path) -> None:
