@@ -108,11 +108,20 @@ def test_playback_stream_plays_the_buffer_into_the_speaker_sink(rig: PulseRig) -
     buffer = PlaybackBuffer(device.default_rate, prefill_ms=80)
     buffer.write(tone(660.0, buffer.rate, 1.5), "item_tone")
     buffer.finish()
+
+    def heard_to_its_end() -> bool:
+        """The monitor has the tone and 100 ms of quiet after it: its last blocks travelled through pulse."""
+        heard = recorder.samples()
+        loud_at = np.flatnonzero(np.abs(heard) > 0.05)
+        return len(loud_at) > 0 and len(heard) - int(loud_at[-1]) > 16000 // 10
+
     with rig.recorder(16000) as recorder, devices.PlaybackStream(device, buffer, buffer.rate // 100):
         deadline = time.monotonic() + seconds(10)
         while buffer.is_active and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)  # let the last blocks travel through pulse to the monitor
+        deadline = time.monotonic() + seconds(10)
+        while not heard_to_its_end() and time.monotonic() < deadline:
+            time.sleep(0.01)
     heard = recorder.samples()
     loud = heard[np.abs(heard) > 0.05]
     assert len(loud) > 16000 * 0.5, "the tone never reached the speaker sink"

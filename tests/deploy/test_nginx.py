@@ -321,7 +321,7 @@ async def test_drain_through_nginx_refuses_new_sockets_and_finishes_live_ones(tm
     live session keeps working through nginx until the drain closes it with 1001, and the relay exits 0."""
     relay_port = free_port()
     headers = {"Authorization": f"Bearer {STATIC_TOKEN}"}
-    drain_seconds = 3
+    drain_seconds = seconds(3)  # the live session must outlast what the test does during the drain, on a slow machine too
     with (
         relay_on(tmp_path / "relay", relay_port, shared_secret(tmp_path), RELAY_DRAIN_SECONDS=str(drain_seconds)) as relay,
         nginx_in_front_of(tmp_path, relay_port) as (_, https_port, tls),
@@ -340,7 +340,7 @@ async def test_drain_through_nginx_refuses_new_sockets_and_finishes_live_ones(tm
 
             await live.send(json.dumps({"type": "session.update", "session": {"instructions": "Still here."}}))
             await next_of_type(live, "session.updated")
-            async with asyncio.timeout(seconds(drain_seconds + 10)):
+            async with asyncio.timeout(drain_seconds + seconds(10)):
                 with pytest.raises(ConnectionClosed) as closed:
                     while True:
                         await live.recv()

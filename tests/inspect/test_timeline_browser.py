@@ -23,6 +23,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]
 
+# Whether a lane has a mark inside the timeline's visible stretch (marks are drawn for the scroll position).
+IN_VIEW_JS = """(lane) => {
+  const timeline = document.getElementById("timeline");
+  return [...document.querySelectorAll(`.lane[data-lane="${lane}"] .mark`)].some((m) => {
+    const x = parseFloat(m.style.left);
+    return x >= timeline.scrollLeft && x <= timeline.scrollLeft + timeline.clientWidth;
+  });
+}"""
+
 
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
@@ -132,6 +141,8 @@ async def test_dense_audio_chunks_share_a_mark_until_zoomed_in(
     # 4096x: 20 ms chunks land ~20 px apart, each with its own mark.
     for _ in range(12):
         await page.locator("#zoom-in").click()
+    # A zoom draws at the old scroll position, then scrolls; the scroll redraws the marks in a later frame.
+    await page.wait_for_function(IN_VIEW_JS, arg="client")
     zoomed = await client.evaluate_all("marks => marks.map(m => Number(m.dataset.seq))")
     assert len(zoomed) > 2
     assert zoomed == list(range(zoomed[0], zoomed[0] + len(zoomed)))  # consecutive chunks, none merged

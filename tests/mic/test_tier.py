@@ -133,6 +133,15 @@ def loud_seconds(recorder: SpeakerRecorder) -> float:
     return float(np.count_nonzero(np.abs(recorder.samples()) > LOUD) / REC_RATE)
 
 
+def logged_so_far(tmp_path: Path) -> list[tuple[str, str]]:
+    """(dir, type) of the records the running session's log holds yet (a line still being written is left out)."""
+    return [
+        (record["dir"], record["type"])
+        for path in sorted((tmp_path / "logs").glob("*/*.jsonl"))
+        for record in (orjson.loads(line) for line in path.read_bytes().split(b"\n")[:-1] if line.strip())
+    ]
+
+
 def session_log(tmp_path: Path) -> list[dict[str, Any]]:
     files = sorted((tmp_path / "logs").glob("*/*.jsonl"))
     assert len(files) == 1, files
@@ -270,6 +279,9 @@ def test_barge_in_stops_the_speaker_and_truncates_to_what_was_played(
         played_all(rig.play_into_mic(interruption))
         mic.wait_for_line("barge-in", 20)
         recorder.wait_for_samples(len(recorder.samples()) + REC_RATE, 10)
+        # The barge-in line comes before the truncate is sent; the server's answer to it is a later frame.
+        truncated = ("server", "conversation.item.truncated")
+        wait_until(lambda: truncated in logged_so_far(tmp_path), 10, "the truncation's confirmation in the log")
         code, err = mic.interrupt()
     assert code == 0, err
 

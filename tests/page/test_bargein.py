@@ -96,7 +96,15 @@ async def test_speech_during_the_reply_sends_truncate_with_the_played_millisecon
 
 async def test_the_truncated_point_is_inside_the_reply(barge_in: BargeIn) -> None:
     # The user spoke again ~1.3 s after finishing: some of the reply was heard, not all of it.
-    records = barge_in.relay.session_records()
+    def through_the_truncate() -> list[dict[str, Any]]:
+        # The relay's log is written behind the page: once the page's truncate is in it, so is every delta of
+        # the reply the relay forwarded before it (one writer, in order).
+        records = barge_in.relay.session_records()
+        truncated = any(r["dir"] == "client" and r["type"] == "conversation.item.truncate" for r in records)
+        return records if truncated else []
+
+    records = await eventually(through_the_truncate)
+    assert records, "no conversation.item.truncate reached the relay's log"
     forwarded_ms = sum(
         r["event"]["delta"]["audio_ms"]
         for r in records

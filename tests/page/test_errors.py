@@ -109,13 +109,14 @@ async def test_an_unreachable_upstream_is_shown_as_upstream_unavailable(browser:
 
 
 async def test_a_draining_relay_is_shown_as_refusing_not_as_down(browser: Any, relay_factory: Any) -> None:
-    relay = relay_factory("drain", env={"RELAY_DRAIN_SECONDS": "10"})
+    # The live session must outlast everything the test does during the drain, on a slow machine too.
+    relay = relay_factory("drain", env={"RELAY_DRAIN_SECONDS": str(seconds(10))})
     live = await open_page(browser, relay)
     await live.click("#connect")
     await live.wait_for_selector("#status[data-state=open]")
     late = await open_page(browser, relay)
     relay.process.send_signal(signal.SIGTERM)  # drains: /readyz 503, new upgrades 503, live sessions go on
-    await eventually(lambda: any(r.get("msg") == "relay.draining" for r in relay.stdout_records()))
+    assert await eventually(lambda: any(r.get("msg") == "relay.draining" for r in relay.stdout_records()))
     await late.click("#connect")
     error = late.locator("#error[data-kind=refused]")
     await error.wait_for()

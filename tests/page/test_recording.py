@@ -14,6 +14,12 @@ from tests.support.recording_helpers import RECORDING_DURATION_JS
 
 pytestmark = pytest.mark.browser
 
+# The recording player's position once the page has handled the next click (a listener on the document runs after
+# the timeline's own): where the click sought to, before the playback it starts moves the position on.
+CLICK_POSITION_JS = """() => document.addEventListener("click", () => {
+  window.positionAtClick = document.getElementById("recording").currentTime;
+}, { once: true })"""
+
 
 async def test_a_page_session_is_recorded_and_logs_html_shows_and_plays_both_voices(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -34,11 +40,15 @@ async def test_a_page_session_is_recorded_and_logs_html_shows_and_plays_both_voi
                 await page.wait_for_function("relayPage.client.playedMs > 500")
                 await page.close()  # the user leaves: the session ends and its recording is saved
 
-                def saved() -> list[dict[str, Any]]:
-                    return [r for r in relay.session_records() if r["type"] == "relay.recording_saved"]
+                def ended() -> list[dict[str, Any]]:
+                    # relay.session_ended is the session's last record, written after relay.recording_saved: the
+                    # log that `logs --html` reads below is then complete, and `records` is the same log.
+                    records = relay.session_records()
+                    return records if any(r["type"] == "relay.session_ended" for r in records) else []
 
-                (record,) = await eventually(saved, timeout=10)
-                records = relay.session_records()
+                records = await eventually(ended, timeout=10)
+                assert records, "the session did not end in the relay's log"
+                (record,) = [r for r in records if r["type"] == "relay.recording_saved"]
                 out = tmp_path / "report" / "session.html"
                 assert main(["logs", str(relay.log_dir), "--html", str(out), "--data-dir", str(relay.data_dir)]) == 0
                 capsys.readouterr()
@@ -67,8 +77,10 @@ async def test_a_page_session_is_recorded_and_logs_html_shows_and_plays_both_voi
                 assert box is not None
                 end_ms = max(data["duration_ms"], records[-1]["t_ms"])
                 scale = (box["width"] - 40) / end_ms
+                await report.evaluate(CLICK_POSITION_JS)
                 await report.mouse.click(box["x"] + reply_ms * scale, box["y"] + box["height"] / 2)
-                position = await report.evaluate("() => document.getElementById('recording').currentTime")
+                await report.wait_for_function("() => window.positionAtClick !== undefined")
+                position = await report.evaluate("() => window.positionAtClick")
                 assert position == pytest.approx(reply_ms / 1000, abs=0.1)
             finally:
                 await browser.close()

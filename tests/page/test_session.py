@@ -215,9 +215,10 @@ async def test_a_new_input_rate_from_session_updated_is_followed(turn: Turn) -> 
     sizes = await eventually(appends_after_update)
     # Chunks the page sent before session.updated reached it were still at 24 kHz (960 bytes) and may cross the
     # relay after it, where the 16 kHz format already counts them as 30 ms; once the page switched, every chunk is
-    # 20 ms at 16 kHz, and it never goes back.
+    # 20 ms at 16 kHz, and it never goes back. How many cross before the switch is timing (up to half a second of
+    # chunks on a loaded machine), not behaviour.
     switched = sizes.index((640, 20))
-    assert set(sizes[:switched]) <= {(960, 30)} and switched <= 3, sizes
+    assert set(sizes[:switched]) <= {(960, 30)} and switched <= 25, sizes
     assert set(sizes[switched:]) == {(640, 20)}, sizes
 
 
@@ -229,5 +230,7 @@ async def test_disconnect_then_connect_again_opens_a_new_session(turn: Turn) -> 
     await page.click("#connect")
     await page.wait_for_selector("#status[data-state=open]")
     assert await page.locator("#error").is_hidden()
+    # The status is open once the socket is; session.created is a frame that follows, after the upstream connected.
+    await page.locator('#console tbody tr.event[data-type="session.created"]').nth(1).wait_for(state="attached")
     created = await page.eval_on_selector_all('#console tbody tr.event[data-type="session.created"]', "rows => rows.length")
     assert created == 2

@@ -63,7 +63,8 @@ async def test_a_voice_session_from_the_page_survives_two_drops(tmp_path: Path) 
             played_before = await page.evaluate("relayPage.client.playedMs")
             await page.wait_for_function(f"relayPage.client.playedMs > {played_before}")
             await page.click("#mic")  # the microphone off: the next turn is typed, once the looping speech's
-            await eventually(lambda: no_response_in_flight(relay.session_records()), timeout=15)  # replies end
+            # replies end (a timed-out wait would send the typed turn into a live response)
+            assert await eventually(lambda: no_response_in_flight(relay.session_records()), timeout=15)
             await page.evaluate(
                 """relayPage.client.send({type: 'conversation.item.create',
                      item: {type: 'message', role: 'user', content: [{type: 'input_text', text: 'recall'}]}});

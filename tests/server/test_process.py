@@ -191,12 +191,16 @@ def check_log_matches_client(records: list[dict[str, Any]], client: CountingClie
 async def test_sigterm_drains_live_sessions_then_closes_them_1001_with_every_record_logged(
     tmp_path: Path, paced_sim: RunningSimulator
 ) -> None:
-    env = {"RELAY_DRAIN_SECONDS": "1.5"}
+    # Everything the test checks during the drain must fit in it, on a slow machine too; the reply stays ~4.5
+    # drains long so the drain still cuts it.
+    drain_s = seconds(1.5)
+    env = {"RELAY_DRAIN_SECONDS": str(drain_s)}
     async with running_relay_process(tmp_path, upstream=paced_sim.realtime_url, env=env) as relay:
         async with aiohttp.ClientSession() as http:
             talking = CountingClient(await http.ws_connect(relay.ws_url))
             quiet = CountingClient(await http.ws_connect(relay.ws_url))
-            for frame in turn(" ".join(["word"] * 40)):  # ~6 s of reply audio, paced in real time
+            words = round(40 * drain_s / 1.5)
+            for frame in turn(" ".join(["word"] * words)):  # ~6 s of reply audio (unscaled), paced in real time
                 await talking.send(frame)
             await asyncio.wait_for(talking.first_delta.wait(), seconds(5))
             await quiet.probe("before")

@@ -108,7 +108,9 @@ class RelayProcess:
         """Every record of every session log (docs/event-log.md), in file then line order."""
         records = []
         for path in sorted(self.log_dir.glob("*/*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            # The relay's writer thread may be appending while this reads: whatever follows the last newline is a
+            # line still being written, read whole on the next poll. Split on b"\n" only (no splitlines: U+2028...).
+            for line in path.read_bytes().split(b"\n")[:-1]:
                 if line.strip():
                     records.append(json.loads(line))
         return records

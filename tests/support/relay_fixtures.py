@@ -49,6 +49,7 @@ from relay.server.app import STATE, RelayState, create_app
 from relay.settings import Settings, load_settings
 from relay.simulator import RunningSimulator, SimulatorOptions
 from relay.simulator import create_app as create_sim_app
+from tests.support.timing import seconds
 
 REALTIME_PATH = "/v1/realtime"
 
@@ -222,7 +223,7 @@ class RelayProcess:
         self._changed.set()
 
     async def wait_for_log(
-        self, event: str, predicate: Callable[[dict[str, Any]], bool] = lambda r: True, timeout: float = 10.0
+        self, event: str, predicate: Callable[[dict[str, Any]], bool] = lambda r: True, timeout: float | None = None
     ) -> dict[str, Any]:
         """The first daemon stdout record whose `msg` is `event` that satisfies `predicate` (waits for it)."""
         return (await self.wait_for_logs(event, predicate, count=1, timeout=timeout))[0]
@@ -233,10 +234,12 @@ class RelayProcess:
         predicate: Callable[[dict[str, Any]], bool] = lambda r: True,
         *,
         count: int,
-        timeout: float = 10.0,
+        timeout: float | None = None,
     ) -> list[dict[str, Any]]:
-        """The first `count` stdout records named `event` that satisfy `predicate` (waits for them)."""
-        async with asyncio.timeout(timeout):
+        """The first `count` stdout records named `event` that satisfy `predicate` (waits for them).
+
+        `timeout` is used as given (callers scale theirs with `seconds()`); without one, 10 s scaled."""
+        async with asyncio.timeout(seconds(10.0) if timeout is None else timeout):
             while True:
                 found = [r for r in self.log_lines if r.get("msg") == event and predicate(r)]
                 if len(found) >= count:
@@ -252,8 +255,9 @@ class RelayProcess:
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
-    async def wait(self, timeout: float = 15.0) -> int:
-        async with asyncio.timeout(timeout):
+    async def wait(self, timeout: float | None = None) -> int:
+        """The exit code; `timeout` as given (callers scale theirs with `seconds()`), without one 15 s scaled."""
+        async with asyncio.timeout(seconds(15.0) if timeout is None else timeout):
             return await self.process.wait()
 
     def rss_kib(self, field_name: str = "VmRSS") -> int:
@@ -313,7 +317,7 @@ async def running_relay_process(
     reader = asyncio.create_task(running._read())
     try:
         if wait_listening:
-            listening = await running.wait_for_log("relay.listening", timeout=20.0)
+            listening = await running.wait_for_log("relay.listening", timeout=seconds(20.0))
             running.port = int(listening["port"])
         yield running
     finally:
