@@ -14,6 +14,7 @@ import orjson
 from relay.core import events as ev
 
 MAX_JSON_DEPTH: Final = 512
+_CONTAINERS: Final = frozenset({dict, list})  # the types a JSON parser makes for objects and arrays
 
 
 def deep_merge(base: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +48,11 @@ def parse_event(text: str) -> dict[str, Any] | None:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = _stdlib_loads(text)
-    if not isinstance(value, dict):
+    if type(value) is not dict:  # JSON parsers make plain dicts and lists, never subclasses
         return None
-    # Cheap guards first: a flat object (every audio event) cannot be deep; only frames with many brackets can.
-    for child in value.values():
-        if isinstance(child, (dict, list)):
-            break
-    else:
+    # Cheap guards first: a flat object (every audio event) cannot be deep (one C-level pass over its values'
+    # types); only frames with many brackets can.
+    if _CONTAINERS.isdisjoint(map(type, value.values())):
         return value
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth_exceeds(value, MAX_JSON_DEPTH):
         return None
