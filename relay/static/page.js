@@ -87,6 +87,11 @@ async function connect() {
   const client = new RelayClient({ token, audioContext: page.audioContext });
   page.client = client;
   wire(client);
+  // "connected" means the model session is live: the relay opens the socket first and the upstream session after
+  // it, so a refused session (the relay's session limit, an upstream that is down) never shows as connected.
+  client.addEventListener("session.created", () => {
+    if (page.client === client && els.status.dataset.state === "connecting") setStatus("open", "connected");
+  }, { once: true });
   setStatus("connecting", "connecting…");
   els.connect.disabled = true;
   try {
@@ -97,7 +102,8 @@ async function connect() {
     showError(err.kind ?? "closed", err.message ?? String(err));
     return;
   }
-  setStatus("open", "connected");
+  if (page.client !== client || els.status.dataset.state === "failed" || els.status.dataset.state === "idle") return;
+  if (els.status.dataset.state === "connecting") setStatus("connecting", "starting the session…");
   els.connect.textContent = "Disconnect";
   els.connect.disabled = false;
   els.mic.disabled = false;

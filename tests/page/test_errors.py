@@ -56,6 +56,18 @@ async def open_page(browser: Any, relay: RelayProcess) -> Any:
     return page
 
 
+async def watch_status(page: Any) -> None:
+    """Record every state `#status` takes from now on, in `window.statusHistory`."""
+    await page.evaluate(
+        """() => {
+            const status = document.querySelector("#status");
+            window.statusHistory = [];
+            new MutationObserver(() => window.statusHistory.push(status.dataset.state))
+                .observe(status, { attributes: true, attributeFilter: ["data-state"] });
+        }"""
+    )
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 where nothing listens (bound, then released)."""
     with socket.socket() as s:
@@ -81,6 +93,7 @@ async def test_one_session_too_many_is_shown_as_the_session_limit(browser: Any, 
     await first.click("#connect")
     await first.wait_for_selector("#status[data-state=open]")
     second = await open_page(browser, relay)
+    await watch_status(second)
     await second.click("#connect")
     error = second.locator("#error[data-kind=too_many_sessions]")
     await error.wait_for()
@@ -88,6 +101,9 @@ async def test_one_session_too_many_is_shown_as_the_session_limit(browser: Any, 
     # The error frame comes before the close, and the status shows the close: wait for it.
     await second.wait_for_selector("#status[data-state=failed]")
     assert "1013" in await second.inner_text("#status")
+    # The relay opened the socket, then refused the session: the page never said it was connected.
+    history = await second.evaluate("window.statusHistory")
+    assert "open" not in history and history[-1] == "failed", history
     assert await first.get_attribute("#status", "data-state") == "open"
     await first.context.close()
     await second.context.close()
@@ -100,11 +116,14 @@ async def test_an_unreachable_upstream_is_shown_as_upstream_unavailable(browser:
         extra_args=["--upstream", f"ws://127.0.0.1:{free_port()}/v1/realtime"],
     )
     page = await open_page(browser, relay)
+    await watch_status(page)
     await page.click("#connect")
     error = page.locator("#error[data-kind=upstream_unavailable]")
     await error.wait_for()
     assert "upstream" in await error.inner_text()
     await page.wait_for_selector("#status[data-state=failed]")  # the close follows the error frame
+    history = await page.evaluate("window.statusHistory")
+    assert "open" not in history and history[-1] == "failed", history  # never "connected"
     await page.context.close()
 
 
