@@ -390,11 +390,7 @@ class SessionBridge:
             if recorder is not None:
                 recorder.observe(entry)
             if metrics is not None:
-                metrics.count_event(entry.dir, entry.type, entry.bytes)
-                if entry.type == ev.RELAY_CLIENT_ERROR:
-                    metrics.client_errors[str(entry.event.get("code"))] += 1
-                elif entry.type == ev.RELAY_RETRIEVE_FAILED:
-                    metrics.retrieves[str(entry.event.get("reason"))] += 1
+                metrics.count_event(entry.dir, entry.type, entry.bytes, entry.event)
         for save in core.to_save():
             task = asyncio.create_task(self._save(save))
             self._background.add(task)

@@ -87,7 +87,9 @@ class RelayMetrics:
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
-    def count_event(self, direction: str, event_type: str | None, size: int | None) -> None:
+    def count_event(self, direction: str, event_type: str | None, size: int | None, event: object = None) -> None:
+        """One logged event: by direction and type, its wire bytes, and (from the relay's own records, given their
+        `event`) the client errors by code and the failed retrieves by reason."""
         by_type = self._events.get(direction)
         if by_type is None:
             by_type = self._events[direction] = {}
@@ -95,6 +97,10 @@ class RelayMetrics:
         by_type[label] = by_type.get(label, 0) + 1
         if size:
             self.bytes[direction] += size
+        if event_type == ev.RELAY_CLIENT_ERROR and isinstance(event, dict):
+            self.client_errors[str(event.get("code"))] += 1
+        elif event_type == ev.RELAY_RETRIEVE_FAILED and isinstance(event, dict):
+            self.retrieves[str(event.get("reason"))] += 1
 
     @property
     def events(self) -> Counter[tuple[str, str]]:

@@ -243,6 +243,8 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app[STATE] = state
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/v1/realtime", requires_auth(realtime))
+    # The older path that Yandex's own example voice agent still connects to: the same route (README, Commands).
+    app.router.add_get("/v1/realtime/openai", requires_auth(realtime))
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/relay/auth", auth_probe)
     app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))

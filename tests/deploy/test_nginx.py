@@ -207,9 +207,10 @@ async def next_of_type(ws: ClientConnection, event_type: str) -> dict[str, objec
             assert event.get("type") != "error", event
 
 
-async def test_websocket_session_runs_end_to_end_through_nginx(stack: Stack) -> None:
+@pytest.mark.parametrize("path", ["", "/openai"])  # the older path one of Yandex's example clients uses
+async def test_websocket_session_runs_end_to_end_through_nginx(stack: Stack, path: str) -> None:
     headers = {"Authorization": f"Bearer {STATIC_TOKEN}"}
-    async with connect(stack.wss, ssl=stack.tls, additional_headers=headers, open_timeout=seconds(15)) as ws:
+    async with connect(stack.wss + path, ssl=stack.tls, additional_headers=headers, open_timeout=seconds(15)) as ws:
         created = await next_of_type(ws, "session.created")
         assert created["session"]
         await ws.send(
