@@ -60,7 +60,12 @@ class SimSession(InputTurns, ConversationItems):
         self._reset_vad()
 
     def start(self) -> None:
-        self._emit(ev.SESSION_CREATED, session=copy.deepcopy(self.config))
+        self._emit(ev.SESSION_CREATED, session=self._session_object())
+
+    def _session_object(self) -> dict[str, Any]:
+        """The session as the real APIs send it in session.created and session.updated: the effective config led
+        by `object` and the session's `id` (which the relay logs as `upstream_session_id`)."""
+        return {"object": "realtime.session", "id": self.session_id, **copy.deepcopy(self.config)}
 
     # --- client frames -------------------------------------------------------------------------------
 
@@ -125,4 +130,4 @@ class SimSession(InputTurns, ConversationItems):
         elif turn_detection(self.config) != old_td:
             self._reset_vad()
         for _ in range(2 if self.knobs.double_session_updated else 1):
-            self._emit(ev.SESSION_UPDATED, session=copy.deepcopy(self.config))
+            self._emit(ev.SESSION_UPDATED, session=self._session_object())

@@ -63,6 +63,7 @@ class SessionState:
         self._mint = IdMint()
         self._archive = archive
         self.conversation_id = conversation_id or self._mint("conv")
+        self.session_id = self._mint("sess")
         self._out: list[dict[str, Any]] = []
         self._completed: list[dict[str, Any]] = []
         self._emitted = 0

@@ -324,6 +324,18 @@ async def test_a_truncate_past_the_forwarded_audio_is_clamped_and_the_session_go
     assert 0 < record["event"]["audio_end_ms"] < 10_000_000
 
 
+@pytest.mark.parametrize("flavour", ["yandex", "openai"])
+async def test_the_upstream_session_id_the_client_sees_is_the_one_logged(tmp_path: Path, flavour: str) -> None:
+    async with running_relay(tmp_path, sim_flavour=flavour) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url) as ws:
+            (created,) = await receive_until(ws, lambda e: e["type"] == "session.created")
+        (log,) = (await ended_records(relay)).values()
+    upstream_id = created["session"]["id"]
+    assert isinstance(upstream_id, str) and upstream_id.startswith("sess_")
+    (connected,) = [r for r in log if r["type"] == "relay.upstream_connected"]
+    assert connected["event"]["upstream_session_id"] == upstream_id
+
+
 async def test_an_unreachable_upstream_is_reported_and_closed_1013(tmp_path: Path) -> None:
     async with (
         running_relay(tmp_path, settings={"upstream": "ws://127.0.0.1:9/v1/realtime"}) as relay,

@@ -9,6 +9,8 @@ know fails. Free-form fields typed `object` in the SDK (a tool's `parameters`) a
 The yandex flavour is exempt on exactly what the README (The simulator) allows: the `rate` field (any integer 8000..48000 where
 the SDK says 24000) and the Yandex extensions a client itself sent and that are echoed back in a session
 (`session.audio.input.languages`: a list of strings, `session.audio.output.role`: a string).
+Both flavours: a session event's `session.object` ("realtime.session") and `session.id` (a string), which the real APIs
+send and the SDK's session models leave undeclared.
 No I/O.
 """
 
@@ -74,6 +76,18 @@ def _exempt_yandex(event: dict[str, Any]) -> None:
             raise AssertionError(f"session.audio.output.role must be a string, got {role!r}")
 
 
+def _accept_session_identity(event: dict[str, Any]) -> None:
+    """Both APIs lead the session of session.created/updated with `object: "realtime.session"` and the session's `id`,
+    which the SDK's session models (shared with the client's session.update) do not declare: checked, then removed."""
+    session = event.get("session")
+    if event.get("type") not in _SESSION_EVENTS or not isinstance(session, dict):
+        return
+    if "object" in session and session.pop("object") != "realtime.session":
+        raise AssertionError("session.object must be 'realtime.session'")
+    if "id" in session and not isinstance(session.pop("id"), str):
+        raise AssertionError("session.id must be a string")
+
+
 def _extras(node: Any, path: str) -> list[str]:
     found: list[str] = []
     if isinstance(node, pydantic.BaseModel):
@@ -97,6 +111,7 @@ def validate_server_event(event: dict[str, Any], flavour: str) -> None:
     if model is None:
         raise AssertionError(f"unknown server event type {type_!r}")
     candidate = copy.deepcopy(event)
+    _accept_session_identity(candidate)
     if flavour == "yandex":
         _exempt_yandex(candidate)
     try:
