@@ -68,10 +68,25 @@ async def _https_status(port: int, path: str, trust: ssl.SSLContext) -> int:
         return response.status
 
 
-async def test_a_connection_still_in_its_tls_handshake_holds_a_slot_of_max_connections(tmp_path: Path) -> None:
+async def _healthz_answers_again(port: int, trust: ssl.SSLContext) -> None:
+    """Waits until a verified HTTPS /healthz gets 200: the relay sees closed connections in its own time."""
+    async with asyncio.timeout(seconds(10)):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                if await _https_status(port, "/healthz", trust) == 200:
+                    return
+            await asyncio.sleep(0.05)
+
+
+def _tls_env(tmp_path: Path, **more: str) -> tuple[dict[str, str], ssl.SSLContext]:
+    """serve's TLS settings for a fresh self-signed certificate, and a client context that trusts it."""
     cert, key = self_signed_certificate(tmp_path)
-    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key), "RELAY_MAX_CONNECTIONS": "3"}
-    trust = ssl.create_default_context(cafile=str(cert))
+    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key), **more}
+    return env, ssl.create_default_context(cafile=str(cert))
+
+
+async def test_a_connection_still_in_its_tls_handshake_holds_a_slot_of_max_connections(tmp_path: Path) -> None:
+    env, trust = _tls_env(tmp_path, RELAY_MAX_CONNECTIONS="3")
     async with running_relay_process(tmp_path, env=env) as relay:
         await relay.wait_for_log("relay.listening")
         # Three sockets that never start their handshake fill the house; more are closed at once, unread.
@@ -85,12 +100,7 @@ async def test_a_connection_still_in_its_tls_handshake_holds_a_slot_of_max_conne
             for _, writer in silent + extra:
                 writer.close()
         # Their slots come back when they close: a verified HTTPS request goes through, and the refusals were counted.
-        async with asyncio.timeout(seconds(10)):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    if await _https_status(relay.port, "/healthz", trust) == 200:
-                        break
-                await asyncio.sleep(0.05)
+        await _healthz_answers_again(relay.port, trust)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"https://127.0.0.1:{relay.port}/metrics", ssl=trust) as response:
                 metrics = await response.text()
@@ -104,9 +114,7 @@ async def test_a_connection_still_in_its_tls_handshake_holds_a_slot_of_max_conne
 async def test_a_request_sent_right_after_the_handshake_is_answered(tmp_path: Path) -> None:
     # A TLS 1.3 client's request often arrives with its last handshake message, before the relay has made the
     # connection's HTTP protocol: those bytes must reach it, in order, on every connection.
-    cert, key = self_signed_certificate(tmp_path)
-    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key)}
-    trust = ssl.create_default_context(cafile=str(cert))
+    env, trust = _tls_env(tmp_path)
     async with running_relay_process(tmp_path, env=env) as relay:
         await relay.wait_for_log("relay.listening")
         for _ in range(20):
@@ -118,9 +126,7 @@ async def test_a_request_sent_right_after_the_handshake_is_answered(tmp_path: Pa
 
 
 async def test_failed_tls_handshakes_give_their_slots_back(tmp_path: Path) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    env = {"RELAY_TLS_CERT_FILE": str(cert), "RELAY_TLS_KEY_FILE": str(key), "RELAY_MAX_CONNECTIONS": "2"}
-    trust = ssl.create_default_context(cafile=str(cert))
+    env, trust = _tls_env(tmp_path, RELAY_MAX_CONNECTIONS="2")
     async with running_relay_process(tmp_path, env=env) as relay:
         await relay.wait_for_log("relay.listening")
         for attempt in range(6):  # plain HTTP to a TLS port, and clients that refuse the certificate
@@ -134,12 +140,7 @@ async def test_failed_tls_handshakes_give_their_slots_back(tmp_path: Path) -> No
             else:
                 with pytest.raises(aiohttp.ClientConnectorCertificateError):
                     await _https_status(relay.port, "/healthz", ssl.create_default_context())
-        async with asyncio.timeout(seconds(10)):
-            while True:  # the relay notices each failed handshake's close in its own time
-                with contextlib.suppress(aiohttp.ClientError):
-                    if await _https_status(relay.port, "/healthz", trust) == 200:
-                        break
-                await asyncio.sleep(0.05)
+        await _healthz_answers_again(relay.port, trust)
         assert "Traceback" not in b"".join(relay.raw_stdout).decode("utf-8", "replace")
 
 
