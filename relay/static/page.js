@@ -22,6 +22,9 @@ const els = {
   played: $("played"),
   error: $("error"),
   transcript: $("transcript"),
+  say: $("say"),
+  sayText: $("say-text"),
+  saySend: $("say-send"),
   saved: $("saved"),
   player: $("player"),
   filter: $("filter"),
@@ -107,6 +110,21 @@ async function connect() {
   els.connect.textContent = "Disconnect";
   els.connect.disabled = false;
   els.mic.disabled = false;
+  setTyping(true);
+}
+
+// A typed message is a user item and a response request, as any realtime client sends them; the transcript shows it
+// when the server has added the item (relay-client.js), like everything else the conversation holds.
+function setTyping(enabled) {
+  els.sayText.disabled = !enabled;
+  els.saySend.disabled = !enabled;
+}
+
+function say(text) {
+  const client = page.client;
+  if (!client || client.state !== "open" || !text.trim()) return;
+  client.send({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+  client.send({ type: "response.create" });
 }
 
 function disconnect() {
@@ -176,6 +194,7 @@ function wire(client) {
     els.connect.textContent = "Connect";
     els.connect.disabled = false;
     els.mic.disabled = true;
+    setTyping(false);
     setVad("off");
   });
 }
@@ -424,6 +443,11 @@ function updateMeters() {
 
 els.connect.addEventListener("click", () => (page.client?.state === "open" ? disconnect() : connect()));
 els.mic.addEventListener("click", toggleMic);
+els.say.addEventListener("submit", (e) => {
+  e.preventDefault();
+  say(els.sayText.value);
+  els.sayText.value = "";
+});
 els.tokenRow.addEventListener("submit", (e) => {
   e.preventDefault(); // Enter in the token field connects; the form never navigates
   if (page.client?.state !== "open") connect();

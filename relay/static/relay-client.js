@@ -313,6 +313,16 @@ export class RelayClient extends EventTarget {
       case "input_audio_buffer.speech_started":
         this.bargeIn();
         break;
+      case "conversation.item.added": // GA
+      case "conversation.item.created": {
+        // A typed user message (from this page or any client of the session): its text is its transcript.
+        const item = event.item;
+        if (item?.role === "user" && Array.isArray(item.content)) {
+          const text = item.content.filter((part) => part?.type === "input_text" && typeof part.text === "string").map((part) => part.text).join("\n");
+          if (text) this.transcript("user", item.id, text, true, "input_text");
+        }
+        break;
+      }
       case "conversation.item.input_audio_transcription.delta":
         this.transcript("user", event.item_id, event.delta, false, "delta");
         break;
