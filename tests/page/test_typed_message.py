@@ -4,7 +4,6 @@ conversation as the user's line, and answered (the simulator echoes it), with no
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
