@@ -121,8 +121,11 @@ class GuardedProtocol(asyncio.Protocol):
             secured = await loop.start_tls(
                 transport, self, tls, server_side=True, ssl_handshake_timeout=self._gate.header_timeout
             )
-        except (OSError, TimeoutError, asyncio.CancelledError):
-            return  # start_tls closed the socket; connection_lost releases the slot
+        except asyncio.CancelledError:
+            return  # the connection was lost first; its slot is already released
+        except Exception:  # a failed or timed-out handshake: start_tls has closed the socket, and anything else
+            transport.abort()  # ends the connection too; connection_lost releases the slot
+            return
         if secured is None or not self._admitted:  # lost while the task resumed
             if secured is not None:
                 secured.abort()
