@@ -3,11 +3,12 @@
 Boundary: the command-line adapter over `relay.history.client`. It loads the credentials, opens the process's
 one HTTP session, lists one page (or with `--all` every page, following `after=last_id` until `has_more` is
 false) and writes one line per item to stdout: `id  type  role  text`, or the item's JSON with `--json`. API
-and network errors are printed to stderr with their cause and give exit 1; exit 2 is left to usage and config
-errors (argparse, settings, credentials file, upstream `sim` without a `rest_base`: there is no simulator
-here to talk to, and Yandex's default REST base with no credentials found: nothing is sent). 429, 5xx and
-connection errors are retried (at most 4 tries, `Retry-After` honoured up to 30 s), with a notice on stderr per
-retry.
+and network errors are printed to stderr with their cause, on one line with control characters made visible
+(they quote the API's own words), and give exit 1; exit 2 is left to usage and config errors (argparse,
+settings (a `rest_base` with `user:password@` among them), credentials file, upstream `sim` without a
+`rest_base`: there is no simulator here to talk to, and Yandex's default REST base with no credentials found:
+nothing is sent). 429, 5xx and connection errors are retried (at most 4 tries, `Retry-After` honoured up to 30 s), with a
+notice on stderr per retry.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ async def print_history(
 
     def tell_retry(notice: RetryNotice) -> None:
         print(
-            f"realtime-relay history: {notice.cause}; try {notice.attempt}/{notice.max_tries} failed, "
+            f"realtime-relay history: {one_line(notice.cause)}; try {notice.attempt}/{notice.max_tries} failed, "
             f"retrying in {notice.delay:.1f} s",
             file=err,
             flush=True,
@@ -129,7 +130,7 @@ async def print_history(
             out.flush()
     except RestError as exc:
         out.flush()
-        print(f"realtime-relay history: {exc}", file=err)
+        print(f"realtime-relay history: {one_line(str(exc))}", file=err)
         return 1
     except BrokenPipeError:
         # `history ... | head`: the reader has what it wanted. Silence the flush at interpreter exit.
@@ -150,14 +151,18 @@ def _text_width(out: TextIO) -> int | None:
     return shutil.get_terminal_size().columns
 
 
+def one_line(text: str) -> str:
+    """`text` as one line that cannot drive the terminal: error messages quote the API's own words."""
+    return printable(" ".join(text.split()))
+
+
 def format_item(item: ConversationItem, *, json_lines: bool, width: int | None) -> str:
     """One output line, newline included; text from the API never drives the terminal (see docs/security.md)."""
     if json_lines:
         return printable(json.dumps(item.raw, ensure_ascii=False, separators=(",", ":"))) + "\n"
     text = item.text
     # One item per line: newlines and tabs inside the text would break that.
-    flat = " ".join(text.split()) if text is not None else ""
-    flat = printable(flat)
+    flat = one_line(text) if text is not None else ""
     prefix = printable(f"{item.id}  {item.type or '-'}  {item.role or '-'}")
     if not flat:
         return prefix + "\n"

@@ -205,17 +205,25 @@ class ConversationsClient:
         after: str | None = None,
         include: Iterable[str] = (),
     ) -> AsyncIterator[ItemPage]:
-        """Every page from `after` on, following `after=last_id` until `has_more` is false."""
+        """Every page from `after` on, following `after=last_id` until `has_more` is false.
+
+        A server that answers "more" without moving on (no cursor, no items, or a page ending on a cursor already
+        followed) ends the walk with `InvalidResponse`; a page that ends on a followed cursor goes back over items
+        already yielded, so it is refused before any of them is yielded twice."""
         include = tuple(include)
         seen_cursors: set[str] = set()
         cursor = after
         while True:
             page = await self.list_items(conversation_id, limit=limit, order=order, after=cursor, include=include)
+            if page.last_id is not None and page.last_id in seen_cursors:
+                raise InvalidResponse(
+                    f"the API went back to a page already listed (last_id={page.last_id!r} again): no new cursor"
+                )
             yield page
             if not page.has_more:
                 return
             # A server that says "more" without a new cursor would loop us forever.
-            if page.last_id is None or not page.items or page.last_id in seen_cursors:
+            if page.last_id is None or not page.items:
                 raise InvalidResponse(
                     f"has_more is true but the page gives no new cursor (last_id={page.last_id!r}, {len(page.items)} items)"
                 )

@@ -10,7 +10,8 @@ this (the server mounts it behind the same auth as the WebSocket). On the way up
 headers, `Set-Cookie` and the API's own `Access-Control-*` are dropped (the relay decides CORS itself).
 Bodies are not decompressed, so `Content-Encoding` and `Content-Length` stay true. Never
 retries: a client's own retry policy decides. An unreachable REST base -> 502, no answer in time -> 504, both
-with an OpenAI-shaped error body.
+with an OpenAI-shaped error body; once the headers are sent, a stream broken at either end (the API's, or a client
+that left) cuts the client's connection and is logged as a warning, never as a server error.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def upstream_url(request: web.Request, rest_base: str) -> URL | None:
     # Decoded first: an upstream (or a proxy in front of it) that decodes %2F or treats "\\" as "/" before
     # resolving dot segments must not get a chance to.
     decoded = unquote(tail).replace("\\", "/")
-    if any(segment in (".", "..") for segment in decoded.split("/")):
+    # Servlet-style servers drop a segment's ";parameters" before resolving dot segments, so "..;x" climbs too.
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in decoded.split("/")):
         return None
     url = rest_base.rstrip("/") + tail
     query = request.rel_url.raw_query_string
@@ -156,17 +158,19 @@ async def proxy_conversations(
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN))
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
                     await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # Headers are gone already: the only honest signal left is a cut connection.
+                await response.write_eof()
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                # Either end went away mid-answer: the API's stream broke (ClientError, a read timeout) or the
+                # client left (a plain ConnectionError when its socket dies while a write waits to drain). Headers
+                # are gone already: the only honest signal left is a cut connection, and leaving `async with`
+                # lets go of the API's answer.
                 _log.warning("relay.rest_proxy_broken", method=request.method, path=request.path, error=exc.__class__.__name__)
                 if request.transport is not None:
                     request.transport.abort()
-                return response
-            await response.write_eof()
             return response
     except TimeoutError:
         _log.warning("relay.rest_proxy_failed", method=request.method, path=request.path, error="timeout")

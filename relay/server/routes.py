@@ -20,6 +20,7 @@ from aiohttp import web
 
 from relay.core.items import SAFE_ITEM_ID_RE
 from relay.credentials import Credentials
+from relay.errors import ConfigError
 from relay.recording import RECORDING_FILE
 from relay.server.auth import TokenTooLarge, token_from_request
 from relay.server.guards import authorized, client_remote, may_read_session_files, origin_allowed, refuse_foreign_origin
@@ -173,7 +174,16 @@ async def conversations_proxy(request: web.Request) -> web.StreamResponse:
 
     state = request.app[STATE]
     assert state.http is not None
-    credentials = Credentials.load(state.settings)
+    try:
+        credentials = Credentials.load(state.settings)  # re-read per request: a rotated token is picked up
+    except ConfigError as exc:  # the credentials file went bad while serving: the client gets a plain answer
+        log.error("relay.rest_proxy_credentials_unusable", error=str(exc))  # where and why: for the operator only
+        return openai_error(
+            500,
+            "the relay's upstream credentials are unusable; its log says why",
+            "upstream_credentials_unusable",
+            "server_error",
+        )
     return await proxy_conversations(
         request, http=state.http, rest_base=state.rest_base, auth_header=credentials.authorization_header()
     )

@@ -200,6 +200,11 @@ def _validate(name: str, value: object, source: str) -> None:
             parts = urlsplit("")
         if parts.scheme not in schemes or not parts.hostname or not port_ok:
             raise ConfigError(name, source, f"expected a {' or '.join(s + '://' for s in schemes)} URL, got {value!r}")
+        if url_kind == "http" and "@" in parts.netloc:
+            # The REST API is called with the relay's credentials; the URL (its password) is not repeated here.
+            raise ConfigError(
+                name, source, "must not carry user:password@: the REST API is called with YANDEX_API_KEY / YANDEX_IAM_TOKEN"
+            )
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -251,4 +251,7 @@ def rest_base_url(settings: Settings) -> str:
     path = parts.path
     if path.endswith("/realtime"):
         path = path[: -len("/realtime")]
-    return f"{scheme}://{parts.netloc}{path.rstrip('/')}"
+    # Never the upstream's user:password@: the REST API is called with the relay's credentials, and a URL with
+    # userinfo next to an Authorization header is refused by the HTTP client.
+    host = parts.netloc.rpartition("@")[2]
+    return f"{scheme}://{host}{path.rstrip('/')}"

@@ -186,6 +186,15 @@ def test_rest_base_is_derived_from_the_upstream() -> None:
     assert rest_base_url(Settings()) == "https://ai.api.cloud.yandex.net/v1"
     assert rest_base_url(Settings(upstream="ws://127.0.0.1:9/v1/realtime?x=1")) == "http://127.0.0.1:9/v1"
     assert rest_base_url(Settings(rest_base="http://h/v1/")) == "http://h/v1"
+    # The REST API is called with the relay's credentials, never with an upstream URL's user:password@.
+    assert rest_base_url(Settings(upstream="wss://user:pw@h:8443/v1/realtime")) == "https://h:8443/v1"
+
+
+def test_a_rest_base_with_user_and_password_is_a_config_error_that_does_not_repeat_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"RELAY_REST_BASE": "https://user:hunter2@h/v1"})
+    assert caught.value.setting == "rest_base"
+    assert "hunter2" not in str(caught.value)
 
 
 def test_cli_config_errors_exit_2_with_the_setting_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -91,3 +91,25 @@ async def test_serve_against_the_embedded_simulator_needs_no_folder(tmp_path: Pa
         async with asyncio.timeout(seconds(5)):
             await app[STATE].no_sessions.wait()
     assert first["type"] == "session.created"
+
+
+def test_a_blank_or_padded_key_in_the_environment_is_read_as_the_file_reads_it() -> None:
+    assert not Credentials.load(Settings(), environ={"YANDEX_API_KEY": "  ", "YANDEX_IAM_TOKEN": "\n"}).present
+    padded = Credentials.load(Settings(), environ={"YANDEX_API_KEY": " AQV-the-key\n"})
+    assert padded.authorization_header() == {"Authorization": "Api-Key AQV-the-key"}
+
+
+async def test_a_credentials_file_gone_bad_while_serving_gives_the_rest_client_a_plain_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    file = tmp_path / "creds.env"
+    file.write_text("YANDEX_API_KEY=AQV-from-file\nYANDEX_FOLDER_ID=b1g\n", encoding="utf-8")
+    async with running_relay(tmp_path, settings={"credentials_file": str(file)}) as relay:
+        file.write_text("YANDEX_API_KEY=AQV-from-file\nthis line is no pair\n", encoding="utf-8")  # edited in place
+        async with aiohttp.ClientSession() as http, http.get(f"{relay.base_url}/v1/conversations/conv_x/items") as answer:
+            body = await answer.json()
+    assert answer.status == 500
+    assert body["error"]["code"] == "upstream_credentials_unusable"
+    assert str(file) not in body["error"]["message"] and "AQV" not in body["error"]["message"]

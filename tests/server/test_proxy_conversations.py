@@ -236,7 +236,9 @@ async def test_the_proxy_never_retries() -> None:
 
 
 @pytest.mark.parametrize("path", ["/conversations/..%2F..%2Frealtime", "/conversations/%2E%2E/%2e%2e/x",
-                                  "/conversations/./items", "/conversations/x%5C..%5C..%5Cresponses"])
+                                  "/conversations/./items", "/conversations/x%5C..%5C..%5Cresponses",
+                                  # Servlet-style servers drop ";params" before resolving dot segments.
+                                  "/conversations/..;/..;/responses", "/conversations/x/..%3Bjsessionid=1/..;x/realtime"])
 async def test_dot_segments_never_climb_out_of_conversations(path: str) -> None:
     async with proxied() as p, aiohttp.ClientSession() as http:
         response = await http.get(URL(p.base_url + path, encoded=True), headers=CLIENT_AUTH)
