@@ -9,9 +9,9 @@ grows with the number of sessions, never with the size of the logs. Nothing here
 directory.
 
 Bad input never raises: a truncated last line (a writer killed mid-write), a line that is not JSON, a JSON
-value that is not an event-log record, a record with an unknown schema version `v`, an empty or unreadable file
-are each skipped and counted in a `ReadWarnings`. Only a missing path raises (`LogPathError`), which the CLI
-turns into exit code 2.
+value that is not an event-log record (a `session_id` the relay would not mint included), a record with an
+unknown schema version `v`, an empty or unreadable file are each skipped and counted in a `ReadWarnings`. Only
+a missing path raises (`LogPathError`), which the CLI turns into exit code 2.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from relay.core import events as ev
 SCHEMA_VERSION = 1
 DIRECTIONS: tuple[str, ...] = ("client", "server", "relay")
 LOG_FILE_SUFFIX = ".jsonl"
+# A session id as the relay mints it (docs/event-log.md), matched whole. Anything else is not the relay's record,
+# and must not reach a file name (`--html` names a page after the session) or a terminal.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The `type` shown for records the relay logged with type null (an upstream frame that was not JSON).
 UNTYPED = "(no type)"
 # At most this many warnings are kept verbatim (per file); the rest are only counted.
@@ -128,6 +132,8 @@ def _validate(obj: object) -> str | None:
     session_id = obj.get("session_id")
     if not isinstance(session_id, str) or not session_id:
         return "not an event-log record: no session_id"
+    if not SESSION_ID_RE.fullmatch(session_id):
+        return "not an event-log record: session_id is not a session id"
     # The relay logs an upstream frame that is not JSON with type null; it is still a record.
     if not isinstance(obj.get("type"), str | None) or "type" not in obj:
         return "not an event-log record: no type"

@@ -182,7 +182,10 @@ JS = r"""
     const axis = document.getElementById("axis-track");
     axis.textContent = "";
     const steps = [1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000, 600000];
-    const step = steps.find((s) => s * scale >= 70) || 3600000;
+    // Past the list (a stretch of days, or a corrupted t_ms far out), whole hours times a power of ten: still
+    // about one tick per 70 px, so this loop stays a screenful long however far the timeline reaches.
+    const step = steps.find((s) => s * scale >= 70) ||
+      3600000 * Math.pow(10, Math.max(0, Math.ceil(Math.log10(70 / scale / 3600000))));
     for (let t = Math.max(0, Math.floor(x0 / scale / step) * step); t <= tEnd && t * scale <= x1; t += step) {
       const tick = document.createElement("div");
       tick.className = "tick";

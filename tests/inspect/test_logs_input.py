@@ -89,6 +89,28 @@ def test_records_of_an_unknown_schema_version_are_skipped_and_counted(tmp_path: 
     assert warnings.samples[0].reason == "unknown schema version: v=2"
 
 
+@pytest.mark.parametrize("bad_id", ["../../escaped", "/abs/escaped", "sess\x1b[31mred", "sess_x\n", "s" * 65])
+def test_records_whose_session_id_is_not_a_session_id_are_skipped_and_no_page_lands_outside_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_id: str
+) -> None:
+    # A mixed or tampered log: the same records again under a session id the relay never mints. The id would
+    # otherwise name a page file (`<OUT>/<session_id>.html`) and be printed.
+    log = two_turn_session()
+    lines = [line.encode() + b"\n" for line in log.lines()]
+    bad_id = bad_id.replace("/abs", str(tmp_path / "abs"))
+    foreign = [json.dumps(dict(r, session_id=bad_id)).encode() + b"\n" for r in log.finished()]
+    path = write_lines(tmp_path / "logs" / "mixed.jsonl", lines + foreign)
+    out_dir = tmp_path / "work" / "pages"
+    out_dir.mkdir(parents=True)
+    code, out, err = run_logs(capsys, str(path), "--html", str(out_dir))
+    assert code == 0
+    assert [p.name for p in out_dir.iterdir()] == [f"{log.session_id}.html"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["pages"]
+    assert not list(tmp_path.glob("**/*escaped*")) and not (tmp_path / "abs").exists()
+    assert f"{len(foreign)} not an event-log record" in err
+    assert "\x1b" not in out + err
+
+
 def test_an_empty_file_is_a_warning_and_no_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "2026-11-26").mkdir()
     (tmp_path / "2026-11-26" / "sess_empty.jsonl").write_bytes(b"")

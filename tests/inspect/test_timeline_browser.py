@@ -193,3 +193,22 @@ async def test_long_unbroken_texts_wrap_instead_of_widening_the_page(
     await page.goto(html_path.as_uri())
     assert await page.locator("table.tools").is_visible()
     assert await page.evaluate("document.documentElement.scrollWidth") <= 1400
+
+
+@pytest.mark.parametrize("t_ms", [1e12, 1e300])
+async def test_a_corrupted_enormous_t_ms_still_gives_a_page_with_a_few_axis_ticks(
+    tmp_path: Path, page: Any, capsys: pytest.CaptureFixture[str], t_ms: float
+) -> None:
+    # A valid-looking record whose t_ms is absurd (a flipped bit in a log) stretches the timeline to it: the axis
+    # must still get a handful of ticks, not one per hour of that span (which never finishes loading).
+    log = two_turn_session("sess_corrupt")
+    last = log.finished()[-1]
+    corrupted = dict(last, t_ms=t_ms, seq=last["seq"] + 1)
+    with log.write(tmp_path / "logs").open("a") as handle:
+        handle.write(json.dumps(corrupted) + "\n")
+    html_path = tmp_path / "sess_corrupt.html"
+    assert main(["logs", str(tmp_path / "logs"), "--html", str(html_path)]) == 0
+    capsys.readouterr()
+    await page.goto(html_path.as_uri())
+    assert 1 <= await page.locator("#axis-track .tick").count() <= 50
+    assert await page.locator(".mark").count() >= 2
