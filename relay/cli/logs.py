@@ -111,7 +111,7 @@ def write_warnings(warnings: ReadWarnings, out: TextIO) -> None:
     print(f"realtime-relay logs: skipped {warnings.total} unreadable line(s)/file(s): {reasons}", file=out)
     for w in warnings.samples[:10]:
         where = f"{w.file}:{w.line}" if w.line is not None else w.file
-        print(f"  {where}: {w.reason}", file=out)
+        print(printable(f"  {where}: {w.reason}"), file=out)  # a file name is anyone's bytes: no terminal control
     if len(warnings.samples) > 10 or warnings.total > len(warnings.samples):
         print(f"  ... and {warnings.total - min(10, len(warnings.samples))} more", file=out)
 

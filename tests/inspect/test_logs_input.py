@@ -120,6 +120,16 @@ def test_an_empty_file_is_a_warning_and_no_session(tmp_path: Path, capsys: pytes
     assert "no sessions found" in err
 
 
+def test_a_file_name_with_terminal_controls_is_shown_escaped_in_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "2026-11-26").mkdir()
+    (tmp_path / "2026-11-26" / "sess_\x1b[2Jx.jsonl").write_bytes(b"")  # clears the screen if printed raw
+    code, _out, err = run_logs(capsys, str(tmp_path))
+    assert code == 0 and "empty file" in err
+    assert "\x1b" not in err
+
+
 def test_a_missing_path_exits_2_with_a_message_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
