@@ -22,6 +22,8 @@ from relay.core.outbox import AudioToSave
 from relay.core.policy import SessionPolicy
 from relay.core.retrieves import RetrieveLedger
 
+MAX_UNANSWERED_UPDATES: Final = 64  # client session.updates waiting for their answer, at most
+
 # Items whose bookkeeping (format, forwarded audio for truncate clamping) is remembered per session; older ones
 # with no retrieve in flight are forgotten, so a session's state does not grow with its number of turns.
 MAX_TRACKED_ITEMS: Final = 256
@@ -71,6 +73,8 @@ class ItemBook(AppendedAudio):
     def __init__(self, policy: SessionPolicy, kept_audio: KeptAudioBudget | None) -> None:
         super().__init__(policy, kept_audio)
         self.output_format = DEFAULT_FORMAT
+        self._stated_input_format = DEFAULT_FORMAT  # as the upstream last stated it
+        self._updates_unanswered: list[tuple[str | None, AudioFormat | None]] = []
         self._items: dict[str, Item] = {}
         # Forgotten items: id -> ms of audio forwarded for it (None: not an audio item), the newest last.
         self._finished: dict[str, int | None] = {}
@@ -234,7 +238,50 @@ class ItemBook(AppendedAudio):
             self._save_from_stream(item)
 
     # ---- what server events tell about items (RelaySession dispatches to these by event type) ----------
+    # ---- the input format: the client's session.update takes effect at once (docs/event-log.md, audio_ms) ---
+    # The upstream applies events in order, so the appends that follow a client's session.update are in the format
+    # it asks for, long before its session.updated comes back. Each forwarded update waits here for its answer
+    # (event_id, the input format it asks for or None); the answer confirms it, an error naming it undoes it.
+    def _client_session_update(self, event: dict[str, Any], event_id: object) -> None:
+        session = event.get("session")
+        audio = session.get("audio") if isinstance(session, dict) else None
+        part = audio.get("input") if isinstance(audio, dict) else None
+        asked = None
+        if isinstance(part, dict) and "format" in part:
+            asked = AudioFormat.from_config(part["format"], self.input_format)
+        if len(self._updates_unanswered) >= MAX_UNANSWERED_UPDATES:  # an upstream that never answers: forget the oldest
+            del self._updates_unanswered[0]
+        self._updates_unanswered.append((event_id if isinstance(event_id, str) else None, asked))
+        if asked is not None:
+            self.input_format = asked
+
+    def _input_format_in_effect(self) -> AudioFormat:
+        """The newest format an unanswered update asks for, else the one the upstream stated last."""
+        for _, asked in reversed(self._updates_unanswered):
+            if asked is not None:
+                return asked
+        return self._stated_input_format
+
+    def _on_error(self, event: dict[str, Any]) -> AudioFormat | None:
+        """An `error` answering one of the client's session.updates: that update never took effect."""
+        error = event.get("error")
+        event_id = error.get("event_id") if isinstance(error, dict) else None
+        if isinstance(event_id, str):
+            for index, (update_id, _) in enumerate(self._updates_unanswered):
+                if update_id == event_id:
+                    del self._updates_unanswered[index]
+                    self.input_format = self._input_format_in_effect()
+                    break
+        return None
+
     def _on_session_config(self, event: dict[str, Any]) -> AudioFormat | None:
+        """A forwarded `session.created`/`session.updated`: the oldest unanswered client update is answered."""
+        if event.get("type") == ev.SESSION_UPDATED and self._updates_unanswered:
+            del self._updates_unanswered[0]
+        self._apply_session_config(event)
+        return None
+
+    def _apply_session_config(self, event: dict[str, Any]) -> None:
         """The audio formats and turn detection a `session.created`/`session.updated` states."""
         session = event.get("session")
         if isinstance(session, dict):
@@ -244,13 +291,11 @@ class ItemBook(AppendedAudio):
                 for direction in ("input", "output"):
                     part = audio.get(direction)
                     if isinstance(part, dict) and "format" in part:
-                        current = self.input_format if direction == "input" else self.output_format
-                        new = AudioFormat.from_config(part["format"], current)
                         if direction == "input":
-                            self.input_format = new
+                            self._stated_input_format = AudioFormat.from_config(part["format"], self._stated_input_format)
                         else:
-                            self.output_format = new
-        return None
+                            self.output_format = AudioFormat.from_config(part["format"], self.output_format)
+        self.input_format = self._input_format_in_effect()
 
     def _on_output_audio_delta(self, event: dict[str, Any]) -> AudioFormat | None:
         """Assistant audio forwarded: counted for truncate clamping, kept (bounded) for a fallback save."""

@@ -52,6 +52,7 @@ _REQUESTS: Final = frozenset({ev.RESPONSE_CREATE, ev.INPUT_AUDIO_BUFFER_COMMIT})
 _OBSERVERS: Final[dict[str, Callable[[ItemBook, dict[str, Any]], AudioFormat | None]]] = {
     ev.SESSION_CREATED: ItemBook._on_session_config,
     ev.SESSION_UPDATED: ItemBook._on_session_config,
+    ev.ERROR: ItemBook._on_error,
     ev.RESPONSE_OUTPUT_AUDIO_DELTA: ItemBook._on_output_audio_delta,
     ev.INPUT_AUDIO_BUFFER_SPEECH_STARTED: ItemBook._on_speech_started,
     ev.INPUT_AUDIO_BUFFER_SPEECH_STOPPED: ItemBook._on_speech_stopped,
@@ -141,6 +142,8 @@ class RelaySession(UpstreamSide):
             else:
                 self._hold_in_gap(out, kind, changed)
             self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
+        if kind == ev.SESSION_UPDATE:
+            self._client_session_update(event if changed is None else changed, event_id)
         if self.resume is not None:
             if kind == ev.SESSION_UPDATE:
                 if self._restore_echo is not None:

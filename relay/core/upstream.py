@@ -88,6 +88,7 @@ class UpstreamSide(RetrieveAfterDone):
         assert self.resume is not None
         self.state = SessionState.OPEN
         self._restore = self._restore_echo = None
+        self._updates_unanswered.clear()  # the dropped upstream answers none of them; the restore states the formats
         number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
         self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
@@ -123,7 +124,7 @@ class UpstreamSide(RetrieveAfterDone):
         event = parse_event(text)
         kind = event.get("type") if event is not None else None
         if event is not None and kind in (ev.SESSION_CREATED, ev.SESSION_UPDATED):
-            self._on_session_config(event)  # the audio formats in effect on the new upstream
+            self._apply_session_config(event)  # the audio formats in effect on the new upstream
             if kind == ev.SESSION_CREATED:
                 self._upstream_connected_logged, self.upstream_session_id = False, None
                 self._log_upstream_connected(event)
@@ -139,7 +140,7 @@ class UpstreamSide(RetrieveAfterDone):
         if not echo.takes(kind, event):
             return False
         if kind == ev.SESSION_UPDATED:
-            self._on_session_config(event)
+            self._apply_session_config(event)
         if echo.over:
             self._restore_echo = None
         self.log(LogEntry("relay", kind if isinstance(kind, str) else None, event, bytes=wire_len(text)))
