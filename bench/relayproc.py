@@ -136,7 +136,14 @@ class RelayProcess:
             if self.ready() is not None:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"the relay did not become ready within {timeout} s")
+        raise RuntimeError(f"the relay did not become ready within {timeout} s; its output ends:\n{self.output_tail()}")
+
+    def output_tail(self, lines: int = 15) -> str:
+        """The last lines the relay wrote (empty when its output goes to /dev/null)."""
+        path = self.workdir / f"relay-{self.name}.stdout"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from typing import Final
+from typing import Final, cast
 
 import structlog
 
@@ -58,7 +58,8 @@ async def _discard(transport: asyncio.BaseTransport, sock: socket.socket, max_by
     try:
         async with asyncio.timeout(max_seconds):
             # The close frame may still sit in the transport's buffer: FIN must not overtake it.
-            while isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+            # (Any loop's stream transport has the method; uvloop's do not subclass asyncio's classes.)
+            while cast(asyncio.WriteTransport, transport).get_write_buffer_size():
                 await asyncio.sleep(0.01)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)

@@ -23,7 +23,7 @@ import resource
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 
@@ -88,7 +88,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._tls = tls
         self._admitted = False  # counted in gate.active until connection_lost
         self._inner: Any = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""  # the last bytes seen while the first request head is incomplete
         self._handshake: asyncio.Task[None] | None = None
@@ -97,8 +97,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._early: list[bytes | None] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, asyncio's or another loop's (uvloop's do not subclass asyncio's classes): typed as
+        # one, never tested with isinstance.
+        transport = cast(asyncio.Transport, transport)
         gate = self._gate
-        assert isinstance(transport, asyncio.Transport)
         if gate.active >= gate.max_connections:
             gate.on_closed(REASON_MAX_CONNECTIONS)
             transport.abort()
@@ -147,7 +149,7 @@ class GuardedProtocol(asyncio.Protocol):
     def _head_too_slow(self) -> None:
         self._deadline = None
         self._gate.on_closed(REASON_HEADER_TIMEOUT)
-        if isinstance(self._transport, asyncio.Transport):
+        if self._transport is not None:
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from relay.server.connections import FD_RESERVE_BASE, AcceptErrorLimiter, connection_cap
+from relay.server.connections import FD_RESERVE_BASE, AcceptErrorLimiter, ConnectionGate, connection_cap
 from tests.support.relay_fixtures import RelayProcess, running_relay_process
 from tests.support.timing import seconds
 
@@ -137,3 +137,37 @@ def test_the_connection_cap_leaves_descriptors_for_sessions_but_never_starves_th
     assert connection_cap(1000, 65536, 10) == 1000
     assert connection_cap(1000, 20000, 100_000) == 1000  # a huge max_sessions does not reserve every descriptor
     assert connection_cap(1000, 16, 10) >= 1
+
+
+class ForeignStreamTransport:
+    """A stream transport that is none of asyncio's classes, as another loop's (uvloop's) are not."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+async def test_the_gate_bounds_connections_of_any_loops_transports() -> None:
+    closed: list[str] = []
+    gate = ConnectionGate(max_connections=1, header_timeout=0.05, on_closed=closed.append)
+    made: list[object] = []
+
+    class Inner(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    factory = gate.wrap(Inner)
+    first, second = ForeignStreamTransport(), ForeignStreamTransport()
+    factory().connection_made(first)  # type: ignore[arg-type]
+    factory().connection_made(second)  # type: ignore[arg-type]
+    assert made == [first] and second.aborted and closed == ["max_connections"]
+    await asyncio.sleep(0.2)  # no request head within the deadline
+    assert first.aborted and closed == ["max_connections", "header_timeout"]
