@@ -145,6 +145,7 @@ export class RelayClient extends EventTarget {
     this.state = "idle"; // idle | connecting | open | closed
     this.session = null;
     this.inputCodec = null;
+    this.updatesInFlight = new Map(); // event_id of a session.update sent -> the input codec before it
     this.outputCodec = null;
     this.lastError = null; // the last relay/upstream error event's code, for the close that follows it
     this.userClosed = false;
@@ -271,8 +272,21 @@ export class RelayClient extends EventTarget {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     const text = JSON.stringify(event);
     this.ws.send(text);
+    if (event?.type === "session.update") this.followOwnUpdate(event);
     this.dispatchEvent(new CustomEvent("client", { detail: { event, bytes: text.length, time: Date.now() } }));
     return true;
+  }
+
+  // The server reads the appends that follow a session.update in the input format it asks for (events apply in
+  // order), so the microphone switches as the update goes out, not when session.updated comes back; an error
+  // naming the update's event_id puts the previous format back.
+  followOwnUpdate(event) {
+    const asked = event.session?.audio?.input?.format;
+    if (!asked || typeof asked !== "object" || !this.session) return;
+    const codec = wireCodec({ ...(this.session.audio?.input?.format ?? {}), ...asked });
+    if (!codec) return;
+    if (typeof event.event_id === "string") this.updatesInFlight.set(event.event_id, this.inputCodec);
+    this.inputCodec = codec;
   }
 
   onMessage(data) {
@@ -291,11 +305,21 @@ export class RelayClient extends EventTarget {
 
   handleServerEvent(event) {
     switch (event.type) {
+      case "session.updated": {
+        const answered = this.updatesInFlight.keys().next(); // the oldest update sent is the one answered
+        if (!answered.done) this.updatesInFlight.delete(answered.value);
+        this.applySession(event.session);
+        break;
+      }
       case "session.created":
-      case "session.updated":
         this.applySession(event.session);
         break;
       case "error": {
+        const refused = event.error?.event_id;
+        if (typeof refused === "string" && this.updatesInFlight.has(refused)) {
+          this.inputCodec = this.updatesInFlight.get(refused); // that update never took effect
+          this.updatesInFlight.delete(refused);
+        }
         const code = event.error?.code;
         if (code) this.lastError = code;
         if (typeof code === "string" && Object.hasOwn(FAILURES, code)) this.fail(code, event.error?.message ?? "");

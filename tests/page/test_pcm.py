@@ -339,3 +339,31 @@ async def test_garbage_server_frames_are_ignored_without_events(page: Any) -> No
         "transcript:hello",
         "conversation.item.input_audio_transcription.completed",
     ]
+
+
+async def test_the_microphone_switches_format_as_its_session_update_goes_out(page: Any) -> None:
+    # The server reads the appends after a session.update in the format it asks for: the page encodes them so from
+    # then on, and goes back when an error names that update.
+    result = await page.evaluate(
+        """async () => {
+             const { RelayClient } = await import('/static/relay-client.js');
+             const c = new RelayClient();
+             c.ws = { readyState: WebSocket.OPEN, send() {} };  // a socket that takes every frame
+             c.applySession({audio: {input: {format: {type: 'audio/pcm', rate: 24000}}}});
+             const rates = [];
+             const note = () => rates.push(`${c.inputCodec.type} ${c.inputCodec.rate}`);
+             const update = (id, format) => c.send({type: 'session.update', event_id: id,
+                                                    session: {audio: {input: {format}}}});
+             update('e1', {type: 'audio/pcm', rate: 16000}); note();
+             c.onMessage(JSON.stringify({type: 'error', error: {type: 'invalid_request_error', event_id: 'e1'}})); note();
+             update('e2', {type: 'audio/pcmu'}); note();
+             c.onMessage(JSON.stringify({type: 'session.updated',
+                                         session: {audio: {input: {format: {type: 'audio/pcmu'}}}}})); note();
+             c.send({type: 'session.update', session: {instructions: 'no format here'}}); note();
+             return {rates, waiting: c.updatesInFlight.size};
+           }"""
+    )
+    assert result == {
+        "rates": ["audio/pcm 16000", "audio/pcm 24000", "audio/pcmu 8000", "audio/pcmu 8000", "audio/pcmu 8000"],
+        "waiting": 0,
+    }
