@@ -33,6 +33,8 @@ MAX_FINISHED_ITEMS: Final = 64
 # Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved
 # (docs/retrieve-after-done.md).
 SAFE_ITEM_ID_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # fullmatch only: `$` lets "\n" by
+# A session id as the relay mints it (docs/event-log.md): the name of its folder, log file and URLs.
+SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch only
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
 
 
@@ -237,7 +239,6 @@ class ItemBook(AppendedAudio):
         elif fallback:
             self._save_from_stream(item)
 
-    # ---- what server events tell about items (RelaySession dispatches to these by event type) ----------
     # ---- the input format: the client's session.update takes effect at once (docs/event-log.md, audio_ms) ---
     # The upstream applies events in order, so the appends that follow a client's session.update are in the format
     # it asks for, long before its session.updated comes back. Each forwarded update waits here for its answer
@@ -262,6 +263,7 @@ class ItemBook(AppendedAudio):
                 return asked
         return self._stated_input_format
 
+    # ---- what server events tell about items (RelaySession dispatches to these by event type) ----------
     def _on_error(self, event: dict[str, Any]) -> AudioFormat | None:
         """An `error` answering one of the client's session.updates: that update never took effect."""
         error = event.get("error")

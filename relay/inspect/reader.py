@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,13 +28,11 @@ from typing import Any
 import orjson
 
 from relay.core import events as ev
+from relay.core.items import SESSION_ID_RE
 
 SCHEMA_VERSION = 1
 DIRECTIONS: tuple[str, ...] = ("client", "server", "relay")
 LOG_FILE_SUFFIX = ".jsonl"
-# A session id as the relay mints it (docs/event-log.md), matched whole. Anything else is not the relay's record,
-# and must not reach a file name (`--html` names a page after the session) or a terminal.
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The `type` shown for records the relay logged with type null (an upstream frame that was not JSON).
 UNTYPED = "(no type)"
 # At most this many warnings are kept verbatim (per file); the rest are only counted.
@@ -132,7 +129,7 @@ def _validate(obj: object) -> str | None:
     session_id = obj.get("session_id")
     if not isinstance(session_id, str) or not session_id:
         return "not an event-log record: no session_id"
-    if not SESSION_ID_RE.fullmatch(session_id):
+    if not SESSION_ID_RE.fullmatch(session_id):  # not the relay's: it must not name a page file or reach a terminal
         return "not an event-log record: session_id is not a session id"
     # The relay logs an upstream frame that is not JSON with type null; it is still a record.
     if not isinstance(obj.get("type"), str | None) or "type" not in obj:

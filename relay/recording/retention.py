@@ -23,8 +23,9 @@ from typing import Final
 
 import structlog
 
+from relay.core.items import SESSION_ID_RE
+
 SWEEP_EVERY_S: Final = 3600.0
-_SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch)
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")  # matched whole (fullmatch)
 DAY_S: Final = 86400.0
 
@@ -56,7 +57,7 @@ def sweep(data_dir: Path, log_dir: Path, retention_days: float, now: float | Non
     deleted: list[Deletion] = []
     sessions = data_dir / "sessions"
     for folder in _entries(sessions):
-        if not _SESSION_ID_RE.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+        if not SESSION_ID_RE.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
             continue
         try:
             newest = _newest_mtime(folder)

@@ -10,7 +10,6 @@ docs/lifecycle.md); `/` serves the page; `/v1/conversations...` hands over to `r
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from relay.core.items import SAFE_ITEM_ID_RE
+from relay.core.items import SAFE_ITEM_ID_RE, SESSION_ID_RE
 from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.recording import RECORDING_FILE
@@ -30,7 +29,6 @@ from relay.server.state import STATE
 log = structlog.get_logger()
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # relay/static/
-ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch): no trailing newline slips through
 # `client_secrets` bodies are small JSON objects; a larger one is refused before it is buffered.
 MAX_CLIENT_SECRETS_BODY: Final = 32 * 1024
 
@@ -127,7 +125,7 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
     """An item's saved WAV (docs/retrieve-after-done.md)."""
     session_id = request.match_info["session_id"]
     item_id = request.match_info["item_id"]
-    if not ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
+    if not SESSION_ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
         return _no_such("saved audio")
     return _session_file(request, session_id, f"{item_id}.wav", "saved audio")
 
@@ -135,7 +133,7 @@ async def saved_audio(request: web.Request) -> web.StreamResponse:
 async def session_recording(request: web.Request) -> web.StreamResponse:
     """A session's recording (docs/recording.md), under the same id and scope rules as saved audio."""
     session_id = request.match_info["session_id"]
-    if not ID_RE.fullmatch(session_id):
+    if not SESSION_ID_RE.fullmatch(session_id):
         return _no_such("recording")
     return _session_file(request, session_id, RECORDING_FILE, "recording")
 
