@@ -55,7 +55,7 @@ class Credentials:
     def load(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
         # Stripped like the file's values: a key pasted with a newline, or a blank one, is not a different key.
-        merged = {key: env[key].strip() for key in CREDENTIAL_KEYS if env.get(key, "").strip()}
+        merged = {key: value for key in CREDENTIAL_KEYS if (value := env.get(key, "").strip())}
         if settings.credentials_file:
             from_file = parse_credentials_file(Path(settings.credentials_file))
             merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
