@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.errors import ConfigError
+from relay.redact import register_credentials
 from relay.settings import DEFAULT_MODEL_NAME, DEFAULT_UPSTREAM, UPSTREAM_SIM, LoadedSettings, Secret, Settings, describe
 
 CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
@@ -59,11 +60,15 @@ class Credentials:
         if settings.credentials_file:
             from_file = parse_credentials_file(Path(settings.credentials_file))
             merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
-        return cls(
+        credentials = cls(
             api_key=Secret(merged["YANDEX_API_KEY"]) if merged.get("YANDEX_API_KEY") else None,
             iam_token=Secret(merged["YANDEX_IAM_TOKEN"]) if merged.get("YANDEX_IAM_TOKEN") else None,
             folder_id=merged.get("YANDEX_FOLDER_ID", ""),
         )
+        # Whatever the relay writes from now on masks them, even where no `Api-Key`/`Bearer` word precedes them
+        # (an upstream that repeats the key in its refusal, a library's error text).
+        register_credentials(*credentials.secrets())
+        return credentials
 
     @property
     def present(self) -> bool:

@@ -3,7 +3,9 @@
 `redact_text` masks what looks like a credential in any text: `Authorization`-style header values (raw bytes,
 reprs and dicts alike), `Bearer`/`Api-Key` values, the browser subprotocol `openai-insecure-api-key.<token>`, the
 relay's own minted tokens, URL userinfo and the values of secret-looking query parameters, plus every exact value
-registered with `register_secret` (static client tokens, the token secret). `RedactingFormatter` applies it to the
+registered with `register_secret` (static client tokens, the token secret) and the upstream credentials last read
+(`register_credentials`: the current and the previous values, so a rotated key is still masked in the lines of
+sessions that used it, while the list does not grow with every rotation). `RedactingFormatter` applies it to the
 final text of every log record (structlog's and the stdlib loggers' of aiohttp, picows and asyncio alike,
 tracebacks included), so nothing a library decides to log can carry a token past it. `printable` makes text
 from events (which any upstream or client may have written) safe for a terminal: control characters, which could
@@ -21,19 +23,22 @@ from typing import Any, Final
 
 MASK: Final = "****"
 
+# A token's characters as any rendering writes them: plain, or a repr's `\xNN`/`\uNNNN` escape of a byte that
+# does not belong there (a garbled header keeps going after it). It stops at quotes, whitespace, commas,
+# semicolons and the escapes of CR/LF/tab, which end a header line.
+_TOKEN: Final = r"(?:[^\s'\",\\;]|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})"
 # Header names whose values are credentials, in any rendering: `Authorization: Bearer x`, `'authorization': 'x'`,
-# `b"Authorization: Api-Key x\r\n"`, `"Cookie": "a=b"`. The value runs to the end of the token (stops at quotes,
-# backslashes of escaped CR/LF, commas, whitespace after the first word).
+# `b"Authorization: Api-Key x\r\n"`, `"Cookie": "a=b"`. The value runs to the end of the token.
 _HEADER_RE: Final = re.compile(
     r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|api-key)"
     r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)"
     r"(?:(bearer|api-key|basic|token)\s+)?"
-    r"([^\s'\",\\;]+)"
+    rf"({_TOKEN}+)"
 )
 # A credential scheme followed by its value anywhere else (error messages, tracebacks).
-_SCHEME_RE: Final = re.compile(r"(?i)\b(bearer|api-key)(\s+)([^\s'\",\\;]{4,})")
+_SCHEME_RE: Final = re.compile(rf"(?i)\b(bearer|api-key)(\s+)({_TOKEN}{{4,}})")
 # The browser's token subprotocol, whole or inside a list of offered protocols.
-_SUBPROTOCOL_RE: Final = re.compile(r"(?i)(openai-insecure-api-key\.)([^\s'\",\\;]+)")
+_SUBPROTOCOL_RE: Final = re.compile(rf"(?i)(openai-insecure-api-key\.)({_TOKEN}+)")
 # The relay's own minted tokens (see relay.server.auth): `rt<version>.` followed by dotted base64url parts.
 _MINTED_RE: Final = re.compile(r"\brt[0-9]\.[0-9]{1,12}\.[A-Za-z0-9_.-]{8,}")
 # userinfo in any URL: scheme://user:password@host -> scheme://****@host
@@ -43,27 +48,52 @@ _SECRET_NAME: Final = r"[A-Za-z0-9_.\-\[\]]*(?:key|token|secret|pass|pwd|auth|si
 _QUERY_RE: Final = re.compile(rf"(?i)([?&;]{_SECRET_NAME}=)([^&#\s'\"\\]+)")
 
 _known_lock = threading.Lock()
+_registered: frozenset[str] = frozenset()
+_credentials: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (current, previous)
 _known: tuple[str, ...] = ()
+
+
+def _spellings(values: tuple[str | None, ...]) -> frozenset[str]:
+    fresh = {v for v in values if v and len(v) >= 4}
+    # JSON renderers escape some characters: mask the escaped spelling as well.
+    return frozenset(fresh | {json.dumps(v)[1:-1] for v in fresh})
+
+
+def _rebuild() -> None:
+    """Longest first, so a value that contains another is masked whole. Called with the lock held."""
+    global _known
+    _known = tuple(sorted(_registered | _credentials[0] | _credentials[1], key=len, reverse=True))
 
 
 def register_secret(*values: str | None) -> None:
     """Mask these exact values wherever they appear in output from now on (values shorter than 4 are ignored)."""
-    global _known
-    fresh = {v for v in values if v and len(v) >= 4}
+    global _registered
+    fresh = _spellings(values)
     if not fresh:
         return
     with _known_lock:
-        merged = set(_known) | fresh
-        # JSON renderers escape some characters: mask the escaped spelling as well.
-        merged |= {json.dumps(v)[1:-1] for v in fresh}
-        _known = tuple(sorted(merged, key=len, reverse=True))
+        _registered |= fresh
+        _rebuild()
+
+
+def register_credentials(*values: str | None) -> None:
+    """Mask the upstream credentials just read (and, until the next read, the ones read before them)."""
+    global _credentials
+    fresh = _spellings(values)
+    with _known_lock:
+        if fresh == _credentials[0]:
+            return
+        _credentials = (fresh, _credentials[0])
+        _rebuild()
 
 
 def forget_secrets() -> None:
     """Drop every registered value (a new configuration replaces the old one)."""
-    global _known
+    global _registered, _credentials
     with _known_lock:
-        _known = ()
+        _registered = frozenset()
+        _credentials = (frozenset(), frozenset())
+        _rebuild()
 
 
 def redact_text(text: str) -> str:

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load_tools(loaded.settings)
             print(text)
         except ConfigError as exc:
-            print(f"realtime-relay: config error: {exc}", file=sys.stderr)
+            print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)
             return 2
         return 0
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr

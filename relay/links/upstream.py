@@ -40,6 +40,7 @@ from picows import (
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.links.upstream_listener import DROPPED, UpstreamListener, as_close_code, close_number
 from relay.links.writebatch import TcpCork, at_burst_end
+from relay.redact import redact_text
 
 _USER_AGENT: Final = f"realtime-relay picows/{version('picows')}"
 # picows logs each protocol failure it detects; the link reports them through `wait_closed`, so picows' own lines
@@ -119,8 +120,10 @@ def _refusal(raw_header: bytes | None) -> UpstreamUnavailable | None:
     if match is None or int(match[1]) == 101:
         return None
     status = int(match[1])
-    # It reaches the client's error message and the log: printable characters only, and not too many.
-    reason = "".join(c for c in (match[2] or b"").decode("latin-1") if c.isprintable()).strip()[:_REASON_MAX_CHARS]
+    # It reaches the client's error message and the log: printable characters only, not too many, and no
+    # credential (masked before the cut, so a cut cannot leave half of one unmasked).
+    reason = "".join(c for c in (match[2] or b"").decode("latin-1") if c.isprintable())
+    reason = redact_text(reason).strip()[:_REASON_MAX_CHARS]
     try:
         standard = HTTPStatus(status).phrase
     except ValueError:

@@ -247,8 +247,10 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
     app.router.add_get("/v1/realtime/openai", requires_auth(realtime))
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/relay/auth", auth_probe)
-    app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio))
-    app.router.add_get("/relay/sessions/{session_id}/recording.wav", requires_auth(session_recording))
+    app.router.add_get("/relay/sessions/{session_id}/items/{item_id}.wav", requires_auth(saved_audio, session_files=True))
+    app.router.add_get(
+        "/relay/sessions/{session_id}/recording.wav", requires_auth(session_recording, session_files=True)
+    )
     app.router.add_get(r"/relay/sessions/{tail:[\s\S]*}", requires_auth(no_such_session_file))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -121,13 +121,14 @@ class TokenAuthority:
             )
         return MintedToken(value, expires_at)
 
-    def _fresh(self, expires_at: str, now: float | None) -> bool:
+    def _fresh(self, expires_at: str, now: float | None, *, expired_ok: bool) -> bool:
         moment = time.time() if now is None else now
         # A token claiming a life longer than any this relay mints is refused, however well signed.
-        return moment < int(expires_at) <= moment + MAX_TTL_SECONDS
+        return (expired_ok or moment < int(expires_at)) and int(expires_at) <= moment + MAX_TTL_SECONDS
 
-    def minted_grant(self, token: str, *, now: float | None = None) -> Grant | None:
-        """The grant of a valid, unexpired minted token, else None."""
+    def minted_grant(self, token: str, *, now: float | None = None, expired_ok: bool = False) -> Grant | None:
+        """The grant of a valid, unexpired minted token, else None. `expired_ok` also admits one whose expiry has
+        passed (its signature still checked): for the files of the sessions it opened while they run."""
         if len(token) > MAX_TOKEN_BYTES:
             return None
         match = _EPHEMERAL_RE.fullmatch(token)
@@ -144,7 +145,7 @@ class TokenAuthority:
             session = {}
         if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             return None
-        if not self._fresh(expires_at, now):
+        if not self._fresh(expires_at, now, expired_ok=expired_ok):
             return None
         if payload.startswith(PINNED_TOKEN_PREFIX + "."):
             try:

@@ -101,13 +101,20 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers["Vary"] = "Origin"
 
 
-def requires_auth(handler: Handler, *, minted: bool = True) -> Handler:
-    """Guard a route with client auth; `minted=False` admits static tokens only (minted ones are scoped)."""
+def requires_auth(handler: Handler, *, minted: bool = True, session_files: bool = False) -> Handler:
+    """Guard a route with client auth; `minted=False` admits static tokens only (minted ones are scoped).
+
+    `session_files` (the per-session file routes): a minted token past its expiry is still admitted while a
+    session it opened runs on this relay, since expiry limits new sessions only and a running session's page
+    keeps playing its saved audio; `may_read_session_files` then limits it to the sessions it opened.
+    """
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         if (refused := refuse_foreign_origin(request)) is not None:
             return refused
         grant = _grant(request)
+        if grant is False and session_files:
+            grant = _grant_of_a_running_session(request)
         if grant is False:
             # Never log the token itself.
             log.warning("relay.auth_failed", path=request.path, remote=client_remote(request))
@@ -121,6 +128,16 @@ def requires_auth(handler: Handler, *, minted: bool = True) -> Handler:
         return await handler(request)
 
     return guarded
+
+
+def _grant_of_a_running_session(request: web.Request) -> Grant | bool:
+    """The grant of an expired minted token that still has a session running here, else False."""
+    state = request.app[STATE]
+    token = token_from_request(request.headers, offered_protocols(request))
+    grant = state.authority.minted_grant(token, expired_ok=True) if token else None
+    if grant is None or state.token_sessions.get(access.token_digest(grant.token), 0) <= 0:
+        return False
+    return grant
 
 
 def client_remote(request: web.Request) -> str | None:

@@ -10,6 +10,7 @@ docs/lifecycle.md); `/` serves the page; `/v1/conversations...` hands over to `r
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +49,14 @@ async def client_secrets(request: web.Request) -> web.StreamResponse:
     if request.can_read_body:
         if (request.content_length or 0) > MAX_CLIENT_SECRETS_BODY:
             return openai_error(413, f"the body is over {MAX_CLIENT_SECRETS_BODY} bytes", "body_too_large")
-        raw = await _read_at_most(request, MAX_CLIENT_SECRETS_BODY)
+        try:
+            # A body trickled in a byte at a time would hold the connection (and a slot) for as long as the
+            # client likes: it gets as long as a request's headers do.
+            async with asyncio.timeout(state.settings.header_timeout_seconds):
+                raw = await _read_at_most(request, MAX_CLIENT_SECRETS_BODY)
+        except TimeoutError:
+            log.warning("relay.request_body_timeout", path=request.path, remote=client_remote(request))
+            return openai_error(408, "the body did not arrive in time", "request_timeout")
         if raw is None:
             return openai_error(413, f"the body is over {MAX_CLIENT_SECRETS_BODY} bytes", "body_too_large")
         if raw.strip():

@@ -117,7 +117,9 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
             "table": "a table",
             "table_list": "an array of tables",
         }
-        raise bad(f"expected {expected.get(kind, 'a list of strings')}, got the string {raw!r}")
+        # A secret's value is never repeated: a token written as a string instead of a list is still a token.
+        got = "a string" if kind == "secret_list" else f"the string {raw!r}"
+        raise bad(f"expected {expected.get(kind, 'a list of strings')}, got {got}")
 
     if kind == "bool":
         if isinstance(raw, bool):

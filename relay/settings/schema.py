@@ -123,7 +123,11 @@ class Settings:
     blocked_client_events: tuple[str, ...] = _setting((), "Client event types refused with error event_blocked.")
     # --- security: connection bounds, token scope, proxies, log size, metrics listener (see docs/security.md)
     header_timeout_seconds: float = _setting(
-        10.0, "A connection that has not sent a whole request head within this many seconds is closed.", min=0.5, max=600
+        10.0,
+        "A connection that has not sent a whole request head within this many seconds is closed (a client_secrets "
+        "body gets as long, then 408).",
+        min=0.5,
+        max=600,
     )
     max_connections: int = _setting(
         1000, "Open client sockets at once; more are closed as soon as they are accepted (counted).", min=1, max=1000000

@@ -15,6 +15,7 @@ import pytest
 from relay.cli.main import main
 from relay.credentials import Credentials, parse_credentials_file, resolve_model
 from relay.errors import ConfigError
+from relay.redact import MASK, redact_text, register_credentials
 from relay.settings import Secret, Settings, describe, load_settings, rest_base_url
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,6 +175,17 @@ def test_credentials_come_from_env_or_file_and_never_show(tmp_path: Path) -> Non
     assert only_key.authorization_header() == {"Authorization": "Api-Key AQV-key"}
 
 
+def test_credentials_read_are_masked_in_whatever_the_relay_writes_next(tmp_path: Path) -> None:
+    """An upstream key is not always preceded by `Api-Key` (an upstream that repeats it in a refusal, a library's
+    error text): reading it registers its value with the redaction of every output."""
+    try:
+        Credentials.load(Settings(), environ={"YANDEX_API_KEY": "AQV-upstream-key-0001", "YANDEX_IAM_TOKEN": "t1.iam-0002"})
+        assert redact_text("said AQV-upstream-key-0001 and t1.iam-0002") == f"said {MASK} and {MASK}"
+    finally:
+        register_credentials()  # twice: the current and the previous read are let go
+        register_credentials()
+
+
 def test_a_bad_credentials_file_line_is_named_without_its_content(tmp_path: Path) -> None:
     creds_file = write(tmp_path, "YANDEX_FOLDER_ID=b1g\nthis-line-is-a-secret-without-equals\n", "creds.env")
     with pytest.raises(ConfigError) as caught:
@@ -202,6 +214,24 @@ def test_cli_config_errors_exit_2_with_the_setting_named(capsys: pytest.CaptureF
     assert "'port'" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path), "--print-config"]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_config_error_never_repeats_a_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A token list written as a string (an easy slip), and a tool URL with a password and a key in its query,
+    are refused at start and with --print-config alike, without the values."""
+    as_string = write(tmp_path, 'client_tokens = "tok-LEAK-AAAA1111"\n', "tokens.toml")
+    for argv in (["serve", "--config", str(as_string)], ["serve", "--config", str(as_string), "--print-config"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "client_tokens" in err and "tok-LEAK" not in err
+    tool = write(
+        tmp_path,
+        '[[tools]]\nname = "t"\nhandler = "http:ftp://admin:pw-USERINFO-LEAK@example.org/x?api_key=QUERY-LEAK-1"\n',
+        "tool.toml",
+    )
+    assert main(["serve", "--config", str(tool), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "tool 't'" in err and "USERINFO-LEAK" not in err and "QUERY-LEAK" not in err
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,6 +45,7 @@ from websockets.http11 import Request, Response
 from bench.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, server_response, unmask
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.links.upstream import UpstreamLink
+from relay.redact import MASK, register_credentials
 from tests.support.loop_checks import no_unhandled_loop_errors
 from tests.support.timing import seconds
 
@@ -919,6 +920,23 @@ async def test_a_refused_handshake_reports_the_status_and_reason_the_upstream_se
             await links.open(upstream.url)
     assert caught.value.status == status
     assert str(caught.value) == f"upstream refused the handshake: {said}"
+
+
+async def test_a_refusal_that_repeats_the_upstream_key_does_not_carry_it_to_the_client(links: Links) -> None:
+    """The reason phrase reaches the client's error and the event log, which no log formatter redacts: the
+    credentials the relay sent are masked in it, also when the phrase is longer than the part that is kept."""
+    key = "sk-upstream-" + "k" * 150  # longer than the kept part of a reason
+    register_credentials(key)
+    answer = b"HTTP/1.1 401 bad key " + key.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+    try:
+        async with raw_upstream(lambda request: answer) as upstream:
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await links.open(upstream.url)
+    finally:
+        register_credentials()  # twice: the current and the previous read are let go
+        register_credentials()
+    assert "sk-upstream" not in str(caught.value) and "kkkk" not in str(caught.value)
+    assert str(caught.value) == f"upstream refused the handshake: HTTP 401 bad key {MASK} (Unauthorized)"
 
 
 async def test_a_non_upgrade_answer_is_upstream_unavailable_with_its_status(links: Links) -> None:

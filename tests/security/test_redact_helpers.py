@@ -1,5 +1,6 @@
 """relay.redact's smaller promises (docs/security.md): registered secrets (short ones ignored, JSON-escaped
-spellings masked too, forgotten on demand), and `printable_data` making any event safe for a terminal. The
+spellings masked too, forgotten on demand), the upstream credentials (the current and the previous read masked,
+older ones let go), and `printable_data` making any event safe for a terminal. The
 patterns themselves are tests/security/test_redaction.py."""
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import relay.redact as redact
-from relay.redact import MASK, forget_secrets, printable, printable_data, redact_text, register_secret
+from relay.redact import (
+    MASK,
+    forget_secrets,
+    printable,
+    printable_data,
+    redact_text,
+    register_credentials,
+    register_secret,
+)
 
 
 @pytest.fixture(autouse=True)
 def kept_secrets() -> Iterator[None]:
-    saved = redact._known
+    saved = redact._known, redact._registered, redact._credentials
     forget_secrets()
     yield
-    redact._known = saved
+    redact._known, redact._registered, redact._credentials = saved
 
 
 def test_a_registered_secret_is_masked_anywhere_until_forgotten() -> None:
@@ -29,6 +38,24 @@ def test_a_registered_secret_is_masked_anywhere_until_forgotten() -> None:
     assert redact_text("x=hunter2-but-longer;y") == f"x={MASK};y"
     forget_secrets()
     assert redact_text("x=hunter2-but-longer;y") == "x=hunter2-but-longer;y"
+
+
+def test_upstream_credentials_are_masked_through_one_rotation_and_then_let_go() -> None:
+    register_credentials("key-one-0001", None)
+    register_credentials("key-two-0002")  # the file was rotated: lines of sessions on the old key still get masked
+    assert redact_text("key-one-0001 key-two-0002") == f"{MASK} {MASK}"
+    register_credentials("key-two-0002")  # read again, unchanged: nothing moves
+    assert redact_text("key-one-0001") == MASK
+    register_credentials("key-three-03")
+    assert redact_text("key-one-0001 key-two-0002 key-three-03") == f"key-one-0001 {MASK} {MASK}"
+
+
+def test_credentials_and_registered_secrets_do_not_replace_each_other() -> None:
+    register_secret("client-token-1")
+    register_credentials("upstream-key-1")
+    register_credentials("upstream-key-2")
+    register_credentials("upstream-key-3")
+    assert redact_text("client-token-1") == MASK
 
 
 def test_values_shorter_than_four_are_not_registered() -> None:

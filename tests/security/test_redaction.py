@@ -124,6 +124,11 @@ async def test_print_config_and_config_errors_hide_userinfo_and_secret_query_val
         ("GET /x?access_token=abcdef123456&b=1", "abcdef123456"),
         ("rt1.1700000000.nonce123.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonce123.AAAA"),
         ("Cookie: session=abcdef123456", "abcdef123456"),
+        # A garbled header's repr escapes the byte that does not belong; the rest of the token is still masked.
+        ("{'Authorization': 'Bearer abc\\x01bogus-token-ZZZ999'}", "bogus-token-ZZZ"),
+        ("b'Authorization: Api-Key abc\\xffbogus-token-ZZZ999\\r\\nHost: h'", "bogus-token-ZZZ"),
+        ("Bearer abcd\\u0001bogus-token-ZZZ999 in a message", "bogus-token-ZZZ"),
+        ("['openai-insecure-api-key.ab\\x00bogus-token-ZZZ999']", "bogus-token-ZZZ"),
     ],
 )
 def test_redaction_masks_credentials_in_any_rendering(text: str, secret: str) -> None:

@@ -76,6 +76,30 @@ async def test_a_minted_token_reads_its_own_sessions_audio_but_not_another_sessi
     assert mine not in (session_dir / ".opener").read_text()  # a hash, never the token
 
 
+async def test_an_expired_token_reads_its_sessions_files_while_one_of_its_sessions_runs(relay: RunningRelay) -> None:
+    """Expiry limits new sessions only: the page of a session that outlives its token still plays that session's
+    audio; once none of the token's sessions runs, the expired token reads nothing."""
+    token = relay.state.authority.mint(10, now=time.time() - 8.5).value  # expires in about 1.5 s
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url + "?relay_events=1", headers=relay.auth_headers(token)) as ws:
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+            await ws.send_json({"type": "conversation.item.create", "item": item})
+            await ws.send_json({"type": "response.create"})
+            while (saved := await ws.receive_json(timeout=seconds(5)))["type"] != "relay.audio_saved":
+                pass
+            while relay.state.authority.verify(token):
+                await asyncio.sleep(0.05)
+            other_url = await saved_audio_url(relay, STATIC)
+            assert await get_status(relay.base_url + saved["url"], token) == 200
+            assert await get_status(relay.base_url + other_url, token) == 404  # still its own sessions only
+            assert await get_status(relay.base_url + "/v1/conversations", token) == 401
+            assert (await upgrade_status(relay, relay.auth_headers(token)))[0] == 401  # no new session
+    async with asyncio.timeout(seconds(5)):
+        while relay.state.token_sessions:
+            await asyncio.sleep(0.01)
+    assert await get_status(relay.base_url + saved["url"], token) == 401
+
+
 async def test_a_replica_sharing_data_dir_serves_the_wav_to_the_opening_token(tmp_path: Path, relay: RunningRelay) -> None:
     token = await minted(relay)
     url = await saved_audio_url(relay, token)
@@ -121,6 +145,23 @@ async def test_a_session_posted_to_client_secrets_is_pinned_for_the_tokens_sessi
     assert [u.get("instructions") for u in updated] == ["Speak only about the weather."] * 2
 
 
+async def test_with_auth_off_a_minted_token_still_pins_its_session(tmp_path: Path) -> None:
+    """No token is needed on a loopback relay without client tokens, but one minted there keeps its promise."""
+    async with running_relay(tmp_path, settings={"token_secret": SECRET}) as open_relay:
+        status, answer = await mint(open_relay, None, {"session": {"instructions": "Speak only about the weather."}})
+        assert status == 200, answer
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(open_relay.ws_url, headers=open_relay.auth_headers(answer["value"])) as ws:
+                assert (await ws.receive_json(timeout=seconds(5)))["type"] == "session.created"
+                await ws.send_json({"type": "session.update", "session": {"type": "realtime", "instructions": "Other."}})
+                updated: list[dict[str, Any]] = []
+                while len(updated) < 2:
+                    event = await ws.receive_json(timeout=seconds(5))
+                    if event["type"] == "session.updated":
+                        updated.append(event["session"])
+    assert [u.get("instructions") for u in updated] == ["Speak only about the weather."] * 2
+
+
 @pytest.mark.parametrize("session", ["text", 1, [1], True])
 async def test_a_session_that_is_not_an_object_is_refused(relay: RunningRelay, session: Any) -> None:
     assert (await mint(relay, STATIC, {"session": session}))[0] == 400
@@ -145,6 +186,26 @@ async def test_client_secrets_bodies_over_32_kib_are_refused_unbuffered(relay: R
         headers = {"Authorization": f"Bearer {STATIC}"}
         async with http.post(relay.base_url + "/v1/realtime/client_secrets", headers=headers, data=chunked()) as resp:
             assert resp.status == 413
+
+
+async def test_a_client_secrets_body_trickled_in_gets_408_after_the_header_timeout(tmp_path: Path) -> None:
+    settings = {"client_tokens": STATIC, "token_secret": SECRET, "header_timeout_seconds": 0.5}
+    async with running_relay(tmp_path, settings=settings) as slow_relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", slow_relay.port)
+        try:
+            writer.write(
+                b"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Authorization: Bearer " + STATIC.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            started = time.monotonic()
+            async with asyncio.timeout(seconds(10)):
+                while not (answer := await reader.read(65536)) or b"\r\n\r\n" not in answer:
+                    writer.write(b" ")  # a byte now and then, never the whole body
+                    await asyncio.sleep(0.1)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            assert time.monotonic() - started < seconds(5)
+        finally:
+            writer.close()
 
 
 async def test_tokens_whose_expiry_lies_beyond_the_maximum_ttl_are_refused() -> None:

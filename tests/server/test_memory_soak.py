@@ -36,7 +36,7 @@ _TONE = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / R
 CHUNKS = [base64.b64encode(_TONE[i : i + RATE // 5]).decode() for i in range(0, len(_TONE), RATE // 5)]
 # Allowed growth per measured turn. A relay that kept ~3 KiB per turn until its session ended grew ~1.2 MiB a
 # round of 360 turns; a flat one moves by allocator noise (a few hundred KiB either way, whatever the number of
-# turns), so measuring over three rounds keeps the same per-turn bound while the noise weighs a third as much.
+# turns).
 ALLOWED_GROWTH_KIB_PER_TURN = 600 / 360
 
 
@@ -132,7 +132,11 @@ async def test_relay_memory_stays_flat_over_hundreds_of_voice_turns(tmp_path: Pa
     turns = SESSIONS * TURNS_PER_ROUND * ROUNDS
     assert saved_items(relay) == 2 * turns and not failed  # every user and assistant item saved, from its retrieve
 
-    measured = turns * (ROUNDS - WARMUP_ROUNDS) // ROUNDS
-    growth = samples[-1] - samples[WARMUP_ROUNDS - 1]
-    print(f"relay RSS after each round (KiB): {samples}; growth over the last {measured} turns: {growth} KiB")
-    assert growth < ALLOWED_GROWTH_KIB_PER_TURN * measured, f"RSS grew {growth} KiB over {measured} turns: {samples}"
+    # A relay that keeps something per turn grows in every round; the allocator takes a new arena once, in one
+    # round, whenever it likes (seen: +1.3 MiB in one measured round, flat before and after). The median round
+    # tells the two apart.
+    per_round = [samples[i] - samples[i - 1] for i in range(WARMUP_ROUNDS, ROUNDS)]
+    median = sorted(per_round)[len(per_round) // 2]
+    bound = ALLOWED_GROWTH_KIB_PER_TURN * SESSIONS * TURNS_PER_ROUND
+    print(f"relay RSS after each round (KiB): {samples}; growth in each measured round: {per_round} KiB")
+    assert median < bound, f"RSS grew by {per_round} KiB in the measured rounds of {turns // ROUNDS} turns: {samples}"
