@@ -40,16 +40,21 @@ async def minted(relay: RunningRelay, body: Any = None) -> str:
     return str(answer["value"])
 
 
+async def one_saved_turn(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """Run one turn on a `?relay_events=1` session and return the URL path of its first saved WAV."""
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    await ws.send_json({"type": "conversation.item.create", "item": item})
+    await ws.send_json({"type": "response.create"})
+    while (saved := await ws.receive_json(timeout=seconds(5)))["type"] != "relay.audio_saved":
+        pass
+    return str(saved["url"])
+
+
 async def saved_audio_url(relay: RunningRelay, token: str) -> str:
     """Open a session with `token`, run one turn, and return its saved WAV's URL path."""
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(relay.ws_url + "?relay_events=1", headers=relay.auth_headers(token)) as ws:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
-            await ws.send_json({"type": "conversation.item.create", "item": item})
-            await ws.send_json({"type": "response.create"})
-            while (saved := await ws.receive_json(timeout=seconds(5)))["type"] != "relay.audio_saved":
-                pass
-    return str(saved["url"])
+            return await one_saved_turn(ws)
 
 
 async def get_status(url: str, token: str, method: str = "GET") -> int:
@@ -82,22 +87,18 @@ async def test_an_expired_token_reads_its_sessions_files_while_one_of_its_sessio
     token = relay.state.authority.mint(10, now=time.time() - 8.5).value  # expires in about 1.5 s
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(relay.ws_url + "?relay_events=1", headers=relay.auth_headers(token)) as ws:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
-            await ws.send_json({"type": "conversation.item.create", "item": item})
-            await ws.send_json({"type": "response.create"})
-            while (saved := await ws.receive_json(timeout=seconds(5)))["type"] != "relay.audio_saved":
-                pass
+            own_url = await one_saved_turn(ws)
             while relay.state.authority.verify(token):
                 await asyncio.sleep(0.05)
             other_url = await saved_audio_url(relay, STATIC)
-            assert await get_status(relay.base_url + saved["url"], token) == 200
+            assert await get_status(relay.base_url + own_url, token) == 200
             assert await get_status(relay.base_url + other_url, token) == 404  # still its own sessions only
             assert await get_status(relay.base_url + "/v1/conversations", token) == 401
             assert (await upgrade_status(relay, relay.auth_headers(token)))[0] == 401  # no new session
     async with asyncio.timeout(seconds(5)):
         while relay.state.token_sessions:
             await asyncio.sleep(0.01)
-    assert await get_status(relay.base_url + saved["url"], token) == 401
+    assert await get_status(relay.base_url + own_url, token) == 401
 
 
 async def test_a_replica_sharing_data_dir_serves_the_wav_to_the_opening_token(tmp_path: Path, relay: RunningRelay) -> None:
