@@ -162,24 +162,36 @@ class ToolState:
                 )
             return ClientVerdict("forward", event={**base, "session": self.merge_tools(session)})
         if kind == ev.CONVERSATION_ITEM_CREATE:
-            item = event.get("item")
-            if isinstance(item, dict) and item.get("type") == "function_call_output":
-                call_id = item.get("call_id")
-                if not isinstance(call_id, str):
-                    return ClientVerdict(
-                        "reject", code="invalid_value", message="item.call_id must be a string", param="item.call_id"
-                    )
-                if call_id in self._calls:
-                    return ClientVerdict(
-                        "reject",
-                        code=ev.CODE_EVENT_BLOCKED,
-                        message=f"call {call_id!r} belongs to a server-side tool; the relay answers it",
-                        param="item.call_id",
-                    )
-            return FORWARD
-        if kind == ev.RESPONSE_CREATE and self._must_hold():
-            return HOLD
+            return self._client_output(event.get("item"), "item.call_id") or FORWARD
+        if kind == ev.RESPONSE_CREATE:
+            # An out-of-band response takes its items inline (`response.input`): an output for a server call
+            # there is the same answer in another place.
+            response = event.get("response")
+            inline = response.get("input") if isinstance(response, dict) else None
+            if isinstance(inline, list):
+                for index, item in enumerate(inline):
+                    if (verdict := self._client_output(item, f"response.input[{index}].call_id")) is not None:
+                        return verdict
+            if self._must_hold():
+                return HOLD
         return FORWARD
+
+    def _client_output(self, item: object, param: str) -> ClientVerdict | None:
+        """The refusal of a client `function_call_output` item that answers a server call (or whose call_id the
+        relay cannot match because it is not a string), else None."""
+        if not isinstance(item, dict) or item.get("type") != "function_call_output":
+            return None
+        call_id = item.get("call_id")
+        if not isinstance(call_id, str):
+            return ClientVerdict("reject", code="invalid_value", message=f"{param} must be a string", param=param)
+        if call_id in self._calls:
+            return ClientVerdict(
+                "reject",
+                code=ev.CODE_EVENT_BLOCKED,
+                message=f"call {call_id!r} belongs to a server-side tool; the relay answers it",
+                param=param,
+            )
+        return None
 
     def hold(self, text: str) -> None:
         """Keep a client frame until the relay's outputs are sent or the hold expires (the first frame starts a

@@ -97,7 +97,9 @@ def _parse_tool(index: int, raw: Mapping[str, Any], source: str) -> ToolSpec:
         except ValueError:
             parts, port_ok = urlsplit(""), False
         if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-            raise bad(f"handler URL must be http:// or https://, got {url!r}")
+            # The URL may carry a password even without a scheme the output's redaction recognizes (`//u:p@h`).
+            shown = re.sub(r"//[^/@]*@", "//****@", url, count=1)
+            raise bad(f"handler URL must be http:// or https://, got {shown!r}")
         if headers is None:
             headers = {}
         if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
@@ -113,7 +115,9 @@ def _import_function(handler: str, bad: Callable[[str], ConfigError]) -> Callabl
     _, module_name, function_name = parts
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # anything the module raises while importing is the operator's to see
+    except KeyboardInterrupt:
+        raise  # Ctrl-C during start-up is the user's, whatever was importing
+    except BaseException as exc:  # anything the module raises while importing (SystemExit too) is the operator's to see
         raise bad(f"handler module {module_name!r} does not import: {type(exc).__name__}: {exc}") from None
     function = getattr(module, function_name, None)
     if function is None:

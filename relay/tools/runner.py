@@ -5,8 +5,9 @@ its own task (at most `ToolSet.max_running` at once per session; the others wait
 `ToolOutcome` through the `on_finished` callback; `arm_hold` starts a hold timer; `aclose()` at session end
 cancels what still runs (async handlers are cancelled, sync ones abandoned on their thread, their result
 dropped) and reports those calls as `cancelled`.
-Handlers: `python:` ones are called with (arguments, ToolContext); async ones run on the loop, sync ones on a
-daemon thread (an abandoned one never delays the process's exit); `http:` ones get a POST of
+Handlers: `python:` ones are called with (arguments, ToolContext); async ones run on the handlers' own event loop
+(one daemon thread for the process), sync ones each on a daemon thread, so neither a handler that blocks nor one
+that ignores its cancellation can stall the relay's loop or delay the process's exit; `http:` ones get a POST of
 `{name, arguments, call_id, session_id}` and their response body is the output. Errors, timeouts and outputs
 that are not JSON-serializable become `{"error": ...}` outputs, never exceptions. See docs/tools.md.
 """
@@ -56,6 +57,31 @@ def output_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ToolFailed(f"the handler returned a value that is not JSON-serializable: {exc}") from None
+
+
+_handler_loop_lock = threading.Lock()
+_handler_loop: asyncio.AbstractEventLoop | None = None
+
+
+def handler_loop() -> asyncio.AbstractEventLoop:
+    """The event loop async handlers run on: started on first use, on a daemon thread, shared by every session.
+
+    Off the relay's loop, an async handler that calls something blocking (a sync HTTP client, a slow file) holds
+    up only the other handlers, not the sessions' audio; and one that ignores its cancellation keeps running
+    there, harmlessly, instead of holding the relay's loop open at shutdown (which waits for every task of its
+    own loop)."""
+    global _handler_loop
+    with _handler_loop_lock:
+        if _handler_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="relay-tool-loop", daemon=True).start()
+            _handler_loop = loop
+        return _handler_loop
+
+
+async def _on_handler_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await `coroutine` run on `handler_loop()`; cancelling the caller cancels it there."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_contained(coroutine), handler_loop()))
 
 
 def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -197,9 +223,11 @@ class SessionTools:
         assert spec.function is not None
         context = ToolContext(session_id=self.session_id, call_id=call.call_id, tool=call.name)
         if inspect.iscoroutinefunction(spec.function):
-            return await spec.function(call.arguments, context)
+            return await _on_handler_loop(spec.function(call.arguments, context))
         result = await _in_daemon_thread(spec.function, call.arguments, context)
-        if inspect.isawaitable(result):  # a sync callable handing back a coroutine: await it here
+        if asyncio.iscoroutine(result):  # a sync callable handing back a coroutine: run it like an async handler
+            return await _on_handler_loop(result)
+        if inspect.isawaitable(result):
             return await result
         return result
 
@@ -226,17 +254,26 @@ class SessionTools:
 
 
 async def _contained(invocation: Coroutine[Any, Any, Any]) -> Any:
-    """The handler's `SystemExit`/`KeyboardInterrupt` caught inside its task, whether raised by an async handler
-    or handed over from a sync one's thread: a task that raises either re-raises it out of the event loop, which
-    would end the process."""
+    """Whatever the handler raises, caught inside its task as the tool's error, whether raised by an async handler
+    or handed over from a sync one's thread, except the cancellation the relay itself asked for (the session
+    ended, the time ran out). A task that raises `SystemExit`/`KeyboardInterrupt` re-raises it out of its event
+    loop; a `CancelledError` the handler raised on its own (it awaited something someone else cancelled) would
+    read as the session's end; any other `BaseException` would escape every `except Exception`."""
     try:
         return await invocation
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise _not_an_exit(exc) from None
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the relay cancelled this call
+        raise _as_failure(exc) from None
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise _as_failure(exc) from None
 
 
-def _not_an_exit(exc: BaseException) -> ToolFailed:
-    """A handler's `SystemExit`/`KeyboardInterrupt` as the tool's error: a handler never ends the relay."""
+def _as_failure(exc: BaseException) -> ToolFailed:
+    """A handler's `BaseException` as the tool's error: a handler never ends the relay or the session."""
     return ToolFailed(f"the handler raised {type(exc).__name__}{f': {exc}' if str(exc) else ''}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from relay.tools import ToolContext
@@ -101,3 +102,45 @@ async def stubborn(arguments: dict[str, Any], context: ToolContext) -> str:
     except asyncio.CancelledError:
         await asyncio.sleep(1.0)
     return "ignored the cancellation"
+
+
+async def cancels_itself(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Async: awaits work that someone else cancelled, so a CancelledError comes out of the handler itself."""
+    other = asyncio.get_running_loop().create_future()
+    other.cancel()
+    return str(await other)
+
+
+def cancels_itself_sync(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise asyncio.CancelledError("the library gave up")
+
+
+class HandlerGaveUp(BaseException):
+    """Not an Exception: what a careless library may raise."""
+
+
+async def gives_up(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise HandlerGaveUp("no")
+
+
+def gives_up_sync(arguments: dict[str, Any], context: ToolContext) -> str:
+    raise HandlerGaveUp("no")
+
+
+STUBBORN_RELEASE = threading.Event()  # set by a test to let `stubborn_forever` end
+
+
+async def stubborn_forever(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Async: swallows every cancellation until the test lets it go."""
+    while not STUBBORN_RELEASE.is_set():
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            CANCELLED.add(context.call_id)
+    return "finally"
+
+
+async def blocks(arguments: dict[str, Any], context: ToolContext) -> str:
+    """Async, but calls something blocking (a sync HTTP client, say) for `ms` milliseconds."""
+    time.sleep(float(arguments.get("ms", 500)) / 1000.0)
+    return "blocked and done"

@@ -26,6 +26,14 @@ def write(tmp_path: Path, text: str) -> Path:
     ("toml", "says"),
     [
         ('[[tools]]\nname = "t"\nhandler = "python:no_such_module_x:f"\n', "tool 't': handler module 'no_such_module_x' does not import"),
+        (  # `http://...` where `http:http://...` was meant: the URL's password is not repeated
+            '[[tools]]\nname = "t"\nhandler = "http://user:pw-SECRET@example.org/x"\n',
+            "tool 't': handler URL must be http:// or https://, got '//****@example.org/x'",
+        ),
+        (
+            '[[tools]]\nname = "t"\nhandler = "python:tests.support.tool_module_exits:f"\n',
+            "tool 't': handler module 'tests.support.tool_module_exits' does not import: SystemExit",
+        ),
         ('[[tools]]\nname = "t"\nhandler = "python:tests.support.tools_handlers:nope"\n', "tool 't': handler module 'tests.support.tools_handlers' has no function 'nope'"),
         ('[[tools]]\nname = "t"\nhandler = "python:tests.support.tools_handlers:NOT_A_FUNCTION"\n', "tool 't': handler tests.support.tools_handlers:NOT_A_FUNCTION is not callable"),
         ('[[tools]]\nname = "t"\nhandler = "python:relay.tools.examples"\n', "tool 't': python handler must be"),

@@ -214,6 +214,11 @@ async def test_sync_handlers_run_on_a_thread_and_async_ones_get_the_call_context
         ("exits", "error", "the handler raised SystemExit: 3"),  # never the relay's exit
         ("exits_async", "error", "the handler raised SystemExit: 4"),
         ("interrupts", "error", "the handler raised KeyboardInterrupt"),
+        # A cancellation the handler met on its own is its failure, not the session's end.
+        ("cancels_itself", "error", "the handler raised CancelledError"),
+        ("cancels_itself_sync", "error", "the handler raised CancelledError: the library gave up"),
+        ("gives_up", "error", "the handler raised HandlerGaveUp: no"),
+        ("gives_up_sync", "error", "the handler raised HandlerGaveUp: no"),
     ],
 )
 async def test_a_failing_handler_gives_the_model_an_error_output_and_the_session_goes_on(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from relay.core.tools import ToolState
 from relay.core.toolset import ToolCall, ToolOutcome, ToolSet, ToolSpec, parse_arguments
 from relay.tools.runner import SessionTools, cap_output
 from tests.support import tools_handlers
+from tests.support.timing import seconds
 
 
 def spec(name: str, function: Any = tools_handlers.lookup, **extra: Any) -> ToolSpec:
@@ -129,6 +131,8 @@ def test_any_value_in_any_field_the_tool_state_reads_never_raises(value: Any, ki
         {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": value}},
         {"type": "conversation.item.create", "item": value},
         {"type": "response.create", "response": value},
+        {"type": "response.create", "response": {"input": value}},
+        {"type": "response.create", "response": {"input": [value, {"type": "function_call_output", "call_id": value}]}},
     ):
         state.on_client_event(client_event, client_event["type"], None)
 
@@ -142,6 +146,23 @@ def test_a_client_output_for_a_server_call_is_blocked_and_a_client_call_is_not()
     assert verdict.action == "reject" and verdict.code == "event_blocked"
     own = {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_client", "output": "x"}}
     assert state.on_client_event(own, own["type"], None).action == "forward"
+
+
+def test_a_client_output_for_a_server_call_inside_an_out_of_band_response_is_blocked_too() -> None:
+    state = ToolState(ToolSet((spec("lookup"),)), relay_events=False)
+    for event in call_events("lookup", "{}"):
+        state.on_server_event(event, event["type"])
+    spoof = {"type": "function_call_output", "call_id": "call_1", "output": "spoof"}
+    own = {"type": "function_call_output", "call_id": "call_client", "output": "x"}
+    text = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    forged = {"type": "response.create", "response": {"conversation": "none", "input": [text, spoof]}}
+    verdict = state.on_client_event(forged, forged["type"], None)
+    assert (verdict.action, verdict.code, verdict.param) == ("reject", "event_blocked", "response.input[1].call_id")
+    fine = {"type": "response.create", "response": {"conversation": "none", "input": [text, own]}}
+    assert state.on_client_event(fine, fine["type"], None).action == "forward"
+    unmatched = {"type": "response.create", "response": {"input": [{"type": "function_call_output", "call_id": 7}]}}
+    verdict = state.on_client_event(unmatched, unmatched["type"], None)
+    assert (verdict.action, verdict.code) == ("reject", "invalid_value")
 
 
 def test_a_held_response_create_and_the_frames_after_it_are_released_in_order_once_outputs_are_sent() -> None:
@@ -213,6 +234,41 @@ async def run_one(tools: ToolSet, call: ToolCall) -> ToolOutcome:
 
 def a_call(name: str, arguments: dict[str, Any] | None = None) -> ToolCall:
     return ToolCall("call_1", name, "item_1", "resp_1", json.dumps(arguments or {}), arguments or {})
+
+
+def test_a_handler_that_ignores_its_cancellation_does_not_hold_the_process_at_exit() -> None:
+    """asyncio.run (serve's and mic's runner) waits at its end for every task of its loop: a timed-out async
+    handler that swallows its cancellation must not be one of them, or SIGTERM would never end the process."""
+    tools_handlers.STUBBORN_RELEASE.clear()
+    tools = ToolSet((spec("stubborn_forever", tools_handlers.stubborn_forever, timeout_seconds=0.2),))
+    outcomes: list[ToolOutcome] = []
+    runner = threading.Thread(target=lambda: outcomes.append(asyncio.run(run_one(tools, a_call("stubborn_forever")))))
+    try:
+        runner.start()
+        runner.join(timeout=seconds(10))
+        assert not runner.is_alive(), "asyncio.run waited for the abandoned handler"
+        assert [o.result for o in outcomes] == ["timeout"]
+    finally:
+        tools_handlers.STUBBORN_RELEASE.set()
+
+
+async def test_an_async_handler_that_blocks_does_not_stall_the_relays_loop() -> None:
+    tools = ToolSet((spec("blocks", tools_handlers.blocks, timeout_seconds=5.0),))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        outcome = await run_one(tools, a_call("blocks", {"ms": 600}))
+    finally:
+        ticker.cancel()
+    assert outcome.result == "ok" and outcome.output == "blocked and done"
+    assert ticks >= 10, f"the loop turned {ticks} times while the handler blocked for 0.6 s"
 
 
 async def test_a_big_output_is_capped_before_it_goes_upstream() -> None:
