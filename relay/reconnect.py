@@ -94,9 +94,11 @@ class UpstreamResume:
         self.core.upstream_dropped(drop.code, str(drop))
         self._flush()
         delays = backoff_delays(self.core.resume.policy.attempts, random.random)
+        made = 0  # attempts that reached a connect: a session that ends during a backoff wait made no more
         for attempt, delay in enumerate(delays, start=1):
             done, _ = await asyncio.wait(ends, timeout=delay)
             if not done:
+                made = attempt
                 upstream = await self._attempt(attempt, ends)
                 if upstream is not None:
                     downtime_ms = (time.monotonic() - started) * 1000.0
@@ -106,7 +108,7 @@ class UpstreamResume:
                     self._count("ok")
                     return upstream
             if any(end.done() for end in ends):  # the client left, a drain, expiry, a slow client: ends as usual
-                self.core.resume_failed(attempt, (time.monotonic() - started) * 1000.0, "session_ending")
+                self.core.resume_failed(made, (time.monotonic() - started) * 1000.0, "session_ending")
                 self._flush()
                 self._count("abandoned")
                 return asyncio.create_task(asyncio.Event().wait())
@@ -135,7 +137,9 @@ class UpstreamResume:
         finally:
             if not connect.done():  # the session is ending (or this task is cancelled): no socket for nobody
                 await cancel_and_wait(connect)
-        if connect.cancelled():
+        if connect.cancelled():  # the session ended during the handshake: the attempt still shows in the log
+            self.core.restore_abandoned(attempt, "the session is ending")
+            self._flush()
             return None
         if connect.exception() is not None:
             error = connect.exception()

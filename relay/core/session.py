@@ -194,6 +194,8 @@ class RelaySession(UpstreamSide):
         event = parse_event(text)
         if not self._upstream_connected_logged:
             self._log_upstream_connected(event)
+            if event is not None and event.get("type") == ev.SESSION_CREATED:
+                self._client_has_session_created = True  # forwarded below, like every event
         if event is None:
             # Not ours to judge: forward untouched, log what it was.
             self._client.append(text)
@@ -210,6 +212,10 @@ class RelaySession(UpstreamSide):
         if self._restore_echo is not None and self._restore_echo_taken(kind, event, text):
             return
         fmt = self._observe_server_event(event, kind)
+        if self.resume is not None:
+            # Every event the upstream sent, whether the client sees it or not (hidden server-tool traffic too):
+            # a resume restores server-tool calls and their outputs, and must know a response ended.
+            self.resume.on_server(kind, event)
         if self.tools is not None and self._tool_view(text, event, kind):
             return
         if kind == ev.ERROR and answers_relay(event):
@@ -222,8 +228,6 @@ class RelaySession(UpstreamSide):
         if kind in (ev.CONVERSATION_ITEM_RETRIEVED, ev.ERROR):
             self._retire_client_retrieve(event, kind)
         self._after_forward(event, kind)
-        if self.resume is not None:
-            self.resume.on_server(kind, event)
 
     # ---- server-side tools (the rules live in relay.core.tools) --------------------------------------------
     def _tool_view(self, text: str, event: dict[str, Any], kind: object) -> bool:

@@ -49,6 +49,9 @@ class UpstreamSide(RetrieveAfterDone):
         self._gap: GapQueue | None = None
         self._restore: Restore | None = None
         self._restore_echo: RestoreEcho | None = None  # late answers to the last finished restore
+        # The client gets one session.created per session: the first upstream's, or, when that one dropped before
+        # sending it, the first new upstream's.
+        self._client_has_session_created = False
 
     def upstream_connected(self, connect_ms: float) -> None:
         """The upstream handshake completed: send the pinned session, if any, before any client frame."""
@@ -69,6 +72,7 @@ class UpstreamSide(RetrieveAfterDone):
         return {**event, "session": merged}
 
     def _log_upstream_connected(self, event: dict[str, Any] | None) -> None:
+        """The first event of an upstream (normally its session.created) names the upstream's session."""
         self._upstream_connected_logged = True
         if event is not None and event.get("type") == ev.SESSION_CREATED:
             session = event.get("session")
@@ -109,10 +113,10 @@ class UpstreamSide(RetrieveAfterDone):
             self._send_relay_frame(frame)
 
     def _resume_overlay(self, session: dict[str, Any]) -> dict[str, Any]:
-        """What the relay adds to every client `session.update` (`_pin`: the pins) goes over the resumed
-        configuration too."""
+        """What the relay adds to every client `session.update` (the pins, the server tools) goes over the
+        resumed configuration too."""
         pinned: dict[str, Any] = self._pin({"session": session})["session"]
-        return pinned
+        return self.tools.merge_tools(pinned) if self.tools is not None else pinned
 
     @property
     def restore_finished(self) -> bool:
@@ -128,8 +132,14 @@ class UpstreamSide(RetrieveAfterDone):
             if kind == ev.SESSION_CREATED:
                 self._upstream_connected_logged, self.upstream_session_id = False, None
                 self._log_upstream_connected(event)
-        record = event if event is not None else {"invalid_json": True, "text": text[:4096]}
-        self.log(LogEntry("relay", kind if isinstance(kind, str) else None, record, bytes=wire_len(text)))
+        if kind == ev.SESSION_CREATED and not self._client_has_session_created:
+            # The dropped upstream never sent one: a client waiting for its session.created gets this one.
+            self._client_has_session_created = True
+            self._client.append(text)
+            self.log(LogEntry("server", kind, event, bytes=wire_len(text)))
+        else:
+            record = event if event is not None else {"invalid_json": True, "text": text[:4096]}
+            self.log(LogEntry("relay", kind if isinstance(kind, str) else None, record, bytes=wire_len(text)))
         for frame in self._restore.answer(event):
             self._send_relay_frame(frame)
 

@@ -257,6 +257,86 @@ async def test_without_relay_events_the_client_sees_no_trace_of_a_drop_between_t
     assert c.types().count("session.created") == 1
 
 
+TOOLS = [
+    {"name": "lookup", "description": "finds things", "handler": "python:tests.support.tools_handlers:lookup"},
+    {"name": "slow", "description": "takes its time", "handler": "python:tests.support.tools_handlers:slow"},
+]
+
+
+async def tool_turn(c: Client, text: str) -> str:
+    """Say `text` (which makes the model call a server tool), and return the reply that follows the tool's output
+    (the call's own response reaches the client with its hidden call stripped: no output)."""
+    await c.send(user_text(text))
+    await c.send({"type": "response.create"})
+    done = (await c.until(lambda e: e["type"] == "response.done" and e["response"]["output"] != []))[-1]
+    part = done["response"]["output"][0]["content"][0]
+    return str(part.get("text") or part.get("transcript"))
+
+
+async def test_server_tools_and_their_calls_survive_a_resume(tmp_path: Path) -> None:
+    """The new upstream gets the server tools with the configuration, and the calls already answered come back as
+    function_call and function_call_output items, so the model can still call them and remembers their results."""
+    async with relay_behind_proxy(tmp_path, settings={"tools": TOOLS}) as (relay, proxy):
+        async with client(relay) as c:
+            assert (await tool_turn(c, 'call lookup {"q": 1}')).startswith("Tool lookup returned: ")
+            await (await proxy.connection(0)).drop()
+            await c.until(lambda e: e["type"] == "relay.upstream_resumed")
+            second = await proxy.connection(1)
+            assert (await tool_turn(c, 'call lookup {"q": 2}')).startswith("Tool lookup returned: ")
+        log = await session_log(relay)
+    restore = [f for f in second.from_relay if f.get("event_id", "").startswith("relay_resume")]
+    assert restore[0]["type"] == "session.update"
+    assert [t["name"] for t in restore[0]["session"]["tools"]] == ["lookup", "slow"]
+    restored_types = [f["item"]["type"] for f in restore[1:]]
+    assert "function_call" in restored_types and "function_call_output" in restored_types
+    assert [r["event"]["result"] for r in log if r["type"] == "relay.tool_call"] == ["ok", "ok"]
+
+
+async def test_a_drop_while_a_server_tool_runs_neither_fails_its_finished_response_nor_loses_the_call(
+    tmp_path: Path,
+) -> None:
+    async with relay_behind_proxy(tmp_path, settings={"tools": TOOLS}) as (relay, proxy):
+        async with client(relay) as c:
+            await c.send(user_text('call slow {"ms": 1500}'))
+            await c.send({"type": "response.create"})
+            first_done = (await c.until(lambda e: e["type"] == "response.done"))[-1]  # the call's, stripped
+            await (await proxy.connection(0)).drop()
+            await c.until(lambda e: e["type"] == "relay.upstream_resumed")
+            answer = await c.until(lambda e: e["type"] == "response.done" and e["response"]["output"] != [])
+        await session_log(relay)
+    dones = [e for e in c.events if e["type"] == "response.done"]
+    assert [e["response"]["id"] for e in dones].count(first_done["response"]["id"]) == 1  # not failed a second time
+    assert "upstream_interrupted" not in json.dumps(dones)
+    text = answer[-1]["response"]["output"][0]["content"][0]
+    assert (text.get("text") or text.get("transcript")) == "Tool slow returned: slow done"
+
+
+async def test_a_drop_before_the_first_session_created_still_gives_the_client_one(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        proxy.drop_at_open = 1
+        async with client(relay) as c:  # waits for session.created
+            assert await c.text_turn("hello") == 'You said: "hello".'
+        log = await session_log(relay)
+    assert c.types().count("session.created") == 1
+    assert [r["dir"] for r in log if r["type"] == "session.created"] == ["server"]
+    assert relay_types(log).count("relay.upstream_resumed") == 1
+
+
+async def test_a_session_that_ends_while_waiting_to_retry_counts_only_the_attempts_made(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        async with client(relay):
+            proxy.refuse = 503
+            await (await proxy.connection(0)).drop()
+            async with asyncio.timeout(seconds(10)):
+                while proxy.handshakes < 2:  # the first attempt was refused; the next waits >= 0.5 s
+                    await asyncio.sleep(0.01)
+        log = await session_log(relay)
+    assert proxy.handshakes == 2
+    (failed,) = [r["event"] for r in log if r["type"] == "relay.upstream_resume_failed"]
+    assert failed["attempts"] == 1 and failed["reason"] == "session_ending"
+    assert [r["event"]["attempt"] for r in log if r["type"] == "relay.upstream_resume_attempt"] == [1]
+
+
 async def test_many_drops_in_one_session_each_resume_and_the_whole_conversation_survives(tmp_path: Path) -> None:
     async with relay_behind_proxy(tmp_path) as (relay, proxy):
         async with client(relay) as c:

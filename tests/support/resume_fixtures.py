@@ -68,6 +68,7 @@ class DroppingProxy:
     target: str = ""
     refuse: int | None = None
     greeting: list[str | bytes] = field(default_factory=list)
+    drop_at_open: int = 0  # this many next sockets are dropped right after the handshake, before any event
     sockets: list[ProxiedSocket] = field(default_factory=list)
     handshakes: int = 0
     last_handshake_at: float = 0.0  # time.monotonic() of the latest handshake (any answer)
@@ -94,6 +95,11 @@ class DroppingProxy:
             return web.Response(status=self.refuse, text="refused by the test upstream")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=0)
         await ws.prepare(request)
+        if self.drop_at_open > 0:
+            self.drop_at_open -= 1
+            if request.transport is not None:
+                request.transport.abort()
+            return ws
         socket = ProxiedSocket(ws, request)
         self.sockets.append(socket)
         self._changed.set()
