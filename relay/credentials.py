@@ -16,7 +16,17 @@ from pathlib import Path
 
 from relay.errors import ConfigError
 from relay.redact import register_credentials
-from relay.settings import DEFAULT_MODEL_NAME, DEFAULT_UPSTREAM, UPSTREAM_SIM, LoadedSettings, Secret, Settings, describe
+from relay.settings import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_UPSTREAM,
+    UPSTREAM_SIM,
+    FileRefused,
+    LoadedSettings,
+    Secret,
+    Settings,
+    describe,
+    read_settings_file,
+)
 
 CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
 
@@ -25,7 +35,9 @@ def parse_credentials_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines; blank lines and # comments skipped; optional quotes and `export ` stripped."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_settings_file(path)
+    except FileRefused as exc:
+        raise ConfigError("credentials_file", source, str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("credentials_file", source, f"cannot read: {exc.__class__.__name__}") from None
     values: dict[str, str] = {}

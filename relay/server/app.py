@@ -53,7 +53,7 @@ from relay.server.routes import (
     session_recording,
 )
 from relay.server.state import STATE, RelayState
-from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
+from relay.settings import UPSTREAM_SIM, FileRefused, Settings, read_settings_file, rest_base_url
 from relay.tools.config import load_tools
 from relay.wiring import open_event_log, simulator_options
 
@@ -82,7 +82,9 @@ def token_secret(settings: Settings) -> tuple[bytes, bool]:
         return _strong_enough("token_secret", "token_secret", settings.token_secret.reveal().encode()), True
     if settings.token_secret_file:
         try:
-            value = Path(settings.token_secret_file).read_text(encoding="utf-8").strip()
+            value = read_settings_file(Path(settings.token_secret_file)).strip()
+        except FileRefused as exc:
+            raise ConfigError("token_secret_file", settings.token_secret_file, str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError("token_secret_file", settings.token_secret_file, f"cannot read: {exc.__class__.__name__}") from None
         if not value:

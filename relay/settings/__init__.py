@@ -8,9 +8,11 @@ from here.
 from relay.settings.load import (
     ENV_NOT_SETTINGS,
     ENV_NOT_SETTINGS_PREFIXES,
+    FileRefused,
     closest_setting,
     describe,
     load_settings,
+    read_settings_file,
     read_toml,
     unknown_env_variables,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "ENV_PREFIX",
     "SETTING_NAMES",
     "UPSTREAM_SIM",
+    "FileRefused",
     "LoadedSettings",
     "MiB",
     "Secret",
@@ -45,6 +48,7 @@ __all__ = [
     "describe",
     "env_name",
     "load_settings",
+    "read_settings_file",
     "read_toml",
     "rest_base_url",
     "setting_doc",

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -217,16 +218,41 @@ def _line_of(text: str, key: str) -> int | None:
     return None
 
 
+MAX_SETTINGS_FILE_BYTES: Final = 1024 * 1024
+
+
+class FileRefused(Exception):
+    """A file named by a setting that is not one to read: not a regular file, or far too large. The message
+    names the reason only (never the content)."""
+
+
+def read_settings_file(path: Path, max_bytes: int = MAX_SETTINGS_FILE_BYTES) -> str:
+    """The text of a small file named by a setting (the config file, the credentials file, the token secret
+    file). Only a regular file is opened, so a FIFO (which would block the start) or a device such as /dev/zero
+    (which never ends) is refused, and so is anything over `max_bytes`. OSError and UnicodeDecodeError as
+    reading raises them."""
+    mode = path.stat().st_mode  # follows symlinks: what would be read
+    if stat.S_ISDIR(mode):
+        raise FileRefused("is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise FileRefused("is not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileRefused(f"is larger than {max_bytes} bytes")
+    return data.decode("utf-8")
+
+
 def read_toml(path: Path, named_by: str = "--config") -> tuple[dict[str, Any], str]:
     """Parse a TOML config file; every failure is a ConfigError on the `config` setting, naming where the path
     came from (`named_by`: the flag or the environment variable)."""
     source = f"{named_by} {path}"
-    if path.is_dir():
-        raise ConfigError("config", source, "is a directory, not a TOML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_settings_file(path)
     except FileNotFoundError:
         raise ConfigError("config", source, "file not found") from None
+    except FileRefused as exc:
+        raise ConfigError("config", source, str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("config", source, f"cannot read: {exc}") from None
     try:

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from relay.cli.main import main
 from relay.errors import ConfigError
-from relay.settings import SETTING_NAMES, load_settings
+from relay.server.app import token_secret
+from relay.settings import SETTING_NAMES, Settings, load_settings
 from relay.tools.config import load_tools
 
 TOOL_KEYS = ["name", "description", "parameters", "handler", "timeout_seconds", "headers", "extra"]
@@ -143,3 +144,34 @@ def test_any_command_line_is_settings_or_a_usage_or_config_error(
     out, err = capsys.readouterr()
     assert code in (0, 2), (code, err)
     assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("setting", ["config", "credentials_file", "token_secret_file"])
+@pytest.mark.parametrize("kind", ["fifo", "endless device", "too large"])
+def test_a_settings_file_that_is_no_small_regular_file_is_refused_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, kind: str
+) -> None:
+    """A FIFO would block the start until someone writes to it, /dev/zero never ends, a huge file is a mistake:
+    each is a config error naming the setting, at once."""
+    if kind == "fifo":
+        target = tmp_path / "settings.fifo"
+        os.mkfifo(target)
+    elif kind == "endless device":
+        target = tmp_path / "settings.link"
+        target.symlink_to("/dev/zero")
+    else:
+        target = tmp_path / "settings.big"
+        target.write_bytes(b"# " + b"x" * (2 * 1024 * 1024) + b"\n")
+    if setting == "token_secret_file":  # read when serve builds its app
+        with pytest.raises(ConfigError) as caught:
+            token_secret(Settings(token_secret_file=str(target)))
+        code, err = 2, str(caught.value)
+    else:
+        argv = ["serve", "--config", str(target)] if setting == "config" else ["serve"]
+        with pytest.MonkeyPatch.context() as patch:
+            if setting == "credentials_file":
+                patch.setenv("RELAY_CREDENTIALS_FILE", str(target))
+            code = main([*argv, "--print-config"])
+        err = capsys.readouterr().err
+    assert code == 2 and setting in err, err
+    assert "not a regular file" in err or "larger than" in err, err
