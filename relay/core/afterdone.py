@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.core import events as ev
 from relay.core.frames import answered_event_id
-from relay.core.items import SAFE_ITEM_ID_RE, Item, ItemBook
+from relay.core.items import Item, ItemBook, safe_item_id
 from relay.core.outbox import LogEntry
 from relay.core.retrieves import RELAY_ASKERS, Asker
 
@@ -34,7 +34,7 @@ class RetrieveAfterDone(ItemBook):
                 item.has_audio = True
         if item is not None and item.has_audio and not item.retrieve_sent:
             item.retrieve_sent = True
-            if not SAFE_ITEM_ID_RE.fullmatch(item.item_id):
+            if not safe_item_id(item.item_id):
                 self._finish(item)
                 self.log_relay(ev.RELAY_AUDIO_NOT_SAVED, {"item_id": item.item_id, "reason": "unsafe_item_id"})
                 return
@@ -115,10 +115,11 @@ class RetrieveAfterDone(ItemBook):
 
     def _retrieves_lost_with_connection(self) -> None:
         """The upstream dropped: the relay's retrieves sent on it will never be answered, so each still in time
-        fails now as a timeout (saved from the stream), and nobody's place in line outlives the connection."""
+        fails now as a timeout (saved from the stream), and nobody's place in line outlives the connection. The
+        record says why it came early, so an operator does not look for a slow upstream."""
         for item_id in self.retrieves.connection_lost():
             self._disarm.append(item_id)
-            self._relay_retrieve_failed(item_id, {"reason": "timeout"})
+            self._relay_retrieve_failed(item_id, {"reason": "timeout", "error": "the upstream dropped before answering"})
 
     @property
     def pending_retrieves(self) -> list[str]:

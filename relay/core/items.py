@@ -33,6 +33,15 @@ MAX_FINISHED_ITEMS: Final = 64
 # Item ids become file names (<data_dir>/sessions/<sid>/<item_id>.wav): anything else is never saved
 # (docs/retrieve-after-done.md).
 SAFE_ITEM_ID_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # fullmatch only: `$` lets "\n" by
+# Ids whose file would be another file of the session folder: `recording` is the session recording's name.
+RESERVED_ITEM_IDS: Final = frozenset({"recording"})
+
+
+def safe_item_id(item_id: str) -> bool:
+    """Whether `item_id` may name a WAV in its session's folder (and its URL)."""
+    return SAFE_ITEM_ID_RE.fullmatch(item_id) is not None and item_id not in RESERVED_ITEM_IDS
+
+
 # A session id as the relay mints it (docs/event-log.md): the name of its folder, log file and URLs.
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch only
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
@@ -222,7 +231,7 @@ class ItemBook(AppendedAudio):
     def _queue_save(self, item: Item, pcm: bytes, source: str) -> None:
         assert item.format is not None
         self._finish(item)  # the stream copy is no longer needed once the item is saved
-        if not SAFE_ITEM_ID_RE.fullmatch(item.item_id):
+        if not safe_item_id(item.item_id):
             return
         self._save.append(AudioToSave(item.item_id, pcm, item.format, source))
 

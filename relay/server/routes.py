@@ -11,14 +11,15 @@ docs/lifecycle.md); `/` serves the page; `/v1/conversations...` hands over to `r
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from relay.core.items import SAFE_ITEM_ID_RE, SESSION_ID_RE
+from relay.core.items import SESSION_ID_RE, safe_item_id
 from relay.credentials import Credentials
 from relay.errors import ConfigError
 from relay.recording import RECORDING_FILE
@@ -113,11 +114,16 @@ def _no_such(what: str) -> web.Response:
     return openai_error(404, f"no such {what}", "not_found")
 
 
-def _session_file(request: web.Request, session_id: str, name: str, what: str) -> web.StreamResponse:
+# A suffix range of zero bytes can never be satisfied (RFC 9110, 14.1.1).
+_EMPTY_SUFFIX_RANGE: Final = re.compile(r"\s*bytes\s*=\s*-0+\s*", re.IGNORECASE)
+
+
+async def _session_file(request: web.Request, session_id: str, name: str, what: str) -> web.StreamResponse:
     """One file of a session folder: ids already matched whole by the caller; the token's scope checked (a
     minted token reads only the sessions it opened, docs/security.md); nothing outside data_dir ever served.
     Every refusal is the same 404 as a missing file, so a token learns nothing of other sessions. FileResponse
-    answers Range requests, so a browser can seek."""
+    answers a single Range, so a browser can seek; several ranges (no multipart answers here) get the whole file
+    with 200, as RFC 9110 lets a server that ignores Range do, and an empty suffix range gets 416."""
     not_found = _no_such(what)
     if not may_read_session_files(request, session_id):
         log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
@@ -126,16 +132,28 @@ def _session_file(request: web.Request, session_id: str, name: str, what: str) -
     path = (root / session_id / name).resolve()
     if root not in path.parents or not path.is_file():
         return not_found
-    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+    headers = {"Content-Type": "audio/wav", "Cache-Control": "no-store"}
+    wanted = request.headers.get(hdrs.RANGE)
+    if wanted is None:
+        return web.FileResponse(path, headers=headers)
+    if _EMPTY_SUFFIX_RANGE.fullmatch(wanted):
+        size = path.stat().st_size
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
+    if "," not in wanted:
+        return web.FileResponse(path, headers=headers)
+    whole = request.clone(headers={k: v for k, v in request.headers.items() if k.lower() != "range"})
+    response = web.FileResponse(path, headers=headers)
+    await response.prepare(whole)
+    return response
 
 
 async def saved_audio(request: web.Request) -> web.StreamResponse:
     """An item's saved WAV (docs/retrieve-after-done.md)."""
     session_id = request.match_info["session_id"]
     item_id = request.match_info["item_id"]
-    if not SESSION_ID_RE.fullmatch(session_id) or not SAFE_ITEM_ID_RE.fullmatch(item_id):
+    if not SESSION_ID_RE.fullmatch(session_id) or not safe_item_id(item_id):
         return _no_such("saved audio")
-    return _session_file(request, session_id, f"{item_id}.wav", "saved audio")
+    return await _session_file(request, session_id, f"{item_id}.wav", "saved audio")
 
 
 async def session_recording(request: web.Request) -> web.StreamResponse:
@@ -143,7 +161,7 @@ async def session_recording(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     if not SESSION_ID_RE.fullmatch(session_id):
         return _no_such("recording")
-    return _session_file(request, session_id, RECORDING_FILE, "recording")
+    return await _session_file(request, session_id, RECORDING_FILE, "recording")
 
 
 async def no_such_session_file(request: web.Request) -> web.StreamResponse:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import time
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -433,6 +434,29 @@ async def test_a_client_chosen_item_id_cannot_write_outside_the_data_dir(tmp_pat
     assert not list(tmp_path.rglob("escaped*")) and not list(Path("/").glob("escaped*"))
     assert all(r["event"].get("item_id") != evil for r in log if r["type"] == "relay.audio_saved")
     assert [r["event"]["reason"] for r in log if r["type"] == "relay.audio_not_saved"] == ["unsafe_item_id"]
+
+
+async def test_an_item_named_recording_never_takes_the_place_of_the_session_recording(tmp_path: Path) -> None:
+    """`<item_id>.wav` and the session's `recording.wav` share a folder: an item a client named `recording` is
+    not saved (and the item route does not serve the recording under that name)."""
+    item = {"id": "recording", "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(bytes(4800))}]}
+    async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
+        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+            await receive_until(ws, lambda e: e["type"] == "session.created")
+            await send(ws, {"type": "conversation.item.create", "item": item})
+            await receive_until(ws, lambda e: e["type"] in ("conversation.item.done", "error"))
+            await send(ws, text_item("and a normal one"))
+            await send(ws, {"type": "response.create"})
+            await receive_until(ws, lambda e: e["type"] == "relay.audio_saved")
+        (log,) = (await ended_records(relay)).values()
+        session_id = log[0]["session_id"]
+        async with http.get(f"{relay.base_url}/relay/sessions/{session_id}/items/recording.wav") as answer:
+            assert answer.status == 404
+    assert [r["event"] for r in log if r["type"] == "relay.audio_not_saved"] == [
+        {"item_id": "recording", "reason": "unsafe_item_id"}
+    ]
+    with wave.open(str(relay.data_dir / "sessions" / session_id / "recording.wav")) as recording:
+        assert recording.getnchannels() == 2  # still the session's stereo recording
 
 
 async def test_log_content_off_keeps_text_out_of_the_log_end_to_end(tmp_path: Path) -> None:

@@ -331,7 +331,8 @@ def test_a_retrieve_lost_with_a_dropped_upstream_fails_at_once_and_never_takes_a
     drain(core)
     core.upstream_dropped(1006, "connection lost")
     out = drain(core)
-    assert [e.event["reason"] for e in out["log"] if e.type == "relay.retrieve_failed"] == ["timeout"]
+    failed = [e.event for e in out["log"] if e.type == "relay.retrieve_failed"]
+    assert failed == [{"item_id": "item_a", "reason": "timeout", "error": "the upstream dropped before answering"}]
     assert "item_a" in core.to_disarm()
     assert [(s.source, s.pcm) for s in out["save"]] == [("stream", pcm(240, 5))]
     core.retrieve_timed_out("item_a")  # its timer, if it still fires, finds nothing to do

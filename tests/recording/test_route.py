@@ -64,6 +64,18 @@ async def test_the_recording_is_served_whole_and_by_range_with_a_token(relay: Ru
             assert resp.status == 401
 
 
+async def test_an_empty_suffix_range_is_unsatisfiable_and_several_ranges_get_the_whole_file(relay: RunningRelay) -> None:
+    async with aiohttp.ClientSession() as http:
+        session_id = await one_session(relay, http)
+        url = f"{relay.base_url}/relay/sessions/{session_id}/recording.wav"
+        on_disk = (relay.data_dir / "sessions" / session_id / "recording.wav").read_bytes()
+        async with http.get(url, headers={**relay.auth_headers(), "Range": "bytes=-0"}) as resp:
+            assert resp.status == 416 and resp.headers["Content-Range"] == f"bytes */{len(on_disk)}"
+        # No multipart answers here: a server may ignore Range, so the whole file with 200, never a 416.
+        async with http.get(url, headers={**relay.auth_headers(), "Range": "bytes=0-1,5-6"}) as resp:
+            assert resp.status == 200 and await resp.read() == on_disk
+
+
 async def test_unknown_or_malformed_session_ids_get_the_same_404(relay: RunningRelay) -> None:
     (relay.data_dir / "sessions").mkdir(parents=True)
     (relay.data_dir / "recording.wav").write_bytes(b"RIFF-not-yours")
