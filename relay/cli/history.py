@@ -6,9 +6,10 @@ false) and writes one line per item to stdout: `id  type  role  text`, or the it
 and network errors are printed to stderr with their cause, on one line with control characters made visible
 (they quote the API's own words), and give exit 1; exit 2 is left to usage and config errors (argparse,
 settings (a `rest_base` with `user:password@` among them), credentials file, upstream `sim` without a
-`rest_base`: there is no simulator here to talk to, and Yandex's default REST base with no credentials found:
-nothing is sent). 429, 5xx and connection errors are retried (at most 4 tries, `Retry-After` honoured up to 30 s), with a
-notice on stderr per retry.
+`rest_base`: there is no simulator here to talk to, Yandex's default REST base with no credentials found, and
+a key or token holding a character no HTTP header can carry, such as a newline: nothing is sent). 429, 5xx and
+connection errors are retried (at most 4 tries, `Retry-After` honoured up to 30 s), with a notice on stderr per
+retry. A stdout that cannot be written is `relay.cli.main`'s to report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Final, TextIO
@@ -39,6 +41,9 @@ HELP: Final = "List the items of a conversation (Conversations REST API)."
 
 MIN_TEXT_COLUMNS: Final = 20
 ELLIPSIS: Final = "…"
+# API keys and IAM tokens are visible ASCII; anything else (a newline pasted along, a space, a non-ASCII letter) is
+# a mistake, and a control character would even make the HTTP library refuse to send the header.
+_CREDENTIAL_CHARS: Final = re.compile(r"[\x21-\x7e]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "e.g. http://127.0.0.1:8090/v1 for a running `realtime-relay sim`"
         )
     credentials = Credentials.load(settings)  # ConfigError (a bad credentials file) -> exit 2 in the CLI
+    check_credential_characters(credentials)
     base_url = rest_base_url(settings)
     if not credentials.present and base_url == rest_base_url(Settings()):
         # Yandex's API answers every unauthenticated call with 401: send nothing, and say where credentials go.
@@ -86,6 +92,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             out=sys.stdout,
             err=sys.stderr,
         )
+    )
+
+
+def check_credential_characters(credentials: Credentials) -> None:
+    """UsageError (exit 2) naming the variable when the key or token to be sent is not all visible ASCII; the
+    message never repeats the value."""
+    if credentials.iam_token is not None:
+        name, value = "YANDEX_IAM_TOKEN", credentials.iam_token.reveal()
+    elif credentials.api_key is not None:
+        name, value = "YANDEX_API_KEY", credentials.api_key.reveal()
+    else:
+        return
+    if _CREDENTIAL_CHARS.fullmatch(value):
+        return
+    bad = next(c for c in value if not _CREDENTIAL_CHARS.fullmatch(c))
+    # The code point of a line break or space says what went wrong; a letter's would repeat part of the secret.
+    what = f"a control or space character (U+{ord(bad):04X})" if ord(bad) <= 0x20 or 0x7F <= ord(bad) <= 0x9F else (
+        "a non-ASCII character"
+    )
+    raise UsageError(
+        f"{name} (environment or credentials_file) holds {what}, which no key or token has; nothing was sent; set "
+        "it to the key or token alone"
     )
 
 
@@ -132,10 +160,6 @@ async def print_history(
         out.flush()
         print(f"realtime-relay history: {one_line(str(exc))}", file=err)
         return 1
-    except BrokenPipeError:
-        # `history ... | head`: the reader has what it wanted. Silence the flush at interpreter exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     if printed == 0:
         print(
             f"realtime-relay history: no items in conversation {conversation_id!r}" + (f" after {after!r}" if after else ""),

@@ -3,31 +3,37 @@
 Boundary: CLI adapter. Reads logs through `relay.inspect.summary`, prints a table (`relay.inspect.terminal`;
 colour only when stdout is a TTY and NO_COLOR is unset) or JSON lines to stdout, read warnings to stderr, and
 with `--html` finds each session's saved audio and recording on disk and writes one timeline page per session
-through `relay.inspect.timeline`. Exit codes: 0 ok, 1 a requested session is not in
-the logs or an HTML file could not be written, 2 the path does not exist.
+through `relay.inspect.timeline`. Exit codes: 0 ok; 1 a requested session (`--session`, even an empty one) is
+not in the logs, the path cannot be read or listed, or an HTML file could not be written; 2 the path does not
+exist or is neither a regular file nor a folder, or `--html OUT` is refused (below). Unreadable files and
+subfolders below the path are skipped and counted with the other read warnings, on stderr.
 
 `--html OUT` rule: when exactly one session is selected and OUT is not an existing directory (and does not
 end with a path separator), OUT is that page's file name. Otherwise OUT is a directory (created when
 missing), every session gets `<OUT>/<session_id>.html` and `<OUT>/index.html` links them; an OUT ending in
 `.html` then is refused with exit 2 before anything is printed or written (a directory named `x.html` is
-never what was meant).
+never what was meant). So is an OUT whose pages (or index) would be one of the log files found under the path,
+by any name (a symlink or hard link included): the pages never overwrite their own input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import os
 import sys
 import wave
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
+from urllib.parse import quote
 
 import orjson
 
-from relay.inspect.reader import LogPathError, ReadWarnings, session_records
+from relay.inspect.reader import LogAccessError, LogPathError, ReadWarnings, session_records, shown_name
 from relay.inspect.summary import LogSummary, summarize
-from relay.inspect.terminal import render_overview, render_session
+from relay.inspect.terminal import one_line, render_overview, render_session
 from relay.inspect.timeline import write_timeline
 from relay.recording import RECORDING_FILE, RECORDING_SAVED
 from relay.recording.peaks import recording_peaks
@@ -38,6 +44,10 @@ if TYPE_CHECKING:
 
 NAME = "logs"
 HELP = "Summarize event logs: turns, latencies, errors; --json for JSON lines, --html for timelines."
+
+# JSON escapes every control character but leaves the Unicode line and paragraph separators raw; a reader that
+# splits lines the way Python's `str.splitlines` does would see a second object in one line.
+_JSON_LINE_SEPARATORS: Final = {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +71,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = summarize(path, args.session)
     except LogPathError as exc:
-        print(f"realtime-relay logs: {exc}", file=sys.stderr)
+        print(f"realtime-relay logs: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except LogAccessError as exc:
+        print(f"realtime-relay logs: {one_line(str(exc))}", file=sys.stderr)
+        return 1
     if args.html is not None and len(result.sessions) > 1 and args.html.lower().endswith(".html"):
         print(
             f"realtime-relay logs: {path} holds {len(result.sessions)} sessions, so --html needs a directory "
@@ -71,18 +84,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.html is not None and result.sessions:
+        overwritten = input_overwritten(output_paths(result, Path(args.html)), result.log_files)
+        if overwritten is not None:
+            print(
+                f"realtime-relay logs: --html {args.html!r} would write over the log file {overwritten}, which "
+                "is one of the inputs; choose another OUT",
+                file=sys.stderr,
+            )
+            return 2
     try:
         print_sessions(result, args.json)
     except BrokenPipeError:
         # `logs ./logs | head`: the reader has gone, which is not an error. Point stdout at /dev/null so the
-        # interpreter's final flush does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # interpreter's final flush does not complain either (a stream without a descriptor has nothing to point).
+        with contextlib.suppress(OSError, ValueError):
+            stdout_fd = sys.stdout.fileno()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)
     write_warnings(result.warnings, sys.stderr)
     code = 0
     if not result.sessions:
-        what = f"session {args.session!r} not" if args.session else "no sessions"
+        # An empty --session names no session the relay mints: not found, like any other unknown id.
+        what = f"session {args.session!r} not" if args.session is not None else "no sessions"
         print(f"realtime-relay logs: {what} found in {path}", file=sys.stderr)
-        code = 1 if args.session else 0
+        code = 1 if args.session is not None else 0
     if args.html is not None and result.sessions:
         code = max(code, write_pages(result, Path(args.html), Path(settings.data_dir)))
     return code
@@ -91,7 +116,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def print_sessions(result: LogSummary, as_json: bool) -> None:
     if as_json:
         for session in result.sessions:
-            sys.stdout.write(printable(orjson.dumps(session).decode()) + "\n")
+            sys.stdout.write(printable(orjson.dumps(session).decode()).translate(_JSON_LINE_SEPARATORS) + "\n")
     else:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         # Event text came from clients and upstreams: never let it drive the terminal (see docs/security.md).
@@ -108,10 +133,12 @@ def write_warnings(warnings: ReadWarnings, out: TextIO) -> None:
     if not warnings.total:
         return
     reasons = ", ".join(f"{n} {reason}" for reason, n in warnings.by_reason.most_common())
-    print(f"realtime-relay logs: skipped {warnings.total} unreadable line(s)/file(s): {reasons}", file=out)
+    print(f"realtime-relay logs: skipped {warnings.total} unreadable line(s)/file(s)/folder(s): {reasons}", file=out)
     for w in warnings.samples[:10]:
-        where = f"{w.file}:{w.line}" if w.line is not None else w.file
-        print(printable(f"  {where}: {w.reason}"), file=out)  # a file name is anyone's bytes: no terminal control
+        name = shown_name(w.file)
+        where = f"{name}:{w.line}" if w.line is not None else name
+        # A file name is anyone's bytes: no terminal control, and no line break that would print a forged warning.
+        print(printable(one_line(f"  {where}: {w.reason}")), file=out)
     if len(warnings.samples) > 10 or warnings.total > len(warnings.samples):
         print(f"  ... and {warnings.total - min(10, len(warnings.samples))} more", file=out)
 
@@ -127,7 +154,26 @@ def page_paths(session_ids: list[str], out: Path) -> dict[str, Path]:
     return {sid: out / f"{sid}.html" for sid in session_ids}
 
 
-def wav_links(session: dict[str, Any], page: Path, data_dir: Path) -> dict[str, str]:
+def output_paths(result: LogSummary, out: Path) -> list[Path]:
+    """Every file `--html OUT` would write: one page per session, and the index when there are several."""
+    pages = list(page_paths([s["session_id"] for s in result.sessions], out).values())
+    return [*pages, out / "index.html"] if len(pages) > 1 else pages
+
+
+def input_overwritten(outputs: Iterable[Path], inputs: Iterable[Path]) -> Path | None:
+    """The first output that is already one of the inputs (the same file by any name, symlinks followed), or None."""
+    def identity(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:  # not there (yet): writing it overwrites nothing
+            return None
+        return st.st_dev, st.st_ino
+
+    read = {key for path in inputs if (key := identity(path)) is not None}
+    return next((path for path in outputs if identity(path) in read), None)
+
+
+def wav_links(session: dict[str, Any], files: list[Path], page: Path, data_dir: Path) -> dict[str, str]:
     """item_id -> link to its saved WAV relative to the page, for the WAVs that exist on this machine.
 
     Candidates, first existing wins: the `path` of relay.audio_saved as given (absolute, or relative to the
@@ -136,7 +182,7 @@ def wav_links(session: dict[str, Any], page: Path, data_dir: Path) -> dict[str, 
     to `./logs`); and `<data_dir>/sessions/<session_id>/<item_id>.wav`.
     """
     links: dict[str, str] = {}
-    bases = _log_bases(session)
+    bases = _log_bases(files)
     for saved in session["audio_saved"]:
         item_id = saved.get("item_id")
         if not isinstance(item_id, str):
@@ -149,11 +195,11 @@ def wav_links(session: dict[str, Any], page: Path, data_dir: Path) -> dict[str, 
     return links
 
 
-def _log_bases(session: dict[str, Any]) -> list[Path]:
+def _log_bases(files: list[Path]) -> list[Path]:
     """The directories a relative path logged by the relay may be relative to: up to three above each log file."""
     bases: list[Path] = []
-    for log_file in session["files"]:
-        for base in Path(log_file).parents[:3]:
+    for log_file in files:
+        for base in log_file.parents[:3]:
             if base not in bases:
                 bases.append(base)
     return bases
@@ -167,8 +213,9 @@ def _logged_path(given: object, bases: list[Path]) -> list[Path]:
 
 
 def _link(target: Path, page: Path) -> str:
-    """`target` as a link relative to the page's directory."""
-    return Path(os.path.relpath(target.resolve(), page.parent.resolve())).as_posix()
+    """`target` as a URL path relative to the page's directory: the name's bytes percent-encoded, so a name
+    that is not UTF-8 (or holds `#`, `?` or a space) still links to its file."""
+    return quote(os.fsencode(Path(os.path.relpath(target.resolve(), page.parent.resolve())).as_posix()))
 
 
 def recording_view(session: dict[str, Any], records: list[Path], page: Path, data_dir: Path) -> dict[str, Any] | None:
@@ -179,7 +226,7 @@ def recording_view(session: dict[str, Any], records: list[Path], page: Path, dat
     A session still running (or killed) has no relay.recording_saved; its file is found by the last rule.
     """
     candidates: list[Path] = []
-    bases = _log_bases(session)
+    bases = _log_bases(records)
     for record in session_records(records, session["session_id"]):
         if record.type == RECORDING_SAVED and isinstance(record.raw.get("event"), dict):
             candidates.extend(_logged_path(record.raw["event"].get("path"), bases))
@@ -203,9 +250,9 @@ def write_pages(result: LogSummary, out: Path, data_dir: Path) -> int:
         page = paths[session["session_id"]]
         try:
             page.parent.mkdir(parents=True, exist_ok=True)
-            records = session_records(result.files_by_session[session["session_id"]], session["session_id"])
-            links = wav_links(session, page, data_dir)
             files = result.files_by_session[session["session_id"]]
+            records = session_records(files, session["session_id"])
+            links = wav_links(session, files, page, data_dir)
             recording = recording_view(session, files, page, data_dir)
             with page.open("w", encoding="utf-8") as handle:
                 write_timeline(handle, session, records, links, recording)

@@ -1,15 +1,20 @@
 """The `realtime-relay` command line: parse arguments, load settings, configure logging, run a subcommand.
 
 Each subcommand lives in `relay.cli.<name>`; this module only wires them together and maps errors to exit
-codes (0 ok, 1 runtime failure, 2 usage or config error, see docs/configuration.md).
+codes (0 ok, 1 runtime failure, 2 usage or config error, see docs/configuration.md). A standard output that
+cannot be written is reported here for every command, in one line: a reader that went away (`| head`) ends the
+command quietly with 0, as a Unix tool would; any other write failure (a full disk, `>/dev/full`) exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -90,6 +95,45 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     return parser, commands
 
 
+class _WatchedStdout:
+    """sys.stdout while a command runs: writes and flushes go to the real stream, and the last OSError they raised
+    is kept, so a failure of standard output is told apart from any other OSError the command lets out."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.inner.write(text)
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.inner.flush()
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...: the real stream's
+        return getattr(self.inner, name)
+
+
+def _stdout_closed(command: str, exc: OSError) -> int:
+    """The exit code, and the one-line report, of a standard output that cannot be written."""
+    # What is still buffered can never be written: point stdout at /dev/null, so the interpreter's own flush at
+    # exit has nothing to complain about.
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor behind sys.stdout (replaced in-process)
+        stdout_fd = sys.stdout.fileno()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)
+    if isinstance(exc, BrokenPipeError):
+        return 0
+    print(f"realtime-relay {command}: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build_parsers()
     try:
@@ -120,9 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr
     configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
     module: ModuleType = args._module
+    # The daemons' stdout is their log, which the logging handler writes (and reports failures of) itself.
+    watched = _WatchedStdout(sys.stdout) if args.command not in DAEMON_COMMANDS and sys.stdout is not None else None
+    if watched is not None:
+        sys.stdout = cast(TextIO, watched)
     try:
         args.setting_sources = loaded.sources  # where each setting came from, for commands that care
         code = module.run(args, loaded.settings)
+        if watched is not None:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's flush at exit
     except (ConfigError, UsageError, AudioDeviceError) as exc:
         shown = exc.traced_to(loaded.sources) if isinstance(exc, ConfigError) else exc
         print(redact_text(f"realtime-relay {args.command}: {shown}"), file=sys.stderr)
@@ -133,7 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return SIGINT_EXIT_CODE
     except Exception as exc:
+        if watched is not None and isinstance(exc, OSError) and exc is watched.failure:
+            return _stdout_closed(args.command, exc)
         structlog.get_logger().exception("relay.command_failed", command=args.command)
         print(redact_text(f"realtime-relay {args.command}: {exc.__class__.__name__}: {exc}"), file=sys.stderr)
         return 1
+    finally:
+        if watched is not None and sys.stdout is cast(TextIO, watched):
+            sys.stdout = watched.inner
     return int(code)

@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import signal
+import socket
 import ssl
 import tempfile
 from pathlib import Path
@@ -139,9 +140,16 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 assert runner.server is not None  # set by setup()
                 try:
                     listener = await connections.start_listener(runner.server, settings.host, settings.port, gate, tls=tls)
-                except OSError as exc:
-                    if exc.errno != errno.EADDRINUSE:
+                except (OSError, UnicodeError) as exc:
+                    problem = host_problem(exc)
+                    if problem is not None:
+                        raise ConfigError("host", settings.host, problem) from None
+                    if not isinstance(exc, OSError):
                         raise
+                    if exc.errno != errno.EADDRINUSE:  # e.g. a port below 1024 without the right to bind it
+                        raise StartupError(
+                            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                        ) from None
                     raise StartupError(
                         f"cannot listen on {settings.host}:{settings.port}: the address is already in use (another "
                         "relay still running?); stop it or choose another port with --port (RELAY_PORT)"
@@ -182,6 +190,19 @@ async def serve(settings: Settings, fell_back: bool) -> int:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def host_problem(exc: OSError | UnicodeError) -> str | None:
+    """Why a listen failed because of the host asked for (a config error), or None when the host is not the cause.
+
+    Shared by `sim`, whose listen fails the same ways."""
+    if isinstance(exc, UnicodeError):  # the idna codec refusing a name such as "a..b"
+        return f"not a valid host name ({exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot be resolved: {exc.strerror}"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"cannot listen there: {os.strerror(exc.errno)} (not an address of this machine)"
+    return None
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

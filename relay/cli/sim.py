@@ -2,7 +2,8 @@
 
 Boundary: CLI adapter over `relay.simulator`. Binds `sim_host:sim_port` (port 0 = any free port; the chosen
 port is in the first log record), serves the realtime WebSocket and the Conversations REST API until SIGINT or
-SIGTERM, then closes open sockets (1001) and exits 0. A port that cannot be bound is a runtime failure (1).
+SIGTERM, then closes open sockets (1001) and exits 0. A host that cannot be listened on (not this machine's, not
+resolvable, not a valid name) is a config error (exit 2); a port that cannot be bound is a runtime failure (1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from relay.cli.serve import host_problem
+from relay.errors import ConfigError
 from relay.simulator import start_simulator
 from relay.wiring import simulator_options
 
@@ -67,7 +70,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     options = simulator_options(settings)
     try:
         sim = await start_simulator(options, host=settings.sim_host, port=settings.sim_port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        problem = host_problem(exc)
+        if problem is not None:
+            raise ConfigError("sim_host", settings.sim_host, problem) from None
+        if not isinstance(exc, OSError):
+            raise
         log.error("sim.bind_failed", host=settings.sim_host, port=settings.sim_port, error=str(exc))
         return 1
     log.info(

@@ -42,6 +42,9 @@ MAX_RETRY_AFTER_SECONDS: Final = 30.0
 # How much of an error body goes into a message: enough for any API message, bounded for HTML error pages.
 MAX_ERROR_TEXT_CHARS: Final = 500
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+# `iter_pages` stops after this many pages (a million items at the API's largest page): a server that keeps
+# handing out new cursors must not keep a listing, and its set of followed cursors, growing forever.
+MAX_PAGES: Final = 10_000
 
 
 # -- retry policy ----------------------------------------------------------------------------------
@@ -204,16 +207,24 @@ class ConversationsClient:
         order: str | None = None,
         after: str | None = None,
         include: Iterable[str] = (),
+        max_pages: int = MAX_PAGES,
     ) -> AsyncIterator[ItemPage]:
         """Every page from `after` on, following `after=last_id` until `has_more` is false.
 
         A server that answers "more" without moving on (no cursor, no items, or a page ending on a cursor already
         followed) ends the walk with `InvalidResponse`; a page that ends on a followed cursor goes back over items
-        already yielded, so it is refused before any of them is yielded twice."""
+        already yielded, so it is refused before any of them is yielded twice. So does a walk that would go past
+        `max_pages` pages."""
         include = tuple(include)
         seen_cursors: set[str] = set()
         cursor = after
+        pages = 0
         while True:
+            if pages >= max_pages:
+                raise InvalidResponse(
+                    f"stopped after {max_pages} pages with has_more still true; the listing goes on after={cursor!r}"
+                )
+            pages += 1
             page = await self.list_items(conversation_id, limit=limit, order=order, after=cursor, include=include)
             if page.last_id is not None and page.last_id in seen_cursors:
                 raise InvalidResponse(
@@ -238,8 +249,11 @@ class ConversationsClient:
         order: str | None = None,
         after: str | None = None,
         include: Iterable[str] = (),
+        max_pages: int = MAX_PAGES,
     ) -> AsyncIterator[ConversationItem]:
-        async for page in self.iter_pages(conversation_id, limit=limit, order=order, after=after, include=include):
+        async for page in self.iter_pages(
+            conversation_id, limit=limit, order=order, after=after, include=include, max_pages=max_pages
+        ):
             for item in page.items:
                 yield item
 
@@ -331,10 +345,12 @@ class ConversationsClient:
             raise RestConnectionError(f"{where}: cannot reach the REST API: {exc}") from exc
         try:
             body: Any = json.loads(text) if text.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: arrays or objects nested deeper than the parser's stack (`[[[[...`).
             body = None
             if 200 <= status <= 299:
-                raise InvalidResponse(f"{where}: answer {status} is not JSON: {preview(text)}") from None
+                what = "is JSON nested too deeply to read" if isinstance(exc, RecursionError) else "is not JSON"
+                raise InvalidResponse(f"{where}: answer {status} {what}: {preview(text)}") from None
         if 200 <= status <= 299:
             return body
         kind, message = explain_status(status, reason, api_message_of(body, text), target)

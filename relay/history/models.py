@@ -114,5 +114,8 @@ class Conversation:
 
 
 def preview(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):  # nested too deeply for the encoder's stack, or a circular value
+        text = f"<a {type(value).__name__} too deeply nested to show>"
     return text if len(text) <= 200 else text[:200] + "..."

@@ -10,8 +10,13 @@ directory.
 
 Bad input never raises: a truncated last line (a writer killed mid-write), a line that is not JSON, a JSON
 value that is not an event-log record (a `session_id` the relay would not mint included), a record with an
-unknown schema version `v`, an empty or unreadable file are each skipped and counted in a `ReadWarnings`. Only
-a missing path raises (`LogPathError`), which the CLI turns into exit code 2.
+unknown schema version `v`, an empty or unreadable file, a folder that cannot be listed, and a `*.jsonl` that is
+not a regular file once symlinks are followed (a FIFO would block the read forever, a link to /dev/zero would
+never end a line) are each skipped and counted in a `ReadWarnings`. Only the path asked for raises: missing, or
+neither a regular file nor a folder (`LogPathError`, a usage error: the CLI exits 2), or there but unreadable
+(`LogAccessError`, a runtime failure: exit 1).
+
+File names are whatever bytes the file system holds; `shown_name` is how every output spells them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +46,20 @@ WARNING_SAMPLES_PER_FILE = 20
 
 
 class LogPathError(Exception):
-    """The path given to the reader does not exist or cannot be listed."""
+    """The path given to the reader does not exist, or is neither a regular file nor a folder."""
+
+
+class LogAccessError(Exception):
+    """The path given to the reader exists but cannot be read or listed."""
+
+
+def shown_name(name: str) -> str:
+    """A file name as text any output can carry: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) are shown as `\\xNN` escapes, so JSON encoders, HTML and terminals all take it."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file system decoding makes; still never fail to show a name
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +71,7 @@ class ReadWarning:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "reason": self.reason}
+        return {"file": shown_name(self.file), "line": self.line, "reason": self.reason}
 
 
 @dataclass
@@ -98,25 +117,63 @@ class LogRecord:
     order: float = 0.0
 
 
-def find_log_files(path: Path) -> list[Path]:
-    """The log files under `path`: the file itself, or every `*.jsonl` below a directory, in sorted order.
+def find_log_files(path: Path, warnings: ReadWarnings | None = None) -> list[Path]:
+    """The log files under `path`: the file itself, or every `*.jsonl` below a folder, in sorted order.
 
-    Raises LogPathError when the path does not exist or is neither a file nor a directory.
+    Below a folder, a subfolder that cannot be listed and a `*.jsonl` that is not a regular file (after
+    following symlinks; checked with stat, so a FIFO is never opened) are skipped and counted in `warnings`.
+    Symlinked folders are not descended into, so a link loop cannot make the walk endless.
+    Raises LogPathError when `path` is missing or neither a regular file nor a folder, LogAccessError when it
+    cannot be read or listed.
     """
-    if not path.exists():
-        raise LogPathError(f"no such file or directory: {path}")
-    if path.is_file():
+    warnings = warnings if warnings is not None else ReadWarnings()
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise LogPathError(f"no such file or directory: {path}") from None
+    except OSError as exc:
+        raise LogAccessError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    if stat.S_ISREG(mode):
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            raise LogAccessError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
         return [path]
-    if not path.is_dir():
-        raise LogPathError(f"not a file or directory: {path}")
+    if not stat.S_ISDIR(mode):
+        raise LogPathError(f"not a regular file or directory: {path} (a FIFO, device or socket is not read)")
     found: list[Path] = []
-
-    def fail(exc: OSError) -> None:
-        raise LogPathError(f"cannot list {exc.filename}: {exc.strerror}")
-
-    for root, dirs, names in os.walk(path, onerror=fail):
-        dirs.sort()
-        found.extend(Path(root) / n for n in sorted(names) if n.endswith(LOG_FILE_SUFFIX))
+    # Depth first, each folder's files before its subfolders, names sorted: the order os.walk would give.
+    pending = [path]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            if folder == path:
+                raise LogAccessError(f"cannot list {path}: {exc.strerror or exc.__class__.__name__}") from None
+            warnings.add(str(folder), None, f"unreadable folder: {exc.strerror or exc.__class__.__name__}")
+            continue
+        subfolders: list[Path] = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(Path(entry.path))
+                    continue
+            except OSError:
+                pass  # not listable as a folder: judged as a file below when its name says it is a log
+            if not entry.name.endswith(LOG_FILE_SUFFIX):
+                continue
+            try:
+                regular = stat.S_ISREG(entry.stat(follow_symlinks=True).st_mode)
+            except OSError as exc:  # a dangling or looping symlink, a file gone meanwhile
+                warnings.add(entry.path, None, f"unreadable file: {exc.strerror or exc.__class__.__name__}")
+                continue
+            if not regular:
+                warnings.add(entry.path, None, "not a regular file")
+                continue
+            found.append(Path(entry.path))
+        pending.extend(reversed(subfolders))
     return found
 
 
@@ -159,13 +216,22 @@ def read_file(
     name = str(path)
     needle = session_id.encode("utf-8", "surrogateescape") if session_id is not None else None  # argv's undecodable bytes
     try:
-        handle = path.open("rb")
+        # Non-blocking, so a FIFO put in place after the folder was listed cannot hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         warnings.add(name, None, f"unreadable file: {exc.strerror}")
         return
     last_seq: dict[str, float] = {}
     any_line = False
-    with handle:
+    with open(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                warnings.add(name, None, "not a regular file")
+                return
+            os.set_blocking(fd, True)
+        except OSError as exc:
+            warnings.add(name, None, f"unreadable file: {exc.strerror}")
+            return
         line_no = 0
         try:
             for line in handle:

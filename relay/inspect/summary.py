@@ -32,6 +32,7 @@ from relay.inspect.reader import (
     group_files_by_session,
     read_merged,
     select_files,
+    shown_name,
 )
 from relay.inspect.turns import TurnTracker
 
@@ -107,7 +108,7 @@ class SessionAnalyzer:
             duration = round(self.last_t_ms / 1000, 3)
         return {
             "session_id": self.session_id,
-            "files": list(self.files),
+            "files": [shown_name(f) for f in self.files],  # for output; the real names stay in `self.files`
             "started_at": self.first_ts,
             "ended_at": self.last_ts,
             "duration_s": duration,
@@ -155,15 +156,18 @@ class LogSummary:
     warnings: ReadWarnings
     # session_id -> the files its records came from (the HTML renderer reads them again).
     files_by_session: dict[str, list[Path]]
+    # Every log file found under the path, read or not (`--html` must never write over one of them).
+    log_files: list[Path]
 
 
 def summarize(path: Path, session_id: str | None = None) -> LogSummary:
     """Read every log under `path` (optionally one session only) and summarize each session.
 
-    Raises LogPathError when `path` is missing.
+    Raises LogPathError when `path` is missing or not a file or folder, LogAccessError when it cannot be read.
     """
     warnings = ReadWarnings()
-    files = select_files(find_log_files(path), session_id)
+    log_files = find_log_files(path, warnings)
+    files = select_files(log_files, session_id)
     analyzers: dict[str, SessionAnalyzer] = {}
     for group in group_files_by_session(files).values():
         for record in read_merged(group, warnings, session_id):
@@ -176,4 +180,5 @@ def summarize(path: Path, session_id: str | None = None) -> LogSummary:
         sessions=[a.summary(warnings) for a in ordered],
         warnings=warnings,
         files_by_session={a.session_id: [Path(f) for f in a.files] for a in ordered},
+        log_files=log_files,
     )

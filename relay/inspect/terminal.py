@@ -2,14 +2,28 @@
 
 Boundary: dicts in, strings out; no printing, no file, no environment. The caller decides whether colour is
 wanted and makes the summaries' text safe for a terminal first (`relay.cli.logs`); tool names, arguments and
-outputs are made printable here as well. The HTML rendering of the same dicts is `relay.inspect.timeline`.
+outputs are made printable here as well. Every table cell and the session's heading are kept on one line here
+(`one_line`): values such as event types, ids and file names come from clients, upstreams and the file system,
+and a line break inside one would print a row the log never had. The HTML rendering of the same dicts is
+`relay.inspect.timeline`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from relay.inspect.formats import LATENCY_LABELS, NOT_ENDED, events_text, fmt_ms, fmt_s, tool_arguments, turn_status, turns_text
+
+# What `str.splitlines` breaks a line at, and tab (which would shift every column after it): shown as visible
+# escapes. `relay.redact.printable` keeps newline and tab on purpose, for text that may span lines.
+_LINE_BREAKS: Final = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"} | {
+    code: f"\\u{code:04x}" for code in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)
+}
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: every line break (and tab) shown as a visible escape such as `\\n` or `\\u2028`."""
+    return text.translate(_LINE_BREAKS)
 
 
 class _Style:
@@ -39,6 +53,7 @@ def _table(rows: list[list[str]], indent: str = "    ", right: frozenset[int] = 
     """Rows aligned into columns (column numbers in `right` are right-aligned). Cells are plain text."""
     if not rows:
         return []
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -78,7 +93,7 @@ def render_overview(sessions: list[dict[str, Any]], color: bool = False) -> str:
 def render_session(s: dict[str, Any], color: bool = False) -> str:
     """A readable, aligned summary of one session (the `--json` dict) for a terminal."""
     st = _Style(color)
-    out: list[str] = [st.bold(f"Session {s['session_id']}") + "  " + st.dim(", ".join(s["files"]))]
+    out: list[str] = [st.bold(one_line(f"Session {s['session_id']}")) + "  " + st.dim(one_line(", ".join(s["files"])))]
     ended = (
         f"{s['end_reason'] or '?'} (client close {s['client_close_code']}, "
         f"upstream close {s['upstream_close_code']})"

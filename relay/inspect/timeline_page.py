@@ -88,7 +88,8 @@ JS = r"""
   "use strict";
   const data = (id) => JSON.parse(document.getElementById(id).textContent);
   const session = data("session-data");
-  const wavs = data("wav-data");
+  // A Map, not the parsed object: an item id such as "constructor" must not find Object.prototype's members.
+  const wavs = new Map(Object.entries(data("wav-data")));
   const records = data("records-data");
   const types = data("type-data");
   const AUDIO = new Set(types.audio);
@@ -333,9 +334,9 @@ JS = r"""
     detailTitle.textContent = r.dir + " · " + r.type + " · seq " + r.seq + " · " + fmt(r.t_ms);
     detail.textContent = JSON.stringify(r, null, 2);
     const item = r.event && (r.event.item_id || (r.event.item && r.event.item.id));
-    if (item && wavs[item]) {
+    if (typeof item === "string" && wavs.has(item)) {
       const a = document.createElement("a");
-      a.href = wavs[item];
+      a.href = wavs.get(item);
       a.textContent = "\n\n▶ saved audio of " + item;
       detail.appendChild(a);
     }

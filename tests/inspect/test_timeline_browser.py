@@ -212,3 +212,33 @@ async def test_a_corrupted_enormous_t_ms_still_gives_a_page_with_a_few_axis_tick
     await page.goto(html_path.as_uri())
     assert 1 <= await page.locator("#axis-track .tick").count() <= 50
     assert await page.locator(".mark").count() >= 2
+
+
+@pytest.mark.parametrize("item_id", ["constructor", "__proto__", "toString"])
+async def test_an_item_id_named_like_an_object_member_gets_no_saved_audio_link(
+    tmp_path: Path, page: Any, capsys: pytest.CaptureFixture[str], item_id: str
+) -> None:
+    log = two_turn_session("sess_proto")
+    last_ms = max(r["t_ms"] for r in log.records)
+    record = log.add(last_ms + 1.0, "relay", "conversation.item.retrieve", {"item_id": item_id})
+    html_path = render(tmp_path, log, capsys)
+    await page.goto(html_path.as_uri())
+    await page.locator(f'.mark[data-seq="{record["seq"]}"]').click()
+    assert json.loads(await page.locator("#detail").inner_text())["event"]["item_id"] == item_id
+    assert await page.locator("#detail a").count() == 0
+
+
+async def test_clicking_a_record_of_an_item_with_a_saved_wav_links_the_audio(
+    tmp_path: Path, page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = two_turn_session("sess_detail_wav")
+    wav_path = tmp_path / "data" / "sessions" / "sess_detail_wav" / "item_a1.wav"
+    wav_path.parent.mkdir(parents=True)
+    wav_path.write_bytes(b"RIFF")
+    html_path = render(tmp_path, log, capsys)
+    await page.goto(html_path.as_uri())
+    retrieve = next(r for r in log.records if r["type"] == "conversation.item.retrieve")
+    await page.locator(f'.mark[data-seq="{retrieve["seq"]}"]').click()
+    link = page.locator("#detail a")
+    assert await link.get_attribute("href") == "data/sessions/sess_detail_wav/item_a1.wav"
+    assert "saved audio of item_a1" in await link.inner_text()
