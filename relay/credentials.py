@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from relay.errors import ConfigError
 from relay.redact import register_credentials
@@ -72,6 +74,9 @@ class Credentials:
         if settings.credentials_file:
             from_file = parse_credentials_file(Path(settings.credentials_file))
             merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
+        for key in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN"):
+            if key in merged:
+                _check_characters(key, merged[key], settings.credentials_file)
         credentials = cls(
             api_key=Secret(merged["YANDEX_API_KEY"]) if merged.get("YANDEX_API_KEY") else None,
             iam_token=Secret(merged["YANDEX_IAM_TOKEN"]) if merged.get("YANDEX_IAM_TOKEN") else None,
@@ -97,6 +102,23 @@ class Credentials:
     def secrets(self) -> tuple[str, ...]:
         """Raw secret values, for scrubbing checks in tests and defensive redaction."""
         return tuple(s.reveal() for s in (self.api_key, self.iam_token) if s is not None)
+
+
+# What a key or token is made of: visible ASCII (it travels in an HTTP header, where a line break would end it).
+_CREDENTIAL_CHARS: Final = re.compile(r"[\x21-\x7e]+")
+
+
+def _check_characters(name: str, value: str, credentials_file: str) -> None:
+    """ConfigError naming the variable when a key or token holds a character none has (a pasted line break, a
+    control character); the message never repeats the value, and no request is made with it."""
+    if _CREDENTIAL_CHARS.fullmatch(value):
+        return
+    bad = next(c for c in value if not _CREDENTIAL_CHARS.fullmatch(c))
+    # The code point of a line break or space says what went wrong; a letter's would repeat part of the secret.
+    control = ord(bad) <= 0x20 or 0x7F <= ord(bad) <= 0x9F
+    what = f"a control or space character (U+{ord(bad):04X})" if control else "a non-ASCII character"
+    where = f"environment or credentials_file {credentials_file}" if credentials_file else "environment"
+    raise ConfigError(name, where, f"holds {what}, which no key or token has; set it to the key or token alone")
 
 
 def resolve_model(settings: Settings, credentials: Credentials) -> str:

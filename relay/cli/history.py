@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import sys
 from typing import Final, TextIO
@@ -41,9 +40,6 @@ HELP: Final = "List the items of a conversation (Conversations REST API)."
 
 MIN_TEXT_COLUMNS: Final = 20
 ELLIPSIS: Final = "…"
-# API keys and IAM tokens are visible ASCII; anything else (a newline pasted along, a space, a non-ASCII letter) is
-# a mistake, and a control character would even make the HTTP library refuse to send the header.
-_CREDENTIAL_CHARS: Final = re.compile(r"[\x21-\x7e]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "history has no embedded simulator: with upstream 'sim', pass --rest-base URL (RELAY_REST_BASE), "
             "e.g. http://127.0.0.1:8090/v1 for a running `realtime-relay sim`"
         )
-    credentials = Credentials.load(settings)  # ConfigError (a bad credentials file) -> exit 2 in the CLI
-    check_credential_characters(credentials)
+    # ConfigError (a bad credentials file, a key with a line break in it) -> exit 2 in the CLI, nothing sent.
+    credentials = Credentials.load(settings)
     base_url = rest_base_url(settings)
     if not credentials.present and base_url == rest_base_url(Settings()):
         # Yandex's API answers every unauthenticated call with 401: send nothing, and say where credentials go.
@@ -92,28 +88,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             out=sys.stdout,
             err=sys.stderr,
         )
-    )
-
-
-def check_credential_characters(credentials: Credentials) -> None:
-    """UsageError (exit 2) naming the variable when the key or token to be sent is not all visible ASCII; the
-    message never repeats the value."""
-    if credentials.iam_token is not None:
-        name, value = "YANDEX_IAM_TOKEN", credentials.iam_token.reveal()
-    elif credentials.api_key is not None:
-        name, value = "YANDEX_API_KEY", credentials.api_key.reveal()
-    else:
-        return
-    if _CREDENTIAL_CHARS.fullmatch(value):
-        return
-    bad = next(c for c in value if not _CREDENTIAL_CHARS.fullmatch(c))
-    # The code point of a line break or space says what went wrong; a letter's would repeat part of the secret.
-    what = f"a control or space character (U+{ord(bad):04X})" if ord(bad) <= 0x20 or 0x7F <= ord(bad) <= 0x9F else (
-        "a non-ASCII character"
-    )
-    raise UsageError(
-        f"{name} (environment or credentials_file) holds {what}, which no key or token has; nothing was sent; set "
-        "it to the key or token alone"
     )
 
 

@@ -186,6 +186,21 @@ def test_credentials_read_are_masked_in_whatever_the_relay_writes_next(tmp_path:
         register_credentials()
 
 
+@pytest.mark.parametrize("variable", ["YANDEX_API_KEY", "YANDEX_IAM_TOKEN"])
+def test_a_key_no_header_can_carry_is_a_config_error_for_every_command(
+    variable: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line break inside a key would end the Authorization header (or make the HTTP library refuse it): serve
+    and mic refuse it at start like history does, naming the variable and never the value."""
+    with pytest.raises(ConfigError) as caught:
+        Credentials.load(Settings(), environ={variable: "AQV-key\r\nX-Injected: 1"})
+    assert caught.value.setting == variable and "U+000D" in str(caught.value) and "AQV" not in str(caught.value)
+    monkeypatch.setenv(variable, "AQV-key\nrest")
+    assert main(["serve", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert variable in err and "AQV" not in err
+
+
 def test_a_bad_credentials_file_line_is_named_without_its_content(tmp_path: Path) -> None:
     creds_file = write(tmp_path, "YANDEX_FOLDER_ID=b1g\nthis-line-is-a-secret-without-equals\n", "creds.env")
     with pytest.raises(ConfigError) as caught:
