@@ -419,18 +419,25 @@ async def test_a_credentials_file_gone_bad_is_reported_as_upstream_unavailable(t
     assert log[-1]["event"]["reason"] == "upstream_unavailable"
 
 
+async def audio_item_then_a_turn(relay: RunningRelay, http: aiohttp.ClientSession, item_id: str) -> list[dict[str, Any]]:
+    """A client-created audio item under `item_id`, then a text turn; returns the session's log once it ended."""
+    audio = {"type": "input_audio", "audio": b64(bytes(4800))}
+    item = {"id": item_id, "type": "message", "role": "user", "content": [audio]}
+    async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
+        await receive_until(ws, lambda e: e["type"] == "session.created")
+        await send(ws, {"type": "conversation.item.create", "item": item})
+        await receive_until(ws, lambda e: e["type"] in ("conversation.item.done", "error"))
+        await send(ws, text_item("and a normal one"))
+        await send(ws, {"type": "response.create"})
+        await receive_until(ws, lambda e: e["type"] == "relay.audio_saved")
+    (log,) = (await ended_records(relay)).values()
+    return log
+
+
 async def test_a_client_chosen_item_id_cannot_write_outside_the_data_dir(tmp_path: Path) -> None:
     evil = "../../../../escaped"
-    item = {"id": evil, "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(bytes(4800))}]}
     async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
-        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
-            await receive_until(ws, lambda e: e["type"] == "session.created")
-            await send(ws, {"type": "conversation.item.create", "item": item})
-            await receive_until(ws, lambda e: e["type"] in ("conversation.item.done", "error"))
-            await send(ws, text_item("and a normal one"))
-            await send(ws, {"type": "response.create"})
-            await receive_until(ws, lambda e: e["type"] == "response.done")
-        (log,) = (await ended_records(relay)).values()
+        log = await audio_item_then_a_turn(relay, http, evil)
     assert not list(tmp_path.rglob("escaped*")) and not list(Path("/").glob("escaped*"))
     assert all(r["event"].get("item_id") != evil for r in log if r["type"] == "relay.audio_saved")
     assert [r["event"]["reason"] for r in log if r["type"] == "relay.audio_not_saved"] == ["unsafe_item_id"]
@@ -439,16 +446,8 @@ async def test_a_client_chosen_item_id_cannot_write_outside_the_data_dir(tmp_pat
 async def test_an_item_named_recording_never_takes_the_place_of_the_session_recording(tmp_path: Path) -> None:
     """`<item_id>.wav` and the session's `recording.wav` share a folder: an item a client named `recording` is
     not saved (and the item route does not serve the recording under that name)."""
-    item = {"id": "recording", "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(bytes(4800))}]}
     async with running_relay(tmp_path) as relay, aiohttp.ClientSession() as http:
-        async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
-            await receive_until(ws, lambda e: e["type"] == "session.created")
-            await send(ws, {"type": "conversation.item.create", "item": item})
-            await receive_until(ws, lambda e: e["type"] in ("conversation.item.done", "error"))
-            await send(ws, text_item("and a normal one"))
-            await send(ws, {"type": "response.create"})
-            await receive_until(ws, lambda e: e["type"] == "relay.audio_saved")
-        (log,) = (await ended_records(relay)).values()
+        log = await audio_item_then_a_turn(relay, http, "recording")
         session_id = log[0]["session_id"]
         async with http.get(f"{relay.base_url}/relay/sessions/{session_id}/items/recording.wav") as answer:
             assert answer.status == 404
