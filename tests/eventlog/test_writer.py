@@ -416,6 +416,12 @@ class _FailingFiles:
         monkeypatch.setattr(JsonlFile, "write", write)
 
 
+def _first_record_written(root: Path) -> bool:
+    """The file exists as soon as the writer opens it, and its first record follows: a test that fails the disk
+    only after that record must wait for the record, not the file."""
+    return any(f.stat().st_size for f in root.rglob("*.jsonl"))
+
+
 def _wait_for(condition: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
@@ -431,7 +437,7 @@ def test_a_session_that_ends_while_writes_fail_gets_its_gap_once_writing_works_a
     session = log.open_session("sess_end")
     session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
     log._wake.set()
-    _wait_for(lambda: bool(list(tmp_path.rglob("*.jsonl"))))
+    _wait_for(lambda: _first_record_written(tmp_path))
     disk.on = True
     session.append(LogEntry("client", "b", {"type": "b"}, bytes=1))
     session.append(LogEntry("relay", "relay.session_ended", {"reason": "client_closed"}))
@@ -478,7 +484,7 @@ def test_with_files_failing_stdout_gets_each_record_once_and_no_gap_that_only_th
     session.append(LogEntry("client", "a", {"type": "a"}, bytes=1))
     log.hand_over()
     log._wake.set()
-    _wait_for(lambda: bool(list(tmp_path.rglob("*.jsonl"))))
+    _wait_for(lambda: _first_record_written(tmp_path))
     disk.on = True
     for kind in ("b", "c", "d"):  # three failed writes in a row
         session.append(LogEntry("client", kind, {"type": kind}, bytes=1))
