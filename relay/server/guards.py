@@ -130,12 +130,17 @@ def requires_auth(handler: Handler, *, minted: bool = True, session_files: bool 
     return guarded
 
 
+def presented_minted_grant(request: web.Request, *, expired_ok: bool = False) -> Grant | None:
+    """The grant of the minted token the request presents (header or subprotocol), whatever auth requires;
+    None when it presents none or one that does not verify (`expired_ok`: past its expiry still verifies)."""
+    token = token_from_request(request.headers, offered_protocols(request))
+    return request.app[STATE].authority.minted_grant(token, expired_ok=expired_ok) if token else None
+
+
 def _grant_of_a_running_session(request: web.Request) -> Grant | bool:
     """The grant of an expired minted token that still has a session running here, else False."""
-    state = request.app[STATE]
-    token = token_from_request(request.headers, offered_protocols(request))
-    grant = state.authority.minted_grant(token, expired_ok=True) if token else None
-    if grant is None or state.token_sessions.get(access.token_digest(grant.token), 0) <= 0:
+    grant = presented_minted_grant(request, expired_ok=True)
+    if grant is None or request.app[STATE].token_sessions.get(access.token_digest(grant.token), 0) <= 0:
         return False
     return grant
 

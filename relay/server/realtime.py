@@ -23,8 +23,8 @@ from relay.links.base import UpstreamTarget
 from relay.links.client import WebSocketClient
 from relay.outcome import EndReason
 from relay.server import access
-from relay.server.auth import Grant, token_from_request
-from relay.server.guards import GRANT, client_remote, offered_protocols
+from relay.server.auth import Grant
+from relay.server.guards import GRANT, client_remote, offered_protocols, presented_minted_grant
 from relay.server.replies import openai_error
 from relay.server.state import STATE
 from relay.wiring import session_environment, session_policy, upstream_target
@@ -38,8 +38,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     if grant is None and not state.auth_required:
         # Auth is off, so nobody needs a token; one minted here (client_secrets answers anyone then) still
         # carries what it was minted with: its pinned session and its session limit.
-        token = token_from_request(request.headers, offered_protocols(request))
-        grant = state.authority.minted_grant(token) if token else None
+        grant = presented_minted_grant(request)
     token_key = access.token_digest(grant.token) if grant is not None and grant.minted else None
     if token_key is not None:
         if state.token_sessions[token_key] >= state.settings.token_max_sessions:
