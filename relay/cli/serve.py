@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import gc
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -139,13 +141,11 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                 # The runner's protocol factory, behind the connection bounds (see relay.server.connections).
                 assert runner.server is not None  # set by setup()
                 try:
-                    listener = await connections.start_listener(runner.server, settings.host, settings.port, gate, tls=tls)
-                except (OSError, UnicodeError) as exc:
-                    problem = host_problem(exc)
-                    if problem is not None:
-                        raise ConfigError("host", settings.host, problem) from None
-                    if not isinstance(exc, OSError):
-                        raise
+                    with host_named_in_errors("host", settings.host):
+                        listener = await connections.start_listener(
+                            runner.server, settings.host, settings.port, gate, tls=tls
+                        )
+                except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:  # e.g. a port below 1024 without the right to bind it
                         raise StartupError(
                             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
@@ -192,17 +192,23 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     return 0
 
 
-def host_problem(exc: OSError | UnicodeError) -> str | None:
-    """Why a listen failed because of the host asked for (a config error), or None when the host is not the cause.
+@contextlib.contextmanager
+def host_named_in_errors(setting: str, host: str) -> Iterator[None]:
+    """A listen inside fails because of the host asked for (not a valid name, not resolvable, not an address of
+    this machine): a ConfigError naming `setting` (exit 2). Any other OSError (the port) passes through.
 
     Shared by `sim`, whose listen fails the same ways."""
-    if isinstance(exc, UnicodeError):  # the idna codec refusing a name such as "a..b"
-        return f"not a valid host name ({exc})"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot be resolved: {exc.strerror}"
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return f"cannot listen there: {os.strerror(exc.errno)} (not an address of this machine)"
-    return None
+    try:
+        yield
+    except UnicodeError as exc:  # the idna codec refusing a name such as "a..b"
+        raise ConfigError(setting, host, f"not a valid host name ({exc})") from None
+    except socket.gaierror as exc:
+        raise ConfigError(setting, host, f"cannot be resolved: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            reason = f"cannot listen there: {os.strerror(exc.errno)} (not an address of this machine)"
+            raise ConfigError(setting, host, reason) from None
+        raise
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

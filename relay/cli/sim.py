@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from relay.cli.serve import host_problem
-from relay.errors import ConfigError
+from relay.cli.serve import host_named_in_errors
 from relay.simulator import start_simulator
 from relay.wiring import simulator_options
 
@@ -69,13 +68,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     log = structlog.get_logger()
     options = simulator_options(settings)
     try:
-        sim = await start_simulator(options, host=settings.sim_host, port=settings.sim_port)
-    except (OSError, UnicodeError) as exc:
-        problem = host_problem(exc)
-        if problem is not None:
-            raise ConfigError("sim_host", settings.sim_host, problem) from None
-        if not isinstance(exc, OSError):
-            raise
+        with host_named_in_errors("sim_host", settings.sim_host):
+            sim = await start_simulator(options, host=settings.sim_host, port=settings.sim_port)
+    except OSError as exc:
         log.error("sim.bind_failed", host=settings.sim_host, port=settings.sim_port, error=str(exc))
         return 1
     log.info(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.errors import ConfigError
 from tests.support.timing import seconds
 
 # 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this machine. `.invalid` never resolves (RFC 2606).
@@ -48,8 +49,12 @@ def test_a_host_that_cannot_be_listened_on_exits_2_naming_the_host_setting(
 
 
 def test_a_port_problem_is_not_blamed_on_the_host() -> None:
-    from relay.cli.serve import host_problem
+    from relay.cli.serve import host_named_in_errors
 
-    assert host_problem(OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))) is None
-    assert host_problem(PermissionError(errno.EACCES, os.strerror(errno.EACCES))) is None
-    assert host_problem(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) is not None
+    for port_problem in (OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)), PermissionError(errno.EACCES, "x")):
+        with pytest.raises(OSError) as caught, host_named_in_errors("host", "127.0.0.1"):
+            raise port_problem
+        assert caught.value is port_problem
+    with pytest.raises(ConfigError) as named, host_named_in_errors("host", "nowhere.invalid"):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert named.value.setting == "host"
