@@ -6,9 +6,21 @@ running, so a Ctrl-C while Python is still importing ends like one later: exit 1
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 SIGINT_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a command ended by Ctrl-C
+
+
+def stdout_to_devnull() -> None:
+    """Point the process's stdout at /dev/null: what is still buffered for a reader that went away (`| head`) or a
+    stream that cannot be written never will be, and the interpreter's flush at exit must not complain of it."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor behind sys.stdout (replaced in-process)
+        stdout_fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout_fd)
+        os.close(devnull)
 
 
 def entry_point() -> None:

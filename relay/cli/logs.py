@@ -19,7 +19,6 @@ by any name (a symlink or hard link included): the pages never overwrite their o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import os
 import sys
@@ -31,6 +30,7 @@ from urllib.parse import quote
 
 import orjson
 
+from relay.cli import stdout_to_devnull
 from relay.inspect.reader import LogAccessError, LogPathError, ReadWarnings, session_records, shown_name
 from relay.inspect.summary import LogSummary, summarize
 from relay.inspect.terminal import one_line, render_overview, render_session
@@ -96,11 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         print_sessions(result, args.json)
     except BrokenPipeError:
-        # `logs ./logs | head`: the reader has gone, which is not an error. Point stdout at /dev/null so the
-        # interpreter's final flush does not complain either (a stream without a descriptor has nothing to point).
-        with contextlib.suppress(OSError, ValueError):
-            stdout_fd = sys.stdout.fileno()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)
+        # `logs ./logs | head`: the reader has gone, which is not an error; the warnings and pages still follow.
+        stdout_to_devnull()
     write_warnings(result.warnings, sys.stderr)
     code = 0
     if not result.sessions:

@@ -9,8 +9,6 @@ command quietly with 0, as a Unix tool would; any other write failure (a full di
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -19,7 +17,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from relay import __version__
-from relay.cli import SIGINT_EXIT_CODE
+from relay.cli import SIGINT_EXIT_CODE, stdout_to_devnull
 from relay.credentials import describe_effective
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
@@ -123,11 +121,7 @@ class _WatchedStdout:
 
 def _stdout_closed(command: str, exc: OSError) -> int:
     """The exit code, and the one-line report, of a standard output that cannot be written."""
-    # What is still buffered can never be written: point stdout at /dev/null, so the interpreter's own flush at
-    # exit has nothing to complain about.
-    with contextlib.suppress(OSError, ValueError):  # no file descriptor behind sys.stdout (replaced in-process)
-        stdout_fd = sys.stdout.fileno()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)
+    stdout_to_devnull()
     if isinstance(exc, BrokenPipeError):
         return 0
     print(f"realtime-relay {command}: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
