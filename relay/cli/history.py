@@ -110,7 +110,7 @@ async def print_history(
 
     def tell_retry(notice: RetryNotice) -> None:
         print(
-            f"realtime-relay history: {one_line(notice.cause)}; try {notice.attempt}/{notice.max_tries} failed, "
+            f"realtime-relay history: {flat_line(notice.cause)}; try {notice.attempt}/{notice.max_tries} failed, "
             f"retrying in {notice.delay:.1f} s",
             file=err,
             flush=True,
@@ -132,7 +132,7 @@ async def print_history(
             out.flush()
     except RestError as exc:
         out.flush()
-        print(f"realtime-relay history: {one_line(str(exc))}", file=err)
+        print(f"realtime-relay history: {flat_line(str(exc))}", file=err)
         return 1
     if printed == 0:
         print(
@@ -149,8 +149,10 @@ def _text_width(out: TextIO) -> int | None:
     return shutil.get_terminal_size().columns
 
 
-def one_line(text: str) -> str:
-    """`text` as one line that cannot drive the terminal: error messages quote the API's own words."""
+def flat_line(text: str) -> str:
+    """`text` as one line that cannot drive the terminal, its whitespace runs (line breaks too) made one space:
+    error messages quote the API's own words. (`relay.inspect.terminal.one_line` shows breaks as escapes instead,
+    for values whose exact spelling matters.)"""
     return printable(" ".join(text.split()))
 
 
@@ -160,7 +162,7 @@ def format_item(item: ConversationItem, *, json_lines: bool, width: int | None) 
         return printable(json.dumps(item.raw, ensure_ascii=False, separators=(",", ":"))) + "\n"
     text = item.text
     # One item per line: newlines and tabs inside the text would break that.
-    flat = one_line(text) if text is not None else ""
+    flat = flat_line(text) if text is not None else ""
     prefix = printable(f"{item.id}  {item.type or '-'}  {item.role or '-'}")
     if not flat:
         return prefix + "\n"
