@@ -131,7 +131,7 @@ class SessionTools:
         self._timers: list[asyncio.TimerHandle] = []
         self._http: aiohttp.ClientSession | None = None
         self._closed = False
-        self._abandoned: set[asyncio.Future[Any]] = set()  # timed-out async handlers still unwinding
+        self._abandoned: set[asyncio.Future[Any]] = set()  # timed-out calls whose tasks here still unwind
 
     def start(self, call: ToolCall) -> None:
         if self._closed:  # the session has ended: nothing new may run (or log) after it
