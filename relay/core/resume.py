@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 from relay.core import events as ev
-from relay.core.frames import answered_event_id
+from relay.core.frames import answered_event_id, parse_event, wire_len
+from relay.core.outbox import LogEntry
 from relay.core.resume_memory import CompactHistory, EffectiveConfig, HistoryItem
 
 # A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
@@ -57,7 +58,18 @@ class ResumePolicy:
 class _Queued:
     text: str  # the client's frame, or for audio from before the drop its base64 audio
     audio_ms: float | None  # None: not an append
-    resend: bool  # True: forwarded before the drop, so re-sent as the relay's own frame
+    # The frame's record, logged when it is sent; None for audio from before the drop, which is re-sent as the
+    # relay's own append.
+    record: LogEntry | None
+
+
+@dataclass(frozen=True)
+class HeldFrame:
+    """A client frame held in the gap, with the record it gets when it is sent (the log follows the order frames
+    were forwarded in, so a held frame is logged after the restore frames that went out ahead of it)."""
+
+    text: str
+    record: LogEntry
 
 
 @dataclass
@@ -77,10 +89,18 @@ class GapQueue:
     def seed(self, audio: Iterable[tuple[str, float]]) -> None:
         """Audio forwarded before the drop and not committed: (base64 audio, its length in ms), oldest first."""
         for b64_audio, ms in audio:
-            self._put(_Queued(b64_audio, ms, resend=True))
+            self._put(_Queued(b64_audio, ms, None))
 
-    def add(self, text: str, audio_ms: float | None) -> None:
-        self._put(_Queued(text, audio_ms, resend=False))
+    def add(self, text: str, audio_ms: float | None, record: LogEntry) -> None:
+        self._put(_Queued(text, audio_ms, record))
+
+    def add_resent(self, text: str) -> None:
+        """A client frame the dropped upstream never answered, sent again as it was: the relay's own frame now,
+        logged `dir: relay` when it is sent (its first sending was logged as the client's)."""
+        event = parse_event(text)
+        kind = event.get("type") if event is not None else None
+        record = LogEntry("relay", kind if isinstance(kind, str) else None, event, bytes=wire_len(text))
+        self._put(_Queued(text, None, record))
 
     def _put(self, entry: _Queued) -> None:
         size = len(entry.text)
@@ -117,13 +137,13 @@ class GapQueue:
         if entry.audio_ms is not None:
             self.dropped_audio_ms += entry.audio_ms
 
-    def drain(self, number: int) -> list[str | dict[str, Any]]:
-        """What to send, in order: a client frame of the gap as its text, audio forwarded before the drop as the
-        relay's own append (an object to send and log as such). The queue is empty afterwards."""
-        out: list[str | dict[str, Any]] = []
+    def drain(self, number: int) -> list[HeldFrame | dict[str, Any]]:
+        """What to send, in order: a client frame of the gap as a `HeldFrame`, audio forwarded before the drop as
+        the relay's own append (an object to send and log as such). The queue is empty afterwards."""
+        out: list[HeldFrame | dict[str, Any]] = []
         for index, entry in enumerate(self.entries):
-            if not entry.resend:
-                out.append(entry.text)
+            if entry.record is not None:
+                out.append(HeldFrame(entry.text, entry.record))
             else:
                 out.append(resent_append(entry.text, number, index))
         self.entries.clear()
@@ -356,12 +376,12 @@ class ResumeState:
             self.response_messages = []
         gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
         for text in unanswered:
-            gap.add(text, None)
+            gap.add_resent(text)
         gap.seed(uncommitted_audio)
         # After the audio they may commit: the requests the old upstream never answered (a response.create that
         # got no response.created would otherwise leave a client waiting for a response that never comes).
         for _kind, _event_id, text in self.requests:
-            gap.add(text, None)
+            gap.add_resent(text)
         self.requests.clear()
         return self.drops, ended, gap
 

@@ -130,18 +130,20 @@ class RelaySession(UpstreamSide):
         if self._settle:
             self._settle_items()
         if changed is None:
+            record = LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format)
             if self._gap is None:
                 self._upstream.append(text)
+                self.log(record)
             else:
-                self._hold_in_gap(text, kind, event)
-            self.log(LogEntry("client", kind, event, bytes=wire_len(text), audio_format=self.input_format))
+                self._hold_in_gap(text, kind, event, record)
         else:
             out = dumps_text(changed)
+            record = LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format)
             if self._gap is None:
                 self._upstream.append(out)
+                self.log(record)
             else:
-                self._hold_in_gap(out, kind, changed)
-            self.log(LogEntry("client", kind, changed, bytes=wire_len(out), client_event=event, audio_format=self.input_format))
+                self._hold_in_gap(out, kind, changed, record)
         if kind == ev.SESSION_UPDATE:
             self._client_session_update(event if changed is None else changed, event_id)
         if self.resume is not None:

@@ -15,7 +15,7 @@ from relay.core.frames import b64_decoded_len, deep_merge, parse_event, wire_len
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import LogEntry
 from relay.core.policy import SessionPolicy
-from relay.core.resume import GapQueue, Restore, RestoreEcho, ResumeState
+from relay.core.resume import GapQueue, HeldFrame, Restore, RestoreEcho, ResumeState
 from relay.core.tools import ToolState
 
 PINNED_SESSION_EVENT_ID: Final = "relay_pinned_session"
@@ -177,8 +177,9 @@ class UpstreamSide(RetrieveAfterDone):
         self._upstream_audio_origin_ms = max(0.0, self._appended_ms - gap.audio_ms)
         self._uncommitted_start_ms = max(self._uncommitted_start_ms, self._upstream_audio_origin_ms)
         for frame in gap.drain(self.resume.drops):
-            if isinstance(frame, str):
-                self._upstream.append(frame)  # a client frame of the gap: logged when it arrived
+            if isinstance(frame, HeldFrame):
+                self._upstream.append(frame.text)
+                self.log(frame.record)  # logged as it is sent, after the restore: the log keeps the wire's order
             else:
                 self._send_relay_frame(frame, self.input_format)  # audio re-sent: logged as a summary
         self.resume.resumes += 1
@@ -213,10 +214,13 @@ class UpstreamSide(RetrieveAfterDone):
             },
         )
 
-    def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any]) -> None:
+    def _hold_in_gap(self, text: str, kind: str, event: dict[str, Any], record: LogEntry) -> None:
+        """A client frame while no upstream is there: held, with its record, until the restore is done. A frame
+        dropped from the gap (past its bounds, or when the resume fails) is never sent and gets no record of its
+        own; `frames_dropped` counts it."""
         assert self._gap is not None
         audio_ms: float | None = None
         if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
             audio = event.get("audio")
             audio_ms = self.input_format.ms(b64_decoded_len(audio)) if isinstance(audio, str) else 0.0
-        self._gap.add(text, audio_ms)
+        self._gap.add(text, audio_ms, record)

@@ -419,6 +419,40 @@ async def test_client_frames_during_the_gap_are_sent_after_the_restore_in_order(
     assert after == [("conversation.item.create", ""), ("response.create", "gap_create")]
 
 
+UPSTREAM_BOUND = frozenset(
+    {
+        "session.update",
+        "conversation.item.create",
+        "conversation.item.retrieve",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "response.create",
+    }
+)
+
+
+async def test_the_log_keeps_the_wire_order_frames_held_in_the_gap_come_after_the_restore(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        async with client(relay) as c:
+            assert await c.text_turn("first") == 'You said: "first".'
+            await (await proxy.connection(0)).drop()
+            await c.until(lambda e: e["type"] == "relay.upstream_interrupted")
+            await c.send(user_text("said during the gap"))
+            await c.send({"type": "response.create", "event_id": "gap_create"})
+            await c.until(lambda e: e["type"] == "response.done")
+            second = await proxy.connection(1)
+        log = await session_log(relay)
+    assert [r["seq"] for r in log if r["seq"] is not None] == list(range(1, len(log) + 1))
+    drop = next(i for i, r in enumerate(log) if r["type"] == "relay.upstream_interrupted")
+    logged = [(r["type"], r["event"].get("event_id", "")) for r in log[drop:] if r["type"] in UPSTREAM_BOUND]
+    sent = [(f["type"], f.get("event_id", "")) for f in second.from_relay]
+    assert [f for f in sent if not f[1].startswith("relay_")] == [("conversation.item.create", ""), ("response.create", "gap_create")]
+    assert logged[: len(sent)] == sent  # what the new upstream got, in the order it got it
+    held = [r["seq"] for r in log[drop:] if r["dir"] == "client"]
+    restore = [r["seq"] for r in log if r["dir"] == "relay" and str(r["event"].get("event_id", "")).startswith("relay_resume")]
+    assert len(held) == 2 and restore and min(held) > max(restore)
+
+
 async def test_a_session_update_unanswered_at_the_drop_is_sent_again_and_answered(tmp_path: Path) -> None:
     async with relay_behind_proxy(tmp_path) as (relay, proxy):
         async with client(relay) as c:
@@ -431,7 +465,11 @@ async def test_a_session_update_unanswered_at_the_drop_is_sent_again_and_answere
             await first.drop()
             answered = await c.until(lambda e: e["type"] == "session.updated")
             second = await proxy.connection(1)
+        log = await session_log(relay)
     assert answered[-1]["session"]["instructions"] == "second"
+    updates = [(r["dir"], r["event"]["event_id"]) for r in log if r["type"] == "session.update"]
+    assert updates[-1] == ("relay", "upd_2")  # sent again by the relay, logged as its own frame
+    assert ("client", "upd_2") in updates[:-1]  # the client's sending, to the dropped upstream
     assert c.types().index("relay.upstream_resumed") < len(c.events) - 1  # answered after the restore
     sent = [(f["type"], f.get("event_id")) for f in second.from_relay]
     restore_update = second.from_relay[0]

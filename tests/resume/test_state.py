@@ -10,9 +10,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.core.outbox import LogEntry
 from relay.core.policy import SessionPolicy
 from relay.core.resume import (
     GapQueue,
+    HeldFrame,
     Restore,
     ResumePolicy,
     ResumeState,
@@ -232,25 +234,26 @@ def test_the_audio_to_resend_is_what_came_since_the_last_commit_within_the_bound
 def test_the_gap_queue_keeps_order_and_both_bounds(frames: list[tuple[bool, int, int]], max_bytes: int, max_ms: int) -> None:
     gap = GapQueue(max_bytes, float(max_ms))
     for index, (is_append, size, ms) in enumerate(frames):
-        gap.add(f"{index:05d}" + "x" * size, float(ms) if is_append else None)
+        gap.add(f"{index:05d}" + "x" * size, float(ms) if is_append else None, LogEntry("client", "x", {}))
     kept = list(gap.entries)
     assert gap.bytes == sum(len(entry.text) for entry in kept) <= max_bytes
     assert gap.audio_ms == sum(entry.audio_ms or 0.0 for entry in kept) <= max_ms
     order = [int(entry.text[:5]) for entry in kept]
     assert order == sorted(order)
     assert len(kept) + gap.dropped_frames == len(frames)
-    assert gap.drain(1) == [entry.text for entry in kept] and not gap.entries
+    assert gap.drain(1) == [HeldFrame(entry.text, entry.record) for entry in kept if entry.record] and not gap.entries
 
 
 def test_audio_from_before_the_drop_is_resent_as_the_relays_own_appends_then_the_gap_frames() -> None:
     gap = GapQueue(1 << 20, 5000.0)
     audio = json.loads(append(100))["audio"]
     gap.seed([(audio, 100.0)])
-    gap.add('{"type":"response.create"}', None)
+    record = LogEntry("client", "response.create", {"type": "response.create"})
+    gap.add('{"type":"response.create"}', None, record)
     out = gap.drain(3)
     assert out == [
         {"type": "input_audio_buffer.append", "event_id": "relay_resume3_audio0", "audio": audio},
-        '{"type":"response.create"}',
+        HeldFrame('{"type":"response.create"}', record),
     ]
 
 
