@@ -81,7 +81,9 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=True,
+        # Not cached: a later configuration (a test capturing logs, a CLI moving its log to stderr) reaches every
+        # module's logger, including those already used. The daemon logs a few lines per session, not per frame.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
