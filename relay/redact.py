@@ -39,8 +39,9 @@ _HEADER_RE: Final = re.compile(
 _SCHEME_RE: Final = re.compile(rf"(?i)\b(bearer|api-key)(\s+)({_TOKEN}{{4,}})")
 # The browser's token subprotocol, whole or inside a list of offered protocols.
 _SUBPROTOCOL_RE: Final = re.compile(rf"(?i)(openai-insecure-api-key\.)({_TOKEN}+)")
-# The relay's own minted tokens (see relay.server.auth): `rt<version>.` followed by dotted base64url parts.
-_MINTED_RE: Final = re.compile(r"\brt[0-9]\.[0-9]{1,12}\.[A-Za-z0-9_.-]{8,}")
+# The relay's own minted tokens (see relay.server.auth): `ek_rt<version>.` (or, from older replicas, `rt<version>.`)
+# followed by dotted base64url parts.
+_MINTED_RE: Final = re.compile(r"\b(?:ek_)?rt[0-9]\.[0-9]{1,12}\.[A-Za-z0-9_.-]{8,}")
 # userinfo in any URL: scheme://user:password@host -> scheme://****@host
 _USERINFO_RE: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@'\"]+)@")
 # Query parameters whose names say they hold a credential.

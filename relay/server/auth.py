@@ -1,8 +1,11 @@
 """Client authentication: static tokens and short-lived HMAC-signed tokens (see docs/security.md). Pure, no I/O.
 
-Ephemeral token format: `rt1.<expires_at>.<nonce>.<signature>` where signature = base64url(HMAC-SHA256(secret,
-"rt1.<expires_at>.<nonce>")), or, when the token pins a session, `rt2.<expires_at>.<nonce>.<session>.<signature>`
-where `<session>` is the base64url of the zlib-compressed JSON session object, covered by the signature. Any
+Ephemeral token format: `ek_rt1.<expires_at>.<nonce>.<signature>` where signature = base64url(HMAC-SHA256(secret,
+"rt1.<expires_at>.<nonce>")), or, when the token pins a session, `ek_rt2.<expires_at>.<nonce>.<session>.<signature>`
+where `<session>` is the base64url of the zlib-compressed JSON session object, covered by the signature. The
+`ek_` prefix is the one OpenAI's client secrets carry, by which client libraries tell an ephemeral key from an
+account key (the `openai` JavaScript SDK allows only those in a browser); it is not signed, and a token minted
+without it (by an older replica during a rolling upgrade) still verifies. Any
 replica that holds the same secret verifies it; nothing is stored. A minted token is scoped (`Grant.minted`):
 it opens realtime sessions but is no operator credential. Expiry is checked against now + the maximum TTL too,
 so a token minted with a longer life elsewhere is refused. Static tokens are compared in constant time. Tokens
@@ -35,8 +38,11 @@ MAX_TTL_SECONDS: Final = 7200
 MIN_SECRET_BYTES: Final = 32
 MAX_TOKEN_BYTES: Final = 6 * 1024
 PINNED_TOKEN_PREFIX: Final = "rt2"
-_EPHEMERAL_RE: Final = re.compile(r"rt1\.([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})")
-_PINNED_RE: Final = re.compile(r"rt2\.([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,8192})\.([A-Za-z0-9_-]{43})")
+EPHEMERAL_KEY_PREFIX: Final = "ek_"
+_EPHEMERAL_RE: Final = re.compile(r"(?:ek_)?rt1\.([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})")
+_PINNED_RE: Final = re.compile(
+    r"(?:ek_)?rt2\.([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,8192})\.([A-Za-z0-9_-]{43})"
+)
 # A pinned session inflates to at most this much: a forged or hostile token cannot make a replica allocate more.
 _MAX_SESSION_JSON_BYTES: Final = 256 * 1024
 
@@ -114,7 +120,7 @@ class TokenAuthority:
             payload = f"{PINNED_TOKEN_PREFIX}.{expires_at}.{nonce}.{packed}"
         else:
             payload = f"{TOKEN_PREFIX}.{expires_at}.{nonce}"
-        value = f"{payload}.{self._sign(payload)}"
+        value = f"{EPHEMERAL_KEY_PREFIX}{payload}.{self._sign(payload)}"
         if len(value) > MAX_TOKEN_BYTES:
             raise TokenTooLarge(
                 f"the token would be {len(value)} bytes, over the {MAX_TOKEN_BYTES}-byte limit: pin a smaller session"

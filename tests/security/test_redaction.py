@@ -123,6 +123,8 @@ async def test_print_config_and_config_errors_hide_userinfo_and_secret_query_val
         ("wss://user:pa55word@h/v1", "pa55word"),
         ("GET /x?access_token=abcdef123456&b=1", "abcdef123456"),
         ("rt1.1700000000.nonce123.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonce123.AAAA"),
+        ("token ek_rt1.1700000000.nonce123.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonce123.AAAA"),
+        ("value=ek_rt2.1700000000.nonce123.eJyrVkrOz0nNTQ.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "eJyrVkrOz0nNTQ"),
         ("Cookie: session=abcdef123456", "abcdef123456"),
         # A garbled header's repr escapes the byte that does not belong; the rest of the token is still masked.
         ("{'Authorization': 'Bearer abc\\x01bogus-token-ZZZ999'}", "bogus-token-ZZZ"),

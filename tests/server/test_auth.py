@@ -87,6 +87,19 @@ async def test_unknown_or_garbage_token_gets_401_and_no_upstream_socket(relay: R
     assert_no_upstream(relay)
 
 
+def test_minted_tokens_start_with_ek_like_openai_client_secrets_and_older_unprefixed_ones_still_verify() -> None:
+    # Client libraries tell an ephemeral key by `ek_` (the openai JavaScript SDK allows only those in a browser).
+    authority = TokenAuthority([], SECRET.encode())
+    for session in (None, {"instructions": "pinned"}):
+        value = authority.mint(60, session=session).value
+        assert value.startswith("ek_rt")
+        grant = authority.minted_grant(value)
+        assert grant is not None and grant.session == (session or {})
+        assert authority.verify(value.removeprefix("ek_"))  # minted by a replica from before the prefix
+        for forged in ("ek_" + value, "EK_" + value[3:], "xk_" + value[3:], "ek_" + value[3:-1]):
+            assert not authority.verify(forged)
+
+
 def test_minted_token_with_trailing_characters_does_not_verify() -> None:
     authority = TokenAuthority([], SECRET.encode())
     value = authority.mint(60).value
