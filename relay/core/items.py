@@ -86,6 +86,7 @@ class ItemBook(AppendedAudio):
         self.output_format = DEFAULT_FORMAT
         self._stated_input_format = DEFAULT_FORMAT  # as the upstream last stated it
         self._updates_unanswered: list[tuple[str | None, AudioFormat | None]] = []
+        self._last_session_updated: object = None  # the `session` of the last session.updated, to tell a repeat
         self._items: dict[str, Item] = {}
         # Forgotten items: id -> ms of audio forwarded for it (None: not an audio item), the newest last.
         self._finished: dict[str, int | None] = {}
@@ -252,7 +253,9 @@ class ItemBook(AppendedAudio):
     # The upstream applies events in order, so the appends that follow a client's session.update are in the format
     # it asks for, long before its session.updated comes back. Each forwarded update waits here for its answer
     # (event_id, the input format it asks for or None); the answer confirms it, an error naming it undoes it.
-    def _client_session_update(self, event: dict[str, Any], event_id: object) -> None:
+    def _session_update_sent(self, event: dict[str, Any], event_id: object) -> None:
+        """A `session.update` went upstream (the client's, or the relay's pinned one at connect): it waits in line
+        for its answer like any other."""
         session = event.get("session")
         audio = session.get("audio") if isinstance(session, dict) else None
         part = audio.get("input") if isinstance(audio, dict) else None
@@ -286,9 +289,15 @@ class ItemBook(AppendedAudio):
         return None
 
     def _on_session_config(self, event: dict[str, Any]) -> AudioFormat | None:
-        """A forwarded `session.created`/`session.updated`: the oldest unanswered client update is answered."""
-        if event.get("type") == ev.SESSION_UPDATED and self._updates_unanswered:
-            del self._updates_unanswered[0]
+        """A forwarded `session.created`/`session.updated`: the oldest unanswered update is answered. A
+        `session.updated` repeating the previous one word for word answers nothing new: Yandex has been seen
+        answering one update twice, and taking the repeat as the next update's answer would end that update's
+        wait before the upstream has read it."""
+        if event.get("type") == ev.SESSION_UPDATED:
+            session = event.get("session")
+            if self._updates_unanswered and session != self._last_session_updated:
+                del self._updates_unanswered[0]
+            self._last_session_updated = session
         self._apply_session_config(event)
         return None
 

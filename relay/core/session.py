@@ -145,7 +145,7 @@ class RelaySession(UpstreamSide):
             else:
                 self._hold_in_gap(out, kind, changed, record)
         if kind == ev.SESSION_UPDATE:
-            self._client_session_update(event if changed is None else changed, event_id)
+            self._session_update_sent(event if changed is None else changed, event_id)
         if self.resume is not None:
             if kind == ev.SESSION_UPDATE:
                 if self._restore_echo is not None:

@@ -62,6 +62,7 @@ class UpstreamSide(RetrieveAfterDone):
                 session = self.tools.merge_tools(session)
             update = {"type": ev.SESSION_UPDATE, "event_id": PINNED_SESSION_EVENT_ID, "session": session}
             self._send_relay_frame(update)
+            self._session_update_sent(update, PINNED_SESSION_EVENT_ID)  # its session.updated is not the client's
             if self.resume is not None:
                 self.resume.config.relay_sent(PINNED_SESSION_EVENT_ID)
 
@@ -93,6 +94,7 @@ class UpstreamSide(RetrieveAfterDone):
         self.state = SessionState.OPEN
         self._restore = self._restore_echo = None
         self._updates_unanswered.clear()  # the dropped upstream answers none of them; the restore states the formats
+        self._last_session_updated = None
         number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
         self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})

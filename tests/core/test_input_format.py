@@ -83,3 +83,27 @@ def test_an_upstream_that_never_answers_keeps_a_bounded_list_of_updates() -> Non
     drain(core)
     assert append_rate(core) == 16000
     assert len(core._updates_unanswered) <= 64
+
+
+def test_a_repeated_session_updated_does_not_answer_the_next_update() -> None:
+    # Yandex has been seen answering one session.update with two identical session.updated.
+    core = new_session()
+    core.receive_client_text(update(16000, "evt_a"))
+    core.receive_client_text(update(8000, "evt_b"))
+    core.receive_server_text(updated(16000))  # answers evt_a
+    core.receive_server_text(updated(16000))  # the same answer again: evt_b is still on its way
+    assert append_rate(core) == 8000
+    core.receive_server_text(updated(8000))  # evt_b's answer
+    assert append_rate(core) == 8000
+    assert core._updates_unanswered == []
+
+
+def test_the_answer_to_the_pinned_session_update_is_not_taken_for_the_clients() -> None:
+    # The relay's pinned session.update goes first at connect; its session.updated answers it, not the client's.
+    core = new_session(pinned_session={"instructions": "be brief"})
+    core.receive_client_text(update(16000, "evt_client"))
+    assert append_rate(core) == 16000
+    core.receive_server_text(updated(24000))  # answers the pinned update: the client's is still on its way
+    assert append_rate(core) == 16000
+    core.receive_server_text(updated(16000))
+    assert append_rate(core) == 16000
