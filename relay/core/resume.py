@@ -334,7 +334,7 @@ class ResumeState:
         if kind in _IGNORED:
             return
         if kind == ev.SESSION_UPDATED:
-            self.config.updated()
+            self.config.updated(event.get("session"))
         elif kind == ev.ERROR:
             answered = answered_event_id(event)
             self.config.refused(answered)

@@ -25,12 +25,13 @@ class _Update:
 
 class EffectiveConfig:
     """`session.update`s in flight, answered in order: a `session.updated` accepts the oldest one (its session is
-    merged in); an `error` naming one's event_id refuses it. A second `session.updated` for one update (seen live)
-    finds nothing in flight and changes nothing."""
+    merged in); an `error` naming one's event_id refuses it. A `session.updated` repeating the previous one word for
+    word (Yandex has been seen answering one update twice) accepts nothing: the next update is still in flight."""
 
     def __init__(self) -> None:
         self.accepted: dict[str, Any] = {}
         self._in_flight: deque[_Update] = deque()
+        self._last_answer: object = None  # the `session` of the last session.updated
 
     def sent(self, event_id: object, session: object, text: str) -> None:
         # A non-object session still takes its place in line: the upstream answers it too.
@@ -42,8 +43,10 @@ class EffectiveConfig:
         every restore adds anyway, so nothing of it is merged or sent again."""
         self._in_flight.append(_Update(event_id, {}, None))
 
-    def updated(self) -> None:
-        if self._in_flight:
+    def updated(self, answer: object) -> None:
+        """A `session.updated` whose `session` is `answer`."""
+        repeat, self._last_answer = answer == self._last_answer, answer
+        if self._in_flight and not repeat:
             update = self._in_flight.popleft()
             self.accepted = deep_merge(self.accepted, update.session)
 
@@ -59,6 +62,7 @@ class EffectiveConfig:
         """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
         restore, so the client gets its answer), and stay in line for the new upstream's answers."""
         # The relay's own update is not sent again (a restore sends the pins itself): its place in line goes.
+        self._last_answer = None  # the new upstream's answers are its own
         self._in_flight = deque(update for update in self._in_flight if update.text is not None)
         return [update.text for update in self._in_flight if update.text is not None]
 

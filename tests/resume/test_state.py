@@ -63,16 +63,29 @@ def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
     config.sent("b", {"audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}}}, "b")
     config.sent("c", {"instructions": "refused"}, "c")
     config.sent(None, "not an object", "d")
-    config.updated()  # a
+    config.updated({"n": 1})  # a
     config.refused("c")
-    config.updated()  # b
-    config.updated()  # the non-object one: nothing to merge
-    config.updated()  # a second session.updated for one update: nothing left in flight
+    config.updated({"n": 2})  # b
+    config.updated({"n": 3})  # the non-object one: nothing to merge
+    config.updated({"n": 4})  # one more session.updated: nothing left in flight
     assert config.session() == {
         "type": "realtime",
         "instructions": "one",
         "audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}},
     }
+
+
+def test_a_repeated_session_updated_leaves_the_next_update_in_flight() -> None:
+    # Yandex has been seen answering one session.update with two identical session.updated.
+    config = EffectiveConfig()
+    config.sent("a", {"instructions": "one"}, "A")
+    config.sent("b", {"instructions": "two"}, "B")
+    config.updated({"instructions": "one"})
+    config.updated({"instructions": "one"})  # a's answer again
+    assert config.session() == {"type": "realtime", "instructions": "one"}
+    assert config.upstream_lost() == ["B"]  # still unanswered: sent again after a restore
+    config.updated({"instructions": "two"})
+    assert config.session() == {"type": "realtime", "instructions": "two"}
 
 
 def test_the_answer_to_the_relays_pinned_update_is_never_credited_to_a_clients_refused_one() -> None:
@@ -120,11 +133,11 @@ def test_requests_the_dropped_upstream_never_answered_are_sent_again_after_the_a
 def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
     config = EffectiveConfig()
     config.sent("a", {"voice": "x"}, "A")
-    config.updated()
+    config.updated({"voice": "x"})
     config.sent("b", {"instructions": "client"}, "B")
     assert config.upstream_lost() == ["B"]  # to be sent again after the restore
     assert config.session() == {"type": "realtime", "voice": "x"}  # not accepted yet: not part of the restore
-    config.updated()  # the new upstream answers the update sent again
+    config.updated({"voice": "x"})  # the new upstream answers the update sent again (its first answer)
     assert config.session(lambda s: {**s, "instructions": "pinned"}) == {"type": "realtime", "instructions": "pinned", "voice": "x"}
 
 
