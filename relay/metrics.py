@@ -15,23 +15,8 @@ from prometheus_client.registry import Collector
 
 from relay.core import events as ev
 
-_KNOWN_TYPES = (
-    ev.CLIENT_EVENT_TYPES
-    | ev.SERVER_EVENT_TYPES
-    | {
-        ev.RELAY_SESSION_STARTED,
-        ev.RELAY_UPSTREAM_CONNECTED,
-        ev.RELAY_AUDIO_SAVED,
-        ev.RELAY_RETRIEVE_FAILED,
-        ev.RELAY_CLIENT_ERROR,
-        ev.RELAY_SESSION_ENDED,
-        ev.RELAY_TOOL_CALL,
-        ev.RELAY_UPSTREAM_INTERRUPTED,
-        ev.RELAY_UPSTREAM_RESUME_ATTEMPT,
-        ev.RELAY_UPSTREAM_RESUMED,
-        ev.RELAY_UPSTREAM_RESUME_FAILED,
-    }
-)
+# Bounded label values: the protocol's event types and the relay's own record types; anything else is `other`.
+_KNOWN_TYPES = ev.CLIENT_EVENT_TYPES | ev.SERVER_EVENT_TYPES | ev.RELAY_RECORD_TYPES
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -150,6 +150,34 @@ RELAY_UPSTREAM_RESUME_ATTEMPT: Final = "relay.upstream_resume_attempt"
 RELAY_UPSTREAM_RESUMED: Final = "relay.upstream_resumed"
 RELAY_UPSTREAM_RESUME_FAILED: Final = "relay.upstream_resume_failed"
 
+# Session recording (docs/recording.md).
+RELAY_RECORDING_SAVED: Final = "relay.recording_saved"
+RELAY_RECORDING_STOPPED: Final = "relay.recording_stopped"
+
+# Every type of record the relay writes in a session's log of its own (each a `relay.*` name above).
+RELAY_RECORD_TYPES: Final = frozenset(
+    {
+        RELAY_SESSION_STARTED,
+        RELAY_UPSTREAM_CONNECTED,
+        RELAY_AUDIO_SAVED,
+        RELAY_RETRIEVE_FAILED,
+        RELAY_CLIENT_ERROR,
+        RELAY_SESSION_ENDED,
+        RELAY_LOG_GAP,
+        RELAY_AUDIO_NOT_SAVED,
+        RELAY_TOOL_CALL,
+        RELAY_UPSTREAM_BINARY_FRAME,
+        RELAY_INTERNAL_ERROR,
+        RELAY_UPSTREAM_EVENT_DROPPED,
+        RELAY_UPSTREAM_INTERRUPTED,
+        RELAY_UPSTREAM_RESUME_ATTEMPT,
+        RELAY_UPSTREAM_RESUMED,
+        RELAY_UPSTREAM_RESUME_FAILED,
+        RELAY_RECORDING_SAVED,
+        RELAY_RECORDING_STOPPED,
+    }
+)
+
 # Every frame the relay makes carries an event_id with this prefix (docs/forwarding.md).
 RELAY_EVENT_ID_PREFIX: Final = "relay_"
 RELAY_RETRIEVE_EVENT_ID_PREFIX: Final = "relay_retrieve_"

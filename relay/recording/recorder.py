@@ -42,8 +42,8 @@ from relay.recording.mixdown import Mixdown, Segment
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
 from relay.recording.wavfile import GrowingWav
 
-RECORDING_SAVED: Final = "relay.recording_saved"
-RECORDING_STOPPED: Final = "relay.recording_stopped"
+RECORDING_SAVED: Final = ev.RELAY_RECORDING_SAVED
+RECORDING_STOPPED: Final = ev.RELAY_RECORDING_STOPPED
 RECORDING_FILE: Final = "recording.wav"
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
 

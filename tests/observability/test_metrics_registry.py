@@ -75,8 +75,17 @@ def test_events_and_bytes_count_by_direction_and_type() -> None:
 
 @given(st.one_of(st.none(), st.text(max_size=200)))
 def test_an_unknown_or_garbage_type_is_other(event_type: Any) -> None:
-    known = ev.CLIENT_EVENT_TYPES | ev.SERVER_EVENT_TYPES
+    known = ev.CLIENT_EVENT_TYPES | ev.SERVER_EVENT_TYPES | ev.RELAY_RECORD_TYPES
     assert type_label(event_type) == (event_type if event_type in known else "other")
+
+
+def test_every_record_type_the_relay_writes_is_counted_under_its_own_name() -> None:
+    written = [ev.RELAY_RECORDING_SAVED, ev.RELAY_RECORDING_STOPPED, ev.RELAY_UPSTREAM_EVENT_DROPPED, ev.RELAY_LOG_GAP]
+    written += [ev.RELAY_AUDIO_NOT_SAVED, ev.RELAY_INTERNAL_ERROR, ev.RELAY_UPSTREAM_BINARY_FRAME, ev.RELAY_TOOL_CALL]
+    assert [type_label(t) for t in written] == written
+    # Every relay.* name in the events module is one of them.
+    names = {value for key, value in vars(ev).items() if key.startswith("RELAY_") and isinstance(value, str)}
+    assert {name for name in names if name.startswith("relay.")} == ev.RELAY_RECORD_TYPES
 
 
 def test_the_type_label_set_is_bounded_whatever_clients_send() -> None:
