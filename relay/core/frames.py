@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any, Final
 
 import orjson
@@ -71,6 +72,20 @@ def _stdlib_loads(text: str) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
+
+
+_UNICODE_ESCAPE: Final = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def may_name_the_relay(text: str) -> bool:
+    """Whether a frame the relay's parser refused mentions `relay` anywhere, spelled out or through `\\u` escapes.
+
+    Clients' parsers are laxer than the relay's (a browser reads any depth, Python reads NaN): a frame refused
+    here may still read there as a `relay.*` event or an answer to a `relay_` frame. An upstream frame refused
+    here that mentions `relay` is dropped rather than forwarded unread (docs/forwarding.md)."""
+    if "relay" in text:
+        return True
+    return "\\u" in text and "relay" in _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 def wire_len(text: str) -> int:

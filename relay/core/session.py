@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from relay.core import events as ev
 from relay.core.formats import AudioFormat
-from relay.core.frames import answers_relay, dumps_text, error_event, parse_event, wire_len
+from relay.core.frames import answers_relay, dumps_text, error_event, may_name_the_relay, parse_event, wire_len
 from relay.core.items import ItemBook
 from relay.core.keptaudio import KeptAudioBudget
 from relay.core.outbox import LogEntry
@@ -199,6 +199,11 @@ class RelaySession(UpstreamSide):
             if event is not None and event.get("type") == ev.SESSION_CREATED:
                 self._client_has_session_created = True  # forwarded below, like every event
         if event is None:
+            if may_name_the_relay(text):
+                # A client's laxer parser might read it as the relay's own event (or an answer to the relay's
+                # frame), which only the relay may send: dropped, like a readable relay.* event.
+                self.log_relay(ev.RELAY_UPSTREAM_EVENT_DROPPED, {"type": None, "invalid_json": True, "bytes": wire_len(text)})
+                return
             # Not ours to judge: forward untouched, log what it was.
             self._client.append(text)
             self.log(LogEntry("server", None, {"invalid_json": True, "text": text[:4096]}, bytes=wire_len(text)))

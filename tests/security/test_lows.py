@@ -154,6 +154,16 @@ async def test_logs_and_saved_audio_are_private_to_the_relays_user_and_group(tmp
 # ---- spoofed relay.* events ------------------------------------------------------------------------------------
 
 
+DEEP = "[" * 600 + "]" * 600
+UNPARSEABLE_SPOOFS = (
+    # A browser's JSON.parse reads any depth; Python's json reads NaN; escapes spell the type.
+    '{"type": "relay.audio_saved", "item_id": "x", "url": "https://evil.example/nan", "n": NaN}',
+    '{"type": "relay.upstream_resumed", "deep": ' + DEEP + "}",
+    '{"type": "\\u0072elay.audio_saved", "url": "https://evil.example/esc", "n": -Infinity}',
+    '{"type": "error", "error": {"event_id": "relay_retrieve_item_1"}, "deep": ' + DEEP + "}",
+)
+
+
 @asynccontextmanager
 async def spoofing_upstream() -> AsyncIterator[str]:
     """An upstream that opens with session.created, then sends a relay.audio_saved pointing at another host."""
@@ -164,6 +174,9 @@ async def spoofing_upstream() -> AsyncIterator[str]:
         await ws.send_json({"type": "session.created", "event_id": "e1", "session": {"id": "s1"}})
         await ws.send_json({"type": "relay.audio_saved", "item_id": "x", "url": "https://evil.example/steal"})
         await ws.send_json({"type": "relay.session_ended"})
+        for text in UNPARSEABLE_SPOOFS:  # JSON the relay refuses, which laxer client parsers still read
+            await ws.send_str(text)
+        await ws.send_str('{"type": "rate_limits.updated", "x": NaN}')  # unparseable, and no spoof: forwarded
         await ws.send_json({"type": "rate_limits.updated", "event_id": "e2", "rate_limits": []})
         async for _ in ws:
             pass
@@ -180,13 +193,13 @@ async def test_relay_events_from_the_upstream_are_dropped_and_logged(tmp_path: P
         async with running_relay(tmp_path, settings={"upstream": upstream}) as relay, aiohttp.ClientSession() as http:
             async with http.ws_connect(relay.ws_url + "?relay_events=1") as ws:
                 received = []
-                while (event := await ws.receive_json(timeout=seconds(5)))["type"] != "rate_limits.updated":
+                while (event := await ws.receive_json(timeout=seconds(5))).get("event_id") != "e2":
                     received.append(event)
         (records,) = relay.session_records().values()  # the relay is stopped: every record is on disk
-    assert "https://evil.example/steal" not in json.dumps(received)
-    assert not [e for e in received if e["type"] in ("relay.audio_saved", "relay.session_ended")]
+    assert "evil.example" not in json.dumps(received)
+    assert [e["type"] for e in received] == ["session.created", "rate_limits.updated"]  # the NaN one, unread
     dropped = [r["event"]["type"] for r in records if r["type"] == "relay.upstream_event_dropped"]
-    assert dropped == ["relay.audio_saved", "relay.session_ended"]
+    assert dropped == ["relay.audio_saved", "relay.session_ended", None, None, None, None]
 
 
 # ---- X-Forwarded-For -------------------------------------------------------------------------------------------
