@@ -89,6 +89,17 @@ def loopback_request_allowed(
     return is_own_origin(origin, host_header, (scheme,)) or origin in set(allowed_origins)
 
 
+@web.middleware
+async def one_host_one_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request with more than one `Host` (RFC 9112 asks for a 400) or more than one `Origin` names no single
+    origin to check, whatever the auth mode: 400, logged, before any other rule reads the first of them."""
+    for name in ("Host", "Origin"):
+        if len(request.headers.getall(name, ())) > 1:
+            log.warning("relay.request_refused", reason=f"duplicate_{name.lower()}", path=request.path)
+            return openai_error(400, f"the request has more than one {name} header", "invalid_request")
+    return await handler(request)
+
+
 def loopback_guard(allowed_origins: Iterable[str], scheme: str = "http") -> Middleware:
     """Middleware for a relay with auth off: refuse (403, logged) what `loopback_request_allowed` refuses."""
     allowed = tuple(allowed_origins)

@@ -114,11 +114,14 @@ def check_bind_policy(settings: Settings) -> None:
 
 
 def host_guard(settings: Settings) -> list[Any]:
-    """With auth off on a loopback bind, only the relay's own loopback origin is served (see docs/security.md):
-    the middleware that enforces it, on every listener of the process."""
+    """The Host and Origin rules of every listener of the process (see docs/security.md): one of each at most,
+    and with auth off on a loopback bind, only the relay's own loopback origin is served."""
     if not settings.client_tokens and is_loopback(settings.host):
-        return [access.loopback_guard(settings.allowed_origins, "https" if settings.tls_cert_file else "http")]
-    return []
+        return [
+            access.one_host_one_origin,
+            access.loopback_guard(settings.allowed_origins, "https" if settings.tls_cert_file else "http"),
+        ]
+    return [access.one_host_one_origin]
 
 
 def create_metrics_app(app: web.Application) -> web.Application:

@@ -119,6 +119,23 @@ async def test_garbage_host_headers_are_refused_not_crashed_on(tmp_path: Path, h
         assert ok == 200
 
 
+@pytest.mark.parametrize("settings", [{}, {"client_tokens": "tok"}], ids=["auth off", "auth on"])
+async def test_a_second_host_or_origin_header_is_a_400_whatever_the_first_says(tmp_path: Path, settings: dict[str, str]) -> None:
+    async with running_relay(tmp_path, settings=settings) as relay:
+        own = f"127.0.0.1:{relay.port}".encode()
+        upgrade = b"GET /v1/realtime HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        upgrade += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer tok\r\n"
+        for extra in (
+            b"Host: " + own + b"\r\nHost: evil.example\r\n",
+            b"Host: " + own + b"\r\nOrigin: http://" + own + b"\r\nOrigin: https://evil.example\r\n",
+        ):
+            assert await raw_status(relay, upgrade + extra + b"\r\n") == 400
+            healthz = b"GET /healthz HTTP/1.1\r\n" + extra + b"Connection: close\r\n\r\n"
+            assert await raw_status(relay, healthz) == 400
+        assert relay.sim_handshakes == 0
+        assert await raw_status(relay, upgrade + b"Host: " + own + b"\r\n\r\n") == 101
+
+
 async def test_loopback_names_with_any_port_are_served(tmp_path: Path) -> None:
     async with running_relay(tmp_path) as relay:
         for host in (b"127.0.0.1", b"127.0.0.1:1", b"localhost:65535", b"LOCALHOST", b"[::1]:8080", b"[::1]", b"127.1.2.3:80"):
