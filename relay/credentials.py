@@ -74,7 +74,7 @@ class Credentials:
         if settings.credentials_file:
             from_file = parse_credentials_file(Path(settings.credentials_file))
             merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
-        for key in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN"):
+        for key in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID"):
             if key in merged:
                 _check_characters(key, merged[key], settings.credentials_file)
         credentials = cls(
@@ -109,8 +109,9 @@ _CREDENTIAL_CHARS: Final = re.compile(r"[\x21-\x7e]+")
 
 
 def _check_characters(name: str, value: str, credentials_file: str) -> None:
-    """ConfigError naming the variable when a key or token holds a character none has (a pasted line break, a
-    control character); the message never repeats the value, and no request is made with it."""
+    """ConfigError naming the variable when a key, token or folder id holds a character none has (a pasted line
+    break, a control character, a byte that is not UTF-8); the message never repeats the value, and no request is
+    made with it."""
     if _CREDENTIAL_CHARS.fullmatch(value):
         return
     bad = next(c for c in value if not _CREDENTIAL_CHARS.fullmatch(c))
@@ -118,7 +119,7 @@ def _check_characters(name: str, value: str, credentials_file: str) -> None:
     control = ord(bad) <= 0x20 or 0x7F <= ord(bad) <= 0x9F
     what = f"a control or space character (U+{ord(bad):04X})" if control else "a non-ASCII character"
     where = f"environment or credentials_file {credentials_file}" if credentials_file else "environment"
-    raise ConfigError(name, where, f"holds {what}, which no key or token has; set it to the key or token alone")
+    raise ConfigError(name, where, f"holds {what}, which no key, token or folder id has; set it to the value alone")
 
 
 def resolve_model(settings: Settings, credentials: Credentials) -> str:

@@ -124,10 +124,11 @@ def session_environment(
     )
 
 
-def simulator_options(settings: Settings) -> SimulatorOptions:
+def simulator_options(settings: Settings, *, embedded: bool = False) -> SimulatorOptions:
     """The simulator's options from settings (the `sim` command; `serve` and `mic` with `--upstream sim` embed the
-    same)."""
-    api_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None else None
+    same). An `embedded` simulator answers only the process that started it and asks no key: `sim_api_key` is the
+    `sim` command's (a config shared by `sim` and `serve` must not lock `serve` out of its own simulator)."""
+    api_key = settings.sim_api_key.reveal() if settings.sim_api_key is not None and not embedded else None
     try:
         return SimulatorOptions(flavour=settings.sim_flavour, speed=settings.sim_speed, api_key=api_key, knobs=settings.sim_knobs)
     except ValueError as exc:

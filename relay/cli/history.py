@@ -33,7 +33,7 @@ from relay.history.client import (
 )
 from relay.history.models import ConversationItem
 from relay.redact import printable
-from relay.settings import UPSTREAM_SIM, Settings, rest_base_url
+from relay.settings import UPSTREAM_SIM, Settings, is_utf8_text, rest_base_url
 
 NAME: Final = "history"
 HELP: Final = "List the items of a conversation (Conversations REST API)."
@@ -59,6 +59,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     conversation_id: str = args.conversation_id
     if not conversation_id.strip():
         raise UsageError("CONVERSATION_ID must not be empty")
+    for what, value in (("CONVERSATION_ID", conversation_id), ("--after", args.after)):
+        if value is not None and not is_utf8_text(value):
+            raise UsageError(f"{what} is not valid UTF-8 text")
+    if args.after is not None and not args.after.strip():
+        raise UsageError("--after must name an item id (or be left out)")
     if settings.upstream == UPSTREAM_SIM and not settings.rest_base:
         # `history` starts no simulator, and deriving a REST base from `sim` would mean production (with the
         # user's real credentials): refuse instead of guessing.

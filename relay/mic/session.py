@@ -194,7 +194,7 @@ async def drive_session(
     try:
         url = settings.upstream
         if _wants_simulator(settings):
-            simulator = await start_simulator(simulator_options(settings), "127.0.0.1", 0)
+            simulator = await start_simulator(simulator_options(settings, embedded=True), "127.0.0.1", 0)
             url = simulator.realtime_url
             display.notice(f"using the embedded simulator at {url} (no upstream credentials or --upstream sim)")
         target = upstream_target(settings, url, simulator=simulator is not None)

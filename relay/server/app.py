@@ -208,7 +208,7 @@ def embedded_simulator_options(settings: Settings) -> SimulatorOptions | None:
     """The embedded simulator's options for `--upstream sim` (None otherwise), `sim_knobs` included."""
     if settings.upstream != UPSTREAM_SIM:
         return None
-    return simulator_options(settings)
+    return simulator_options(settings, embedded=True)
 
 
 def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.Application:

@@ -99,6 +99,16 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def is_utf8_text(value: str) -> bool:
+    """False for a string holding bytes that were not UTF-8 (the environment and argv keep them as lone
+    surrogates): no URL, header, token or file name can carry it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> object:
     """Turn a raw value (a string from env/flags, or a TOML value) into the setting's type, or fail clearly.
 
@@ -109,6 +119,10 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(name, source, problem)
+
+    if isinstance(raw, str) and not is_utf8_text(raw):
+        # Caught here, they would fail in the middle of a session instead.
+        raise bad("is not valid UTF-8 text")
 
     if not from_text and isinstance(raw, str) and kind not in ("str", "secret"):
         expected = {
@@ -191,6 +205,10 @@ def _validate(name: str, value: object, source: str) -> None:
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(name, source, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
     url_kind = meta.get("url")
+    if url_kind == "ws" and value == "":
+        raise ConfigError(name, source, "must not be empty: leave it unset for the default, or use 'sim' for the simulator")
+    if url_kind and isinstance(value, str) and value and any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ConfigError(name, source, f"a URL has no spaces or control characters, got {value!r}")
     if url_kind and isinstance(value, str) and value:
         if url_kind == "ws" and value == UPSTREAM_SIM:
             return

@@ -175,3 +175,45 @@ def test_a_settings_file_that_is_no_small_regular_file_is_refused_naming_the_set
         err = capsys.readouterr().err
     assert code == 2 and setting in err, err
     assert "not a regular file" in err or "larger than" in err, err
+
+
+# A byte that is not UTF-8 in the environment or argv arrives as a lone surrogate (os.fsdecode's surrogateescape).
+NOT_UTF8 = b"ab\xffcd".decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("model", NOT_UTF8),
+        ("client_tokens", NOT_UTF8),
+        ("token_secret", NOT_UTF8 * 10),
+        ("sim_api_key", NOT_UTF8),
+        ("allowed_origins", "http://a," + NOT_UTF8),
+        ("pinned_session", '{"instructions": "' + NOT_UTF8 + '"}'),
+        ("upstream", "ws://h/" + NOT_UTF8),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_a_config_error_naming_the_setting_and_never_its_secret(name: str, text: str) -> None:
+    variable = f"RELAY_{name.upper()}"
+    with pytest.raises(ConfigError, match="not valid UTF-8") as caught:
+        load_settings(env={variable: text})
+    assert variable in str(caught.value) and NOT_UTF8 not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "ws://up\nstream.example/v1/realtime", "ws://upstream.example/v1/real time", "\twss://h/x"])
+def test_an_empty_or_spaced_upstream_url_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="upstream"):
+        load_settings(env={"RELAY_UPSTREAM": text})
+    with pytest.raises(ConfigError, match="upstream"):
+        load_settings(flags={"upstream": text})
+
+
+def test_a_folder_id_that_is_no_plain_text_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.credentials import Credentials
+
+    for folder in (NOT_UTF8, "b1g\nfolder"):
+        monkeypatch.setenv("YANDEX_API_KEY", "AQVN-key")
+        monkeypatch.setenv("YANDEX_FOLDER_ID", folder)
+        with pytest.raises(ConfigError, match="YANDEX_FOLDER_ID") as caught:
+            Credentials.load(Settings())
+        assert folder not in str(caught.value)

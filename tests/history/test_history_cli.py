@@ -137,6 +137,25 @@ def test_after_starts_past_the_cursor(served: tuple[ThreadedRestSim, RestSim], c
     assert _ids_printed(capsys.readouterr().out) == ids[10:]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"conv_\xff".decode("utf-8", "surrogateescape")],  # a byte argv holds that is not UTF-8
+        ["conv_1", "--after", b"\xff".decode("utf-8", "surrogateescape")],
+        ["conv_1", "--after", " "],
+    ],
+)
+def test_an_argument_that_is_no_usable_text_exits_2_and_sends_nothing(
+    served: tuple[ThreadedRestSim, RestSim], capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    _, sim = served
+    before = len(sim.seen)
+    assert main(history(sim, *args)) == 2
+    err = capsys.readouterr().err
+    assert ("CONVERSATION_ID" in err or "--after" in err) and "Traceback" not in err
+    assert len(sim.seen) == before
+
+
 @pytest.mark.parametrize("limit", ["0", "101", "-5"])
 def test_out_of_range_limit_prints_the_apis_400_and_exits_1(
     served: tuple[ThreadedRestSim, RestSim], capsys: pytest.CaptureFixture[str], limit: str

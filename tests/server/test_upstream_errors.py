@@ -165,6 +165,17 @@ async def test_sim_knobs_reach_the_embedded_simulator(tmp_path: Path) -> None:
     assert state.bridges == set()
 
 
+async def test_a_sim_api_key_meant_for_the_sim_command_does_not_lock_serve_out_of_its_own_simulator(tmp_path: Path) -> None:
+    # One config shared by `sim` and `serve`: the key is the `sim` command's; the embedded simulator asks none.
+    async with embedded_relay(tmp_path, {"sim_api_key": "only-for-the-sim-command"}) as (state, ws_url):
+        events = await one_session(state, ws_url)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(ws_url.replace("ws://", "http://").replace("/realtime", "/conversations/c1/items")) as r:
+                status = r.status
+    assert events[0]["type"] == "session.created"
+    assert status != 401
+
+
 def test_a_bad_sim_knob_is_a_config_error_naming_sim_knobs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         create_app(relay_settings(tmp_path, "sim", {"sim_knobs": {"refuse": "sometimes"}}))
