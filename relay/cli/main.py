@@ -18,11 +18,11 @@ import structlog
 
 from relay import __version__
 from relay.cli import SIGINT_EXIT_CODE, stdout_to_devnull
-from relay.credentials import describe_effective
+from relay.credentials import FALLBACK_COMMANDS, describe_effective, simulator_fallback
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.logconfig import configure_logging
 from relay.redact import redact_text, register_secret
-from relay.settings import load_settings
+from relay.settings import UPSTREAM_SIM, LoadedSettings, load_settings
 from relay.tools.config import load_tools
 
 COMMANDS: tuple[str, ...] = (
@@ -128,6 +128,29 @@ def _stdout_closed(command: str, exc: OSError) -> int:
     return 1
 
 
+def _check_as_at_start(command: str, loaded: LoadedSettings) -> None:
+    """The configuration checks the command itself makes before it starts anything, so `--print-config` exits 2
+    for every configuration the command would refuse: server tools, the bind policy and token secret of `serve`,
+    the simulator's knobs (of the simulator `serve` and `mic` fall back to without credentials, too)."""
+    from relay.server.app import check_bind_policy, embedded_simulator_options, token_secret
+    from relay.wiring import simulator_options
+
+    settings = loaded.settings
+    if command in FALLBACK_COMMANDS:
+        settings, _ = simulator_fallback(settings, dict(loaded.sources).get("upstream", "default"))
+
+    if command in TOOL_COMMANDS:
+        load_tools(settings)
+    if command == "serve":
+        check_bind_policy(settings)
+        token_secret(settings)
+        embedded_simulator_options(settings)
+    elif command == "sim":
+        simulator_options(settings)
+    elif command == "mic" and settings.upstream == UPSTREAM_SIM:
+        simulator_options(settings, embedded=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build_parsers()
     try:
@@ -148,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         try:
             text = describe_effective(loaded, args.command)
-            if args.command in TOOL_COMMANDS:  # the check the command itself makes at start: exit 2 alike
-                load_tools(loaded.settings)
+            _check_as_at_start(args.command, loaded)
             print(text)
         except ConfigError as exc:
             print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)

@@ -249,6 +249,29 @@ def test_a_config_error_never_repeats_a_secret(capsys: pytest.CaptureFixture[str
     assert "tool 't'" in err and "USERINFO-LEAK" not in err and "QUERY-LEAK" not in err
 
 
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        ("serve", {"RELAY_SIM_KNOBS": '{"bogus": 1}'}, "sim_knobs"),  # the simulator serve falls back to
+        ("serve", {"RELAY_SIM_KNOBS": '{"close_after": "x"}', "RELAY_UPSTREAM": "sim"}, "sim_knobs"),
+        ("sim", {"RELAY_SIM_KNOBS": '{"bogus": 1}'}, "sim_knobs"),
+        ("mic", {"RELAY_SIM_KNOBS": '{"bogus": 1}'}, "sim_knobs"),
+        ("serve", {"RELAY_TOKEN_SECRET_FILE": "/dev/zero"}, "token_secret_file"),
+        ("serve", {"RELAY_TOKEN_SECRET": "short"}, "token_secret"),
+        ("serve", {"RELAY_HOST": "0.0.0.0"}, "host"),
+    ],
+)
+def test_print_config_exits_2_for_whatever_the_command_would_refuse_at_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str, env: dict[str, str], named: str
+) -> None:
+    for key in [k for k in os.environ if k.startswith(("RELAY_", "YANDEX_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main([command, "--print-config"]) == 2
+    assert named in capsys.readouterr().err
+
+
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-command"]) == 2
     assert main(["serve", "--log-format", "xml"]) == 2
