@@ -28,6 +28,7 @@ from relay.settings import (
     Settings,
     describe,
     read_settings_file,
+    rest_base_url,
 )
 
 CREDENTIAL_KEYS = ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
@@ -172,6 +173,9 @@ def describe_effective(loaded: LoadedSettings, command: str) -> str:
         settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
         if fell_back:
             sources["upstream"] = "default upstream, no credentials found: the embedded simulator"
+    if not settings.rest_base and settings.upstream != UPSTREAM_SIM:
+        settings = dataclasses.replace(settings, rest_base=rest_base_url(settings))
+        sources["rest_base"] = "derived from upstream"
     text = describe(LoadedSettings(settings, sources, loaded.warnings))
     credentials = Credentials.load(loaded.settings)
     where = "environment"

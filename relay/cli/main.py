@@ -140,7 +140,7 @@ def _check_as_at_start(command: str, loaded: LoadedSettings) -> None:
         settings, _ = simulator_fallback(settings, dict(loaded.sources).get("upstream", "default"))
 
     if command in TOOL_COMMANDS:
-        load_tools(settings)
+        load_tools(settings, dict(loaded.sources).get("tools", "config"))
     if command == "serve":
         check_bind_policy(settings)
         token_secret(settings)
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_as_at_start(args.command, loaded)
             print(text)
         except ConfigError as exc:
-            print(redact_text(f"realtime-relay: config error: {exc}"), file=sys.stderr)
+            print(redact_text(f"realtime-relay: config error: {exc.traced_to(loaded.sources)}"), file=sys.stderr)
             return 2
         return 0
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr

@@ -272,6 +272,22 @@ def test_print_config_exits_2_for_whatever_the_command_would_refuse_at_start(
     assert named in capsys.readouterr().err
 
 
+def test_print_config_names_where_a_bad_tool_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path, "[[tools]]\nname = 1\n", "tools.toml")
+    assert main(["serve", "--config", str(config), "--print-config"]) == 2
+    assert f"setting 'tools' from {config}:1" in capsys.readouterr().err
+    monkeypatch.setenv("RELAY_TOOLS", '[{"name": 1}]')
+    assert main(["serve", "--print-config"]) == 2
+    assert "setting 'tools' from env RELAY_TOOLS" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_rest_base_derived_from_the_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--upstream", "wss://api.example/v1/realtime", "--print-config"]) == 0
+    assert 'rest_base = "https://api.example/v1"  # derived from upstream' in capsys.readouterr().out
+
+
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-command"]) == 2
     assert main(["serve", "--log-format", "xml"]) == 2
