@@ -38,6 +38,7 @@ from tests.support.deploy_fixtures import (
     running,
     wait_until_answering,
 )
+from tests.support.relay_fixtures import mint_client_token
 from tests.support.timing import seconds
 from tests.support.tls import self_signed_certificate
 
@@ -249,7 +250,7 @@ async def test_websocket_upgrade_without_a_token_is_refused_through_nginx(stack:
 async def test_token_minted_by_one_replica_opens_a_session_on_another_through_nginx(stack: Stack) -> None:
     # Minted directly at the replica beside, used through nginx on the replica behind: the shared secret is what
     # lets a load balancer send a browser's socket anywhere.
-    minted = await asyncio.to_thread(mint_client_token, stack.beside_port)
+    minted = await asyncio.to_thread(mint_client_token, f"http://127.0.0.1:{stack.beside_port}", STATIC_TOKEN)
     subprotocols = ["realtime", f"openai-insecure-api-key.{minted}"]
     async with connect(stack.wss, ssl=stack.tls, subprotocols=subprotocols, open_timeout=seconds(15)) as ws:  # type: ignore[arg-type]
         await next_of_type(ws, "session.created")
@@ -263,15 +264,6 @@ async def test_live_session_shows_in_metrics_through_nginx(stack: Stack) -> None
     assert re.search(r"^relay_active_sessions 1(\.0)?$", text, re.MULTILINE), text[:2000]
 
 
-def mint_client_token(port: int) -> str:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/realtime/client_secrets",
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"Bearer {STATIC_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
-        return str(json.loads(response.read())["value"])
 
 
 def fetch_text(url: str, tls: ssl.SSLContext) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.page_fixtures import RelayProcess, chromium_args, require_chromium, start_relay
+from tests.support.relay_fixtures import mint_client_token
 from tests.support.tiers import missing, require
 from tests.support.timing import seconds
 
@@ -110,15 +110,7 @@ async def page(relay: RelayProcess, sdk_bundle: str) -> AsyncIterator[Any]:
 
 
 def mint(relay: RelayProcess) -> str:
-    request = urllib.request.Request(
-        f"{relay.url}v1/realtime/client_secrets",
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"Bearer {STATIC_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=seconds(10)) as answer:
-        value: str = json.load(answer)["value"]
-    return value
+    return mint_client_token(relay.url, STATIC_TOKEN)
 
 
 async def one_turn(page: Any, relay: RelayProcess, token: str) -> list[str]:

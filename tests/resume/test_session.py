@@ -397,28 +397,6 @@ async def test_garbage_from_the_new_upstream_during_the_restore_is_logged_never_
     assert log[-1]["event"]["reason"] == "client_closed"
 
 
-async def test_client_frames_during_the_gap_are_sent_after_the_restore_in_order(tmp_path: Path) -> None:
-    async with relay_behind_proxy(tmp_path) as (relay, proxy):
-        async with client(relay) as c:
-            assert await c.text_turn("first") == 'You said: "first".'
-            await (await proxy.connection(0)).drop()
-            await c.until(lambda e: e["type"] == "relay.upstream_interrupted")
-            await c.send(user_text("said during the gap"))
-            await c.ws.send_str("garbage during the gap")  # answered at once, never held for the new upstream
-            await c.ws.send_bytes(b"\x00")
-            await c.send({"type": "response.create", "event_id": "gap_create"})
-            reply = [e for e in await c.until(lambda e: e["type"] == "response.done") if e["type"] == "response.done"]
-            second = await proxy.connection(1)
-    assert reply[-1]["response"]["status"] == "completed"
-    errors = [e["error"]["code"] for e in c.events if e["type"] == "error"]
-    assert errors == ["invalid_json", "binary_not_supported"]
-    assert c.types().index("error") < c.types().index("relay.upstream_resumed")
-    sent = [(f["type"], f.get("event_id", "")) for f in second.from_relay]
-    restore_end = max(i for i, (_, eid) in enumerate(sent) if eid.startswith("relay_resume"))
-    after = [frame for frame in sent[restore_end + 1 :] if not frame[1].startswith("relay_")]  # not its retrieves
-    assert after == [("conversation.item.create", ""), ("response.create", "gap_create")]
-
-
 UPSTREAM_BOUND = frozenset(
     {
         "session.update",
@@ -431,22 +409,31 @@ UPSTREAM_BOUND = frozenset(
 )
 
 
-async def test_the_log_keeps_the_wire_order_frames_held_in_the_gap_come_after_the_restore(tmp_path: Path) -> None:
+async def test_client_frames_during_the_gap_are_sent_after_the_restore_in_order(tmp_path: Path) -> None:
     async with relay_behind_proxy(tmp_path) as (relay, proxy):
         async with client(relay) as c:
             assert await c.text_turn("first") == 'You said: "first".'
             await (await proxy.connection(0)).drop()
             await c.until(lambda e: e["type"] == "relay.upstream_interrupted")
             await c.send(user_text("said during the gap"))
+            await c.ws.send_str("garbage during the gap")  # answered at once, never held for the new upstream
+            await c.ws.send_bytes(b"\x00")
             await c.send({"type": "response.create", "event_id": "gap_create"})
-            await c.until(lambda e: e["type"] == "response.done")
+            reply = [e for e in await c.until(lambda e: e["type"] == "response.done") if e["type"] == "response.done"]
             second = await proxy.connection(1)
         log = await session_log(relay)
+    assert reply[-1]["response"]["status"] == "completed"
+    errors = [e["error"]["code"] for e in c.events if e["type"] == "error"]
+    assert errors == ["invalid_json", "binary_not_supported"]
+    assert c.types().index("error") < c.types().index("relay.upstream_resumed")
+    sent = [(f["type"], f.get("event_id", "")) for f in second.from_relay]
+    restore_end = max(i for i, (_, eid) in enumerate(sent) if eid.startswith("relay_resume"))
+    after = [frame for frame in sent[restore_end + 1 :] if not frame[1].startswith("relay_")]  # not its retrieves
+    assert after == [("conversation.item.create", ""), ("response.create", "gap_create")]
+    # The log keeps the wire's order: held frames are logged as they are sent, after the restore.
     assert [r["seq"] for r in log if r["seq"] is not None] == list(range(1, len(log) + 1))
     drop = next(i for i, r in enumerate(log) if r["type"] == "relay.upstream_interrupted")
     logged = [(r["type"], r["event"].get("event_id", "")) for r in log[drop:] if r["type"] in UPSTREAM_BOUND]
-    sent = [(f["type"], f.get("event_id", "")) for f in second.from_relay]
-    assert [f for f in sent if not f[1].startswith("relay_")] == [("conversation.item.create", ""), ("response.create", "gap_create")]
     assert logged[: len(sent)] == sent  # what the new upstream got, in the order it got it
     held = [r["seq"] for r in log[drop:] if r["dir"] == "client"]
     restore = [r["seq"] for r in log if r["dir"] == "relay" and str(r["event"].get("event_id", "")).startswith("relay_resume")]

@@ -37,6 +37,7 @@ import signal
 import socket
 import struct
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -441,3 +442,16 @@ def _mask(payload: bytes, mask: bytes) -> bytes:
     data = np.frombuffer(payload, dtype=np.uint8)
     key = np.resize(np.frombuffer(mask, dtype=np.uint8), len(data))
     return (data ^ key).tobytes()
+
+
+def mint_client_token(base_url: str, static_token: str) -> str:
+    """`POST /v1/realtime/client_secrets` with a static token, as a backend does (blocking: call it in a thread
+    from async code)."""
+    request = urllib.request.Request(
+        f"{base_url.rstrip('/')}/v1/realtime/client_secrets",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {static_token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
+        return str(json.loads(response.read())["value"])
