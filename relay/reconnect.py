@@ -96,7 +96,7 @@ class UpstreamResume:
         delays = backoff_delays(self.core.resume.policy.attempts, random.random)
         made = 0  # attempts that reached a connect: a session that ends during a backoff wait made no more
         for attempt, delay in enumerate(delays, start=1):
-            done, _ = await asyncio.wait(ends, timeout=delay)
+            done, _ = await asyncio.wait(ends, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 made = attempt
                 upstream = await self._attempt(attempt, ends)
