@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import errno
 import gc
 import os
@@ -21,7 +20,6 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
 
 import structlog
 from aiohttp import web
@@ -74,28 +72,6 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
-_M_TRIM_THRESHOLD: Final = -1  # glibc's mallopt parameters (malloc.h)
-_M_MMAP_THRESHOLD: Final = -3
-LARGE_BUFFER_BYTES: Final = 64 * 1024
-
-
-def return_large_buffers_to_the_os() -> bool:
-    """Serve buffers of 64 KiB and more from mappings of their own, which go back to the OS when freed.
-
-    glibc raises its mmap threshold after freeing a large mapping (up to 32 MiB), so the next large buffers come
-    from the heap, and a heap it keeps: after slow clients' backlogs (megabytes of frames each) or long retrieved
-    items, a relay's RSS stayed tens of MiB above its start once those sessions were gone (60 -> 119 MiB over five
-    rounds of two slow clients; flat at 63 MiB with a fixed threshold). Frames of real-time audio (~1 KiB) are far
-    below it. True when applied; False where the C library has no `mallopt` (not glibc), which changes nothing."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * LARGE_BUFFER_BYTES))
-
-
 class StopSignals:
     """The first signal asks for a drain; any later one forces every session closed."""
 
@@ -146,7 +122,6 @@ async def serve(settings: Settings, fell_back: bool) -> int:
         try:
             app = create_app(settings, event_log=event_log)
             tune_garbage_collector()
-            return_large_buffers_to_the_os()
             signals.app = app
             runner = web.AppRunner(
                 app, handle_signals=False, access_log=None, shutdown_timeout=2.0, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS

@@ -158,6 +158,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         if retention is not None:
             retention.cancel()
+        state.heap.cancel()
         state.stop_sessions()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.no_sessions.wait(), timeout=5.0)

@@ -140,4 +140,5 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
         await client.stop_writer()
         if spool is not None and state.spool is not None:  # nothing of its kept audio outlives the session
             await state.spool.release(spool)
+        state.heap.session_ended()
     return ws

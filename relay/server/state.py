@@ -23,6 +23,7 @@ from relay.metrics import RelayMetrics
 from relay.outcome import EndReason
 from relay.server import access
 from relay.server.auth import TokenAuthority
+from relay.server.heap import HeapTrimmer, find_malloc_trim
 from relay.settings import Settings
 from relay.spool import AudioSpool
 
@@ -55,6 +56,7 @@ class RelayState:
     kept_audio: KeptAudioBudget = field(default_factory=KeptAudioBudget)
     # ... held on disk, not in memory (docs/client-input.md, "Memory"): made for `kept_audio` when not given.
     spool: AudioSpool | None = None
+    heap: HeapTrimmer = field(default_factory=lambda: HeapTrimmer(find_malloc_trim()))  # free memory back to the OS
 
     def __post_init__(self) -> None:
         if not self.bridges:
