@@ -135,11 +135,13 @@ def simulator_options(settings: Settings, *, embedded: bool = False) -> Simulato
         raise ConfigError("sim_knobs", "", str(exc)) from None
 
 
-def open_event_log(settings: Settings) -> EventLog:
-    """The process's event log, as the settings describe it (docs/event-log.md); `serve` and `mic` alike."""
+def open_event_log(settings: Settings, *, stdout_fd: int = 1) -> EventLog:
+    """The process's event log, as the settings describe it (docs/event-log.md); `serve` and `mic` alike.
+    `stdout_fd` is where `event_log_stdout` writes: `mic` passes 2, its log stream (stdout is its display)."""
     return EventLog(
         Path(settings.log_dir) if settings.event_log_files else None,
         to_stdout=settings.event_log_stdout,
+        stdout_fd=stdout_fd,
         max_queue_bytes=settings.log_queue_max_bytes,
         keep_text=settings.log_content,
         max_session_bytes=settings.max_session_log_bytes,

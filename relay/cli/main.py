@@ -131,7 +131,8 @@ def _stdout_closed(command: str, exc: OSError) -> int:
 def _check_as_at_start(command: str, loaded: LoadedSettings) -> None:
     """The configuration checks the command itself makes before it starts anything, so `--print-config` exits 2
     for every configuration the command would refuse: server tools, the bind policy and token secret of `serve`,
-    the simulator's knobs (of the simulator `serve` and `mic` fall back to without credentials, too)."""
+    the simulator's knobs (of the simulator `serve` and `mic` fall back to without credentials, too), `mic`'s
+    audio devices."""
     from relay.server.app import check_bind_policy, embedded_simulator_options, token_secret
     from relay.wiring import simulator_options
 
@@ -147,8 +148,16 @@ def _check_as_at_start(command: str, loaded: LoadedSettings) -> None:
         embedded_simulator_options(settings)
     elif command == "sim":
         simulator_options(settings)
-    elif command == "mic" and settings.upstream == UPSTREAM_SIM:
-        simulator_options(settings, embedded=True)
+    elif command == "mic":
+        if settings.upstream == UPSTREAM_SIM:
+            simulator_options(settings, embedded=True)
+        from audio.devices import DeviceError
+        from relay.mic.session import choose_devices
+
+        try:
+            choose_devices(settings)  # a missing or ambiguous device: found, not opened
+        except DeviceError as exc:
+            raise AudioDeviceError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text)
         except ConfigError as exc:
             print(redact_text(f"realtime-relay: config error: {exc.traced_to(loaded.sources)}"), file=sys.stderr)
+            return 2
+        except AudioDeviceError as exc:
+            print(redact_text(f"realtime-relay {args.command}: {exc}"), file=sys.stderr)
             return 2
         return 0
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr

@@ -81,10 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _main(settings: Settings, duration: float | None) -> MicResult:
+async def _main(settings: Settings, duration: float | None, display: TerminalDisplay) -> MicResult:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    display = TerminalDisplay(sys.stdout)
+    display.on_lost = stop.set  # nobody reads the terminal any more (`mic | head`): end as Ctrl-C would
     installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -117,10 +117,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings, fell_back = simulator_fallback(settings, getattr(args, "setting_sources", {}).get("upstream", "default"))
     load_tools(settings, getattr(args, "setting_sources", {}).get("tools", "config"))  # exit 2 naming a bad tool
     log_first_line(settings, fell_back, answering="the session")
+    if sys.stdout is None:  # started with stdout closed (`>&-`): there is no terminal to show the session on
+        print("realtime-relay mic: standard output is closed; the session's transcripts need it", file=sys.stderr)
+        return 1
+    display = TerminalDisplay(sys.stdout)
     try:
-        result = asyncio.run(_main(settings, args.duration))
+        result = asyncio.run(_main(settings, args.duration, display))
     except DeviceError as exc:
         raise AudioDeviceError(str(exc)) from exc
+    display.finish()
     outcome = result.outcome
     stats = result.agent.stats
     summary = (
@@ -132,6 +137,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if result.log_path is not None:
         summary += f"; event log {result.log_path}"
     print(summary, file=sys.stderr)
+    if display.lost is not None:
+        raise display.lost  # the command's stdout failure: `main` reports it (a closed pipe is exit 0)
     if outcome.reason not in _OK_REASONS:
         print(f"realtime-relay mic: the session with {result.upstream_url} failed", file=sys.stderr)
         return 1

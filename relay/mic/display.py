@@ -8,6 +8,7 @@ meter. No audio, no protocol, no session here.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Final, TextIO
 
 LEVEL_EVERY: Final = 5  # level meter redraws: one per this many microphone blocks
@@ -50,6 +51,21 @@ class TerminalDisplay(Display):
         self._meter = ""
         self._partial: dict[str, str] = {}  # assistant text per item, printed as one line when done
         self._level_calls = 0
+        # The first failure to write (a reader that went away: `mic | head`); nothing is written after it, and
+        # `on_lost` is told once (the mic command ends the session, then reports it).
+        self.lost: OSError | None = None
+        self.on_lost: Callable[[], None] | None = None
+
+    def _write(self, text: str) -> None:
+        if self.lost is not None:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except OSError as exc:
+            self.lost = exc
+            if self.on_lost is not None:
+                self.on_lost()
 
     def _redraw(self) -> None:
         if not self._tty:
@@ -60,15 +76,11 @@ class TerminalDisplay(Display):
             words = " | assistant: " + (text if len(text) <= 60 else "..." + text[-57:])
         # Cursor back to column 0 afterwards: whatever else writes to the terminal (log records) overwrites
         # the status line instead of being appended to it; the next redraw puts it back.
-        self._out.write(f"\r\x1b[2K[{self._status}] {self._meter}{words}\r")
-        self._out.flush()
+        self._write(f"\r\x1b[2K[{self._status}] {self._meter}{words}\r")
 
     def _line(self, text: str) -> None:
-        if self._tty:
-            self._out.write("\r\x1b[2K")
-        self._out.write(text + "\n")
+        self._write(("\r\x1b[2K" if self._tty else "") + text + "\n")
         self._redraw()
-        self._out.flush()
 
     def status(self, text: str) -> None:
         self._status = text
@@ -102,3 +114,11 @@ class TerminalDisplay(Display):
 
     def notice(self, text: str) -> None:
         self._line(f"* {text}")
+
+    def finish(self) -> None:
+        """The session is over: a reply it cut short is still shown, as far as it got."""
+        for text in list(self._partial.values()):
+            self._line(f"assistant: {text.strip()} [session ended]")
+        self._partial.clear()
+        if self._tty:
+            self._write("\r\x1b[2K")

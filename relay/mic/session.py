@@ -198,7 +198,8 @@ async def drive_session(
             url = simulator.realtime_url
             display.notice(f"using the embedded simulator at {url} (no upstream credentials or --upstream sim)")
         target = upstream_target(settings, url, simulator=simulator is not None)
-        event_log = open_event_log(settings)
+        # Its stdout is the terminal display: event records join the daemon's own records on stderr.
+        event_log = open_event_log(settings, stdout_fd=2)
         # Recorded from the devices, not the frames: what the microphone captured, what the speaker played.
         env = session_environment(settings, event_log, record_frames=False)
         policy = session_policy(settings, relay_events=True, tools=load_tools(settings))

@@ -386,3 +386,27 @@ def test_tty_status_line_shows_state_level_and_partial_words() -> None:
     assert out.getvalue().endswith("\r")  # the cursor goes back to column 0 after each redraw
     last = out.getvalue().split("\r")[-2]
     assert "[listening]" in last and "mic ####" in last and "assistant: Hello" in last
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_display_whose_reader_went_away_stops_writing_and_says_so_once() -> None:
+    display = TerminalDisplay(_ClosedPipe())
+    told: list[str] = []
+    display.on_lost = lambda: told.append("lost")
+    display.notice("microphone ...")
+    display.user_transcript("hello")
+    display.finish()
+    assert told == ["lost"] and isinstance(display.lost, BrokenPipeError)
+
+
+def test_a_reply_the_session_cut_short_is_still_shown_when_it_ends() -> None:
+    out = io.StringIO()
+    display = TerminalDisplay(out)
+    display.assistant_delta("item_1", "Echo ")
+    display.assistant_delta("item_1", "of ")
+    display.finish()
+    assert out.getvalue().splitlines()[-1] == "assistant: Echo of [session ended]"

@@ -8,6 +8,7 @@ SIGINT (Ctrl-C) and must exit 0 with its event log and WAVs written.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,6 +171,52 @@ def test_mic_with_a_missing_device_exits_2_with_the_message(run_mic: Any) -> Non
     err = mic.stderr
     assert "no input device matches 'no-such-microphone'" in err
     assert "Traceback" not in err
+
+
+def test_print_config_refuses_a_device_mic_would_refuse(rig: PulseRig) -> None:
+    base = [sys.executable, "-m", "relay", "mic", "--upstream", "sim", "--print-config"]
+    env = {**os.environ, **rig.env}
+    bad = subprocess.run([*base, "--input-device", "no-such-microphone"], capture_output=True, text=True, env=env, timeout=seconds(30))
+    assert bad.returncode == 2 and "no input device matches 'no-such-microphone'" in bad.stderr
+    assert subprocess.run(base, capture_output=True, env=env, timeout=seconds(30)).returncode == 0
+
+
+def test_event_records_asked_for_on_stdout_go_to_stderr_in_mic(tmp_path: Path, rig: PulseRig) -> None:
+    # mic's stdout is its display; its log stream is stderr, where event_log_stdout's records join the others.
+    argv = [sys.executable, "-m", "relay", "mic", "--upstream", "sim", "--log-dir", str(tmp_path / "logs"),
+            "--log-format", "json", "--duration", "1.5"]  # fmt: skip
+    env = {**os.environ, **rig.env, "RELAY_EVENT_LOG_STDOUT": "true"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds(30))
+    assert done.returncode == 0, done.stderr
+    assert '"seq"' not in done.stdout
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{") and '"seq"' in line]
+    assert records and records[-1]["type"] == "relay.session_ended"
+
+
+def test_mic_whose_reader_goes_away_ends_the_session_cleanly(tmp_path: Path, rig: PulseRig) -> None:
+    # `mic | head -1`: the first line is read, then the pipe closes; the session ends as Ctrl-C would.
+    argv = [sys.executable, "-m", "relay", "mic", "--upstream", "sim", "--log-dir", str(tmp_path / "logs"),
+            "--data-dir", str(tmp_path / "data"), "--log-format", "json"]  # fmt: skip
+    with (tmp_path / "mic.stderr").open("w") as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **rig.env})
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=seconds(30)) == 0
+    err = (tmp_path / "mic.stderr").read_text()
+    assert "Traceback" not in err and "relay.session_failed" not in err and "ended (client_closed)" in err
+    (log,) = (tmp_path / "logs").glob("*/*.jsonl")
+    assert json.loads(log.read_text().splitlines()[-1])["type"] == "relay.session_ended"
+
+
+def test_mic_started_with_stdout_closed_says_so_and_exits_1(tmp_path: Path, rig: PulseRig) -> None:
+    argv = [sys.executable, "-m", "relay", "mic", "--upstream", "sim", "--log-dir", str(tmp_path / "logs")]
+    done = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **rig.env},
+        pass_fds=(), timeout=seconds(30), preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "standard output is closed" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_mic_without_a_sound_server_exits_2_saying_there_is_no_device(tmp_path: Path, rig: PulseRig) -> None:
