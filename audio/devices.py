@@ -211,15 +211,24 @@ def check_rate(device: DeviceInfo, rate: int, kind: Kind) -> int:
 
 
 class _Stream:
-    """Common start/stop/close of a sounddevice stream; usable as a context manager."""
+    """Common start/stop/close of a sounddevice stream; usable as a context manager. `callbacks` counts the
+    PortAudio callbacks so far: one that stops growing while the stream should run means the device is gone."""
 
     _stream: Any
+    callbacks: int = 0
 
     def start(self) -> None:
         try:
             self._stream.start()
         except Exception as exc:
             raise DeviceError(f"cannot start audio stream: {exc}") from exc
+
+    @property
+    def active(self) -> bool:
+        """PortAudio still runs the stream: False once it stopped it (a host error, the device gone) or it was
+        stopped here."""
+        stream = self._stream
+        return stream is not None and bool(stream.active)
 
     def stop(self) -> None:
         """Stop and close; safe to call twice and after a failed start."""
@@ -284,6 +293,7 @@ class CaptureStream(_Stream):
 
     def _callback(self, indata: npt.NDArray[np.float32], frames: int, time: Any, status: Any) -> None:
         # PortAudio thread: copy (indata is reused after we return), hand over, return.
+        self.callbacks += 1
         if status.input_overflow:
             self.overflows += 1
         block = indata[:, 0].copy()
@@ -314,6 +324,7 @@ class PlaybackStream(_Stream):
         return float(stream.latency) * 1000.0 if stream is not None else 0.0
 
     def _callback(self, outdata: npt.NDArray[np.float32], frames: int, time: Any, status: Any) -> None:
+        self.callbacks += 1
         if status.output_underflow:
             self.underflows += 1
         try:

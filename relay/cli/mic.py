@@ -139,6 +139,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(summary, file=sys.stderr)
     if display.lost is not None:
         raise display.lost  # the command's stdout failure: `main` reports it (a closed pipe is exit 0)
+    if result.lost_device is not None:
+        print(f"realtime-relay mic: the {result.lost_device} stopped mid-session (device lost?)", file=sys.stderr)
+        return 1
     if outcome.reason not in _OK_REASONS:
         print(f"realtime-relay mic: the session with {result.upstream_url} failed", file=sys.stderr)
         return 1

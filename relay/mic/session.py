@@ -115,6 +115,7 @@ class MicResult:
     capture_overflows: int = 0  # PortAudio lost microphone input
     capture_dropped_blocks: int = 0  # the loop fell behind and dropped microphone blocks
     output_underflows: int = 0  # the device ran dry before the callback delivered
+    lost_device: str | None = None  # "microphone" or "speaker": its stream stopped mid-session (`watch_devices`)
 
 
 def _wants_simulator(settings: Settings) -> bool:
@@ -152,14 +153,45 @@ class DeviceAudio:
 
     microphone: CaptureStream
     speaker: PlaybackStream
+    running: bool = False  # started and not stopped: while its streams should call back
 
     def start(self) -> None:
         self.speaker.start()
         self.microphone.start()
+        self.running = True
 
     def stop(self) -> None:
+        self.running = False
         self.microphone.stop()
         self.speaker.stop()
+
+
+# A running stream whose callback has not run for this long is gone: a device unplugged, its sound server's stream
+# killed. PortAudio says nothing, so without this a lost speaker kept a half-duplex microphone muted for good
+# (its buffer never drains) and a lost microphone left a deaf session.
+DEVICE_SILENT_S: Final = 3.0
+DEVICE_CHECK_S: Final = 0.25
+
+
+async def watch_devices(audio: DeviceAudio, stop: asyncio.Event, display: Display) -> str | None:
+    """Until `stop` is set: the name of the first device whose stream PortAudio stopped, or whose callback stopped
+    running (and `stop` set, with a notice), else None. Watched only while the audio runs; a callback that never
+    ran yet is not counted as stopped."""
+    streams = {"microphone": audio.microphone, "speaker": audio.speaker}
+    seen = {name: 0 for name in streams}
+    since = {name: asyncio.get_running_loop().time() for name in streams}
+    while not stop.is_set():
+        await asyncio.sleep(DEVICE_CHECK_S)
+        now = asyncio.get_running_loop().time()
+        for name, stream in streams.items():
+            stopped = audio.running and not stream.active  # PortAudio gave up on it (a host error)
+            if not stopped and (not audio.running or stream.callbacks != seen[name] or seen[name] == 0):
+                seen[name], since[name] = stream.callbacks, now
+            elif stopped or now - since[name] >= DEVICE_SILENT_S:
+                display.notice(f"the {name} stopped (its audio stream ended or went silent); ending the session")
+                stop.set()
+                return name
+    return None
 
 
 @dataclass
@@ -276,6 +308,8 @@ async def run_mic_session(
         speaker.stop()
         raise
     audio = DeviceAudio(microphone, speaker)
+    stop = stop if stop is not None else asyncio.Event()
+    watch = asyncio.create_task(watch_devices(audio, stop, display), name="mic-devices")
     try:
         agent = MicAgent(
             capture_rate=capture_rate,
@@ -301,6 +335,10 @@ async def run_mic_session(
         )
     finally:
         audio.stop()  # idempotent; covers a failure before the session started
+        if not watch.done():
+            watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
     return MicResult(
         outcome=run.outcome,
         agent=agent,
@@ -310,4 +348,5 @@ async def run_mic_session(
         capture_overflows=microphone.overflows,
         capture_dropped_blocks=microphone.dropped_blocks,
         output_underflows=speaker.underflows,
+        lost_device=watch.result() if not watch.cancelled() else None,
     )

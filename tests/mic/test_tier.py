@@ -228,6 +228,26 @@ def test_mic_without_a_sound_server_exits_2_saying_there_is_no_device(tmp_path: 
     assert "no input audio device found" in mic.stderr
 
 
+def pulse_streams_of(pid: int, kind: str) -> list[str]:
+    """The indexes of `pid`'s PulseAudio streams: kind "sink-inputs" (its speaker) or "source-outputs" (its mic)."""
+    listed = subprocess.run(["pactl", "list", kind], capture_output=True, text=True, timeout=seconds(10)).stdout
+    return [block.split("\n", 1)[0].split("#")[1] for block in listed.split("\n\n") if f'application.process.id = "{pid}"' in block]
+
+
+@pytest.mark.parametrize(("kind", "device"), [("sink-inputs", "speaker"), ("source-outputs", "microphone")])
+def test_a_device_lost_mid_session_is_reported_and_ends_the_session(run_mic: Any, kind: str, device: str) -> None:
+    # Killing mic's own stream in the sound server is what unplugging a USB device looks like to PortAudio:
+    # its callback stops, silently. Unnoticed, a lost speaker kept a half-duplex microphone muted for good.
+    mic = run_mic()
+    mic.wait_for_line("[listening]", 20)
+    wait_until(lambda: pulse_streams_of(mic.proc.pid, kind), 10, f"mic's {kind}")
+    for index in pulse_streams_of(mic.proc.pid, kind):
+        subprocess.run(["pacmd", f"kill-{kind[:-1]}", index], check=True, timeout=seconds(10))
+    mic.wait_for_line(f"the {device} stopped", 15)
+    assert mic.proc.wait(timeout=seconds(20)) == 1
+    assert f"the {device} stopped mid-session" in mic.stderr and "Traceback" not in mic.stderr
+
+
 def test_the_echo_reply_comes_out_of_the_speaker_and_ctrl_c_ends_cleanly(
     tmp_path: Path, run_mic: Any, rig: PulseRig
 ) -> None:
