@@ -151,6 +151,9 @@ def test_unit_environment_names_only_real_settings() -> None:
 def test_unit_environment_is_accepted_by_the_relay(tmp_path: Path) -> None:
     # systemd's specifiers as the manager expands them for this unit: %S=/var/lib, %L=/var/log, %d=credentials.
     specifiers = {"%S": str(tmp_path / "state"), "%L": str(tmp_path / "log"), "%d": str(tmp_path / "credentials")}
+    # What systemd's LoadCredential= puts in %d: the token secret, which --print-config reads as serve does.
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "token_secret").write_text("s" * 48 + "\n")
     env = relay_env(tmp_path)
     for key, value in unit_environment().items():
         for specifier, path in specifiers.items():
