@@ -178,12 +178,18 @@ class UpstreamSide(RetrieveAfterDone):
         # first), so its audio time 0 is that far back on this session's timeline.
         self._upstream_audio_origin_ms = max(0.0, self._appended_ms - gap.audio_ms)
         self._uncommitted_start_ms = max(self._uncommitted_start_ms, self._upstream_audio_origin_ms)
+        resent_updates: list[dict[str, Any]] = []
         for frame in gap.drain(self.resume.drops):
             if isinstance(frame, HeldFrame):
                 self._upstream.append(frame.text)
-                self.log(frame.record)  # logged as it is sent, after the restore: the log keeps the wire's order
+                held = frame.record
+                self.log(held)  # logged as it is sent, after the restore: the log keeps the wire's order
+                if held.dir == "relay" and held.type == ev.SESSION_UPDATE and isinstance(held.event, dict):
+                    resent_updates.append(held.event)  # an update the dropped upstream never answered
             else:
                 self._send_relay_frame(frame, self.input_format)  # audio re-sent: logged as a summary
+        if resent_updates:
+            self._session_updates_resent(resent_updates)
         self.resume.resumes += 1
         items_dropped = self.resume.history.dropped + restore.refused
         record = {

@@ -393,3 +393,22 @@ def test_an_accepted_session_update_nested_to_the_protocol_limit_joins_the_effec
     core.receive_server_text(json.dumps({"type": "session.updated", "session": {"metadata": nested}}))
     assert [json.loads(t)["type"] for t in core.to_client()] == ["session.created", "session.updated"]
     assert [json.loads(t)["type"] for t in core.to_upstream()] == ["session.update"]
+
+
+def test_an_update_sent_again_after_a_resume_waits_in_line_for_its_answer_with_its_format() -> None:
+    # Asked 16 kHz, the upstream dropped before answering: the restore states what was accepted (24 kHz); the
+    # update goes out again after it, and the appends after that are read at 16 kHz until it is answered.
+    core = RelaySession(SessionPolicy(resume=ResumePolicy()))
+    core.upstream_connected(1.0)
+    core.receive_server_text(json.dumps({"type": "session.created", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    pcm16k = {"type": "audio/pcm", "rate": 16000}
+    core.receive_client_text(json.dumps({"type": "session.update", "event_id": "c_16k", "session": {"audio": {"input": {"format": pcm16k}}}}))
+    core.upstream_dropped(1006, "lost")
+    core.begin_restore(1, 1.0)
+    stated_24k = {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": stated_24k}))  # the restore's answer
+    core.finish_restore(1, 10.0)
+    assert [json.loads(t).get("event_id") for t in core.to_upstream()][-1] == "c_16k"  # sent again
+    assert core.input_format.rate == 16000
+    core.receive_server_text(json.dumps({"type": "session.updated", "session": {"audio": {"input": {"format": pcm16k}}}}))
+    assert core.input_format.rate == 16000 and core._updates_unanswered == []
