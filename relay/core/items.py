@@ -253,35 +253,34 @@ class ItemBook(AppendedAudio):
     # The upstream applies events in order, so the appends that follow a client's session.update are in the format
     # it asks for, long before its session.updated comes back. Each forwarded update waits here for its answer
     # (event_id, the input format it asks for or None); the answer confirms it, an error naming it undoes it.
-    def _session_update_sent(self, event: dict[str, Any], event_id: object) -> None:
+    def _session_update_sent(self, event: dict[str, Any]) -> None:
         """A `session.update` went upstream (the client's, or the relay's pinned one at connect): it waits in line
         for its answer like any other."""
-        asked = self._asked_input_format(event)
+        waiting = self._waiting_update(event)
         if len(self._updates_unanswered) >= MAX_UNANSWERED_UPDATES:  # an upstream that never answers: forget the oldest
             del self._updates_unanswered[0]
-        self._updates_unanswered.append((event_id if isinstance(event_id, str) else None, asked))
-        if asked is not None:
-            self.input_format = asked
+        self._updates_unanswered.append(waiting)
+        if waiting[1] is not None:
+            self.input_format = waiting[1]
 
     def _session_updates_resent(self, events: list[dict[str, Any]]) -> None:
         """After a resume, the updates the dropped upstream never answered go out again ahead of the frames held in
         the gap: they take their places at the front of the line, in order, before the held updates."""
-        resent: list[tuple[str | None, AudioFormat | None]] = []
-        for event in events:
-            event_id = event.get("event_id")
-            resent.append((event_id if isinstance(event_id, str) else None, self._asked_input_format(event)))
-        self._updates_unanswered[:0] = resent
+        self._updates_unanswered[:0] = [self._waiting_update(event) for event in events]
         del self._updates_unanswered[:-MAX_UNANSWERED_UPDATES]
         self.input_format = self._input_format_in_effect()
 
-    def _asked_input_format(self, event: dict[str, Any]) -> AudioFormat | None:
-        """The input format a `session.update` asks for, or None when it names none."""
+    def _waiting_update(self, event: dict[str, Any]) -> tuple[str | None, AudioFormat | None]:
+        """A `session.update`'s place in line: its event_id (when a string) and the input format it asks for (None
+        when it names none)."""
+        event_id = event.get("event_id")
         session = event.get("session")
         audio = session.get("audio") if isinstance(session, dict) else None
         part = audio.get("input") if isinstance(audio, dict) else None
+        asked = None
         if isinstance(part, dict) and "format" in part:
-            return AudioFormat.from_config(part["format"], self.input_format)
-        return None
+            asked = AudioFormat.from_config(part["format"], self.input_format)
+        return (event_id if isinstance(event_id, str) else None, asked)
 
     def _input_format_in_effect(self) -> AudioFormat:
         """The newest format an unanswered update asks for, else the one the upstream stated last."""

@@ -145,7 +145,7 @@ class RelaySession(UpstreamSide):
             else:
                 self._hold_in_gap(out, kind, changed, record)
         if kind == ev.SESSION_UPDATE:
-            self._session_update_sent(event if changed is None else changed, event_id)
+            self._session_update_sent(event if changed is None else changed)
         if self.resume is not None:
             if kind == ev.SESSION_UPDATE:
                 if self._restore_echo is not None:

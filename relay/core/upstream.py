@@ -62,7 +62,7 @@ class UpstreamSide(RetrieveAfterDone):
                 session = self.tools.merge_tools(session)
             update = {"type": ev.SESSION_UPDATE, "event_id": PINNED_SESSION_EVENT_ID, "session": session}
             self._send_relay_frame(update)
-            self._session_update_sent(update, PINNED_SESSION_EVENT_ID)  # its session.updated is not the client's
+            self._session_update_sent(update)  # its session.updated is not the client's
             if self.resume is not None:
                 self.resume.config.relay_sent(PINNED_SESSION_EVENT_ID)
 
