@@ -75,7 +75,7 @@ class Credentials:
         if settings.credentials_file:
             from_file = parse_credentials_file(Path(settings.credentials_file))
             merged.update({key: value for key, value in from_file.items() if key in CREDENTIAL_KEYS and value})
-        for key in ("YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID"):
+        for key in CREDENTIAL_KEYS:
             if key in merged:
                 _check_characters(key, merged[key], settings.credentials_file)
         credentials = cls(

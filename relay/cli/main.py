@@ -138,10 +138,10 @@ def _check_as_at_start(command: str, loaded: LoadedSettings) -> None:
 
     settings = loaded.settings
     if command in FALLBACK_COMMANDS:
-        settings, _ = simulator_fallback(settings, dict(loaded.sources).get("upstream", "default"))
+        settings, _ = simulator_fallback(settings, loaded.sources.get("upstream", "default"))
 
     if command in TOOL_COMMANDS:
-        load_tools(settings, dict(loaded.sources).get("tools", "config"))
+        load_tools(settings, loaded.sources.get("tools", "config"))
     if command == "serve":
         check_bind_policy(settings)
         token_secret(settings)

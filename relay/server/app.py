@@ -116,12 +116,10 @@ def check_bind_policy(settings: Settings) -> None:
 def host_guard(settings: Settings) -> list[Any]:
     """The Host and Origin rules of every listener of the process (see docs/security.md): one of each at most,
     and with auth off on a loopback bind, only the relay's own loopback origin is served."""
+    guards: list[Any] = [access.one_host_one_origin]
     if not settings.client_tokens and is_loopback(settings.host):
-        return [
-            access.one_host_one_origin,
-            access.loopback_guard(settings.allowed_origins, "https" if settings.tls_cert_file else "http"),
-        ]
-    return [access.one_host_one_origin]
+        guards.append(access.loopback_guard(settings.allowed_origins, "https" if settings.tls_cert_file else "http"))
+    return guards
 
 
 def create_metrics_app(app: web.Application) -> web.Application:
