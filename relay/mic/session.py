@@ -184,10 +184,10 @@ async def watch_devices(audio: DeviceAudio, stop: asyncio.Event, display: Displa
         await asyncio.sleep(DEVICE_CHECK_S)
         now = asyncio.get_running_loop().time()
         for name, stream in streams.items():
-            stopped = audio.running and not stream.active  # PortAudio gave up on it (a host error)
-            if not stopped and (not audio.running or stream.callbacks != seen[name] or seen[name] == 0):
+            calling_back = stream.callbacks != seen[name] or seen[name] == 0
+            if not audio.running or (stream.active and calling_back):
                 seen[name], since[name] = stream.callbacks, now
-            elif stopped or now - since[name] >= DEVICE_SILENT_S:
+            elif not stream.active or now - since[name] >= DEVICE_SILENT_S:  # PortAudio gave up on it, or silence
                 display.notice(f"the {name} stopped (its audio stream ended or went silent); ending the session")
                 stop.set()
                 return name
