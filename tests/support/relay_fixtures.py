@@ -111,11 +111,14 @@ class RunningRelay:
         return sorted(self.log_dir.glob("*/*.jsonl"))
 
     def session_records(self) -> dict[str, list[dict[str, Any]]]:
-        """Every session's event-log records, by session id (each file parsed line by line)."""
+        """Every session's event-log records written so far, by session id (each file parsed line by line).
+
+        A record is written once its newline is: text after the last newline is a record still being written (a
+        20 MB one takes a while) and is left for the next read."""
         out: dict[str, list[dict[str, Any]]] = {}
         for path in self.log_files():
             # Split on "\n" only: str.splitlines() also splits inside records at U+0085, U+2028... (raw in JSON).
-            lines = path.read_bytes().split(b"\n")
+            *lines, _being_written = path.read_bytes().split(b"\n")
             out[path.stem] = [json.loads(line) for line in lines if line]
         return out
 
