@@ -28,9 +28,11 @@ MASK: Final = "****"
 # semicolons and the escapes of CR/LF/tab, which end a header line.
 _TOKEN: Final = r"(?:[^\s'\",\\;]|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})"
 # Header names whose values are credentials, in any rendering: `Authorization: Bearer x`, `'authorization': 'x'`,
-# `b"Authorization: Api-Key x\r\n"`, `"Cookie": "a=b"`. The value runs to the end of the token.
+# `b"Authorization: Api-Key x\r\n"`, `"Cookie": "a=b"`. The value runs to the end of the token. The command-line
+# flag `--api-key` followed by a colon is the flag named in an error message ("from flag --api-key: is not..."),
+# not a header: its message stays whole (`--api-key=K` is still masked).
 _HEADER_RE: Final = re.compile(
-    r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|api-key)"
+    r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|(?<!--)api-key|api-key(?=['\"]?\s*=))"
     r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)"
     r"(?:(bearer|api-key|basic|token)\s+)?"
     rf"({_TOKEN}+)"

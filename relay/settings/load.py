@@ -164,6 +164,10 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
     if kind == "secret":
         if not isinstance(raw, str):
             raise bad("expected a string")
+        if not raw and setting_metadata(name).get("gates_access"):
+            # A key that turns access control on must not read as "no key" when a template left it empty: that
+            # would open what it was meant to close.
+            raise bad("an empty string is not a key (leave the setting out for none)")
         return Secret(raw) if raw else None
     if kind in ("str_list", "secret_list"):
         if isinstance(raw, str):

@@ -48,7 +48,8 @@ class Secret:
 
 
 def _setting(default: Any, doc: str, **rules: Any) -> Any:
-    """A dataclass field carrying its doc line and validation rules (min, max, choices, url, secret)."""
+    """A dataclass field carrying its doc line and validation rules (min, max, choices, url, secret, gates_access:
+    a secret whose empty value is an error, not "unset")."""
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples / a factory for mutable defaults")
     return field(default=default, metadata={"doc": doc, **rules})
@@ -172,7 +173,9 @@ class Settings:
     sim_port: int = _setting(8090, "Port of the simulator (0 = any free port).", min=0, max=65535)
     sim_flavour: str = _setting("yandex", "Simulator flavour.", choices=("yandex", "openai"))
     sim_speed: float = _setting(1.0, "Simulator pacing factor (0 = as fast as possible).", min=0, max=1000)
-    sim_api_key: Secret | None = _setting(None, "Key the simulator requires (unset: none).", secret=True)
+    sim_api_key: Secret | None = _setting(
+        None, "Key the simulator requires (unset: none; an empty value is an error).", secret=True, gates_access=True
+    )
     sim_knobs: dict[str, Any] = _table_setting(
         "Default fault knobs of the simulator (query parameters on its URL override them)."
     )

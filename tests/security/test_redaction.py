@@ -126,6 +126,9 @@ async def test_print_config_and_config_errors_hide_userinfo_and_secret_query_val
         ("token ek_rt1.1700000000.nonce123.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonce123.AAAA"),
         ("value=ek_rt2.1700000000.nonce123.eJyrVkrOz0nNTQ.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "eJyrVkrOz0nNTQ"),
         ("Cookie: session=abcdef123456", "abcdef123456"),
+        ("X-Api-Key: abcdef123456", "abcdef123456"),
+        ("argv: realtime-relay sim --api-key=abcdef123456", "abcdef123456"),
+        ("argv: realtime-relay sim --api-key abcdef123456", "abcdef123456"),
         # A garbled header's repr escapes the byte that does not belong; the rest of the token is still masked.
         ("{'Authorization': 'Bearer abc\\x01bogus-token-ZZZ999'}", "bogus-token-ZZZ"),
         ("b'Authorization: Api-Key abc\\xffbogus-token-ZZZ999\\r\\nHost: h'", "bogus-token-ZZZ"),
@@ -136,6 +139,12 @@ async def test_print_config_and_config_errors_hide_userinfo_and_secret_query_val
 def test_redaction_masks_credentials_in_any_rendering(text: str, secret: str) -> None:
     shown = redact_text(text)
     assert secret not in shown and MASK in shown
+
+
+def test_a_config_error_naming_the_api_key_flag_reads_whole() -> None:
+    """`--api-key:` names the flag in an error message; it is not a header, and the problem after it is kept."""
+    message = "config error: setting 'sim_api_key' from flag --api-key: is not valid UTF-8 text"
+    assert redact_text(message) == message
 
 
 @pytest.mark.parametrize("garbage", ["", "\x00\xff", "Authorization:", "Bearer", "://@", "?=&=", "a" * 100_000, "\udcff"])

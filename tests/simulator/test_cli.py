@@ -75,6 +75,21 @@ def test_sim_command_rejects_bad_options_with_exit_2(args: list[str]) -> None:
     assert result.returncode == 2, result.stderr
 
 
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_an_empty_sim_api_key_is_a_config_error_not_an_open_simulator(where: str) -> None:
+    """A template that left the key empty must not start a simulator without auth; the error reads whole."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    args = ["--api-key", ""] if where == "flag" else []
+    if where == "env":
+        env["RELAY_SIM_API_KEY"] = ""
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "sim", "--port", "0", *args],
+        capture_output=True, text=True, timeout=seconds(30), env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "'sim_api_key'" in result.stderr and "an empty string is not a key" in result.stderr
+
+
 async def test_sim_command_reports_a_port_in_use_with_exit_1() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
