@@ -21,8 +21,7 @@ from relay.core.keptaudio import RUN_BYTES, SEPARATOR, KeptAudio, KeptAudioBudge
 from relay.core.outbox import AudioToSave
 from relay.core.policy import SessionPolicy
 from relay.core.retrieves import RetrieveLedger
-
-MAX_UNANSWERED_UPDATES: Final = 64  # client session.updates waiting for their answer, at most
+from relay.core.update_line import UpdateLine, WaitingUpdate
 
 # Items whose bookkeeping (format, forwarded audio for truncate clamping) is remembered per session; older ones
 # with no retrieve in flight are forgotten, so a session's state does not grow with its number of turns.
@@ -85,8 +84,7 @@ class ItemBook(AppendedAudio):
         super().__init__(policy, kept_audio)
         self.output_format = DEFAULT_FORMAT
         self._stated_input_format = DEFAULT_FORMAT  # as the upstream last stated it
-        self._updates_unanswered: list[tuple[str | None, AudioFormat | None]] = []
-        self._last_session_updated: object = None  # the `session` of the last session.updated, to tell a repeat
+        self.updates = UpdateLine()  # session.updates waiting for their answers
         self._items: dict[str, Item] = {}
         # Forgotten items: id -> ms of audio forwarded for it (None: not an audio item), the newest last.
         self._finished: dict[str, int | None] = {}
@@ -251,28 +249,11 @@ class ItemBook(AppendedAudio):
 
     # ---- the input format: the client's session.update takes effect at once (docs/event-log.md, audio_ms) ---
     # The upstream applies events in order, so the appends that follow a client's session.update are in the format
-    # it asks for, long before its session.updated comes back. Each forwarded update waits here for its answer
-    # (event_id, the input format it asks for or None); the answer confirms it, an error naming it undoes it.
-    def _session_update_sent(self, event: dict[str, Any]) -> None:
-        """A `session.update` went upstream (the client's, or the relay's pinned one at connect): it waits in line
-        for its answer like any other."""
-        waiting = self._waiting_update(event)
-        if len(self._updates_unanswered) >= MAX_UNANSWERED_UPDATES:  # an upstream that never answers: forget the oldest
-            del self._updates_unanswered[0]
-        self._updates_unanswered.append(waiting)
-        if waiting[1] is not None:
-            self.input_format = waiting[1]
-
-    def _session_updates_resent(self, events: list[dict[str, Any]]) -> None:
-        """After a resume, the updates the dropped upstream never answered go out again ahead of the frames held in
-        the gap: they take their places at the front of the line, in order, before the held updates."""
-        self._updates_unanswered[:0] = [self._waiting_update(event) for event in events]
-        del self._updates_unanswered[:-MAX_UNANSWERED_UPDATES]
-        self.input_format = self._input_format_in_effect()
-
-    def _waiting_update(self, event: dict[str, Any]) -> tuple[str | None, AudioFormat | None]:
-        """A `session.update`'s place in line: its event_id (when a string) and the input format it asks for (None
-        when it names none)."""
+    # it asks for, long before its session.updated comes back. Each forwarded update waits in `updates` for its
+    # answer; the answer confirms it, an error naming it undoes it.
+    def _session_update_sent(self, event: dict[str, Any], text: str | None) -> None:
+        """A `session.update` went upstream (the client's with its `text`, or the relay's pinned one at connect,
+        None): it waits in line for its answer like any other."""
         event_id = event.get("event_id")
         session = event.get("session")
         audio = session.get("audio") if isinstance(session, dict) else None
@@ -280,26 +261,24 @@ class ItemBook(AppendedAudio):
         asked = None
         if isinstance(part, dict) and "format" in part:
             asked = AudioFormat.from_config(part["format"], self.input_format)
-        return (event_id if isinstance(event_id, str) else None, asked)
+        self.updates.sent(
+            WaitingUpdate(
+                event_id if isinstance(event_id, str) else None, session if isinstance(session, dict) else {}, asked, text
+            )
+        )
+        if asked is not None:
+            self.input_format = asked
 
     def _input_format_in_effect(self) -> AudioFormat:
-        """The newest format an unanswered update asks for, else the one the upstream stated last."""
-        for _, asked in reversed(self._updates_unanswered):
-            if asked is not None:
-                return asked
-        return self._stated_input_format
+        """The newest format a waiting update asks for, else the one the upstream stated last."""
+        return self.updates.asked_input_format() or self._stated_input_format
 
     # ---- what server events tell about items (RelaySession dispatches to these by event type) ----------
     def _on_error(self, event: dict[str, Any]) -> AudioFormat | None:
         """An `error` answering one of the client's session.updates: that update never took effect."""
         error = event.get("error")
-        event_id = error.get("event_id") if isinstance(error, dict) else None
-        if isinstance(event_id, str):
-            for index, (update_id, _) in enumerate(self._updates_unanswered):
-                if update_id == event_id:
-                    del self._updates_unanswered[index]
-                    self.input_format = self._input_format_in_effect()
-                    break
+        if self.updates.refused(error.get("event_id") if isinstance(error, dict) else None):
+            self.input_format = self._input_format_in_effect()
         return None
 
     def _on_session_config(self, event: dict[str, Any]) -> AudioFormat | None:
@@ -308,10 +287,7 @@ class ItemBook(AppendedAudio):
         answering one update twice, and taking the repeat as the next update's answer would end that update's
         wait before the upstream has read it."""
         if event.get("type") == ev.SESSION_UPDATED:
-            session = event.get("session")
-            if self._updates_unanswered and session != self._last_session_updated:
-                del self._updates_unanswered[0]
-            self._last_session_updated = session
+            self.updates.answered(event.get("session"))
         self._apply_session_config(event)
         return None
 

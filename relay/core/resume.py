@@ -3,8 +3,9 @@ rebuild it on a new one. No I/O, no asyncio, no clock (see docs/resume.md for th
 
 - `is_resumable`: which ends of an upstream socket are drops (resumed) and which are a normal end.
 - `backoff_delays`: the waits before each reconnect attempt (0.5 s, 1 s, 2 s... with +-50% jitter).
-- what a new upstream needs, the effective configuration and the compact history, is kept by
-  relay.core.resume_memory (`EffectiveConfig`, `CompactHistory`);
+- what a new upstream needs: the effective configuration (relay.core.update_line, `UpdateLine.effective_session`:
+  the session core keeps the line of session.updates for the input format anyway) and the compact history
+  (relay.core.resume_memory, `CompactHistory`);
 - `GapQueue`: client frames that arrive while there is no upstream, in order, within their bounds, after the
   audio appended since the last commit (which the session core keeps anyway, see `RelaySession.uncommitted_audio`).
 - `Restore`: the frames that rebuild a session on a new upstream and the bookkeeping of their answers.
@@ -22,7 +23,7 @@ from typing import Any, Final, TypeGuard
 from relay.core import events as ev
 from relay.core.frames import answered_event_id, parse_event, wire_len
 from relay.core.outbox import LogEntry
-from relay.core.resume_memory import CompactHistory, EffectiveConfig, HistoryItem
+from relay.core.resume_memory import CompactHistory, HistoryItem
 
 # A drop is an end without a normal close: no close frame at all (1006), or one of these codes.
 RESUMABLE_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
@@ -307,7 +308,6 @@ class ResumeState:
 
     def __init__(self, policy: ResumePolicy) -> None:
         self.policy = policy
-        self.config = EffectiveConfig()
         self.history = CompactHistory(policy.history_max_bytes)
         self.response_in_flight: str | None = None
         self.response_messages: list[dict[str, Any]] = []  # the response's assistant messages, as `incomplete`
@@ -316,9 +316,6 @@ class ResumeState:
         # Client requests forwarded and not answered yet ((kind, event_id, text), oldest first): a drop loses
         # them with the old socket, so they are sent again after the restore.
         self.requests: deque[tuple[str, object, str]] = deque(maxlen=MAX_UNANSWERED_REQUESTS)
-
-    def session_update_sent(self, event: dict[str, Any], text: str) -> None:
-        self.config.sent(event.get("event_id"), event.get("session"), text)
 
     def request_sent(self, kind: str, event_id: object, text: str) -> None:
         """A client `response.create` or `input_audio_buffer.commit` went (or will go) to the upstream."""
@@ -333,11 +330,8 @@ class ResumeState:
     def on_server(self, kind: object, event: dict[str, Any]) -> None:
         if kind in _IGNORED:
             return
-        if kind == ev.SESSION_UPDATED:
-            self.config.updated(event.get("session"))
-        elif kind == ev.ERROR:
+        if kind == ev.ERROR:
             answered = answered_event_id(event)
-            self.config.refused(answered)
             if isinstance(answered, str):
                 self._request_answered(None, answered)
         elif kind == ev.INPUT_AUDIO_BUFFER_COMMITTED:
@@ -364,18 +358,20 @@ class ResumeState:
             self.response_in_flight = None
             self.response_messages = []
 
-    def dropped(self, uncommitted_audio: Iterable[tuple[str, float]]) -> tuple[int, dict[str, Any] | None, GapQueue]:
+    def dropped(
+        self, unanswered_updates: list[str], uncommitted_audio: Iterable[tuple[str, float]]
+    ) -> tuple[int, dict[str, Any] | None, GapQueue]:
         """The upstream dropped: (this drop's number, the response.done ending a response in flight or None,
-        the queue for the gap, seeded with the audio appended since the last commit)."""
+        the queue for the gap: the session.updates it never answered, the audio appended since the last commit,
+        then the requests it never answered)."""
         self.drops += 1
-        unanswered = self.config.upstream_lost()
         ended = None
         if self.response_in_flight is not None:
             ended = failed_response_done(self.response_in_flight, self.drops, self.response_messages)
             self.response_in_flight = None
             self.response_messages = []
         gap = GapQueue(self.policy.gap_max_bytes, self.policy.buffer_seconds * 1000.0)
-        for text in unanswered:
+        for text in unanswered_updates:
             gap.add_resent(text)
         gap.seed(uncommitted_audio)
         # After the audio they may commit: the requests the old upstream never answered (a response.create that
@@ -385,8 +381,9 @@ class ResumeState:
         self.requests.clear()
         return self.drops, ended, gap
 
-    def restore(self, attempt: int, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Restore:
-        return Restore(f"{self.drops}_{attempt}", self.config.session(overlay), self.history.restorable())
+    def restore(self, attempt: int, session: dict[str, Any]) -> Restore:
+        """The restore of this attempt: `session` (the effective configuration) and the history."""
+        return Restore(f"{self.drops}_{attempt}", session, self.history.restorable())
 
 
 def _is_assistant_message(item: object) -> TypeGuard[dict[str, Any]]:

@@ -1,83 +1,14 @@
-"""What a session remembers so a new upstream can take over its conversation (docs/resume.md): the effective
-configuration (`EffectiveConfig`: the deep merge of every `session.update` the upstream accepted) and the compact
+"""What a session remembers of its conversation so a new upstream can take it over (docs/resume.md): the compact
 history (`CompactHistory`: completed items as role, text and call ids, oldest dropped first past a byte cap).
-Fed by `relay.core.resume.ResumeState` with what crosses the relay; read by its `Restore`. No I/O.
+Fed by `relay.core.resume.ResumeState` with what crosses the relay; read by its `Restore`. No I/O. The other half
+of a restore, the effective configuration, comes from the line of session.updates (relay.core.update_line).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
-
-from relay.core.frames import deep_merge
-
-# ---- the effective configuration ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Update:
-    event_id: object
-    session: dict[str, Any]
-    text: str | None  # the frame as the upstream got it, to send again if it is lost unanswered; None: the relay's
-
-
-class EffectiveConfig:
-    """`session.update`s in flight, answered in order: a `session.updated` accepts the oldest one (its session is
-    merged in); an `error` naming one's event_id refuses it. A `session.updated` repeating the previous one word for
-    word (Yandex has been seen answering one update twice) accepts nothing: the next update is still in flight."""
-
-    def __init__(self) -> None:
-        self.accepted: dict[str, Any] = {}
-        self._in_flight: deque[_Update] = deque()
-        self._last_answer: object = None  # the `session` of the last session.updated
-
-    def sent(self, event_id: object, session: object, text: str) -> None:
-        # A non-object session still takes its place in line: the upstream answers it too.
-        self._in_flight.append(_Update(event_id, session if isinstance(session, dict) else {}, text))
-
-    def relay_sent(self, event_id: str) -> None:
-        """The relay's own `session.update` (the pins, at connect) is answered in line like a client's: it takes
-        its `session.updated` (or `error`), so no client update is credited with it. Its fields are the overlay
-        every restore adds anyway, so nothing of it is merged or sent again."""
-        self._in_flight.append(_Update(event_id, {}, None))
-
-    def updated(self, answer: object) -> None:
-        """A `session.updated` whose `session` is `answer`."""
-        repeat, self._last_answer = answer == self._last_answer, answer
-        if self._in_flight and not repeat:
-            update = self._in_flight.popleft()
-            self.accepted = deep_merge(self.accepted, update.session)
-
-    def refused(self, event_id: object) -> None:
-        if not isinstance(event_id, str):
-            return
-        for update in self._in_flight:
-            if update.event_id == event_id:
-                self._in_flight.remove(update)
-                return
-
-    def upstream_lost(self) -> list[str]:
-        """Updates the lost upstream never answered were not accepted: they are to be sent again (after the
-        restore, so the client gets its answer), and stay in line for the new upstream's answers."""
-        # The relay's own update is not sent again (a restore sends the pins itself): its place in line goes.
-        self._last_answer = None  # the new upstream's answers are its own
-        self._in_flight = deque(update for update in self._in_flight if update.text is not None)
-        return [update.text for update in self._in_flight if update.text is not None]
-
-    @property
-    def awaiting_answer(self) -> bool:
-        """Some `session.update` still waits for its answer."""
-        return bool(self._in_flight)
-
-    def session(self, overlay: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
-        """What a new upstream is sent: the accepted merge, with the operator's overlay (pins, server tools) on top."""
-        merged = deep_merge({"type": "realtime"}, self.accepted)
-        return overlay(merged) if overlay is not None else merged
-
-
-# ---- the compact history --------------------------------------------------------------------------------------
 
 
 @dataclass

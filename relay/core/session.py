@@ -145,14 +145,11 @@ class RelaySession(UpstreamSide):
             else:
                 self._hold_in_gap(out, kind, changed, record)
         if kind == ev.SESSION_UPDATE:
-            self._session_update_sent(event if changed is None else changed)
-        if self.resume is not None:
-            if kind == ev.SESSION_UPDATE:
-                if self._restore_echo is not None:
-                    self._restore_echo.config = False  # the next session.updated answers the client
-                self.resume.session_update_sent(event if changed is None else changed, text if changed is None else out)
-            elif kind in _REQUESTS:
-                self.resume.request_sent(kind, event_id, text if changed is None else out)
+            self._session_update_sent(event if changed is None else changed, text if changed is None else out)
+            if self._restore_echo is not None:
+                self._restore_echo.config = False  # the next session.updated answers the client
+        if self.resume is not None and kind in _REQUESTS:
+            self.resume.request_sent(kind, event_id, text if changed is None else out)
 
     def _reject_client(self, code: str, message: str, event_id: object, *, param: str | None = None) -> None:
         event = error_event(code, message, event_id=event_id, param=param)

@@ -62,9 +62,7 @@ class UpstreamSide(RetrieveAfterDone):
                 session = self.tools.merge_tools(session)
             update = {"type": ev.SESSION_UPDATE, "event_id": PINNED_SESSION_EVENT_ID, "session": session}
             self._send_relay_frame(update)
-            self._session_update_sent(update)  # its session.updated is not the client's
-            if self.resume is not None:
-                self.resume.config.relay_sent(PINNED_SESSION_EVENT_ID)
+            self._session_update_sent(update, None)  # in line like a client's; its session.updated is not the client's
 
     def _pin(self, event: dict[str, Any]) -> dict[str, Any]:
         """A `session.update` with the operator's pinned fields merged over the client's (pins win)."""
@@ -93,9 +91,10 @@ class UpstreamSide(RetrieveAfterDone):
         assert self.resume is not None
         self.state = SessionState.OPEN
         self._restore = self._restore_echo = None
-        self._updates_unanswered.clear()  # the dropped upstream answers none of them; the restore states the formats
-        self._last_session_updated = None
-        number, ended, self._gap = self.resume.dropped(self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0))
+        number, ended, self._gap = self.resume.dropped(
+            self.updates.upstream_lost(),  # the dropped upstream answers none of them: sent again after the restore
+            self.uncommitted_audio(self.resume.policy.buffer_seconds * 1000.0),
+        )
         self._resent_input_from_ms = self._appended_ms - self._gap.audio_ms
         self.log_relay(ev.RELAY_UPSTREAM_INTERRUPTED, {"close_code": close_code, "error": error, "drop": number})
         if self.policy.relay_events:
@@ -110,7 +109,7 @@ class UpstreamSide(RetrieveAfterDone):
         """A new upstream is connected: send the effective configuration and the completed items."""
         assert self.resume is not None
         self._connect_ms = connect_ms
-        self._restore = self.resume.restore(attempt, self._resume_overlay)
+        self._restore = self.resume.restore(attempt, self.updates.effective_session(self._resume_overlay))
         for frame in self._restore.first_frames:
             self._send_relay_frame(frame)
 
@@ -172,24 +171,18 @@ class UpstreamSide(RetrieveAfterDone):
         assert self.resume is not None and self._restore is not None and self._gap is not None
         restore, self._restore = self._restore, None
         gap, self._gap = self._gap, None
-        self._restore_echo = RestoreEcho(restore.item_ids, config=not self.resume.config.awaiting_answer)
+        self._restore_echo = RestoreEcho(restore.item_ids, config=not self.updates.awaiting_answer)
         self.log_relay(ev.RELAY_UPSTREAM_RESUME_ATTEMPT, {"attempt": attempt, "result": "ok"})
         # What the new upstream hears is the last `gap.audio_ms` of the appended audio (older appends are dropped
         # first), so its audio time 0 is that far back on this session's timeline.
         self._upstream_audio_origin_ms = max(0.0, self._appended_ms - gap.audio_ms)
         self._uncommitted_start_ms = max(self._uncommitted_start_ms, self._upstream_audio_origin_ms)
-        resent_updates: list[dict[str, Any]] = []
         for frame in gap.drain(self.resume.drops):
             if isinstance(frame, HeldFrame):
                 self._upstream.append(frame.text)
-                held = frame.record
-                self.log(held)  # logged as it is sent, after the restore: the log keeps the wire's order
-                if held.dir == "relay" and held.type == ev.SESSION_UPDATE and isinstance(held.event, dict):
-                    resent_updates.append(held.event)  # an update the dropped upstream never answered
+                self.log(frame.record)  # logged as it is sent, after the restore: the log keeps the wire's order
             else:
                 self._send_relay_frame(frame, self.input_format)  # audio re-sent: logged as a summary
-        if resent_updates:
-            self._session_updates_resent(resent_updates)
         self.resume.resumes += 1
         items_dropped = self.resume.history.dropped + restore.refused
         record = {

@@ -82,7 +82,7 @@ def test_an_upstream_that_never_answers_keeps_a_bounded_list_of_updates() -> Non
         core.receive_client_text(update(16000 if n % 2 else 8000, f"evt_{n}"))
     drain(core)
     assert append_rate(core) == 16000
-    assert len(core._updates_unanswered) <= 64
+    assert len(core.updates) <= 64
 
 
 def test_a_repeated_session_updated_does_not_answer_the_next_update() -> None:
@@ -95,7 +95,7 @@ def test_a_repeated_session_updated_does_not_answer_the_next_update() -> None:
     assert append_rate(core) == 8000
     core.receive_server_text(updated(8000))  # evt_b's answer
     assert append_rate(core) == 8000
-    assert core._updates_unanswered == []
+    assert not core.updates.awaiting_answer
 
 
 def test_the_answer_to_the_pinned_session_update_is_not_taken_for_the_clients() -> None:

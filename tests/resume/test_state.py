@@ -21,7 +21,7 @@ from relay.core.resume import (
     backoff_delays,
     is_resumable,
 )
-from relay.core.resume_memory import CompactHistory, EffectiveConfig
+from relay.core.resume_memory import CompactHistory
 from relay.core.session import RelaySession
 from tests.support.schema_oracle import validate_server_event
 
@@ -55,37 +55,6 @@ def test_backoff_doubles_from_half_a_second_within_half_jitter(attempts: int, dr
 
 
 # ---- effective configuration ------------------------------------------------------------------------------------
-
-
-def test_only_updates_the_upstream_accepted_are_merged_in_order() -> None:
-    config = EffectiveConfig()
-    config.sent("a", {"instructions": "one", "audio": {"output": {"voice": "alena"}}}, "a")
-    config.sent("b", {"audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}}}, "b")
-    config.sent("c", {"instructions": "refused"}, "c")
-    config.sent(None, "not an object", "d")
-    config.updated({"n": 1})  # a
-    config.refused("c")
-    config.updated({"n": 2})  # b
-    config.updated({"n": 3})  # the non-object one: nothing to merge
-    config.updated({"n": 4})  # one more session.updated: nothing left in flight
-    assert config.session() == {
-        "type": "realtime",
-        "instructions": "one",
-        "audio": {"output": {"voice": "kirill"}, "input": {"turn_detection": None}},
-    }
-
-
-def test_a_repeated_session_updated_leaves_the_next_update_in_flight() -> None:
-    # Yandex has been seen answering one session.update with two identical session.updated.
-    config = EffectiveConfig()
-    config.sent("a", {"instructions": "one"}, "A")
-    config.sent("b", {"instructions": "two"}, "B")
-    config.updated({"instructions": "one"})
-    config.updated({"instructions": "one"})  # a's answer again
-    assert config.session() == {"type": "realtime", "instructions": "one"}
-    assert config.upstream_lost() == ["B"]  # still unanswered: sent again after a restore
-    config.updated({"instructions": "two"})
-    assert config.session() == {"type": "realtime", "instructions": "two"}
 
 
 def test_the_answer_to_the_relays_pinned_update_is_never_credited_to_a_clients_refused_one() -> None:
@@ -128,17 +97,6 @@ def test_requests_the_dropped_upstream_never_answered_are_sent_again_after_the_a
         ("input_audio_buffer.commit", "c_commit"),
         ("response.create", "c_create"),  # the answered one is not sent again
     ]
-
-
-def test_updates_unanswered_at_the_drop_are_sent_again_and_accepted_once_answered() -> None:
-    config = EffectiveConfig()
-    config.sent("a", {"voice": "x"}, "A")
-    config.updated({"voice": "x"})
-    config.sent("b", {"instructions": "client"}, "B")
-    assert config.upstream_lost() == ["B"]  # to be sent again after the restore
-    assert config.session() == {"type": "realtime", "voice": "x"}  # not accepted yet: not part of the restore
-    config.updated({"voice": "x"})  # the new upstream answers the update sent again (its first answer)
-    assert config.session(lambda s: {**s, "instructions": "pinned"}) == {"type": "realtime", "instructions": "pinned", "voice": "x"}
 
 
 # ---- compact history ----------------------------------------------------------------------------------------------
@@ -360,7 +318,7 @@ def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> No
     state.on_server("response.created", {"response": {"id": "resp_1"}})
     item = {"id": "item_a", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     state.on_server("response.output_item.added", {"response_id": "resp_1", "item": item})
-    number, ended, gap = state.dropped([("AAAA", 700.0), ("AAAA", 700.0)])
+    number, ended, gap = state.dropped([], [("AAAA", 700.0), ("AAAA", 700.0)])
     assert number == 1
     assert ended is not None and ended["type"] == "response.done"
     assert ended["response"]["id"] == "resp_1" and ended["response"]["status"] == "failed"
@@ -368,7 +326,7 @@ def test_the_state_ends_a_response_in_flight_with_a_failed_response_done() -> No
     assert [(o["id"], o["status"]) for o in ended["response"]["output"]] == [("item_a", "incomplete")]
     validate_server_event(ended, "openai")  # what SDK clients parse
     assert gap.audio_ms == 700.0  # one second at most: the older append makes room
-    assert state.dropped([])[1] is None  # nothing in flight any more
+    assert state.dropped([], [])[1] is None  # nothing in flight any more
 
 
 def test_without_retrieves_the_core_keeps_only_the_audio_a_resume_can_resend() -> None:
@@ -411,4 +369,4 @@ def test_an_update_sent_again_after_a_resume_waits_in_line_for_its_answer_with_i
     assert [json.loads(t).get("event_id") for t in core.to_upstream()][-1] == "c_16k"  # sent again
     assert core.input_format.rate == 16000
     core.receive_server_text(json.dumps({"type": "session.updated", "session": {"audio": {"input": {"format": pcm16k}}}}))
-    assert core.input_format.rate == 16000 and core._updates_unanswered == []
+    assert core.input_format.rate == 16000 and not core.updates.awaiting_answer
