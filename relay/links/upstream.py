@@ -38,7 +38,7 @@ from picows import (
 )
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.upstream_listener import DROPPED, UpstreamListener, as_close_code, close_number
+from relay.links.upstream_listener import DROPPED, UpstreamListener, as_close_code
 from relay.links.writebatch import TcpCork, at_burst_end
 from relay.redact import redact_text
 
@@ -283,14 +283,13 @@ class UpstreamLink:
 
     def _disconnected(self) -> UpstreamDisconnected:
         received = self._listener.close_received
-        handshake = self._transport.close_handshake
-        sent = handshake.sent if handshake is not None else None
-        if received is None and sent is not None and not self._listener.aborted and close_number(sent.code) != 1000:
-            # The link (or picows' parser) failed the connection: say what the upstream sent that broke it.
-            return UpstreamDisconnected(
-                f"upstream broke the WebSocket protocol ({close_number(sent.code)}: {sent.reason or 'no reason'})",
-                code=DROPPED,
-            )
+        failure = self._listener.protocol_failure()
+        if failure is not None:
+            # The link (or picows' parser) failed the connection: say what the upstream sent that broke it. Its code
+            # (1002, 1007) is the end's: a broken upstream is not a drop to resume (docs/resume.md), whether or not it
+            # answered the close frame.
+            code, reason = failure
+            return UpstreamDisconnected(f"upstream broke the WebSocket protocol ({code}: {reason or 'no reason'})", code=code)
         if received is None:
             return UpstreamDisconnected("upstream dropped the connection (no close frame)", code=DROPPED)
         return UpstreamDisconnected(f"upstream dropped the connection ({received})", code=received)
@@ -309,6 +308,7 @@ class UpstreamLink:
         transport = self._transport
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             self.write()  # what was sent before the close frame goes first
+            self._listener.close_sent = True
             transport.send_close(as_close_code(code), reason.encode())
             self._listener.expect_tcp_close()
         await asyncio.shield(self._listener.closed)

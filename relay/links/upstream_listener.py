@@ -47,10 +47,14 @@ class UpstreamListener(WSListener):
         self.delivery_error: BaseException | None = None
         self._ended: asyncio.Task[None] | None = None  # held so the task is not collected while it waits
         self.close_received: int | None = None  # the upstream's close code (1005: a close frame without one)
+        # The relay sent a close frame itself (its answer to the upstream's, a failure it found, the session's end).
+        # A close frame sent without it is picows' own: its parser met a frame that breaks the protocol.
+        self.close_sent = False
         self._parts: list[bytes] = []
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
         self._read: WriteScope | None = None  # open from the first frame of a read to its last
+        self._read_after_close = False  # this read began after a close frame went out: its data frames are dropped
 
     # -- picows callbacks -------------------------------------------------------------------------------------
 
@@ -71,6 +75,7 @@ class UpstreamListener(WSListener):
         if read is None:
             read = self._read = WriteScope()
             read.enter()
+            self._read_after_close = transport.is_close_frame_sent
         try:
             self._frame(transport, frame)
         finally:
@@ -95,8 +100,11 @@ class UpstreamListener(WSListener):
             return
         if msg_type is WSMsgType.PONG:
             return
-        if self.close_received is not None or transport.is_close_frame_sent:
-            return  # the close handshake has begun: data frames have nowhere to go
+        if self.close_received is not None or self.close_sent or self._read_after_close:
+            # The close handshake has begun: data frames have nowhere to go. When picows' parser fails the
+            # connection it sends its close frame before it hands over the frames it read ahead of the bad one,
+            # in the same read: those are delivered; nothing from a later read is.
+            return
         parts = self._parts
         if msg_type is WSMsgType.CONTINUATION:
             if not parts:
@@ -154,6 +162,7 @@ class UpstreamListener(WSListener):
         self.close_received = code
         if not transport.is_close_frame_sent:
             # The echo of the upstream's close frame (a frame without a code is answered with 1000).
+            self.close_sent = True
             transport.send_close(as_close_code(1000 if code == _NO_CODE else code))
         self.expect_tcp_close()
         if self.on_close_frame is not None:
@@ -166,10 +175,20 @@ class UpstreamListener(WSListener):
         self.accepting = False
         self._parts.clear()
         transport = self.transport
-        if transport is not None and not transport.is_disconnected:
+        if transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent:
+            self.close_sent = True
             transport.send_close(code, reason.encode())
             self.expect_tcp_close()
         self._end()
+
+    def protocol_failure(self) -> tuple[int, str] | None:
+        """(code, reason) of the close frame that failed the connection because the upstream broke the protocol
+        (the link's own check, or picows' parser); None when nothing did."""
+        handshake = self.transport.close_handshake if self.transport is not None else None
+        sent = handshake.sent if handshake is not None else None
+        if sent is None or not (self.failed or not self.close_sent):
+            return None
+        return close_number(sent.code), sent.reason or ""
 
     def _end(self) -> None:
         if not self.ended.done():

@@ -43,6 +43,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from bench.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, server_response, unmask
+from relay.core.resume import is_resumable
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.links.upstream import UpstreamLink
 from relay.redact import MASK, register_credentials
@@ -659,6 +660,36 @@ async def test_garbage_from_the_upstream_ends_the_link_with_upstream_disconnecte
         assert error.code != 1000
         assert f"upstream broke the WebSocket protocol ({close_code}: " in str(error)  # and says what broke it
         assert inbox.messages == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "close_code"),
+    [
+        pytest.param(close_frame(1005), 1002, id="close code 1005 on the wire"),
+        pytest.param(frame(OP_PING, b"x" * 126), 1002, id="a ping over 125 bytes"),
+        pytest.param(frame(0x3, b"hi"), 1002, id="a reserved data opcode"),
+        pytest.param(frame(OP_TEXT, b"\xff"), 1007, id="invalid UTF-8"),
+    ],
+)
+@pytest.mark.parametrize("answered", [False, True], ids=["close not answered", "close answered"])
+async def test_messages_read_before_a_protocol_violation_are_delivered_and_the_end_is_not_a_drop(
+    links: Links, bad: bytes, close_code: int, answered: bool
+) -> None:
+    """In one read: whole messages, then a frame that breaks the protocol (picows' parser finds some, the link the
+    rest). What came before it is delivered; the end names the failure's code, not 1006, so a resume does not take
+    a broken upstream for a dropped one (docs/resume.md)."""
+    async with raw_upstream() as upstream:
+        inbox = Inbox()
+        link, peer = await open_raw(links, upstream, inbox)
+        peer.send(text("one") + text("two") + bad + text("never delivered"))
+        assert await peer.read_close() == close_code
+        if answered:
+            peer.send(close_frame(close_code))
+        peer.hang_up()
+        error = await disconnect_of(link)
+        assert error.code == close_code and not is_resumable(error.code)
+        assert f"upstream broke the WebSocket protocol ({close_code}: " in str(error)
+        assert inbox.messages == ["one", "two"]
 
 
 _any_frame = st.builds(

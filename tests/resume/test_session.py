@@ -236,6 +236,21 @@ async def test_a_normal_close_is_not_resumed(tmp_path: Path) -> None:
     assert "relay.upstream_interrupted" not in relay_types(log)
 
 
+async def test_an_upstream_that_breaks_the_protocol_is_not_resumed(tmp_path: Path) -> None:
+    async with relay_behind_proxy(tmp_path) as (relay, proxy):
+        async with client(relay) as c:
+            await (await proxy.connection(0)).break_protocol()
+            with pytest.raises(AssertionError, match="socket ended"):
+                await c.until(lambda e: False, timeout=5)
+        log = await session_log(relay)
+    assert c.ws.close_code == 1014
+    (error,) = [e for e in c.events if e["type"] == "error"]
+    assert error["error"]["code"] == "upstream_disconnected" and "1007" in error["error"]["message"]
+    assert proxy.handshakes == 1
+    assert "relay.upstream_interrupted" not in relay_types(log)
+    assert log[-1]["event"]["reason"] == "upstream_disconnected" and log[-1]["event"]["resumes"] == 0
+
+
 @pytest.mark.parametrize("code", [1011, 1012])
 async def test_a_server_error_close_is_resumed(tmp_path: Path, code: int) -> None:
     async with relay_behind_proxy(tmp_path) as (relay, proxy):

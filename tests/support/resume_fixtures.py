@@ -6,6 +6,7 @@
         socket.swallow = True                  # from now on the relay's frames stop here (never answered)
         await socket.drop()                    # TCP abort, no close frame (the relay sees 1006)
         await socket.close(1011)               # a close frame with that code
+        await socket.break_protocol()          # a frame that breaks RFC 6455 (the relay fails it with 1007)
         await socket.inject(text)              # a frame of the test's own, as if from the upstream
         proxy.refuse = 503                     # later handshakes are answered 503
         proxy.greeting = ["not json", ...]     # frames sent first on every later socket (before the simulator's)
@@ -52,6 +53,13 @@ class ProxiedSocket:
     async def close(self, code: int) -> None:
         with contextlib.suppress(ConnectionError):
             await self.ws.close(code=code, message=b"test upstream closing")
+        await self.ended.wait()
+
+    async def break_protocol(self) -> None:
+        """Send a frame that breaks RFC 6455 (a text frame that is not UTF-8), written raw to the socket."""
+        transport = self.request.transport
+        if transport is not None:
+            transport.write(b"\x81\x01\xff")
         await self.ended.wait()
 
     async def inject(self, text: str) -> None:
