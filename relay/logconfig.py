@@ -1,7 +1,10 @@
 """Configure structlog once, at the CLI entry point: console on a TTY, JSON lines otherwise.
 
 stdlib loggers (aiohttp, picows, asyncio) are routed through the same processors via ProcessorFormatter, so
-stdout carries one format. This module writes only to the process's stdout stream through the logging module.
+stdout carries one format. The daemons' lines go through their descriptor's `LineStream` (relay.linestream): a
+logging call on the event loop never waits for a collector that reads slowly or not at all, and past the stream's
+bound lines are dropped and then declared by a `relay.log_lines_dropped` line. The CLI tools write their stderr
+directly.
 
 JSON records share stdout with the event records of `event_log_stdout`, so they follow the same schema (see
 docs/configuration.md, "One stdout schema"): the time is `ts`, the severity `level`, the message `msg`; the keys
@@ -18,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from relay.linestream import LineStream, line_stream
 from relay.redact import RedactingFormatter
 
 # Keys whose JSON type is fixed by the event records on the same stream: a daemon record that was given one of
@@ -58,8 +62,36 @@ def one_stdout_schema(_logger: Any, _method: str, event_dict: Any) -> Any:
     return event_dict
 
 
-def configure_logging(log_format: str = "auto", log_level: str = "info", stream: Any = None) -> None:
-    """`stream`: stdout for the daemons (serve, sim, mic); the CLI tools log to stderr so their output stays clean."""
+class LineHandler(logging.Handler):
+    """Hands each formatted record to a `LineStream` without waiting; counts what the stream refused and says so
+    in the first line that gets through after."""
+
+    def __init__(self, stream: LineStream) -> None:
+        super().__init__()
+        self.stream = stream
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        if not self.stream.put(line):
+            self.dropped += 1
+            return
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            # Through the logging call, so the line has the stream's format (re-entering this handler is safe).
+            structlog.get_logger(__name__).warning(
+                "relay.log_lines_dropped", dropped=dropped, detail="the log stream's reader fell behind by this many lines"
+            )
+
+
+def configure_logging(log_format: str = "auto", log_level: str = "info", stream: Any = None, *, daemon: bool = False) -> None:
+    """`stream`: stdout for the daemons (serve, sim, mic); the CLI tools log to stderr so their output stays clean.
+    `daemon`: write through the stream's descriptor's `LineStream` (a stream with no descriptor, like a test's,
+    is written directly)."""
     stream = sys.stdout if stream is None else stream
     level = _LEVELS[log_level]
     shared: list[Any] = [
@@ -89,7 +121,11 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final, renderer],
     )
-    handler = logging.StreamHandler(stream)
+    handler: logging.Handler = logging.StreamHandler(stream)
+    fd = _descriptor(stream) if daemon else None
+    if fd is not None:
+        stream.flush()  # what was printed before goes first
+        handler = LineHandler(line_stream(fd))
     # Secrets never reach the output, whoever logged them (see docs/security.md).
     handler.setFormatter(RedactingFormatter(formatter))
     root = logging.getLogger()
@@ -97,3 +133,10 @@ def configure_logging(log_format: str = "auto", log_level: str = "info", stream:
     root.setLevel(level)
     # aiohttp's access log is one line per HTTP request: useful at debug only.
     logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
+
+
+def _descriptor(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None

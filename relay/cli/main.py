@@ -20,6 +20,7 @@ from relay import __version__
 from relay.cli import SIGINT_EXIT_CODE, stdout_to_devnull
 from relay.credentials import FALLBACK_COMMANDS, describe_effective, simulator_fallback
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
+from relay.linestream import flush_all
 from relay.logconfig import configure_logging
 from relay.redact import redact_text, register_secret
 from relay.settings import UPSTREAM_SIM, LoadedSettings, load_settings
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     stream = sys.stdout if args.command in DAEMON_COMMANDS else sys.stderr
-    configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream)
+    configure_logging(loaded.settings.log_format, loaded.settings.log_level, stream, daemon=args.command in DAEMON_COMMANDS)
     module: ModuleType = args._module
     # The daemons' stdout is their log, which the logging handler writes (and reports failures of) itself.
     watched = _WatchedStdout(sys.stdout) if args.command not in DAEMON_COMMANDS and sys.stdout is not None else None
@@ -219,4 +220,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if watched is not None and sys.stdout is cast(TextIO, watched):
             sys.stdout = watched.inner
+        flush_all()  # the log lines still waiting for their stream's writer thread
     return int(code)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import threading
 import time
 from collections import deque
@@ -37,8 +36,9 @@ import structlog
 
 from relay.core import events as ev
 from relay.core.outbox import LogEntry
-from relay.eventlog.files import JsonlFile, write_all
+from relay.eventlog.files import JsonlFile
 from relay.eventlog.records import RecordBuilder, summarize_event
+from relay.linestream import line_stream
 from relay.redact import redact_data
 
 FLUSH_INTERVAL_S: Final = 0.1  # the writer's period; with the hand-over below, within the 200 ms bound
@@ -218,13 +218,8 @@ class EventLog:
             self._write_durable(files, session_log, blob)
         except OSError as exc:
             self._drop_batch(session_log, lines, exc, sink_name(self.log_dir))
-            if self.log_dir is not None:
-                with contextlib.suppress(OSError):
-                    self._mirror_to_stdout(blob)
-            return
         if self.log_dir is not None:
-            with contextlib.suppress(OSError):
-                self._mirror_to_stdout(blob)
+            self._mirror_to_stdout(blob)
 
     def _write_durable(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
         """`blob` to the records' one durable copy (the session's file when files are on, else stdout), after the
@@ -233,7 +228,7 @@ class EventLog:
         if gaps:
             blob = b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in gaps) + blob
         if self.log_dir is None:
-            write_all(self._stdout_fd, blob)
+            line_stream(self._stdout_fd).write_now(blob)  # between the daemon's log lines, never inside one
         else:
             open_file = files.get(session_log)
             if open_file is None:
@@ -259,8 +254,10 @@ class EventLog:
             self._owed.discard(session_log)
 
     def _mirror_to_stdout(self, blob: bytes) -> None:
+        """The copy beside the files: handed to the stream's writer thread, so a collector that stalls never holds
+        up the files (past the stream's bound the copy is dropped; the files have every record)."""
         if self.to_stdout:
-            write_all(self._stdout_fd, blob)
+            line_stream(self._stdout_fd).put(blob)
 
     def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -46,16 +47,24 @@ async def realtime(request: web.Request) -> web.StreamResponse:
             log.warning("relay.token_sessions_exceeded", remote=client_remote(request), limit=limit)
             return openai_error(429, f"this token already has {limit} sessions open", "too_many_sessions")
         state.token_sessions[token_key] += 1  # held from here, so concurrent upgrades cannot both slip through
-    try:
-        return await _realtime(request, grant)
-    finally:
-        if token_key is not None:
+    released = False
+
+    def release_token() -> None:
+        """The token's session is over (or never started): its place is free again. Once."""
+        nonlocal released
+        if token_key is not None and not released:
+            released = True
             state.token_sessions[token_key] -= 1
             if state.token_sessions[token_key] <= 0:
                 del state.token_sessions[token_key]
 
+    try:
+        return await _realtime(request, grant, release_token)
+    finally:
+        release_token()
 
-async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResponse:
+
+async def _realtime(request: web.Request, grant: Grant | None, on_ended: Callable[[], None]) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
     if state.draining:
@@ -118,12 +127,13 @@ async def _realtime(request: web.Request, grant: Grant | None) -> web.StreamResp
     spool = state.spool.session(env.files.folder(bridge.session_id)) if state.spool is not None else None
     bridge.core.spool_owner = spool
     try:
-        if len(state.bridges) >= settings.max_sessions:
+        if state.live_sessions() >= settings.max_sessions:
             await bridge.refuse(
                 EndReason.TOO_MANY_SESSIONS, ev.CODE_TOO_MANY_SESSIONS, "the relay is at max_sessions; try again later", 1013
             )
             return ws
         state.add_bridge(bridge)
+        bridge.on_ended.append(on_ended)
         try:
             if grant is not None and grant.minted:
                 # Per-session files stay readable with the opening token on any replica sharing data_dir.

@@ -69,6 +69,10 @@ class RelayState:
         self.bridges.add(bridge)
         self.no_sessions.clear()
 
+    def live_sessions(self) -> int:
+        """Sessions not over yet (one whose last records are still being written no longer counts)."""
+        return sum(1 for bridge in self.bridges if not bridge.ended)
+
     def discard_bridge(self, bridge: SessionBridge) -> None:
         self.bridges.discard(bridge)
         if not self.bridges:

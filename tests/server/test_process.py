@@ -293,6 +293,41 @@ async def warm_up(relay: RelayProcess) -> None:
     await relay.wait_for_log("relay.session_ended")
 
 
+# ---- a log collector that stalls --------------------------------------------------------------------------
+
+
+async def test_a_log_collector_that_stops_reading_stalls_no_session_and_no_probe(tmp_path: Path) -> None:
+    """stdout is the records' only copy and nobody reads it: sessions, their places under max_sessions and the
+    health probe go on as before; what could not wait is dropped and declared, and once the collector reads again
+    every line it gets is one whole JSON object."""
+    env = {
+        "RELAY_EVENT_LOG_STDOUT": "true", "RELAY_EVENT_LOG_FILES": "false", "RELAY_MAX_SESSIONS": "2",
+        "RELAY_LOG_QUEUE_MAX_BYTES": str(MiB), "RELAY_SIM_SPEED": "0", "RELAY_RECORD_SESSIONS": "false",
+    }  # fmt: skip
+    big_word = "x" * 60_000  # each turn logs it several times (the item, the reply, its transcript)
+    async with running_relay_process(tmp_path, env=env) as relay, aiohttp.ClientSession() as http:
+        relay.pause_stdout()
+        for _ in range(8):  # one after another: a session whose records cannot be written must not keep its place
+            async with asyncio.timeout(seconds(10)), http.ws_connect(relay.ws_url) as ws:
+                assert (await ws.receive_json())["type"] == "session.created"
+                for _turn in range(3):
+                    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": big_word}]}
+                    await ws.send_json({"type": "conversation.item.create", "item": item})
+                    await ws.send_json({"type": "response.create"})
+                    while (await ws.receive_json())["type"] != "response.done":
+                        pass
+            async with asyncio.timeout(seconds(2)), http.get(f"{relay.base_url}/healthz") as health:
+                assert health.status == 200
+        relay.resume_stdout()
+        await relay.wait_for_log("relay.session_ended", lambda r: True, timeout=seconds(10))
+        relay.terminate()
+        assert await relay.wait() == 0
+    lines = [line for line in relay.raw_stdout if line.strip()]
+    assert all(isinstance(json.loads(line), dict) for line in lines)  # no line cut into by another
+    records = [json.loads(line) for line in lines]
+    assert any(r.get("type") == "relay.log_gap" for r in records)  # what could not wait is declared
+
+
 # ---- credentials never leak -------------------------------------------------------------------------------
 
 API_KEY = "AQVN-test-api-key-7f3c9e1b"

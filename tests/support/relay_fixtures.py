@@ -202,6 +202,17 @@ class RelayProcess:
     raw_stdout: list[bytes] = field(default_factory=list)
     port: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _reading: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._reading.set()
+
+    def pause_stdout(self) -> None:
+        """Stop reading the relay's stdout, as a stalled log collector does: once the pipe is full, its writes wait."""
+        self._reading.clear()
+
+    def resume_stdout(self) -> None:
+        self._reading.set()
 
     @property
     def pid(self) -> int:
@@ -217,7 +228,7 @@ class RelayProcess:
 
     async def _read(self) -> None:
         assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
+        while (await self._reading.wait()) and (line := await self.process.stdout.readline()):
             self.raw_stdout.append(line)
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
