@@ -8,7 +8,8 @@ work and a test can check it. Rules (README documents them):
 - Text turn -> 'You said: "<text>".'; a response on an empty conversation -> `GREETING`; after a
   function_call_output -> 'Tool <name> returned: <output>', one per output of the run of outputs that ends the
   conversation, in order (a response with several calls). When audio is asked for, such a text is
-  "spoken" as one short tone per word (`speak_text`).
+  "spoken" as one short tone per word (`speak_text`), for its first `MAX_SPOKEN_WORDS` words (about a minute:
+  a client's 12 MB text must not make the simulator synthesize days of audio).
 - A user text containing `call <tool_name>` for a configured tool -> a function_call whose arguments are the
   JSON object written right after the name (`call get_time {"tz": "UTC"}`), else "{}"; every such `call` in
   one text is one function_call of the same response, in order.
@@ -20,6 +21,7 @@ Pure functions over bytes and strings; no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -38,6 +40,7 @@ PEAK_DBFS: Final = -1.0
 GREETING: Final = "Hello! This is the realtime simulator. Say something and I will echo it."
 _WORD_MS: Final = 120
 _WORD_GAP_MS: Final = 40
+MAX_SPOKEN_WORDS: Final = 400
 _TOOL_CALL: Final = re.compile(r"\bcall\s+([A-Za-z0-9_.-]+)", re.IGNORECASE)
 
 
@@ -64,13 +67,17 @@ def echo_audio(utterance: bytes, in_rate: int, out_rate: int) -> bytes:
 
 
 def speak_text(text: str, rate: int) -> bytes:
-    """A deterministic stand-in for speech synthesis: one short tone per word, pitch from the word."""
-    parts: list[np.ndarray] = []
-    for word in text.split() or [""]:
-        hz = 300.0 + (zlib.crc32(word.encode("utf-8", "surrogatepass")) % 500)  # any JSON string, lone surrogates too
-        parts.append(_tone(rate, _WORD_MS, hz, 0.25))
-        parts.append(_silence(rate, _WORD_GAP_MS))
-    return pcm.float_to_pcm16(np.concatenate(parts))
+    """A deterministic stand-in for speech synthesis: one short tone per word, pitch from the word, for the first
+    `MAX_SPOKEN_WORDS` words."""
+    words = text.split(maxsplit=MAX_SPOKEN_WORDS)[:MAX_SPOKEN_WORDS] or [""]
+    # any JSON string, lone surrogates too
+    return b"".join(_spoken_word(rate, 300 + zlib.crc32(word.encode("utf-8", "surrogatepass")) % 500) for word in words)
+
+
+@functools.lru_cache(maxsize=1024)
+def _spoken_word(rate: int, hz: int) -> bytes:
+    """One word's tone and the silence after it, as PCM16 (500 pitches per rate: each made once)."""
+    return pcm.float_to_pcm16(np.concatenate([_tone(rate, _WORD_MS, float(hz), 0.25), _silence(rate, _WORD_GAP_MS)]))
 
 
 def describe_speech(duration_ms: float) -> str:

@@ -146,6 +146,20 @@ def test_text_turn_gets_a_text_reply_spoken_when_audio_is_asked() -> None:
     assert audio_of(events)
 
 
+def test_a_text_of_millions_of_words_is_answered_whole_but_spoken_for_a_bounded_time() -> None:
+    """A client's 12 MB text once made the simulator synthesize days of audio until the OOM killer came."""
+    words = "a b " * 1_000_000
+    driver = Driver("yandex")
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": words}]}
+    driver.send({"type": "conversation.item.create", "item": item})
+    driver.send({"type": "response.create"})
+    events = driver.finish()
+    assert first(events, "response.output_text.done")["text"] == f'You said: "{words}".'
+    spoken = audio_of(events)
+    assert len(spoken) == len(replies.speak_text("a " * replies.MAX_SPOKEN_WORDS, 24000))
+    assert len(spoken) / 2 / 24000 < 120  # seconds
+
+
 def test_text_only_modality_gets_text_deltas_without_audio() -> None:
     driver = Driver("openai")
     driver.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
