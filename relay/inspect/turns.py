@@ -246,6 +246,13 @@ class TurnTracker:
             turn.status = as_str(response.get("status"))
         self.active_responses.discard(response_id)
 
+    def _on_relay_response_done(self, r: LogRecord) -> None:
+        """The relay's own `response.done`: it ends, `failed`, a response an upstream drop cut (docs/resume.md). A
+        response the client never saw (a server tool's, hidden) has no turn, and gets none."""
+        response_id = self._response_id(r)
+        if response_id is not None and response_id in self.turn_by_response:
+            self._on_response_done(r)
+
     HANDLERS: dict[tuple[str, str], Any] = {
         ("server", ev.ERROR): _on_server_error,
         ("server", ev.INPUT_AUDIO_BUFFER_SPEECH_STARTED): _on_speech_started,
@@ -260,6 +267,7 @@ class TurnTracker:
         ("server", ev.RESPONSE_OUTPUT_TEXT_DELTA): _on_text_delta,
         ("server", ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA): _on_text_delta,
         ("server", ev.RESPONSE_DONE): _on_response_done,
+        ("relay", ev.RESPONSE_DONE): _on_relay_response_done,
         ("client", ev.INPUT_AUDIO_BUFFER_APPEND): _on_client_append,
         ("client", ev.INPUT_AUDIO_BUFFER_COMMIT): _on_client_commit,
         ("client", ev.RESPONSE_CREATE): _on_client_response_create,

@@ -164,6 +164,29 @@ def test_barge_in_marks_the_interrupted_turn_and_the_next_latency_counts_from_th
     assert s["responses"] == {"total": 2, "by_status": {"cancelled": 1, "completed": 1}}
 
 
+def test_a_response_an_upstream_drop_cut_is_failed_not_a_barge_in(tmp_path: Path) -> None:
+    """The relay ends it for the client with its own `response.done` (dir relay, failed); speech after it is the
+    next turn, not a barge-in. A hidden server-tool response's relay-logged `response.done` makes no turn."""
+    log = SessionLog("sess_resumed")
+    log.started()
+    log.user_speech(item_id="item_u1", started=100.0, stopped=1000.0)
+    log.response(response_id="resp_1", assistant_item="item_a1", created=1010.0, first_audio=1500.0,
+                 deltas=2, delta_every=100.0, delta_ms=100.0, done=None)
+    failed = {"status": "failed", "status_details": {"type": "failed", "error": {"code": "upstream_interrupted"}}}
+    log.add(1700.0, "relay", "response.done", {"response": {"id": "resp_1", **failed}})
+    log.add(1800.0, "relay", "response.done", {"response": {"id": "resp_hidden_tool", "status": "completed"}})
+    log.user_speech(item_id="item_u2", started=2000.0, stopped=2600.0)
+    log.response(response_id="resp_2", assistant_item="item_a2", created=2610.0, first_audio=3100.0,
+                 deltas=2, delta_every=100.0, delta_ms=100.0, done=3400.0)
+    log.write(tmp_path)
+    s = only_session(tmp_path)
+    first, second = s["turns"]
+    assert (first["status"], first["barge_in"], first["response_done_ms"]) == ("failed", False, 1700.0)
+    assert second["status"] == "completed"
+    assert s["barge_in_count"] == 0
+    assert s["responses"] == {"total": 2, "by_status": {"failed": 1, "completed": 1}}
+
+
 def test_a_response_without_user_input_is_a_turn_without_user_items(tmp_path: Path) -> None:
     log = SessionLog("sess_greeting")
     log.add(10.0, "client", "response.create", {})
