@@ -54,7 +54,7 @@ th{background:#eef1f6}.latency td:not(:first-child){text-align:right}
 .said{color:#556;font-size:.9em;max-width:40em}.warn{color:#b35c00;font-weight:600}.dim{color:#778}
 .controls{margin:.4em 0;display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
 #timeline{overflow-x:auto;border:1px solid #ccd;background:#fff;position:relative}
-.row{display:flex;align-items:stretch;border-bottom:1px solid #eef}
+.row{display:flex;align-items:stretch;border-bottom:1px solid #eef;width:max-content;min-width:100%}
 .lane-label{position:sticky;left:0;z-index:3;width:4.5em;flex:none;background:#f3f5f9;padding:.3em;
 font-weight:600;border-right:1px solid #ccd}
 .track{position:relative;flex:none;height:34px}.axis .track{height:20px}.turns-row .track{height:40px}

@@ -149,6 +149,11 @@ async def test_dense_audio_chunks_share_a_mark_until_zoomed_in(
     first = page.locator(f'.mark[data-seq="{zoomed[1]}"]')
     await first.click()
     assert json.loads(await page.locator("#detail").inner_text())["seq"] == zoomed[1]
+    # Scrolled deep into a zoomed timeline, every lane still says which lane it is.
+    timeline = await page.locator("#timeline").bounding_box()
+    for label in await page.locator(".lane-label").all():
+        box = await label.bounding_box()
+        assert box is not None and timeline["x"] <= box["x"] < timeline["x"] + 20, await label.inner_text()
 
 
 async def test_a_saved_wav_next_to_the_logs_is_linked_and_plays_from_the_page(
