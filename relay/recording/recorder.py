@@ -173,9 +173,10 @@ class SessionRecorder:
             if self._stopped is None:
                 self._stop("write_timeout")
         self._check_writer()
+        created = self._wav.created  # no file at all (its folder could not be made): nothing to point at
         return {
-            "path": str(self.path),
-            "url": self.url,
+            "path": str(self.path) if created else None,
+            "url": self.url if created else None,
             "duration_ms": round(self._wav.frames * 1000.0 / self.rate, 3),
             "bytes": self._wav.size,
             "dropped_ms": round(self._dropped * 1000.0 / self.rate, 3),

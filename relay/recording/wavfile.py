@@ -59,6 +59,7 @@ class GrowingWav:
         self.rate = rate
         self.data_bytes = 0
         self.error: str | None = None
+        self.created = False  # the file exists with its header (it may still have failed later)
         self._fd: int | None = None
 
     @property
@@ -67,13 +68,14 @@ class GrowingWav:
 
     @property
     def size(self) -> int:
-        return HEADER_BYTES + self.data_bytes
+        return HEADER_BYTES + self.data_bytes if self.created else 0
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
             _pwrite_all(self._fd, wav_header(self.rate, 0), 0)
+            self.created = True
         except OSError as exc:
             self._fail(exc)
 

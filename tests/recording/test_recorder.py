@@ -258,6 +258,16 @@ async def test_the_file_stops_at_recording_max_seconds_and_says_so(tmp_path: Pat
     assert reports[0][1]["reason"] == "max_seconds"
 
 
+async def test_a_file_that_could_not_be_created_is_saved_as_nothing_to_point_at(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")  # the recording's folder cannot be made under a file
+    chunk = base64.b64encode(b"\x10\x00" * 800).decode()
+    frames = [LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000))]
+    saved, reports = await _record(blocked / "sess" / "recording.wav", frames, RecordingOptions(rate=8000))
+    assert (saved["path"], saved["url"], saved["bytes"], saved["stopped"]) == (None, None, 0, "write_failed")
+    assert [t for t, _ in reports] == ["relay.recording_stopped"]
+
+
 async def test_a_hung_writer_does_not_keep_the_session_from_ending(tmp_path: Path, monkeypatch: Any) -> None:
     import threading
 
