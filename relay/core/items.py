@@ -41,8 +41,10 @@ def safe_item_id(item_id: str) -> bool:
     return SAFE_ITEM_ID_RE.fullmatch(item_id) is not None and item_id not in RESERVED_ITEM_IDS
 
 
-# A session id as the relay mints it (docs/event-log.md): the name of its folder, log file and URLs.
-SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch only
+# A session id as it may name a folder, a log file and URLs (docs/event-log.md); fullmatch only.
+SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A session id exactly as the relay mints it (`relay.bridge.new_session_id`): what retention may delete.
+MINTED_SESSION_ID_RE: Final = re.compile(r"sess_[A-Za-z0-9]{16}")
 _AUDIO_CONTENT_TYPES: Final = frozenset({"input_audio", "output_audio", "audio"})
 
 

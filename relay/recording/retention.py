@@ -23,7 +23,7 @@ from typing import Final
 
 import structlog
 
-from relay.core.items import SESSION_ID_RE
+from relay.core.items import MINTED_SESSION_ID_RE
 
 SWEEP_EVERY_S: Final = 3600.0
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")  # matched whole (fullmatch)
@@ -57,7 +57,8 @@ def sweep(data_dir: Path, log_dir: Path, retention_days: float, now: float | Non
     deleted: list[Deletion] = []
     sessions = data_dir / "sessions"
     for folder in _entries(sessions):
-        if not SESSION_ID_RE.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+        # Only the relay's own session folders: an operator's `backup/` beside them is not the relay's to delete.
+        if not MINTED_SESSION_ID_RE.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
             continue
         try:
             newest = _newest_mtime(folder)
