@@ -146,10 +146,11 @@ def test_fleet_sessions_fit_the_upstream_quota() -> None:
     deployment = one("Deployment")["spec"]
     assert deployment["replicas"] <= hpa["maxReplicas"]
     # Rollouts add no pod on top (no surge), and drain one pod at a time: the next old pod is taken only once its
-    # replacement has been available for longer than preStop + the drain.
+    # replacement has been available for longer than preStop + the drain + the time the closed sessions get to end.
     assert deployment["strategy"]["rollingUpdate"]["maxSurge"] == 0
     pre_stop = float(relay_container()["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert deployment["minReadySeconds"] >= pre_stop + float(configmap_data()["RELAY_DRAIN_SECONDS"])
+    drain = float(configmap_data()["RELAY_DRAIN_SECONDS"])
+    assert deployment["minReadySeconds"] >= pre_stop + drain + FORCED_CLOSE_WAIT_S  # the closed sessions end
 
 
 def test_service_pdb_and_hpa_select_the_deployment() -> None:
