@@ -6,9 +6,8 @@ before the operator's key goes anywhere), the path below `/v1`, the raw query (r
 `include[]` and all, byte for byte) and the streamed request body to `rest_base`, with the relay's credentials
 in place of the client's; it streams the status, headers and body back. Client authentication happens before
 this (the server mounts it behind the same auth as the WebSocket). On the way up only the headers in
-`FORWARDED_UP` pass (content negotiation, body framing, OpenAI's request metadata); on the way down only those in
-`FORWARDED_DOWN` (the body's description, caching, request ids, rate limits, `Retry-After`): no `Set-Cookie`, no
-`Access-Control-*` (the relay decides CORS itself), no `Location` naming the API's host.
+`FORWARDED_UP` pass (content negotiation, body framing, OpenAI's request metadata); on the way down hop-by-hop
+headers, `Set-Cookie` and the API's own `Access-Control-*` are dropped (the relay decides CORS itself).
 Bodies are not decompressed, so `Content-Encoding` and `Content-Length` stay true. Never
 retries: a client's own retry policy decides. An unreachable REST base -> 502, no answer in time -> 504, both
 with an OpenAI-shaped error body; once the headers are sent, a stream broken at either end (the API's, or a client
@@ -34,7 +33,7 @@ PROXIED_ROOT: Final = "/v1/conversations"
 DEFAULT_PROXY_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 STREAM_CHUNK_BYTES: Final = 64 * 1024
 
-# RFC 9110 7.6.1 hop-by-hop fields: never passed on in either direction, even when allow-listed.
+# RFC 9110 7.6.1 hop-by-hop fields, plus the ones that must never cross the relay in either direction.
 HOP_BY_HOP: Final = frozenset(
     h.lower()
     for h in (
@@ -49,6 +48,8 @@ HOP_BY_HOP: Final = frozenset(
         "Upgrade",
     )
 )
+NOT_FORWARDED_UP: Final = HOP_BY_HOP | {"host", "authorization", "cookie", "content-length", "expect"}
+NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"set-cookie"}
 PROXIED_METHODS: Final = frozenset({"GET", "POST", "DELETE"})
 # The client headers that reach the API with the operator's key; everything else stays behind.
 FORWARDED_UP: Final = frozenset(
@@ -69,29 +70,6 @@ FORWARDED_UP: Final = frozenset(
         "if-none-match",
     }
 )
-# The API's answer headers that reach the client: the body's description, caching, and what SDKs read (request ids,
-# rate limits, Retry-After). Anything else (cookies, the API's CORS answer, `Location` naming the API's host,
-# `WWW-Authenticate` for a key the client never held, whatever an intermediary adds) stays behind.
-FORWARDED_DOWN: Final = frozenset(
-    {
-        "content-type",
-        "content-encoding",
-        "content-length",
-        "content-language",
-        "content-disposition",
-        "cache-control",
-        "etag",
-        "last-modified",
-        "expires",
-        "vary",
-        "retry-after",
-        "x-request-id",
-        "x-client-request-id",
-        "x-server-trace-id",
-        "x-trace-id",
-    }
-)
-FORWARDED_DOWN_PREFIXES: Final = ("openai-", "x-ratelimit-")
 # aiohttp would add its own defaults for these when the client sent none; an `Accept-Encoding` the client never
 # sent could make the API compress a body that is then passed through undecoded to a client that cannot read it.
 CLIENT_ONLY_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -105,16 +83,16 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def _filtered(
-    headers: CIMultiDictProxy[str], only: frozenset[str], only_prefixes: tuple[str, ...] = ()
+    headers: CIMultiDictProxy[str], dropped: frozenset[str], only: frozenset[str] | None = None
 ) -> CIMultiDict[str]:
-    """The fields of `headers` named in `only` (or starting with one of `only_prefixes`), less the hop-by-hop ones
-    and those the message's `Connection` lists."""
     also = _connection_listed(headers)
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in also or not (lowered in only or lowered.startswith(only_prefixes)):
+        if lowered in dropped or lowered in also or (only is not None and lowered not in only):
             continue
+        if lowered.startswith("access-control-") and only is None:
+            continue  # the API's CORS answer is not the relay's: the relay sends its own for allowed_origins
         kept.add(name, value)
     return kept
 
@@ -158,7 +136,7 @@ async def proxy_conversations(
     target = upstream_url(request, rest_base)
     if target is None:
         return openai_error(404, f"No such endpoint: {request.path}", "not_found")
-    headers = _filtered(request.headers, FORWARDED_UP)
+    headers = _filtered(request.headers, NOT_FORWARDED_UP, FORWARDED_UP)
     headers.update(auth_header)
     length = request.content_length
     body: aiohttp.StreamReader | None = None
@@ -179,7 +157,7 @@ async def proxy_conversations(
             skip_auto_headers=CLIENT_ONLY_HEADERS,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(_filtered(upstream.headers, FORWARDED_DOWN, FORWARDED_DOWN_PREFIXES))
+            response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN))
             try:
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
