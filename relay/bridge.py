@@ -51,9 +51,7 @@ from relay.upstream_side import UPSTREAM_BACKLOG_LIMIT_BYTES, SessionUpstream
 log = structlog.get_logger()
 
 CLOSE_GRACE_S = 1.0  # the longest the relay waits on anything once a session is ending (docs/lifecycle.md: 1 s)
-# How long a finished session waits for its last records to be written before it lets go (they are written later
-# if the sink is slow: a stalled stdout reader must not keep sessions around).
-LOG_CLOSE_WAIT_S = 5.0
+LOG_CLOSE_WAIT_S = 5.0  # how long a finished session waits for its last records to be written
 # Client left: its upstream is closed within 1 s (docs/lifecycle.md); pending retrieves get the first 0.7 s of it.
 UPSTREAM_GONE_WITHIN_S, RETRIEVE_GRACE_S = 0.9, 0.7
 
@@ -106,10 +104,8 @@ class SessionBridge:
         self._stop: asyncio.Future[EndReason] | None = None
         self._reader = ClientReader(client, early_limit_bytes=UPSTREAM_BACKLOG_LIMIT_BYTES)
         self.outcome: SessionOutcome | None = None
-        # Called once when the session is over (relay.session_ended logged), before its last records are written:
-        # what it held (a max_sessions place, a token's session) is free from then.
-        self.on_ended: list[Callable[[], None]] = []
-        self.ended = False
+        self.ended = False  # relay.session_ended is logged (its last records may not be written yet)
+        self.on_ended: Callable[[], None] = lambda: None  # called then: what it held (a max_sessions place) is free
         self._tools = (
             SessionTools(
                 policy.tools,
@@ -366,13 +362,9 @@ class SessionBridge:
         )
         self._flush()
         self.ended = True
-        for callback in self.on_ended:
-            callback()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.log.aclose()), LOG_CLOSE_WAIT_S)
-        self.outcome = SessionOutcome(
-            self.session_id, reason, client_code, upstream_code, dict(self.core.counts), self.log.dropped
-        )
+        self.on_ended()
+        await self.log.aclose(within=LOG_CLOSE_WAIT_S)
+        self.outcome = SessionOutcome(self.session_id, reason, client_code, upstream_code, {**self.core.counts}, self.log.dropped)
         return self.outcome
 
     # ---- the one place where the core's decisions are carried out ----------------------------------------

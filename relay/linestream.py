@@ -13,12 +13,11 @@ A collector that stops reading then stalls only the writer thread, never the eve
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections import deque
 from typing import Final
-
-from relay.eventlog.files import write_all
 
 DEFAULT_MAX_BYTES: Final = 8 << 20  # what may wait for a slow reader; a stalled one loses lines past it
 
@@ -78,6 +77,14 @@ class LineStream:
             with self._ready:
                 self._queued_bytes -= len(batch)
                 self._ready.notify_all()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`, however many write(2)s it takes (a pipe or a full disk may take part of it)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 _streams: dict[int, LineStream] = {}

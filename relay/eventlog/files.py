@@ -10,13 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def write_all(fd: int, data: bytes) -> None:
-    """All of `data` to `fd`, however many write(2)s it takes (a pipe or a full disk may take part of it)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+from relay.linestream import write_all
 
 
 class JsonlFile:

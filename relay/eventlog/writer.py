@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections import deque
@@ -430,5 +431,9 @@ class SessionEventLog:
                 self._close_future.set_result(None)
         return self._close_future
 
-    async def aclose(self) -> None:
-        await asyncio.wrap_future(self.close())
+    async def aclose(self, within: float | None = None) -> None:
+        """`close` and wait until the records are written; with `within`, that many seconds at most (a sink that
+        is slow, like a stalled stdout collector, gets them later: it must not keep a finished session around)."""
+        closed = asyncio.wrap_future(self.close())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closed), within)

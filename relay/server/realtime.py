@@ -133,7 +133,7 @@ async def _realtime(request: web.Request, grant: Grant | None, on_ended: Callabl
             )
             return ws
         state.add_bridge(bridge)
-        bridge.on_ended.append(on_ended)
+        bridge.on_ended = on_ended
         try:
             if grant is not None and grant.minted:
                 # Per-session files stay readable with the opening token on any replica sharing data_dir.

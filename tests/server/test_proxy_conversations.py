@@ -136,6 +136,28 @@ async def test_hop_by_hop_headers_are_dropped_both_ways() -> None:
         assert seen["Host"] == URL(p.sim.base_url).raw_authority  # the API's own Host, not the proxy's
 
 
+async def test_the_apis_answer_headers_pass_but_its_cookies_cors_and_hop_by_hop_ones() -> None:
+    sent = {
+        "Content-Type": "application/json", "Retry-After": "3", "X-Request-Id": "req_1", "X-Api-Specific": "1",
+        "Set-Cookie": "sid=upstream", "Access-Control-Allow-Origin": "*", "Connection": "X-Hop-Listed",
+        "X-Hop-Listed": "1", "Keep-Alive": "timeout=5",
+    }  # fmt: skip
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=b"{}", status=429, headers=sent)
+
+    api = web.Application()
+    api.router.add_get("/v1/conversations/{cid}/items", answer)
+    async with serving(api) as root, create_http_session() as http, serving(proxy_app(http, f"{root}/v1")) as proxy, \
+            aiohttp.ClientSession() as client:
+        response = await client.get(f"{proxy}/v1/conversations/conv_x/items", headers=CLIENT_AUTH)
+        assert response.status == 429
+        for name in ("Content-Type", "Retry-After", "X-Request-Id", "X-Api-Specific"):
+            assert response.headers.get(name) == sent[name], name
+        for name in ("Set-Cookie", "Access-Control-Allow-Origin", "X-Hop-Listed", "Keep-Alive"):
+            assert name not in response.headers, name
+
+
 async def test_no_header_the_client_did_not_send_is_made_up_on_the_way() -> None:
     async with proxied() as p, aiohttp.ClientSession(skip_auto_headers=("Accept", "Accept-Encoding",
                                                                         "User-Agent")) as http:
