@@ -54,7 +54,8 @@ class UpstreamListener(WSListener):
         self._text = False
         self._close_deadline: asyncio.TimerHandle | None = None
         self._read: WriteScope | None = None  # open from the first frame of a read to its last
-        self._read_after_close = False  # this read began after a close frame went out: its data frames are dropped
+        # A close frame had gone out when the previous frame was handed over: every later data frame is dropped.
+        self._close_seen = False
 
     # -- picows callbacks -------------------------------------------------------------------------------------
 
@@ -75,10 +76,10 @@ class UpstreamListener(WSListener):
         if read is None:
             read = self._read = WriteScope()
             read.enter()
-            self._read_after_close = transport.is_close_frame_sent
         try:
             self._frame(transport, frame)
         finally:
+            self._close_seen = transport.is_close_frame_sent
             if frame.last_in_buffer:
                 self._read = None
                 read.exit()
@@ -100,10 +101,11 @@ class UpstreamListener(WSListener):
             return
         if msg_type is WSMsgType.PONG:
             return
-        if self.close_received is not None or self.close_sent or self._read_after_close:
-            # The close handshake has begun: data frames have nowhere to go. When picows' parser fails the
-            # connection it sends its close frame before it hands over the frames it read ahead of the bad one,
-            # in the same read: those are delivered; nothing from a later read is.
+        if self.close_received is not None or self.close_sent or self._close_seen:
+            # The close handshake has begun: data frames have nowhere to go. When picows' parser meets a frame
+            # that breaks the protocol it sends its close frame first and then hands over the one frame it had
+            # read ahead of the bad one: that frame is delivered (no close had gone out when the frame before it
+            # was handed over); nothing after it is.
             return
         parts = self._parts
         if msg_type is WSMsgType.CONTINUATION:
