@@ -46,6 +46,7 @@ FLUSH_INTERVAL_S: Final = 0.1  # the writer's period; with the hand-over below, 
 # Records wait in their session's list this long before the loop hands them to the writer in one piece: per
 # record, the loop then appends bytes to a list, and the writer thread takes one item per session and period.
 HAND_OVER_S: Final = 0.05
+CLOSE_TIMEOUT_S: Final = 3.0  # stdout as the only copy, at shutdown: with the log stream's 2 s, the 5 s flush budget
 _SOON_BYTES: Final = 8 << 20  # wake the writer early when this much is queued (1/8 of the default bound)
 
 log = structlog.get_logger()
@@ -105,6 +106,7 @@ class EventLog:
         self._hand_over_lock = threading.Lock()
         self._enqueued_bytes = 0  # written by the loop thread only
         self._written_bytes = 0  # written by the writer thread only
+        self._mirror_dropped = 0  # records the stdout copy lost in the current outage (writer thread only)
         self._dropped_enqueue = 0
         self._dropped_write = 0
         self._wake = threading.Event()
@@ -157,12 +159,19 @@ class EventLog:
         self._queue.append(item)
         self._wake.set()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, close every file, stop the thread (idempotent)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, close every file, stop the thread (idempotent). Waits `timeout` seconds at
+        most; by default 30 s for files, `CLOSE_TIMEOUT_S` when stdout is the records' only copy: a collector
+        that reads nothing must not hold up the process's exit (what it never took is lost)."""
+        if timeout is None:
+            timeout = 30.0 if self.log_dir is not None else CLOSE_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         self.hand_over()  # sessions' logs are closed by now (each hands its records over); any left go too
         self._stop = True
         self._wake.set()
         self._thread.join(timeout)
+        if self.to_stdout:  # the stdout copy beside the files, handed to the log stream's thread
+            line_stream(self._stdout_fd).flush(max(0.0, deadline - time.monotonic()))
 
     # ---- writer thread --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -220,7 +229,7 @@ class EventLog:
         except OSError as exc:
             self._drop_batch(session_log, lines, exc, sink_name(self.log_dir))
         if self.log_dir is not None:
-            self._mirror_to_stdout(blob)
+            self._mirror_to_stdout(blob, sum(records.n_records for records in lines))
 
     def _write_durable(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
         """`blob` to the records' one durable copy (the session's file when files are on, else stdout), after the
@@ -254,11 +263,24 @@ class EventLog:
                 _close_file(files, session_log)
             self._owed.discard(session_log)
 
-    def _mirror_to_stdout(self, blob: bytes) -> None:
+    def _mirror_to_stdout(self, blob: bytes, n_records: int) -> None:
         """The copy beside the files: handed to the stream's writer thread, so a collector that stalls never holds
-        up the files (past the stream's bound the copy is dropped; the files have every record)."""
-        if self.to_stdout:
-            line_stream(self._stdout_fd).put(blob)
+        up the files. Past the stream's bound the copy is dropped (the files have every record), said once when it
+        starts and counted when it ends."""
+        if not self.to_stdout:
+            return
+        if line_stream(self._stdout_fd).put(blob):
+            if self._mirror_dropped:
+                log.info("relay.log_stdout_copy_recovered", dropped=self._mirror_dropped)
+                self._mirror_dropped = 0
+            return
+        if not self._mirror_dropped:
+            log.warning(
+                "relay.log_stdout_copy_dropping",
+                detail="stdout's reader is behind: its copy of the records is dropped until it catches up "
+                "(the files keep every record)",
+            )
+        self._mirror_dropped += n_records
 
     def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them

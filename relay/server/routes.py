@@ -177,8 +177,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def readyz(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     if state.draining:
-        return json_reply(503, {"status": "draining", "sessions": len(state.bridges)})
-    return json_reply(200, {"status": "ready", "sessions": len(state.bridges)})
+        return json_reply(503, {"status": "draining", "sessions": state.live_sessions()})
+    return json_reply(200, {"status": "ready", "sessions": state.live_sessions()})
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
+from relay import linestream
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
 from relay.eventlog.files import JsonlFile
@@ -502,3 +504,42 @@ def test_with_files_failing_stdout_gets_each_record_once_and_no_gap_that_only_th
     in_file = read_records(only_file(tmp_path))
     assert [(r["type"], r["seq"]) for r in in_file] == [("a", 1), ("relay.log_gap", None), ("e", 5)]
     assert in_file[1]["event"] == {"from_seq": 2, "to_seq": 4, "reason": "write_failed"}
+
+
+def test_a_stdout_copy_that_cannot_keep_up_is_dropped_said_and_counted_while_the_files_keep_everything(
+    tmp_path: Path,
+) -> None:
+    read_fd, write_fd = os.pipe()
+    linestream._streams[write_fd] = linestream.LineStream(write_fd, max_bytes=16 * 1024)  # a small queue fills at once
+    try:
+        with structlog.testing.capture_logs() as logs:
+            log = EventLog(tmp_path, to_stdout=True, stdout_fd=write_fd)
+            session = log.open_session("sess_stalled_stdout")
+            for batch in range(20):  # nobody reads stdout: the pipe and then the queue fill up
+                for n in range(20):
+                    event = {"type": "x.big", "pad": "p" * 2000, "n": n}
+                    session.append(LogEntry("client", "x.big", event, bytes=2000))
+                log.hand_over()
+                log._wake.set()
+                written = 20 * (batch + 1)  # whole lines in the file (one may be on its way)
+                _wait_for(lambda written=written: sum(p.read_bytes().count(b"\n") for p in tmp_path.rglob("*.jsonl")) == written)
+            assert any(e["event"] == "relay.log_stdout_copy_dropping" for e in logs)
+            mirrored = bytearray()
+            while not linestream._streams[write_fd].flush(0.05):  # the reader is back
+                mirrored += os.read(read_fd, 1 << 20)
+            session.append(LogEntry("client", "x.after", {"type": "x.after"}, bytes=1))
+            session.close().result(5)
+            log.close()
+        os.set_blocking(read_fd, False)
+        with contextlib.suppress(BlockingIOError):
+            mirrored += os.read(read_fd, 1 << 20)
+    finally:
+        del linestream._streams[write_fd]
+        os.close(write_fd)
+        os.close(read_fd)
+    assert len(read_records(only_file(tmp_path))) == 401  # the files have every record
+    copied = [json.loads(line) for line in bytes(mirrored).splitlines()]
+    started = [e for e in logs if e["event"] == "relay.log_stdout_copy_dropping"]
+    ended = [e for e in logs if e["event"] == "relay.log_stdout_copy_recovered"]
+    assert len(started) == len(ended) >= 1  # each run of drops is said when it starts and counted when it ends
+    assert len(copied) + sum(e["dropped"] for e in ended) == 401 and copied[-1]["type"] == "x.after"
