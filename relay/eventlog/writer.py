@@ -1,23 +1,15 @@
 """The event log's writer: one bounded queue, one writer thread, the files (docs/event-log.md).
 
-Boundary: this module moves records, it does not decide what they say (that is `relay/eventlog/records.py`, the
-record builder). `SessionEventLog.append` stamps each record (seq, wall time, monotonic time), has the builder
-encode it on the event loop and appends the bytes to the session's list; every 50 ms the loop hands each session's
-list to the queue as one item (`EventLog.hand_over`, one timer for all sessions), and at session end. The writer
-thread only joins and write(2)s them, within 200 ms of the record, at session end and at shutdown, so forwarding
-never waits on the disk. Encoding used to happen
-on the writer thread; on the one core a relay process gets, that thread rendering a batch of thousands of records
-held the core and the GIL against the loop for milliseconds, so p99 latency at 100 real-time sessions was 11-19 ms;
-encoding each record on the loop, after both sockets are written, costs the same CPU and keeps it near 2 ms
-(`make bench`, README). The queue is bounded by the encoded bytes it holds, and holds no parsed event.
-When the queue is over `log_queue_max_bytes` or writes fail, records are dropped and counted; once writing works
-again a `relay.log_gap {from_seq, to_seq, reason}` line (its own seq null) makes the gap explicit. A write that
-fails halfway is cut back so every line in a file parses. Files are opened O_APPEND and never rewritten.
-One session's log holds at most `max_session_bytes` (`max_session_log_bytes`): later records are dropped, counted
-and declared by one `relay.log_gap` with reason `size_limit` before `relay.session_ended`, which always gets in.
-Files are created 0640 in 0750 folders.
-
-This module does file I/O (and stdout writes with `event_log_stdout`) on its own thread only.
+Boundary: this module moves records; what they say is `relay/eventlog/records.py` (the record builder).
+`SessionEventLog.append` stamps each record (seq, wall and monotonic time), has the builder encode it on the loop
+(after both sockets are written: docs/performance.md, "The event log's cost") and keeps the bytes in the session's
+list; every 50 ms one timer hands every session's list to the queue (`EventLog.hand_over`), and at session end.
+The writer thread joins and write(2)s them within 200 ms, so forwarding never waits on the disk. The queue is
+bounded by the bytes it holds (`log_queue_max_bytes`); records over it, lost to failed writes, or past
+`max_session_log_bytes` are counted and declared by a `relay.log_gap` line (its own seq null), and
+`relay.session_ended` always gets in past the size limit. Files are opened O_APPEND, 0640 in 0750 folders, and a
+write that fails halfway is cut back to the last whole line. File I/O happens on the writer thread only; stdout
+goes through the log stream (relay/linestream.py).
 """
 
 from __future__ import annotations
@@ -264,9 +256,8 @@ class EventLog:
             self._owed.discard(session_log)
 
     def _mirror_to_stdout(self, blob: bytes, n_records: int) -> None:
-        """The copy beside the files: handed to the stream's writer thread, so a collector that stalls never holds
-        up the files. Past the stream's bound the copy is dropped (the files have every record), said once when it
-        starts and counted when it ends."""
+        """The copy beside the files, through the log stream (a stalled collector never holds up the files); past
+        its bound the copy is dropped, said when that starts and counted when it ends."""
         if not self.to_stdout:
             return
         if line_stream(self._stdout_fd).put(blob):
@@ -275,11 +266,8 @@ class EventLog:
                 self._mirror_dropped = 0
             return
         if not self._mirror_dropped:
-            log.warning(
-                "relay.log_stdout_copy_dropping",
-                detail="stdout's reader is behind: its copy of the records is dropped until it catches up "
-                "(the files keep every record)",
-            )
+            detail = "stdout's reader is behind: its copy is dropped until it catches up (the files keep every record)"
+            log.warning("relay.log_stdout_copy_dropping", detail=detail)
         self._mirror_dropped += n_records
 
     def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
