@@ -188,7 +188,7 @@ class UpstreamListener(WSListener):
         (the link's own check, or picows' parser); None when nothing did."""
         handshake = self.transport.close_handshake if self.transport is not None else None
         sent = handshake.sent if handshake is not None else None
-        if sent is None or not (self.failed or not self.close_sent):
+        if sent is None or (self.close_sent and not self.failed):  # none, or the relay's own echo or end
             return None
         return close_number(sent.code), sent.reason or ""
 

@@ -52,7 +52,7 @@ from relay.server.routes import (
     saved_audio,
     session_recording,
 )
-from relay.server.state import STATE, RelayState
+from relay.server.state import STATE, RelayState, live_sessions
 from relay.settings import UPSTREAM_SIM, FileRefused, Settings, read_settings_file, rest_base_url
 from relay.tools.config import load_tools
 from relay.wiring import open_event_log, simulator_options
@@ -233,7 +233,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> web.
         settings=settings,
         authority=authority,
         event_log=event_log,
-        metrics=RelayMetrics(lambda: sum(1 for b in bridges if not b.ended), lambda: event_log.dropped_total),
+        metrics=RelayMetrics(lambda: live_sessions(bridges), lambda: event_log.dropped_total),
         upstream_base=settings.upstream,
         rest_base=rest_base_url(settings),
         bridges=bridges,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,7 @@ class RelayState:
         self.no_sessions.clear()
 
     def live_sessions(self) -> int:
-        """Sessions not over yet (one whose last records are still being written no longer counts)."""
-        return sum(1 for bridge in self.bridges if not bridge.ended)
+        return live_sessions(self.bridges)
 
     def discard_bridge(self, bridge: SessionBridge) -> None:
         self.bridges.discard(bridge)
@@ -89,3 +89,8 @@ class RelayState:
 
 
 STATE: web.AppKey[RelayState] = web.AppKey("relay_state", RelayState)
+
+
+def live_sessions(bridges: Iterable[SessionBridge]) -> int:
+    """Sessions not over yet (one whose last records are still being written no longer counts)."""
+    return sum(1 for bridge in bridges if not bridge.ended)
