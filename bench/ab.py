@@ -1,11 +1,12 @@
-"""`python -m bench.ab --a REV --b REV [--rounds N] [--variant files]`: an interleaved A/B of two trees of the relay.
+"""`python -m bench.ab --a REV --b REV [--rounds N] [--variant files] [--reference]`: an interleaved A/B of two trees
+of the relay (with `--reference`, the reference relay as a third side, R).
 
 Single runs on a shared VM spread by 10% or more, so a design change is judged here: both revisions (git revs of
 this repository, or `.` for the working tree) run against the same echo upstream, alternating A, B, A, B... for
 `--rounds` rounds, each a fresh relay measured at 200 real-time sessions and in flood. The figure compared is CPU
 seconds per round trip of the relay's whole process tree (robust to other work on the machine, unlike wall time),
 plus p99 at 100 sessions and flood round trips/s. Prints one JSON document (per round and the medians).
-I/O: `git archive` into a temporary directory, the subprocesses of `bench.relayproc`.
+I/O: `git archive` into a temporary directory (plus `setup.py build_ext` there), the subprocesses of `bench.relayproc`.
 """
 
 from __future__ import annotations
@@ -26,19 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def export(rev: str, into: Path) -> Path:
-    """The tree of `rev` as a directory (`.`: this working tree itself)."""
+    """The tree of `rev` as a directory (`.`: this working tree itself, as installed), its native module built in
+    place as an install builds it, so both sides run what users run."""
     if rev == ".":
         return ROOT
     into.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    if (into / "setup.py").exists():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=into, capture_output=True, check=True)
     return into
 
 
 def measure(
-    tree: Path, variant: str, echo: EchoProcess, layout: Layout, workdir: Path, args: argparse.Namespace
+    tree: Path | None, variant: str, echo: EchoProcess, layout: Layout, workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    relay = RelayProcess(variant, echo.url, workdir, layout.relay_core, extra_env={"PYTHONPATH": f"{tree}:{ROOT}"})
+    """One side's phases in a fresh process: the relay of `tree`, or (None) the reference relay."""
+    if tree is None:
+        relay = RelayProcess(variant, echo.url, workdir, layout.relay_core, wrapper="bench.reference_relay", label="reference")
+    else:
+        relay = RelayProcess(variant, echo.url, workdir, layout.relay_core, extra_env={"PYTHONPATH": f"{tree}:{ROOT}"})
     relay.start()
     try:
         out: dict[str, Any] = {}
@@ -69,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--mid", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--reference", action="store_true", help="interleave the reference relay as a third side, R")
     args = parser.parse_args(argv)
     layout = Layout.detect()
     with tempfile.TemporaryDirectory(prefix="relay-ab-") as tmp:
-        trees = {"A": export(args.a, Path(tmp) / "a"), "B": export(args.b, Path(tmp) / "b")}
+        trees: dict[str, Path | None] = {"A": export(args.a, Path(tmp) / "a"), "B": export(args.b, Path(tmp) / "b")}
+        if args.reference:
+            trees["R"] = None
+        sides = tuple(trees)
         echo = EchoProcess(layout.peers_core)
         echo.start()
         rounds: list[dict[str, Any]] = []
         try:
             for i in range(args.rounds):
-                order = ("A", "B") if i % 2 == 0 else ("B", "A")
+                order = sides if i % 2 == 0 else sides[::-1]
                 row: dict[str, Any] = {}
                 for side in order:
                     log(f"round {i + 1}: {side}")
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "flood_round_trips_per_s": median(side, "flood", "round_trips_per_s"),
             "flood_us_per_round_trip": median(side, "flood", "relay_cpu_us_per_round_trip"),
         }
-        for side in ("A", "B")
+        for side in sides
     }
     json.dump({"a": args.a, "b": args.b, "variant": args.variant, "rounds": rounds, "median": summary}, sys.stdout, indent=2)
     sys.stdout.write("\n")

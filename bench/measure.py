@@ -188,4 +188,13 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "packages": package_versions(["realtime-relay", "aiohttp", "websockets", "orjson", "structlog", "uvloop", "py-spy"]),
+        "native_record_writer": native_record_writer(),
     }
+
+
+def native_record_writer() -> bool:
+    """Whether the relay measured writes its hot records in native code (built at install when a C compiler is
+    there) or in the Python fallback: the two differ in CPU per record (docs/performance.md)."""
+    from relay.eventlog.records import native_audio_record
+
+    return native_audio_record is not None

@@ -29,7 +29,8 @@ def render(report: dict[str, Any]) -> str:
     layout = report["layout"]
     lines = [
         f"Machine: {machine['cpu_model']}, {machine['cpus_online']} CPUs, Python {machine['python']}, "
-        f"aiohttp {machine['packages'].get('aiohttp')}, websockets {machine['packages'].get('websockets')}; "
+        f"aiohttp {machine['packages'].get('aiohttp')}, websockets {machine['packages'].get('websockets')}, "
+        f"native record writer {'on' if machine.get('native_record_writer') else 'off (Python fallback)'}; "
         f"{layout['note']}; {layout.get('priority', 'default priority')}. Run {report['started_utc']}, "
         f"{report['duration_s']} s. Command: `make bench` (or `.venv/bin/python -m bench`).",
         "",

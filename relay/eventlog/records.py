@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -20,6 +21,14 @@ from relay.core.formats import AudioFormat
 from relay.core.frames import b64_decoded_len as _b64_len
 from relay.core.frames import stdlib_dumps
 from relay.core.outbox import LogEntry
+
+# The flat audio record in native code, built from _flatrecord.c at install time when a C compiler is there
+# (docs/performance.md, "The ninth round"); without it the Python builder writes every record, the same bytes.
+native_audio_record: Callable[..., bytes | None] | None
+try:
+    from relay.eventlog._flatrecord import audio_record as native_audio_record
+except ImportError:
+    native_audio_record = None
 
 SCHEMA_VERSION: Final = 1
 
@@ -171,9 +180,11 @@ class RecordBuilder:
     (`audio_hash`) are fixed at start. Shared by every session; called on the event loop (`build`) and on the
     writer thread (`gap`)."""
 
-    def __init__(self, *, keep_text: bool = True, audio_hash: bool = False) -> None:
+    def __init__(self, *, keep_text: bool = True, audio_hash: bool = False, native: bool = True) -> None:
         self.keep_text = keep_text
         self.audio_hash = audio_hash
+        # The native writer of flat audio records, for the default options (it writes neither hashes nor lengths).
+        self._native = native_audio_record if native and keep_text and not audio_hash else None
         self._timestamp = _Rfc3339()
         self._summaries: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -194,6 +205,14 @@ class RecordBuilder:
         """One record as its JSON line. Raises what orjson raises for a value it cannot encode."""
         audio_field = _AUDIO_PAYLOAD_FIELD.get(entry.type) if entry.type is not None else None
         if audio_field is not None and entry.client_event is None and entry.server_event is None:
+            if self._native is not None:  # None back: a shape it does not write the same way
+                fmt = entry.audio_format
+                bytes_per_second = fmt.bytes_per_second if fmt is not None else -1
+                line = self._native(
+                    session_id, seq, wall, t_ms, entry.dir, entry.type, entry.event, audio_field, entry.bytes, bytes_per_second
+                )
+                if line is not None:
+                    return line
             line = self._flat_audio(session_id, seq, wall, t_ms, entry, audio_field)
             if line is not None:
                 return line

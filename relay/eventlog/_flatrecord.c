@@ -1,0 +1,407 @@
+/* The event log's hot record in native code: the record of a flat audio event (an `input_audio_buffer.append`
+ * or an output audio delta, every 20 ms each way), written in one call.
+ *
+ * Boundary: `relay.eventlog.records.RecordBuilder` calls `audio_record` for a flat audio event with the default
+ * record options (`log_content` on, `log_audio_hash` off). It returns the record's JSON line, byte for byte what
+ * the Python builder gives (tests/eventlog/test_flat_record.py holds them equal over generated events), or None for
+ * anything it does not write the same way (a nested value, a number orjson spells with an exponent, an integer
+ * beyond 64 bits, a string that is not valid UTF-8, another type): the Python builder then writes that record.
+ * Pure: no I/O, no state but the formatted second of the last timestamp. The record format is docs/event-log.md;
+ * why this is native is docs/performance.md ("The ninth round").
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    char local[1024];
+} Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t more) {
+    Py_ssize_t need = b->len + more;
+    if (need <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < need) {
+        cap *= 2;
+    }
+    char *data;
+    if (b->data == b->local) {
+        data = PyMem_Malloc((size_t)cap);
+        if (data != NULL) {
+            memcpy(data, b->local, (size_t)b->len);
+        }
+    } else {
+        data = PyMem_Realloc(b->data, (size_t)cap);
+    }
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int put(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define PUT_LITERAL(b, s) put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* Return codes of the writers: 0 written, -1 a Python error is set, 1 not this writer's to write (fall back). */
+#define FALLBACK 1
+
+static const char HEX[] = "0123456789abcdef";
+
+/* A JSON string as orjson writes it: UTF-8, with `"`, `\` and the control characters escaped (\b \t \n \f \r
+ * short, the others \u00XX) and nothing else. */
+static int put_string(Buf *b, PyObject *s) {
+    Py_ssize_t n;
+    const char *src = PyUnicode_AsUTF8AndSize(s, &n);
+    if (src == NULL) {
+        /* A lone surrogate: orjson refuses it too; the Python builder's fallback writes that record. */
+        PyErr_Clear();
+        return FALLBACK;
+    }
+    if (buf_grow(b, n + 2) < 0) {
+        return -1;
+    }
+    b->data[b->len++] = '"';
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        if (put(b, src + run, i - run) < 0) {
+            return -1;
+        }
+        run = i + 1;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        Py_ssize_t len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\r': esc[1] = 'r'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = HEX[c >> 4];
+            esc[5] = HEX[c & 0xF];
+            len = 6;
+        }
+        if (put(b, esc, len) < 0) {
+            return -1;
+        }
+    }
+    if (put(b, src + run, n - run) < 0 || buf_grow(b, 1) < 0) {
+        return -1;
+    }
+    b->data[b->len++] = '"';
+    return 0;
+}
+
+static int put_int(Buf *b, long long v) {
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    return put(b, tmp, n);
+}
+
+/* A float as orjson writes it, where that is Python's shortest repr: orjson and repr agree on the digits, and
+ * differ only in how they write an exponent, so a number that needs one is left to the Python builder. */
+static int put_float(Buf *b, double v) {
+    char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (text == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (strpbrk(text, "eEni") != NULL) { /* an exponent, inf or nan */
+        rc = FALLBACK;
+    } else {
+        rc = put(b, text, (Py_ssize_t)strlen(text));
+    }
+    PyMem_Free(text);
+    return rc;
+}
+
+/* `round_ms` of records.py (milliseconds to three decimals, half away from zero, in the same float steps), written
+ * as Python's repr writes that float. Below 1e12 ms a float with at most three decimals is the nearest one to that
+ * decimal and no shorter decimal is nearer, so its repr is the decimal itself: the integer count of thousandths,
+ * its point put back, trailing zeros dropped down to one. Beyond that the Python builder writes it. */
+static int put_ms(Buf *b, double ms) {
+    if (!(ms > -1e12 && ms < 1e12)) {
+        return FALLBACK;
+    }
+    long long thousandths = (long long)(ms * 1000.0 + (ms >= 0 ? 0.5 : -0.5));
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%s%lld.%03lld", thousandths < 0 ? "-" : "", llabs(thousandths) / 1000,
+                     llabs(thousandths) % 1000);
+    while (tmp[n - 1] == '0' && tmp[n - 2] != '.') {
+        n--;
+    }
+    return put(b, tmp, n);
+}
+
+/* A value of a flat event: a string, an integer within 64 bits, a float, true, false or null. */
+static int put_scalar(Buf *b, PyObject *v) {
+    if (PyUnicode_CheckExact(v)) {
+        return put_string(b, v);
+    }
+    if (v == Py_True) {
+        return PUT_LITERAL(b, "true");
+    }
+    if (v == Py_False) {
+        return PUT_LITERAL(b, "false");
+    }
+    if (v == Py_None) {
+        return PUT_LITERAL(b, "null");
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow != 0) {
+            return FALLBACK;
+        }
+        if (n == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        return put_int(b, n);
+    }
+    if (PyFloat_CheckExact(v)) {
+        return put_float(b, PyFloat_AS_DOUBLE(v));
+    }
+    return FALLBACK;
+}
+
+/* A member after the first: `head` (a comma, the quoted key and a colon) and the value. */
+static int put_member(Buf *b, const char *head, PyObject *value) {
+    if (put(b, head, (Py_ssize_t)strlen(head)) < 0) {
+        return -1;
+    }
+    return put_scalar(b, value);
+}
+
+/* The decoded length of base64 text, as `b64_decoded_len` in relay/core/frames.py computes it. */
+static Py_ssize_t b64_decoded_len(PyObject *text) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t out = n * 3 / 4;
+    if (n == 0 || PyUnicode_READ_CHAR(text, n - 1) != '=') {
+        return out;
+    }
+    return out - 1 - (n >= 2 && PyUnicode_READ_CHAR(text, n - 2) == '=');
+}
+
+/* The RFC 3339 timestamp of records.py's `_Rfc3339`: UTC, microseconds, the second's text formatted once. */
+static long long cached_second = -1;
+static char cached_prefix[32];
+static Py_ssize_t cached_prefix_len = 0;
+
+static int put_timestamp(Buf *b, double wall) {
+    if (!(wall >= 0.0 && wall < 253402300800.0)) { /* before 1970 or after 9999: the Python builder's */
+        return FALLBACK;
+    }
+    long long second = (long long)wall;
+    long long micros = (long long)((wall - (double)second) * 1000000.0 + 0.5);
+    if (micros == 1000000) {
+        second += 1;
+        micros = 0;
+    }
+    if (second != cached_second) {
+        time_t t = (time_t)second;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) == NULL) {
+            return FALLBACK;
+        }
+        size_t n = strftime(cached_prefix, sizeof cached_prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
+        if (n == 0 || tm.tm_year + 1900 < 1000) {
+            return FALLBACK;
+        }
+        cached_prefix_len = (Py_ssize_t)n;
+        cached_second = second;
+    }
+    char tail[8];
+    for (int i = 5; i >= 0; i--) {
+        tail[i] = (char)('0' + micros % 10);
+        micros /= 10;
+    }
+    tail[6] = 'Z';
+    tail[7] = '"';
+    if (PUT_LITERAL(b, "\"") < 0 || put(b, cached_prefix, cached_prefix_len) < 0) {
+        return -1;
+    }
+    return put(b, tail, 8);
+}
+
+#define TRY(expr)                 \
+    do {                          \
+        int rc_ = (expr);         \
+        if (rc_ != 0) {           \
+            return rc_;           \
+        }                         \
+    } while (0)
+
+static PyObject *KEY_AUDIO, *KEY_EVENT_ID, *KEY_ITEM_ID, *KEY_RESPONSE_ID;
+
+static int write_record(Buf *b, PyObject *session_id, long long seq, double wall, double t_ms, PyObject *dir,
+                        PyObject *type, PyObject *event, PyObject *field, PyObject *frame_bytes,
+                        long long bytes_per_second) {
+    PyObject *payload = PyDict_GetItemWithError(event, field);
+    if (payload == NULL || !PyUnicode_CheckExact(payload)) {
+        return PyErr_Occurred() ? -1 : FALLBACK;
+    }
+    int is_audio = PyUnicode_Compare(field, KEY_AUDIO) == 0;
+    if (!is_audio) {
+        int has_audio = PyDict_Contains(event, KEY_AUDIO);
+        if (has_audio != 0) {
+            return has_audio < 0 ? -1 : FALLBACK;
+        }
+    }
+
+    TRY(PUT_LITERAL(b, "{\"v\":1,\"ts\":"));
+    TRY(put_timestamp(b, wall));
+    TRY(PUT_LITERAL(b, ",\"level\":\"info\",\"t_ms\":"));
+    TRY(put_ms(b, t_ms));
+    TRY(put_member(b, ",\"session_id\":", session_id));
+    TRY(PUT_LITERAL(b, ",\"seq\":"));
+    TRY(put_int(b, seq));
+    TRY(put_member(b, ",\"dir\":", dir));
+    TRY(put_member(b, ",\"type\":", type));
+
+    static const char *const id_heads[3] = {",\"event_id\":", ",\"item_id\":", ",\"response_id\":"};
+    PyObject *id_keys[3] = {KEY_EVENT_ID, KEY_ITEM_ID, KEY_RESPONSE_ID};
+    for (int i = 0; i < 3; i++) {
+        PyObject *value = PyDict_GetItemWithError(event, id_keys[i]);
+        if (value == NULL) {
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+            continue;
+        }
+        if (PyUnicode_CheckExact(value)) {
+            TRY(put_member(b, id_heads[i], value));
+        }
+    }
+    if (frame_bytes != Py_None) {
+        TRY(put_member(b, ",\"bytes\":", frame_bytes));
+    }
+    TRY(PUT_LITERAL(b, ",\"event\":{"));
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    int first = 1;
+    while (PyDict_Next(event, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return FALLBACK;
+        }
+        if (!first) {
+            TRY(PUT_LITERAL(b, ","));
+        }
+        first = 0;
+        TRY(put_string(b, key));
+        TRY(PUT_LITERAL(b, ":"));
+        if (value == payload && PyUnicode_Compare(key, field) == 0) {
+            Py_ssize_t n_bytes = b64_decoded_len(payload);
+            TRY(PUT_LITERAL(b, "{\"audio_bytes\":"));
+            TRY(put_int(b, (long long)n_bytes));
+            TRY(PUT_LITERAL(b, ",\"audio_ms\":"));
+            if (bytes_per_second < 0) {
+                TRY(PUT_LITERAL(b, "null"));
+            } else {
+                TRY(put_ms(b, bytes_per_second ? (double)n_bytes * 1000.0 / (double)bytes_per_second : 0.0));
+            }
+            TRY(PUT_LITERAL(b, "}"));
+        } else {
+            TRY(put_scalar(b, value));
+        }
+    }
+    return PUT_LITERAL(b, "}}\n");
+}
+
+static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "audio_record takes 10 arguments");
+        return NULL;
+    }
+    PyObject *session_id = args[0], *dir = args[4], *type = args[5], *event = args[6], *field = args[7];
+    if (!PyUnicode_CheckExact(session_id) || !PyUnicode_CheckExact(dir) || !PyUnicode_CheckExact(type) ||
+        !PyDict_CheckExact(event) || !PyUnicode_CheckExact(field)) {
+        Py_RETURN_NONE;
+    }
+    long long seq = PyLong_AsLongLong(args[1]);
+    if (seq == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double wall = PyFloat_AsDouble(args[2]);
+    if (wall == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double t_ms = PyFloat_AsDouble(args[3]);
+    if (t_ms == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *frame_bytes = args[8];
+    if (frame_bytes != Py_None && !PyLong_CheckExact(frame_bytes)) {
+        Py_RETURN_NONE;
+    }
+    long long bytes_per_second = PyLong_AsLongLong(args[9]);
+    if (bytes_per_second == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Buf b;
+    b.data = b.local;
+    b.len = 0;
+    b.cap = (Py_ssize_t)sizeof b.local;
+    int rc = write_record(&b, session_id, seq, wall, t_ms, dir, type, event, field, frame_bytes, bytes_per_second);
+    PyObject *out = NULL;
+    if (rc == 0) {
+        out = PyBytes_FromStringAndSize(b.data, b.len);
+    } else if (rc == FALLBACK) {
+        out = Py_NewRef(Py_None);
+    }
+    if (b.data != b.local) {
+        PyMem_Free(b.data);
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"audio_record", (PyCFunction)(void (*)(void))audio_record, METH_FASTCALL,
+     "audio_record(session_id, seq, wall, t_ms, dir, type, event, field, frame_bytes, bytes_per_second)\n"
+     "--\n\n"
+     "The JSON line of a flat audio event's record, or None when the Python builder is to write it.\n"
+     "bytes_per_second is -1 when the audio format is unknown."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "relay.eventlog._flatrecord",
+    "The event log's flat audio record in native code (see relay/eventlog/records.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__flatrecord(void) {
+    KEY_AUDIO = PyUnicode_InternFromString("audio");
+    KEY_EVENT_ID = PyUnicode_InternFromString("event_id");
+    KEY_ITEM_ID = PyUnicode_InternFromString("item_id");
+    KEY_RESPONSE_ID = PyUnicode_InternFromString("response_id");
+    if (KEY_AUDIO == NULL || KEY_EVENT_ID == NULL || KEY_ITEM_ID == NULL || KEY_RESPONSE_ID == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,15 @@
+"""Types of the native flat audio record writer (relay/eventlog/_flatrecord.c)."""
+
+def audio_record(
+    session_id: str,
+    seq: int,
+    wall: float,
+    t_ms: float,
+    dir: str,
+    type: str,
+    event: dict[str, object],
+    field: str,
+    frame_bytes: int | None,
+    bytes_per_second: int,
+    /,
+) -> bytes | None: ...

@@ -1,0 +1,160 @@
+"""The native flat audio record writer (relay/eventlog/_flatrecord.c): built wherever a C compiler is, and for any
+event, any time and any frame size it writes exactly the line the Python builder writes, or hands the record back
+to it (None); it never raises on what a client or an upstream sent."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sysconfig
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.core import events as ev
+from relay.core.formats import AudioFormat
+from relay.core.outbox import LogEntry
+from relay.eventlog.records import RecordBuilder, native_audio_record
+
+FORMATS = [None, AudioFormat(), AudioFormat("audio/pcm", 16000), AudioFormat("audio/pcmu", 8000)]
+
+# Any value JSON can carry, and the values a parsed frame never holds but the relay's own code could (lone
+# surrogates, integers past 64 bits, floats orjson writes with an exponent), nested or not.
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([1e-05, 1e16, -1e-7, 1e15, -0.0, 0.1, 123456789012.5])
+    | st.text(max_size=12)
+)
+values = st.recursive(scalars, lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3), max_leaves=6)
+base64_text = st.text(alphabet="ABCDEFGHabcdefgh0123456789+/=", max_size=64)
+keys = st.sampled_from(["type", "event_id", "item_id", "response_id", "audio", "delta", "x", "text"]) | st.text(max_size=6)
+
+
+def with_and_without_native(entry: LogEntry, wall: float, t_ms: float, seq: int = 7) -> tuple[bytes, bytes]:
+    native = RecordBuilder().build("sess_AbCdEfGhIjKlMnOp", seq, wall, t_ms, entry)
+    python = RecordBuilder(native=False).build("sess_AbCdEfGhIjKlMnOp", seq, wall, t_ms, entry)
+    return native, python
+
+
+def test_the_native_writer_is_built_wherever_a_c_compiler_is() -> None:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    assert native_audio_record is not None or shutil.which(compiler) is None, (
+        "a C compiler is here but relay/eventlog/_flatrecord.c was not built: reinstall (make install-test)"
+    )
+
+
+needs_native = pytest.mark.skipif(native_audio_record is None, reason="no C compiler at install: nothing native to test")
+
+
+@needs_native
+@settings(max_examples=400)
+@given(
+    record_type=st.sampled_from([ev.INPUT_AUDIO_BUFFER_APPEND, ev.RESPONSE_OUTPUT_AUDIO_DELTA]),
+    fields=st.dictionaries(keys, scalars, max_size=6),
+    payload=base64_text,
+    fmt=st.sampled_from(FORMATS),
+    wall=st.floats(0, 253402300799.0) | st.floats(allow_nan=False, allow_infinity=False),
+    t_ms=st.floats(0, 1e10) | st.floats(-1e14, 1e14) | st.floats(allow_nan=False, allow_infinity=False),
+    frame_bytes=st.none() | st.integers(0, 2**40),
+    direction=st.sampled_from(["client", "server"]),
+)
+def test_a_flat_audio_record_is_byte_for_byte_the_python_builders(
+    record_type: str,
+    fields: dict[str, Any],
+    payload: str,
+    fmt: AudioFormat | None,
+    wall: float,
+    t_ms: float,
+    frame_bytes: int | None,
+    direction: str,
+) -> None:
+    event = {**fields, ev.AUDIO_PAYLOAD_FIELD[record_type]: payload}
+    entry = LogEntry(direction, record_type, event, bytes=frame_bytes, audio_format=fmt)
+    try:
+        python = RecordBuilder(native=False).build("s", 7, wall, t_ms, entry)
+    except Exception as exc:  # what no JSON can say: the native path must refuse it the same way
+        with pytest.raises(type(exc)):
+            RecordBuilder().build("s", 7, wall, t_ms, entry)
+        return
+    assert RecordBuilder().build("s", 7, wall, t_ms, entry) == python
+
+
+@needs_native
+@settings(max_examples=300)
+@given(event=st.dictionaries(keys, values, max_size=5), field=st.sampled_from(["audio", "delta"]))
+def test_any_event_gets_the_python_builders_line_or_is_handed_back(event: dict[str, Any], field: str) -> None:
+    assert native_audio_record is not None
+    line = native_audio_record("s", 1, 1_700_000_000.5, 12.5, "client", "input_audio_buffer.append", event, field, 10, 48000)
+    if line is None:
+        return
+    entry = LogEntry("client", "input_audio_buffer.append", event, bytes=10, audio_format=AudioFormat())
+    assert line == RecordBuilder(native=False).build("s", 1, 1_700_000_000.5, 12.5, entry)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"nested": 1}, "a nested object: the general walk summarizes audio inside it"),
+        ([1, 2], "a list"),
+        (1e-05, "a float orjson writes as 0.00001 and repr as 1e-05"),
+        (2**64, "an integer past 64 bits"),
+        ("\ud800", "a lone surrogate"),
+        (math.inf, "a number no JSON can say"),
+    ],
+)
+def test_what_it_does_not_write_the_same_way_it_hands_back(value: Any, why: str) -> None:
+    assert native_audio_record is not None
+    event = {"type": "input_audio_buffer.append", "audio": "AAAA", "x": value}
+    assert native_audio_record("s", 1, 1.5, 1.0, "client", "input_audio_buffer.append", event, "audio", 1, 48000) is None, why
+
+
+@needs_native
+def test_a_record_it_cannot_place_in_time_is_handed_back() -> None:
+    assert native_audio_record is not None
+    event = {"type": "response.output_audio.delta", "delta": "AAAA"}
+    args = ("s", 1, 1.5, 1.0, "server", "response.output_audio.delta", event, "delta", 1, 48000)
+    assert native_audio_record(*args) is not None
+    for wall in (-1.0, 253402300800.0, math.nan):
+        assert native_audio_record(*args[:2], wall, *args[3:]) is None
+    for t_ms in (1e12, -1e12, math.inf, math.nan):
+        assert native_audio_record(*args[:3], t_ms, *args[4:]) is None
+
+
+@needs_native
+def test_a_record_whose_audio_is_not_a_string_or_whose_delta_has_audio_beside_it_is_handed_back() -> None:
+    assert native_audio_record is not None
+    for event, field in (
+        ({"type": "t", "audio": 5}, "audio"),
+        ({"type": "t"}, "audio"),
+        ({"type": "t", "delta": "AAAA", "audio": "AAAA"}, "delta"),
+    ):
+        assert native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, field, 1, 48000) is None
+
+
+@needs_native
+def test_wrong_arguments_are_a_type_error_not_a_crash() -> None:
+    assert native_audio_record is not None
+    good: list[Any] = ["s", 1, 1.5, 1.0, "client", "t", {"audio": "AAAA"}, "audio", 1, 48000]
+    with pytest.raises(TypeError):
+        native_audio_record(*good[:9])  # type: ignore[call-arg]
+    for index, garbage in ((1, "one"), (2, "now"), (3, None), (9, 1.5)):
+        with pytest.raises(TypeError):
+            native_audio_record(*good[:index], garbage, *good[index + 1 :])
+    # Values of the wrong kind where the Python builder would also not take the fast path: handed back.
+    for index, other in ((0, 1), (4, None), (5, b"t"), (6, [1]), (7, 3), (8, "1")):
+        assert native_audio_record(*good[:index], other, *good[index + 1 :]) is None
+
+
+@needs_native
+def test_a_long_event_grows_the_line_past_its_first_buffer() -> None:
+    event = {"type": ev.INPUT_AUDIO_BUFFER_APPEND, "audio": "AAAA" * 10, "note": "é\n\"\\" * 2000, "event_id": "e" * 3000}
+    entry = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, event, bytes=20000, audio_format=AudioFormat())
+    native, python = with_and_without_native(entry, 1_765_000_000.999_999_7, 59_999.9995)
+    assert native == python
+    assert len(native) > 10_000
