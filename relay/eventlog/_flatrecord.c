@@ -226,13 +226,15 @@ static int put_timestamp(Buf *b, double wall) {
     if (second != cached_second) {
         time_t t = (time_t)second;
         struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL) {
+        char prefix[sizeof cached_prefix];
+        if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 < 1000) {
             return FALLBACK;
         }
-        size_t n = strftime(cached_prefix, sizeof cached_prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
-        if (n == 0 || tm.tm_year + 1900 < 1000) {
+        size_t n = strftime(prefix, sizeof prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
+        if (n == 0) {
             return FALLBACK;
         }
+        memcpy(cached_prefix, prefix, n); /* the cache changes only whole, after the second formatted */
         cached_prefix_len = (Py_ssize_t)n;
         cached_second = second;
     }
@@ -262,6 +264,16 @@ static PyObject *KEY_AUDIO, *KEY_EVENT_ID, *KEY_ITEM_ID, *KEY_RESPONSE_ID;
 static int write_record(Buf *b, PyObject *session_id, long long seq, double wall, double t_ms, PyObject *dir,
                         PyObject *type, PyObject *event, PyObject *field, PyObject *frame_bytes,
                         long long bytes_per_second) {
+    /* Every key an exact str first: looking up a str among str keys runs no Python code, so nothing below can
+     * change the dict while it is read (a key of another type could, through its __eq__). A parsed frame's keys
+     * are always str. */
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(event, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return FALLBACK;
+        }
+    }
     PyObject *payload = PyDict_GetItemWithError(event, field);
     if (payload == NULL || !PyUnicode_CheckExact(payload)) {
         return PyErr_Occurred() ? -1 : FALLBACK;
@@ -302,13 +314,9 @@ static int write_record(Buf *b, PyObject *session_id, long long seq, double wall
         TRY(put_member(b, ",\"bytes\":", frame_bytes));
     }
     TRY(PUT_LITERAL(b, ",\"event\":{"));
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
+    pos = 0;
     int first = 1;
     while (PyDict_Next(event, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key)) {
-            return FALLBACK;
-        }
         if (!first) {
             TRY(PUT_LITERAL(b, ","));
         }
@@ -320,8 +328,10 @@ static int write_record(Buf *b, PyObject *session_id, long long seq, double wall
             TRY(PUT_LITERAL(b, "{\"audio_bytes\":"));
             TRY(put_int(b, (long long)n_bytes));
             TRY(PUT_LITERAL(b, ",\"audio_ms\":"));
-            if (bytes_per_second < 0) {
+            if (bytes_per_second == -1) { /* no audio format known */
                 TRY(PUT_LITERAL(b, "null"));
+            } else if (bytes_per_second < 0) {
+                return FALLBACK;
             } else {
                 TRY(put_ms(b, bytes_per_second ? (double)n_bytes * 1000.0 / (double)bytes_per_second : 0.0));
             }
@@ -331,6 +341,20 @@ static int write_record(Buf *b, PyObject *session_id, long long seq, double wall
         }
     }
     return PUT_LITERAL(b, "}}\n");
+}
+
+/* An int argument as a long long: 1 it fits, 0 it does not (past 64 bits), -1 a TypeError for another type. */
+static int as_long_long(PyObject *arg, long long *out) {
+    if (!PyLong_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "audio_record: seq and bytes_per_second are int");
+        return -1;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (*out == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return overflow == 0;
 }
 
 static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -344,9 +368,13 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
         !PyDict_CheckExact(event) || !PyUnicode_CheckExact(field)) {
         Py_RETURN_NONE;
     }
-    long long seq = PyLong_AsLongLong(args[1]);
-    if (seq == -1 && PyErr_Occurred()) {
+    long long seq, bytes_per_second;
+    int seq_fits = as_long_long(args[1], &seq), rate_fits = as_long_long(args[9], &bytes_per_second);
+    if (seq_fits < 0 || rate_fits < 0) {
         return NULL;
+    }
+    if (!seq_fits || !rate_fits) {
+        Py_RETURN_NONE; /* past 64 bits: the Python builder writes it */
     }
     double wall = PyFloat_AsDouble(args[2]);
     if (wall == -1.0 && PyErr_Occurred()) {
@@ -359,10 +387,6 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *frame_bytes = args[8];
     if (frame_bytes != Py_None && !PyLong_CheckExact(frame_bytes)) {
         Py_RETURN_NONE;
-    }
-    long long bytes_per_second = PyLong_AsLongLong(args[9]);
-    if (bytes_per_second == -1 && PyErr_Occurred()) {
-        return NULL;
     }
     Buf b;
     b.data = b.local;

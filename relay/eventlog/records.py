@@ -262,7 +262,10 @@ class RecordBuilder:
         if entry.bytes is not None:
             record["bytes"] = entry.bytes
         record["event"] = {**event, field: self._summary(payload, entry.audio_format)}
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # a lone surrogate or a huge integer: the general path's fallback writes it
+            return None
 
     def _summary(self, payload: str, fmt: AudioFormat | None) -> dict[str, Any]:
         """`audio_summary`, shared between payloads of one size and format (a stream's chunks are all one size):

@@ -86,13 +86,17 @@ def test_a_flat_audio_record_is_byte_for_byte_the_python_builders(
 
 @needs_native
 @settings(max_examples=300)
-@given(event=st.dictionaries(keys, values, max_size=5), field=st.sampled_from(["audio", "delta"]))
-def test_any_event_gets_the_python_builders_line_or_is_handed_back(event: dict[str, Any], field: str) -> None:
+@given(
+    event=st.dictionaries(keys, values, max_size=5),
+    record_type=st.sampled_from([ev.INPUT_AUDIO_BUFFER_APPEND, ev.RESPONSE_OUTPUT_AUDIO_DELTA]),
+)
+def test_any_event_gets_the_python_builders_line_or_is_handed_back(event: dict[str, Any], record_type: str) -> None:
     assert native_audio_record is not None
-    line = native_audio_record("s", 1, 1_700_000_000.5, 12.5, "client", "input_audio_buffer.append", event, field, 10, 48000)
+    field = ev.AUDIO_PAYLOAD_FIELD[record_type]
+    line = native_audio_record("s", 1, 1_700_000_000.5, 12.5, "server", record_type, event, field, 10, 48000)
     if line is None:
         return
-    entry = LogEntry("client", "input_audio_buffer.append", event, bytes=10, audio_format=AudioFormat())
+    entry = LogEntry("server", record_type, event, bytes=10, audio_format=AudioFormat())
     assert line == RecordBuilder(native=False).build("s", 1, 1_700_000_000.5, 12.5, entry)
 
 
@@ -158,3 +162,54 @@ def test_a_long_event_grows_the_line_past_its_first_buffer() -> None:
     native, python = with_and_without_native(entry, 1_765_000_000.999_999_7, 59_999.9995)
     assert native == python
     assert len(native) > 10_000
+
+
+@pytest.mark.parametrize("value", ["\ud800", 10**31])
+def test_a_flat_audio_frame_that_orjson_cannot_write_still_gets_its_record(value: Any) -> None:
+    """The standard library's parser takes what orjson refuses (a lone surrogate escape, an integer past 64 bits):
+    such a frame still gets its one record, through the general path's fallback, natively or not."""
+    event = {"type": ev.INPUT_AUDIO_BUFFER_APPEND, "audio": "AAAA", "x": value}
+    entry = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, event, bytes=60, audio_format=AudioFormat())
+    native, python = with_and_without_native(entry, 1_765_000_000.25, 10.0)
+    assert native == python
+    assert b'"audio":{"audio_bytes":3,"audio_ms":0.063}' in python
+
+
+@needs_native
+def test_numbers_past_64_bits_in_its_own_arguments_are_handed_back_not_raised() -> None:
+    assert native_audio_record is not None
+    event = {"type": "t", "audio": "AAAA"}
+    assert native_audio_record("s", 2**63, 1.5, 1.0, "client", "t", event, "audio", 1, 48000) is None
+    assert native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, "audio", 1, 2**63) is None
+    assert native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, "audio", 1, -2) is None
+    line = native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, "audio", 1, -1)
+    assert line is not None and b'"audio_ms":null' in line
+
+
+def test_a_format_whose_rate_is_past_64_bits_still_gets_its_records() -> None:
+    """A client's session.update can name any positive rate: its appends are still logged, natively or not."""
+    fmt = AudioFormat.from_config({"type": "audio/pcm", "rate": 2**63}, AudioFormat())
+    entry = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {"audio": "AAAA"}, bytes=60, audio_format=fmt)
+    native, python = with_and_without_native(entry, 1_765_000_000.25, 10.0)
+    assert native == python
+
+
+@needs_native
+def test_a_key_that_is_not_a_string_is_handed_back_before_any_lookup() -> None:
+    """A key of another type could change the dict from its __eq__ while the record is written: such an event is
+    the Python builder's (no parsed frame has one)."""
+    assert native_audio_record is not None
+    event: dict[Any, Any] = {}
+
+    class Collides:
+        def __hash__(self) -> int:
+            return hash("event_id")
+
+        def __eq__(self, other: object) -> bool:
+            event.clear()
+            return False
+
+    event["audio"] = "AAAA"
+    event[Collides()] = 1
+    assert native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, "audio", None, 48000) is None
+    assert "audio" in event
