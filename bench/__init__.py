@@ -9,7 +9,7 @@ Parts, each its own process so they can be pinned to their own core:
 - `bench.measure` — /proc readers (CPU ticks, RSS), percentiles, machine facts;
 - `bench.profiling` — py-spy (or nothing) on the relay under load, summarized;
 - `bench.runner` — the phases, the report, the targets; `bench.table` — the README table from a result file;
-- `bench.gc_relay`, `bench.uvloop_relay` — the unchanged relay CLI under a what-if (GC pauses timed, uvloop),
+- `bench.gc_relay` — the unchanged relay CLI under a what-if (GC pauses timed),
   for measured perf proposals;
 - `bench.reference_relay` — the reference pass-through relay (aiohttp both sides, `json.loads` of every message, no
   logging, built like Azure's rtmt.py and sharing no code with the product): the contract's targets are read

@@ -93,7 +93,7 @@ class EchoProcess:
 @dataclass
 class RelayProcess:
     """A `realtime-relay serve` subprocess in one logging variant. `wrapper` runs it through a bench module
-    instead of `-m relay` (e.g. `bench.uvloop_relay` to measure what uvloop would buy)."""
+    instead of `-m relay` (e.g. `bench.gc_relay` to time the relay's GC pauses)."""
 
     variant: str
     upstream: str

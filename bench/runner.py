@@ -6,7 +6,7 @@ Phases (each a few seconds): direct baseline (latency at 10 sessions, flood, ses
 variant a fresh relay (latency at 10, flood, CPU and p99 at 50, 100 and 200 real-time sessions) -> on the default
 variant the session sweep and a py-spy profile -> the same phases for the peers (the reference relay, the splice
 floor) -> memory: RSS per idle session and after a configurable stretch of streaming (a fresh relay) -> what-if
-experiments (GC, uvloop) when installed. CPU and RSS are of the relay's whole process tree.
+experiments (GC pauses, the relay on asyncio's own loop, the floors). CPU and RSS are of the relay's whole process tree.
 Writes nothing but the run's temporary directory and the result file; prints progress to stderr.
 """
 
@@ -424,10 +424,11 @@ PEERS: tuple[tuple[str, str, bool], ...] = (
     (FLOOR_EXPERIMENT, "bench.splice_floor", True),
 )
 # name, wrapper module, module it needs, environment, with a session sweep
-# (The GC tuning an earlier experiment measured is now the relay's own.) The uvloop splice is a floor too.
+# (The GC tuning an earlier experiment measured is now the relay's own, and so is uvloop: `asyncio_loop` is the
+# relay on the standard library's loop, `event_loop = "asyncio"`.) The uvloop splice is a floor too.
 EXPERIMENTS: tuple[tuple[str, str, str | None, dict[str, str], bool], ...] = (
     ("gc_pauses", "bench.gc_relay", None, {}, False),
-    ("uvloop", "bench.uvloop_relay", "uvloop", {}, False),
+    ("asyncio_loop", "relay", None, {"RELAY_EVENT_LOOP": "asyncio"}, False),
     ("splice_floor_uvloop", "bench.splice_floor_uvloop", "uvloop", {}, False),
 )
 

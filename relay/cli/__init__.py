@@ -30,4 +30,10 @@ def entry_point() -> None:
         code = main()
     except KeyboardInterrupt:
         code = SIGINT_EXIT_CODE
+    except RuntimeError as exc:
+        # Python 3.11 wraps what interrupts a class's creation (a dataclass field's `__set_name__`) in a
+        # RuntimeError: a Ctrl-C that lands there while the settings module is imported is still a Ctrl-C.
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        code = SIGINT_EXIT_CODE
     sys.exit(code)

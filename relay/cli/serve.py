@@ -18,7 +18,7 @@ import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -172,6 +172,7 @@ async def serve(settings: Settings, fell_back: bool) -> int:
                     # No userinfo and no query: either may carry a secret an operator put in the URL.
                     upstream=redact_url(state.upstream_base).split("?")[0],
                     auth=state.auth_required,
+                    event_loop=running_loop_name(),
                 )
                 await signals.drain_requested.wait()
                 await drain(app, 0.0 if signals.count > 1 else settings.drain_seconds)
@@ -274,4 +275,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings, fell_back = simulator_fallback(settings, sources.get("upstream", "default"))
     check_model(settings)
     load_tools(settings, sources.get("tools", "config"))  # a tool that does not load: exit 2 before anything starts
-    return asyncio.run(serve(settings, fell_back))
+    with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
+        return runner.run(serve(settings, fell_back))
+
+
+def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `serve` runs on (setting `event_loop`): uvloop's by default, which runs the same relay on
+    less CPU per frame (docs/performance.md); None is asyncio's own. With the relay's own TLS it is always
+    asyncio's: uvloop's TLS layer holds a connection whose handshake failed (a plain-HTTP client on the TLS port)
+    until the header deadline instead of closing it at once (docs/security.md, "TLS")."""
+    if settings.event_loop == "uvloop" and not (settings.tls_cert_file or settings.tls_key_file):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+def running_loop_name() -> str:
+    """Which event loop this process runs on, as the `relay.listening` line says it."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"

@@ -96,6 +96,10 @@ class Settings:
     )
     # --- serve: listener and client side (docs/lifecycle.md, docs/client-input.md)
     host: str = _setting("127.0.0.1", "Address `serve` listens on.")
+    event_loop: str = _setting(
+        "uvloop", "Event loop `serve` runs on: uvloop (less CPU per frame; not with tls_cert_file) or asyncio.",
+        choices=("uvloop", "asyncio"),
+    )  # fmt: skip
     port: int = _setting(8080, "Port `serve` listens on (0 = any free port, logged).", min=0, max=65535)
     insecure_no_auth: bool = _setting(False, "Allow binding a non-loopback address without client tokens.")
     client_tokens: tuple[Secret, ...] = _setting(

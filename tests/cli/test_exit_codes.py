@@ -15,6 +15,7 @@ import pytest
 
 import relay.cli.devices
 import relay.errors as errors
+from relay.cli import SIGINT_EXIT_CODE, entry_point
 from relay.cli.main import main
 from relay.errors import (
     AudioDeviceError,
@@ -173,3 +174,25 @@ def test_ctrl_c_at_any_moment_of_the_start_ends_without_a_traceback(tmp_path: Pa
     out, err = process.communicate(timeout=30)
     assert process.returncode in (0, 130, -signal.SIGINT), err[-2000:]
     assert "Traceback" not in out + err
+
+
+def test_a_ctrl_c_that_python_wraps_while_a_class_is_made_is_still_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted_import(argv: list[str] | None = None) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from exc
+
+    monkeypatch.setattr("relay.cli.main.main", interrupted_import)
+    with pytest.raises(SystemExit) as ended:
+        entry_point()
+    assert ended.value.code == SIGINT_EXIT_CODE
+
+
+def test_any_other_runtime_error_at_start_is_not_taken_for_a_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(argv: list[str] | None = None) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("relay.cli.main.main", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        entry_point()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from relay.cli.main import main
+from relay.cli.serve import loop_factory
+from relay.settings import Settings
 from tests.support.relay_fixtures import running_relay_process
 from tests.support.timing import seconds
 
@@ -81,3 +83,29 @@ def test_a_folder_serve_cannot_write_fails_the_start_naming_the_setting(tmp_path
     assert result.returncode == 1
     assert setting in result.stderr and str(blocker / "below") in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "loop"),
+    [({}, "uvloop"), ({"RELAY_EVENT_LOOP": "asyncio"}, "asyncio"), ({"RELAY_EVENT_LOOP": "uvloop"}, "uvloop")],
+)
+async def test_serve_runs_on_uvloop_unless_told_otherwise_and_says_which(tmp_path: Path, env: dict[str, str], loop: str) -> None:
+    async with running_relay_process(tmp_path, env=env) as relay:
+        listening = await relay.wait_for_log("relay.listening")
+        assert listening["event_loop"] == loop
+
+
+def test_with_its_own_tls_serve_runs_on_asyncios_loop() -> None:
+    assert loop_factory(Settings()) is not None
+    assert loop_factory(Settings(event_loop="asyncio")) is None
+    assert loop_factory(Settings(tls_cert_file="cert.pem", tls_key_file="key.pem")) is None
+
+
+@pytest.mark.parametrize("value", ["tornado", "", "UVLOOP", "uvloop "])
+def test_an_unknown_event_loop_is_a_config_error(tmp_path: Path, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--port", "0", "--log-dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, env=clean_env(RELAY_EVENT_LOOP=value), cwd=tmp_path, timeout=seconds(30),
+    )
+    assert result.returncode == 2
+    assert "event_loop" in result.stderr and "Traceback" not in result.stderr
