@@ -118,10 +118,25 @@ static int put_string(Buf *b, PyObject *s) {
     return 0;
 }
 
+/* Decimal digits of `v`, written backwards from `end`; returns where they start. (snprintf cost more than the rest
+ * of a record's head.) */
+static char *digits(char *end, unsigned long long v) {
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}
+
 static int put_int(Buf *b, long long v) {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    return put(b, tmp, n);
+    char *end = tmp + sizeof tmp;
+    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    char *start = digits(end, magnitude);
+    if (v < 0) {
+        *--start = '-';
+    }
+    return put(b, start, end - start);
 }
 
 /* A float as orjson writes it, where that is Python's shortest repr: orjson and repr agree on the digits, and
@@ -150,13 +165,26 @@ static int put_ms(Buf *b, double ms) {
         return FALLBACK;
     }
     long long thousandths = (long long)(ms * 1000.0 + (ms >= 0 ? 0.5 : -0.5));
+    unsigned long long magnitude = thousandths < 0 ? 0ULL - (unsigned long long)thousandths : (unsigned long long)thousandths;
     char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%s%lld.%03lld", thousandths < 0 ? "-" : "", llabs(thousandths) / 1000,
-                     llabs(thousandths) % 1000);
-    while (tmp[n - 1] == '0' && tmp[n - 2] != '.') {
-        n--;
+    char *end = tmp + sizeof tmp;
+    /* The three decimals, their trailing zeros dropped down to one, then the point and the whole part. */
+    unsigned long long decimals = magnitude % 1000;
+    int kept = 3;
+    while (kept > 1 && decimals % 10 == 0) {
+        decimals /= 10;
+        kept--;
     }
-    return put(b, tmp, n);
+    for (int i = 0; i < kept; i++) {
+        *--end = (char)('0' + decimals % 10);
+        decimals /= 10;
+    }
+    *--end = '.';
+    char *start = digits(end, magnitude / 1000);
+    if (thousandths < 0) {
+        *--start = '-';
+    }
+    return put(b, start, tmp + sizeof tmp - start);
 }
 
 /* A value of a flat event: a string, an integer within 64 bits, a float, true, false or null. */
