@@ -282,8 +282,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop `serve` runs on (setting `event_loop`): uvloop's by default, which runs the same relay on
     less CPU per frame (docs/performance.md); None is asyncio's own. With the relay's own TLS it is always
-    asyncio's: uvloop's TLS layer holds a connection whose handshake failed (a plain-HTTP client on the TLS port)
-    until the header deadline instead of closing it at once (docs/security.md, "TLS")."""
+    asyncio's: on uvloop a connection whose handshake failed, and a client's first request sent right behind its
+    handshake, waited for the header deadline (docs/security.md, "TLS")."""
     if settings.event_loop == "uvloop" and not (settings.tls_cert_file or settings.tls_key_file):
         import uvloop
 
