@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 # System packages for the audio and browser tiers and the deploy checks (Debian).
-SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl nodejs
+SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl nodejs gcc libc6-dev
 
 .PHONY: run test system-deps lint bench clean venv install install-test lock lowest
 
@@ -34,8 +34,10 @@ run: install
 	$(VENV)/bin/realtime-relay serve
 
 # As root on Debian, install the tiers' system parts first; elsewhere those tiers skip with a reason.
-test: install-test
+# System packages first: the install builds the native record writer with the C compiler they bring.
+test:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then $(MAKE) --no-print-directory system-deps; fi
+	@$(MAKE) --no-print-directory install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 system-deps:
