@@ -122,8 +122,9 @@ async def _session_file(request: web.Request, session_id: str, name: str, what: 
     """One file of a session folder: ids already matched whole by the caller; the token's scope checked (a
     minted token reads only the sessions it opened, docs/security.md); nothing outside data_dir ever served.
     Every refusal is the same 404 as a missing file, so a token learns nothing of other sessions. FileResponse
-    answers a single Range, so a browser can seek; several ranges (no multipart answers here) get the whole file
-    with 200, as RFC 9110 lets a server that ignores Range do, and an empty suffix range gets 416."""
+    answers a single Range, so a browser can seek; several ranges (no multipart answers here) or a unit other than
+    bytes get the whole file with 200, as RFC 9110 lets a server that ignores Range do, and an empty suffix range
+    or a malformed byte range gets 416."""
     not_found = _no_such(what)
     if not may_read_session_files(request, session_id):
         log.warning("relay.auth_scope_refused", path=request.path, remote=client_remote(request))
@@ -139,11 +140,37 @@ async def _session_file(request: web.Request, session_id: str, name: str, what: 
     if _EMPTY_SUFFIX_RANGE.fullmatch(wanted):
         size = path.stat().st_size
         return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
-    if "," not in wanted:
+    if "," not in wanted and wanted[:6].lower() == "bytes=":
+        try:
+            request.http_range  # noqa: B018 - read here: FileResponse answers a malformed one, but logs a traceback
+        except ValueError:
+            size = path.stat().st_size
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
         return web.FileResponse(path, headers=headers)
-    whole = request.clone(headers={k: v for k, v in request.headers.items() if k.lower() != "range"})
-    response = web.FileResponse(path, headers=headers)
-    await response.prepare(whole)
+    return await _whole_file(request, path, headers)
+
+
+_CHUNK_BYTES: Final = 256 * 1024
+
+
+async def _whole_file(request: web.Request, path: Path, headers: dict[str, str]) -> web.StreamResponse:
+    """The whole file with 200, its Range header ignored. Streamed here: a FileResponse would read the request's
+    Range again when aiohttp finishes the response, and log a traceback for the one it could not honour."""
+    loop = asyncio.get_running_loop()
+    file = await loop.run_in_executor(None, path.open, "rb")
+    with file:
+        size = (await loop.run_in_executor(None, path.stat)).st_size
+        response = web.StreamResponse(headers={**headers, "Accept-Ranges": "bytes"})
+        response.content_length = size
+        await response.prepare(request)
+        left = size  # what the headers promised, even if the file grows meanwhile (a live recording)
+        while left > 0:
+            chunk = await loop.run_in_executor(None, file.read, min(_CHUNK_BYTES, left))
+            if not chunk:
+                break
+            await response.write(chunk)
+            left -= len(chunk)
+    await response.write_eof()
     return response
 
 

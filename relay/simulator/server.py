@@ -245,7 +245,12 @@ async def _realtime(request: web.Request) -> web.StreamResponse:
             return _http_error(404, f"Conversation with id '{conversation_id}' not found.", code="not_found")
     flavour: Flavour = "openai" if options.flavour == "openai" else "yandex"
     ws = web.WebSocketResponse(autoping=flavour != "yandex", max_msg_size=MAX_CLIENT_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:
+        # The client (a relay whose own client left) is gone before the 101. The answer is never sent: aiohttp
+        # drops it quietly for a closed connection, where the error itself would be logged with a traceback.
+        return web.Response(status=499, reason="Client Closed Request")
     session = SimSession(
         flavour,
         request.query.get("model") or DEFAULT_MODEL,

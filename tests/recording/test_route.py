@@ -64,7 +64,9 @@ async def test_the_recording_is_served_whole_and_by_range_with_a_token(relay: Ru
             assert resp.status == 401
 
 
-async def test_an_empty_suffix_range_is_unsatisfiable_and_several_ranges_get_the_whole_file(relay: RunningRelay) -> None:
+async def test_an_empty_suffix_range_is_unsatisfiable_and_several_ranges_get_the_whole_file(
+    relay: RunningRelay, caplog: pytest.LogCaptureFixture
+) -> None:
     async with aiohttp.ClientSession() as http:
         session_id = await one_session(relay, http)
         url = f"{relay.base_url}/relay/sessions/{session_id}/recording.wav"
@@ -72,8 +74,30 @@ async def test_an_empty_suffix_range_is_unsatisfiable_and_several_ranges_get_the
         async with http.get(url, headers={**relay.auth_headers(), "Range": "bytes=-0"}) as resp:
             assert resp.status == 416 and resp.headers["Content-Range"] == f"bytes */{len(on_disk)}"
         # No multipart answers here: a server may ignore Range, so the whole file with 200, never a 416.
-        async with http.get(url, headers={**relay.auth_headers(), "Range": "bytes=0-1,5-6"}) as resp:
-            assert resp.status == 200 and await resp.read() == on_disk
+        with caplog.at_level("ERROR"):
+            async with http.get(url, headers={**relay.auth_headers(), "Range": "bytes=0-1,5-6"}) as resp:
+                assert resp.status == 200 and await resp.read() == on_disk
+                assert resp.headers["Content-Length"] == str(len(on_disk)) and resp.headers["Accept-Ranges"] == "bytes"
+            async with http.head(url, headers={**relay.auth_headers(), "Range": "bytes=0-1,5-6"}) as resp:
+                assert resp.status == 200 and resp.headers["Content-Length"] == str(len(on_disk))
+                assert await resp.read() == b""
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.parametrize("wanted", ["bytes=abc", "bytes=9-1", "bytes=1-2-3", "bytes=", "BYTES=x", "bytes=\u00ff-"])
+async def test_a_malformed_byte_range_is_unsatisfiable_and_logs_no_error(
+    relay: RunningRelay, wanted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        session_id = await one_session(relay, http)
+        url = f"{relay.base_url}/relay/sessions/{session_id}/recording.wav"
+        on_disk = (relay.data_dir / "sessions" / session_id / "recording.wav").read_bytes()
+        with caplog.at_level("ERROR"):
+            async with http.get(url, headers={**relay.auth_headers(), "Range": wanted}) as resp:
+                assert resp.status == 416 and resp.headers["Content-Range"] == f"bytes */{len(on_disk)}"
+            async with http.get(url, headers={**relay.auth_headers(), "Range": "items=0-1"}) as resp:
+                assert resp.status == 200 and await resp.read() == on_disk  # a unit it does not know: ignored
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
 
 
 async def test_unknown_or_malformed_session_ids_get_the_same_404(relay: RunningRelay) -> None:

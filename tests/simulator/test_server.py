@@ -8,11 +8,13 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from relay.simulator import RunningSimulator, SimulatorOptions, create_app, replies, start_simulator
+from tests.support.relay_fixtures import RawWebSocket, running_relay_process
 from tests.support.sim_fixtures import audio_of, connect, first, types
 from tests.support.speechlike import synthesize
 from tests.support.timing import seconds
@@ -331,3 +333,25 @@ async def test_close_during_a_paced_response_ends_cleanly() -> None:
             assert (await client.recv())["type"] == "session.created"
     finally:
         await running.close()
+
+
+async def test_clients_that_leave_right_after_the_upgrade_leave_no_error_in_serves_log(tmp_path: Path) -> None:
+    """With the embedded simulator, a client gone before the relay's own upstream handshake ends means the
+    simulator's client (the relay) is gone too: nothing to answer, and nothing for the log but the session's end."""
+    async with running_relay_process(tmp_path) as relay:
+        for _ in range(4):
+            sockets = await asyncio.gather(*(RawWebSocket.connect("127.0.0.1", relay.port) for _ in range(20)))
+            for raw in sockets:
+                raw.sock.close()
+            await asyncio.sleep(0.3)
+        assert await healthz_ok(relay.port)
+        relay.terminate()
+        assert await relay.wait() == 0
+    problems = [r for r in relay.log_lines if r.get("level") in ("error", "critical")]
+    assert problems == [], problems[:2]
+    assert "Traceback" not in b"".join(relay.raw_stdout).decode("utf-8", "replace")
+
+
+async def healthz_ok(port: int) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        return resp.status == 200
