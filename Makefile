@@ -6,14 +6,17 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-# System packages for the audio and browser tiers and the deploy checks (Debian).
-SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl nodejs gcc libc6-dev
+# System packages for the audio and browser tiers and the deploy checks, and the C compiler and headers the native
+# record writer is built with (Debian).
+SYSTEM_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins espeak-ng sox chromium nginx-light systemd openssl nodejs gcc libc6-dev python3-dev
 
 .PHONY: run test system-deps lint bench clean venv install install-test lock lowest
 
+# setuptools too: `bench.ab` builds the native record writer in the trees it compares with the venv's own, and
+# pyproject's SPDX license needs 77 or later (a fresh venv may have an older one).
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --upgrade pip 'setuptools>=77'
 
 # Installs are pinned by requirements/constraints.txt, the exact versions CI and the Docker image use
 # (docs/configuration.md); the tier tools of requirements/ci.txt are CI's, not extras of the package.
@@ -69,3 +72,4 @@ lowest:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+	find relay -name '*.so' -delete

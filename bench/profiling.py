@@ -39,7 +39,9 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("upstream_side(picows)", ("links/upstream.py:", "links/upstream_listener.py:", "links/writebatch.py:", "trsock.py:")),
     ("kept_audio_spool", ("relay/spool.py:",)),
     ("gil_and_thread_wakeups", ("threading.py:",)),
-    ("asyncio_loop", ("asyncio/", "selectors.py:", "contextlib.py:")),
+    # The event loop: asyncio's selector loop in Python, or uvloop's compiled one, whose time (its socket reads
+    # and writes included) py-spy sees as `asyncio.Runner.run` itself.
+    ("event_loop_and_its_syscalls", ("asyncio/", "selectors.py:", "contextlib.py:")),
 )
 
 

@@ -3,7 +3,7 @@
  *
  * Boundary: `relay.eventlog.records.RecordBuilder` calls `audio_record` for a flat audio event with the default
  * record options (`log_content` on, `log_audio_hash` off). It returns the record's JSON line, byte for byte what
- * the Python builder gives (tests/eventlog/test_flat_record.py holds them equal over generated events), or None for
+ * the Python builder gives (tests/eventlog/test_flatrecord.py holds them equal over generated events), or None for
  * anything it does not write the same way (a nested value, a number orjson spells with an exponent, an integer
  * beyond 64 bits, a string that is not valid UTF-8, another type): the Python builder then writes that record.
  * Pure: no I/O, no state but the formatted second of the last timestamp. The record format is docs/event-log.md;

@@ -11,6 +11,7 @@ docs/lifecycle.md); `/` serves the page; `/v1/conversations...` hands over to `r
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -147,30 +148,37 @@ async def _session_file(request: web.Request, session_id: str, name: str, what: 
             size = path.stat().st_size
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
         return web.FileResponse(path, headers=headers)
-    return await _whole_file(request, path, headers)
+    return await _whole_file(request, path, headers, not_found)
 
 
 _CHUNK_BYTES: Final = 256 * 1024
 
 
-async def _whole_file(request: web.Request, path: Path, headers: dict[str, str]) -> web.StreamResponse:
+async def _whole_file(request: web.Request, path: Path, headers: dict[str, str], not_found: web.Response) -> web.StreamResponse:
     """The whole file with 200, its Range header ignored. Streamed here: a FileResponse would read the request's
     Range again when aiohttp finishes the response, and log a traceback for the one it could not honour."""
     loop = asyncio.get_running_loop()
-    file = await loop.run_in_executor(None, path.open, "rb")
+    try:
+        file = await loop.run_in_executor(None, path.open, "rb")
+    except OSError:  # gone (retention, the session's end) since it was found
+        return not_found
     with file:
-        size = (await loop.run_in_executor(None, path.stat)).st_size
+        size = os.fstat(file.fileno()).st_size  # what the headers promise, even if the file grows (a live recording)
         response = web.StreamResponse(headers={**headers, "Accept-Ranges": "bytes"})
         response.content_length = size
-        await response.prepare(request)
-        left = size  # what the headers promised, even if the file grows meanwhile (a live recording)
-        while left > 0:
-            chunk = await loop.run_in_executor(None, file.read, min(_CHUNK_BYTES, left))
-            if not chunk:
-                break
-            await response.write(chunk)
-            left -= len(chunk)
-    await response.write_eof()
+        try:
+            await response.prepare(request)
+            left = 0 if request.method == hdrs.METH_HEAD else size
+            while left > 0:
+                chunk = await loop.run_in_executor(None, file.read, min(_CHUNK_BYTES, left))
+                if not chunk:  # it shrank under the download: the body is short, the connection cannot go on
+                    response.force_close()
+                    break
+                await response.write(chunk)
+                left -= len(chunk)
+            await response.write_eof()
+        except ConnectionError:  # the client left mid-download: nothing to answer, nothing to log
+            pass
     return response
 
 

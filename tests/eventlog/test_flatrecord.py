@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,10 +42,11 @@ def with_and_without_native(entry: LogEntry, wall: float, t_ms: float, seq: int 
     return native, python
 
 
-def test_the_native_writer_is_built_wherever_a_c_compiler_is() -> None:
+def test_the_native_writer_is_built_wherever_a_c_compiler_and_pythons_headers_are() -> None:
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    assert native_audio_record is not None or shutil.which(compiler) is None, (
-        "a C compiler is here but relay/eventlog/_flatrecord.c was not built: reinstall (make install-test)"
+    headers = Path(sysconfig.get_path("include")) / "Python.h"
+    assert native_audio_record is not None or shutil.which(compiler) is None or not headers.exists(), (
+        "a C compiler and Python.h are here but relay/eventlog/_flatrecord.c was not built: reinstall (make install-test)"
     )
 
 

@@ -195,7 +195,7 @@ def test_the_fast_record_of_a_flat_audio_frame_is_the_record_the_general_path_bu
     record_type, fields, payload = shape
     event = {**fields, ev.AUDIO_PAYLOAD_FIELD[record_type]: payload}
     entry = LogEntry(direction, record_type, event, bytes=len(payload) + 40, audio_format=fmt)
-    fast = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
+    fast = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash, native=False)  # native: test_flatrecord.py
     general = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash, native=False)
     general._flat_audio = lambda *args: None  # type: ignore[method-assign]
     wall = 1_700_000_000.123456

@@ -147,3 +147,43 @@ async def test_a_browser_plays_the_recording_from_the_relay_and_seeks_with_range
     assert "error" not in result, result
     assert result["duration"] > 0.1 and result["at"] == pytest.approx(result["duration"] / 2, abs=0.05)
     assert any(r is not None and r.startswith("bytes=") for r in ranges), ranges
+
+
+async def raw_request(port: int, requests: bytes, read_until_close: bool = True) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(requests)
+    try:
+        async with asyncio.timeout(seconds(10)):
+            return await reader.read() if read_until_close else await reader.read(65536)
+    finally:
+        writer.close()
+
+
+async def test_a_head_with_several_ranges_has_no_body_and_the_connection_goes_on(relay: RunningRelay) -> None:
+    async with aiohttp.ClientSession() as http:
+        session_id = await one_session(relay, http)
+    path = f"/relay/sessions/{session_id}/recording.wav"
+    size = (relay.data_dir / "sessions" / session_id / "recording.wav").stat().st_size
+    auth = "".join(f"{k}: {v}\r\n" for k, v in relay.auth_headers().items())
+    head = f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{auth}Range: bytes=0-1,5-6\r\n\r\n"
+    get = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = await raw_request(relay.port, (head + get).encode())
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and f"Content-Length: {size}".encode() in first
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:80]  # the next answer, not the file
+
+
+async def test_a_client_that_leaves_mid_download_leaves_no_error_in_the_log(
+    relay: RunningRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        session_id = await one_session(relay, http)
+    recording = relay.data_dir / "sessions" / session_id / "recording.wav"
+    recording.write_bytes(recording.read_bytes()[:44] + bytes(40 << 20))  # big enough to be mid-way when it leaves
+    auth = "".join(f"{k}: {v}\r\n" for k, v in relay.auth_headers().items())
+    request = f"GET /relay/sessions/{session_id}/recording.wav HTTP/1.1\r\nHost: x\r\n{auth}Range: bytes=0-1,5-6\r\n\r\n"
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            assert (await raw_request(relay.port, request.encode(), read_until_close=False)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
