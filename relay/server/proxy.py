@@ -50,6 +50,8 @@ HOP_BY_HOP: Final = frozenset(
 )
 NOT_FORWARDED_UP: Final = HOP_BY_HOP | {"host", "authorization", "cookie", "content-length", "expect"}
 NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"set-cookie"}
+# The API's CORS answer is not the relay's: the relay sends its own for allowed_origins.
+NOT_FORWARDED_DOWN_PREFIXES: Final = ("access-control-",)
 PROXIED_METHODS: Final = frozenset({"GET", "POST", "DELETE"})
 # The client headers that reach the API with the operator's key; everything else stays behind.
 FORWARDED_UP: Final = frozenset(
@@ -83,16 +85,21 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def _filtered(
-    headers: CIMultiDictProxy[str], dropped: frozenset[str], only: frozenset[str] | None = None
+    headers: CIMultiDictProxy[str],
+    dropped: frozenset[str],
+    only: frozenset[str] | None = None,
+    dropped_prefixes: tuple[str, ...] = (),
 ) -> CIMultiDict[str]:
+    """The fields of `headers` not in `dropped`, not starting with one of `dropped_prefixes`, not listed by the
+    message's `Connection`, and (with `only`) named in `only`."""
     also = _connection_listed(headers)
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered in dropped or lowered in also or (only is not None and lowered not in only):
+        if lowered in dropped or lowered in also or lowered.startswith(dropped_prefixes):
             continue
-        if lowered.startswith("access-control-") and only is None:
-            continue  # the API's CORS answer is not the relay's: the relay sends its own for allowed_origins
+        if only is not None and lowered not in only:
+            continue
         kept.add(name, value)
     return kept
 
@@ -157,7 +164,7 @@ async def proxy_conversations(
             skip_auto_headers=CLIENT_ONLY_HEADERS,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN))
+            response.headers.extend(_filtered(upstream.headers, NOT_FORWARDED_DOWN, dropped_prefixes=NOT_FORWARDED_DOWN_PREFIXES))
             try:
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
