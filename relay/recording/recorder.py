@@ -3,10 +3,12 @@
 `SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they went
 upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic` mode, the
 device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). A forwarded
-frame is noted with the time it crossed and placed at the next commit (one pass over what waits); each chunk is
-placed on the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711
-too) and resampled to the recording rate with a streaming resampler per lane. Placed audio waits in memory until the
-wall clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not grow with the
+frame is noted with the time it crossed and placed at the next commit (one pass over what waits), or, in a flood
+(audio far faster than real time, past the lead limit), as it crosses: a chunk its lane is known to be too far
+ahead for is dropped by arithmetic alone (the flood gate). Each chunk is placed on the session's timeline by
+`relay.recording.timeline` and, if any of it is kept there, decoded (G.711 too) and resampled to the recording
+rate with a streaming resampler per lane (`relay.recording.lineup`). Placed audio waits in memory until the wall
+clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not grow with the
 session), then at the loop's `CommitClock` turn it is rendered, with silence between, into stereo frames (left:
 user, right: assistant) that one process-wide writer thread appends to the file (`GrowingWav`), every half second.
 
@@ -28,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import numpy.typing as npt
 
 from audio import pcm as pcmlib
@@ -37,9 +38,10 @@ from relay.core.formats import DEFAULT_FORMAT, AudioFormat
 from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
 from relay.recording.clock import CommitClock, write_blocks, writer_executor
-from relay.recording.decoding import Int16Array, WireDecoder, b64_audio
-from relay.recording.mixdown import Mixdown, Segment
-from relay.recording.timeline import ArrivalLane, ItemLane, Placement, clip, ms_to_frames
+from relay.recording.decoding import Int16Array
+from relay.recording.lineup import ChannelOutput
+from relay.recording.mixdown import Mixdown
+from relay.recording.timeline import ArrivalLane, ItemLane, Placement, ms_to_frames
 from relay.recording.wavfile import GrowingWav
 
 RECORDING_SAVED: Final = ev.RELAY_RECORDING_SAVED
@@ -56,8 +58,6 @@ TRUNCATE: Final = 2
 MAX_WAITING_ARRIVALS: Final = 64
 FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
-_NO_SAMPLES: Final[Int16Array] = np.zeros(0, dtype="<i2")
-
 
 @dataclass(frozen=True)
 class RecordingOptions:
@@ -66,17 +66,6 @@ class RecordingOptions:
     max_seconds: float = 4 * 3600.0
     # True: record the frames the relay forwards (`serve`); False: the caller feeds device audio (`mic`).
     from_frames: bool = True
-
-
-@dataclass(slots=True)
-class _PendingRun:
-    """Contiguous chunks kept on one channel and not decoded yet: their base64 texts join into one (each is whole
-    3-byte groups of whole samples), decoded once when the run ends or before anything reads the channel."""
-
-    start: int
-    item_id: str | None
-    texts: list[str]
-    frames: int
 
 
 # A chunk of wire audio (or a truncate) as it crossed the relay, waiting to be placed: (when it crossed, by
@@ -111,17 +100,15 @@ class SessionRecorder:
         self._user = ArrivalLane(self.rate)
         self._assistant = ItemLane(self.rate)
         self._played = ArrivalLane(self.rate)  # mic: what the speaker played
-        self._decoders = (WireDecoder(self.rate), WireDecoder(self.rate))
-        # Per channel: where the timeline expects the current run to go on, and where its output has reached
-        # (they differ by a resampler's filter delay).
-        self._expected_end = [-1, -1]
-        self._produced_end = [0, 0]
         self._assistant_item: str | None = None
         self._mix = Mixdown(self.rate)  # placed audio waiting to be written
-        # Per channel: the run of plain PCM chunks at the recording rate placed since the last look (decoded in
-        # one go: per chunk, decoding and queueing cost more than the audio's placement).
-        self._runs: list[_PendingRun | None] = [None, None]
+        self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
+        self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
+        # The flood gate, per channel (`_gated`), while open: (where the lane's next chunk would start, for chunks
+        # in this format, of this item); and the assistant frames it dropped, not told to the item lane yet.
+        self._gates: list[tuple[int, AudioFormat, str | None] | None] = [None, None]
+        self._gate_frames = 0
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
         # Why the recording stopped early (max_seconds, write_failed, write_timeout, internal_error).
@@ -154,13 +141,15 @@ class SessionRecorder:
         """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
         close the file and return the `relay.recording_saved` record."""
         self._place_waiting_safely()
+        self._close_gate(LEFT)
+        self._close_gate(RIGHT)
         self._finished = True
         if self._clock is not None:
             self._clock.leave(self)
             self._clock = None
         self._check_writer()
-        self._decode_run(LEFT)
-        self._decode_run(RIGHT)
+        self._out[LEFT].decode_run()
+        self._out[RIGHT].decode_run()
         end = max(self._now(), self._mix.end())
         blocks: list[tuple[GrowingWav, bytes]] = []
         self._commit(end, blocks)
@@ -194,7 +183,8 @@ class SessionRecorder:
 
     def _stop(self, reason: str, **details: Any) -> None:
         self._stopped = reason
-        self._runs = [None, None]
+        for out in self._out:
+            out.forget()
         self._arrivals.clear()
         self._mix.clear()
         at_ms = round(self._written * 1000.0 / self.rate, 3) if reason == "max_seconds" else None
@@ -214,17 +204,91 @@ class SessionRecorder:
             if entry.dir == "client" and isinstance(event, dict):
                 audio = event.get("audio")
                 if isinstance(audio, str) and audio:
-                    self._arrive((time.monotonic(), LEFT, audio, entry.audio_format or DEFAULT_FORMAT, None, 0.0))
+                    self._note(LEFT, None, audio, entry.audio_format or DEFAULT_FORMAT)
         elif kind in ASSISTANT_AUDIO_DELTAS:
             if entry.dir == "server" and isinstance(event, dict):
                 delta = event.get("delta")
                 if isinstance(delta, str) and delta:
                     fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
-                    self._arrive((time.monotonic(), RIGHT, delta, fmt, event.get("item_id"), 0.0))
+                    self._note(RIGHT, event.get("item_id"), delta, fmt)
         elif kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client" and isinstance(event, dict):
             item_id, end = event.get("item_id"), event.get("audio_end_ms")
             if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
                 self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+
+    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat) -> None:
+        """A chunk that crossed: placed now if nothing waits before it and it is a flood's (`_gated`, `_placed_now`;
+        for the assistant, of the current item), else noted to be placed in its turn."""
+        mono = time.monotonic()
+        try:
+            if not self._arrivals and (channel == LEFT or item_id == self._assistant_item):
+                item = self._assistant_item if channel == RIGHT else None
+                if self._gated(channel, item, audio, fmt, mono) or self._placed_now(channel, item, audio, fmt, mono):
+                    return
+        except Exception as exc:  # on the forwarding path: a relay bug stops the recording, never the session
+            self.stop_on_error(exc)
+            return
+        self._arrive((mono, channel, audio, fmt, item_id, 0.0))
+
+    def _gated(self, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, mono: float) -> bool:
+        """The flood gate (nothing waits): True when the chunk is dropped, by arithmetic alone, against a lane an earlier
+        drop found too far ahead and nothing has moved since; exactly what the lane's `ahead` drops (plain chunks)."""
+        gate = self._gates[channel]
+        if gate is None or fmt is not gate[1] or item_id != gate[2]:
+            return False
+        start = gate[0]
+        n = len(audio)
+        if n % 8 or audio[-1] == "=":
+            return False
+        now = int((mono - self._started_mono) * 1000.0 * self.rate // 1000)  # ms_to_frames, inline
+        frames = n * 3 // 8
+        if start <= now or start + frames <= now + self._lead:
+            return False
+        if channel == RIGHT:
+            self._gate_frames += frames
+        if start < self._max_frames:
+            self._dropped += frames
+        return True
+
+    def _close_gate(self, channel: int) -> None:
+        """The lane is about to move or be read: the gate's skipped assistant frames are told to it first."""
+        gate = self._gates[channel]
+        if gate is None:
+            return
+        self._gates[channel] = None
+        if channel == RIGHT and self._gate_frames:
+            self._assistant.skip(gate[2], self._gate_frames)
+            self._gate_frames = 0
+
+    def _placed_now(self, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, mono: float) -> bool:
+        """A flood, placed as it crosses (nothing waits before it): a chunk its lane runs too far ahead for is dropped
+        whole, as placing it later would (the lanes' `ahead`), and the chunk after such a drop is placed at once (the
+        next ones are likely dropped against it). False: noted to be placed later, as real-time audio is."""
+        self._close_gate(channel)
+        if self._finished:
+            return False
+        now = ms_to_frames((mono - self._started_mono) * 1000.0, self.rate)
+        if self._plain(audio, fmt):
+            frames = len(audio) * 3 // 8
+        else:
+            frames = self._out[channel].decoder.frames_for(b64_decoded_len(audio), fmt)
+        if frames > 0:
+            limit = now + self._lead
+            if channel == LEFT:
+                start = self._user.ahead(now, frames, limit)
+            else:
+                start = self._assistant.ahead(item_id, now, frames, limit) if item_id is not None else None
+            if start is not None:
+                self._drop_whole(channel, start, frames, fmt, item_id if channel == RIGHT else None)
+                return True
+        if not self._flooding[channel]:
+            return False
+        self._flooding[channel] = False
+        if channel == LEFT:
+            self._add_user(audio, fmt, now)
+        else:
+            self._add_assistant(audio, fmt, item_id, now)
+        return True
 
     def _arrive(self, arrival: _Arrival) -> None:
         arrivals = self._arrivals
@@ -263,116 +327,75 @@ class SessionRecorder:
         return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and audio[-1:] != "="
 
     def _add_user(self, audio: str, fmt: AudioFormat, now: int) -> None:
+        self._close_gate(LEFT)
         if self._finished:
             return
         plain = self._plain(audio, fmt)
-        frames = len(audio) * 3 // 8 if plain else self._decoders[LEFT].frames_for(b64_decoded_len(audio), fmt)
+        frames = len(audio) * 3 // 8 if plain else self._out[LEFT].decoder.frames_for(b64_decoded_len(audio), fmt)
         if frames <= 0:
             return
         limit = min(now + self._lead, self._max_frames)
         # The common case, a real-time stream continuing its run, takes the lanes' cheap path.
         start = self._user.extend(now, frames, self._written, limit) if plain else None
         if start is not None:
-            if self._keep_whole(LEFT, None, audio, start, frames):
+            if self._out[LEFT].keep_whole(None, audio, start, frames):
                 return
             placed = Placement(start, 0, frames, 0)
         else:
             ahead = self._user.ahead(now, frames, now + self._lead)
             if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(LEFT, ahead, frames)
+                self._drop_whole(LEFT, ahead, frames, fmt, None)
                 return
             placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, LEFT, None, audio, fmt, limit, plain)
+        if self._out[LEFT].keep_wire(placed, None, audio, fmt, plain, self._written, limit):
+            self._count_dropped(placed)
 
     def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object, now: int) -> None:
+        self._close_gate(RIGHT)
         key = item_id if isinstance(item_id, str) else ""
-        decoder = self._decoders[RIGHT]
+        out = self._out[RIGHT]
         if key != self._assistant_item:
-            decoder.restart()
+            out.restart()  # a new stream: its output starts where the item does
             self._assistant_item = key
-            self._expected_end[RIGHT] = -1  # a new stream: its output starts where the item does
         if self._finished:
             return
         plain = self._plain(delta, fmt)
-        frames = len(delta) * 3 // 8 if plain else decoder.frames_for(b64_decoded_len(delta), fmt)
+        frames = len(delta) * 3 // 8 if plain else out.decoder.frames_for(b64_decoded_len(delta), fmt)
         if frames <= 0:
             return
         limit = min(now + self._lead, self._max_frames)
         start = self._assistant.extend(key, now, frames, self._written, limit) if plain else None
         if start is not None:
-            if self._keep_whole(RIGHT, key, delta, start, frames):
+            if out.keep_whole(key, delta, start, frames):
                 return
             placed = Placement(start, 0, frames, 0)
         else:
             ahead = self._assistant.ahead(key, now, frames, now + self._lead)
             if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(RIGHT, ahead, frames)
+                self._drop_whole(RIGHT, ahead, frames, fmt, key)
                 return
             placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
-        self._decode_and_keep(placed, RIGHT, key, delta, fmt, limit, plain)
-
-    def _decode_and_keep(
-        self, placed: Placement, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, limit: int, plain: bool
-    ) -> None:
-        """Keep what `placed` says of one wire chunk; `plain`: `_plain(audio, fmt)`, as the caller found it."""
-        decoder = self._decoders[channel]
-        if not placed.keep:
-            # Nothing of it is kept: not decoded. A resampled stream restarts at the next kept chunk (its filter
-            # must not run across the hole), which `_keep` lines up as a new run.
-            decoder.restart()
-            self._expected_end[channel] = -1
+        if out.keep_wire(placed, key, delta, fmt, plain, self._written, limit):
             self._count_dropped(placed)
-            return
-        whole = plain and not placed.skip and not placed.dropped
-        if whole and self._keep_whole(channel, item_id, audio, placed.start, placed.keep):
-            return
-        self._decode_run(channel)
-        data = b64_audio(audio)
-        try:
-            samples = decoder.wire(data, fmt)[0] if data else _NO_SAMPLES  # not base64: silence where it was placed
-        except ValueError:  # a rate no resampler takes: the upstream will refuse that audio too
-            return
-        self._keep(placed, channel, item_id, samples, placed.keep + placed.dropped, limit)
 
-    def _drop_whole(self, channel: int, start: int, frames: int) -> None:
+    def _drop_whole(self, channel: int, start: int, frames: int, fmt: AudioFormat, item_id: str | None) -> None:
         """A chunk the lane dropped whole, ahead of the clock (a flood at the lead limit): not decoded, counted as
-        dropped (audio past the file's cap is not: the cap is reported once, by itself)."""
-        self._decoders[channel].restart()  # its filter must not run across the hole
-        self._expected_end[channel] = -1
+        dropped (audio past the file's cap is not: the cap is reported once, by itself). The lane stays where it
+        was, so the flood gate opens at `start` for the chunks after it."""
+        self._out[channel].restart()  # its filter must not run across the hole
+        self._flooding[channel] = True
+        self._close_gate(channel)
+        if fmt.rate == self.rate and fmt.type == "audio/pcm":
+            self._gates[channel] = (start, fmt, item_id)
         if start < self._max_frames:
             self._dropped += frames
 
-    def _keep_whole(self, channel: int, item_id: str | None, audio: str, origin: int, frames: int) -> bool:
-        """A plain chunk placed whole at `origin`: joins the channel's pending run (or starts one), undecoded. False
-        when its output would not line up with the timeline (a resampler's delay is pending): the caller decodes."""
-        if origin == self._expected_end[channel] and self._produced_end[channel] != origin:
-            return False
-        self._expected_end[channel] = self._produced_end[channel] = origin + frames
-        run = self._runs[channel]
-        if run is not None and run.item_id == item_id and run.start + run.frames == origin:
-            run.texts.append(audio)
-            run.frames += frames
-        else:
-            self._decode_run(channel)
-            self._runs[channel] = _PendingRun(origin, item_id, [audio], frames)
-        return True
-
-    def _decode_run(self, channel: int) -> None:
-        """Decode the channel's pending run into one queued segment (a chunk that is not base64 is silence)."""
-        run = self._runs[channel]
-        if run is None:
-            return
-        self._runs[channel] = None
-        data = b64_audio(run.texts[0] if len(run.texts) == 1 else "".join(run.texts))
-        if data is None:  # one bad chunk among them: decoded one by one
-            data = b"".join(b64_audio(text) or bytes(len(text) * 3 // 4) for text in run.texts)
-        self._mix.queue(channel, Segment(run.start, run.item_id, np.frombuffer(data, dtype="<i2")))
-
     def _truncate(self, item_id: str, audio_end_ms: float) -> None:
+        self._close_gate(RIGHT)
         span = self._assistant.truncate(item_id, audio_end_ms)
         if span is None:
             return
-        self._decode_run(RIGHT)
+        self._out[RIGHT].decode_run()
         cut, end = span
         self._mix.cut(RIGHT, item_id, cut)
         if cut < self._written:  # part of it is already in the file: silence it there
@@ -383,7 +406,7 @@ class SessionRecorder:
         """A block the microphone captured, just handed to the loop."""
         if self._stopped is None:
             data = pcmlib.float_to_pcm16(samples)
-            self._place(self._user, LEFT, *self._decoders[LEFT].pcm16(data, rate))
+            self._place(self._user, LEFT, *self._out[LEFT].decoder.pcm16(data, rate))
 
     def played_samples(self, samples: npt.ArrayLike, rate: int, at_mono: float | None = None) -> None:
         """A block the speaker's callback played at monotonic time `at_mono` (default: now)."""
@@ -391,7 +414,7 @@ class SessionRecorder:
             return
         data = pcmlib.float_to_pcm16(samples)
         at = None if at_mono is None else ms_to_frames((at_mono - self._started_mono) * 1000.0, self.rate)
-        self._place(self._played, RIGHT, *self._decoders[RIGHT].pcm16(data, rate), at)
+        self._place(self._played, RIGHT, *self._out[RIGHT].decoder.pcm16(data, rate), at)
 
     # ---- placing and writing -----------------------------------------------------------------------------
     def _place(self, lane: ArrivalLane, channel: int, samples: Int16Array, expected: int, at: int | None = None) -> None:
@@ -399,30 +422,7 @@ class SessionRecorder:
             return
         now = self._now()
         placed = lane.place(now if at is None else at, expected, self._written, now + self._lead, self._max_frames)
-        self._keep(placed, channel, None, samples, expected, min(now + self._lead, self._max_frames))
-
-    def _keep(
-        self, placed: Placement, channel: int, item_id: str | None, samples: Int16Array, expected: int, limit: int
-    ) -> None:
-        """Queue a chunk's output where its run's output has reached (the timeline placed `expected` frames)."""
-        origin = placed.start - placed.skip
-        lined_up = origin != self._expected_end[channel] or self._produced_end[channel] == origin
-        if lined_up and not placed.skip and not placed.dropped and len(samples) == expected:
-            # The common case (same rate, nothing clipped): output and timeline line up.
-            self._expected_end[channel] = self._produced_end[channel] = origin + expected
-            self._mix.queue(channel, Segment(origin, item_id, samples))
-            return
-        if origin != self._expected_end[channel]:  # a new run: its output starts where it does
-            self._produced_end[channel] = origin
-        self._expected_end[channel] = origin + expected
-        at = self._produced_end[channel]
-        self._produced_end[channel] = at + len(samples)
-        out = clip(at, len(samples), self._written, limit)
-        if out.keep:
-            piece = samples[out.skip : out.skip + out.keep]
-            # A part of a chunk is copied: a view would keep the whole chunk (and the buffer under it) in memory
-            # until that part is written, however few frames of it are queued.
-            self._mix.queue(channel, Segment(out.start, item_id, piece if out.keep == len(samples) else piece.copy()))
+        self._out[channel].keep(placed, None, samples, expected, self._written, min(now + self._lead, self._max_frames))
         self._count_dropped(placed)
 
     def _count_dropped(self, placed: Placement) -> None:
@@ -436,8 +436,8 @@ class SessionRecorder:
         """Render [written, upto) as stereo frames into `blocks`, for the writer."""
         if self._stopped is not None:
             return
-        self._decode_run(LEFT)
-        self._decode_run(RIGHT)
+        self._out[LEFT].decode_run()
+        self._out[RIGHT].decode_run()
         upto = min(upto, self._max_frames)
         start = self._written
         if upto > start:

@@ -187,6 +187,13 @@ class ItemLane:
         item.audio_frames += frames
         return start
 
+    def skip(self, item_id: str | None, frames: int) -> None:
+        """`frames` of the item's audio dropped whole ahead of the clock without `ahead` (the recorder's flood gate,
+        which `ahead` opened): the item's audio goes on past them."""
+        item = self._items.get(item_id) if item_id is not None else None
+        if item is not None:
+            item.audio_frames += frames
+
     def truncate(self, item_id: str, audio_end_ms: float) -> tuple[int, int] | None:
         """The item's audio stops `audio_end_ms` into it: (cut frame, end of what was placed after it), or None
         when the item is unknown or nothing was placed after the cut."""

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.core.formats import AudioFormat
 from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
 from relay.recording import clock as clock_module
+from relay.recording import lineup as lineup_module
 from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
@@ -138,6 +139,27 @@ def test_a_bug_while_placing_a_floods_waiting_frames_stops_the_recording_not_the
         ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in placing")
     ]
 
+def test_a_bug_while_placing_a_flood_as_it_crosses_stops_the_recording_not_the_forwarding(tmp_path: Path, monkeypatch: Any) -> None:
+    """A flood is placed as it crosses, inside `observe`, with nothing waiting: a relay bug there (here in the
+    lane's check) must stop the recording, reported once, and never raise into the session's forwarding."""
+    reports: list[Any] = []
+    recorder = SessionRecorder(tmp_path / "r.wav", "/url", RecordingOptions(rate=8000), started_mono=time.monotonic(), report=lambda t, e: reports.append((t, e)))
+    chunk = base64.b64encode(b"\x10\x00" * 160).decode()
+    fmt = AudioFormat("audio/pcm", 8000)
+    recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+    recorder._place_waiting_safely()  # what waited is placed: the next chunk takes the flood path
+
+    def bug(*args: Any) -> None:
+        raise RuntimeError("a bug in the lane")
+
+    monkeypatch.setattr(recorder._user, "ahead", bug)
+    for _ in range(10):
+        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+    assert [(t, e["reason"], e["error"]) for t, e in reports] == [
+        ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in the lane")
+    ]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
@@ -229,8 +251,8 @@ def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Pa
     clock = [100.0]
     monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     decoded: list[str] = []
-    real_b64 = recorder_module.b64_audio
-    monkeypatch.setattr(recorder_module, "b64_audio", lambda text: decoded.append(text) or real_b64(text))
+    real_b64 = lineup_module.b64_audio
+    monkeypatch.setattr(lineup_module, "b64_audio", lambda text: decoded.append(text) or real_b64(text))
     recorder = SessionRecorder(
         tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000, max_lead_seconds=1.0), started_mono=100.0, report=lambda t, e: None
     )
@@ -297,8 +319,8 @@ async def test_contiguous_chunks_at_the_recording_rate_are_decoded_once_per_comm
     clock = [100.0]
     monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     calls: list[str] = []
-    real_b64 = recorder_module.b64_audio
-    monkeypatch.setattr(recorder_module, "b64_audio", lambda text: calls.append(text) or real_b64(text))
+    real_b64 = lineup_module.b64_audio
+    monkeypatch.setattr(lineup_module, "b64_audio", lambda text: calls.append(text) or real_b64(text))
     recorder = SessionRecorder(tmp_path / "recording.wav", "/url", RecordingOptions(rate=24000), started_mono=100.0, report=lambda t, e: None)
     recorder.start()
     fmt = AudioFormat("audio/pcm", 24000)
@@ -340,3 +362,81 @@ def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(t
     assert len(frames) == 8000 * 2.75  # up to the clock less the commit lag
     assert np.flatnonzero(frames[:, 0]).tolist() == list(range(8000, 8800))
     assert np.flatnonzero(frames[:, 1]).tolist() == list(range(11200, 11600))  # cut by the truncate, in order
+
+
+class _PlacingEverythingLater(SessionRecorder):
+    """The recorder without its flood shortcuts: every chunk is noted and placed at the next commit."""
+
+    def _gated(self, *args: Any) -> bool:
+        return False
+
+    def _placed_now(self, *args: Any) -> bool:
+        return False
+
+
+_FORMATS = [AudioFormat("audio/pcm", 8000), AudioFormat("audio/pcm", 16000), AudioFormat("audio/pcmu", 8000)]
+_STEPS = st.one_of(
+    st.tuples(st.just("append"), st.sampled_from([30, 162, 798, 1601]), st.sampled_from(range(len(_FORMATS))), st.booleans()),
+    st.tuples(st.just("delta"), st.sampled_from([162, 798, 1602, 799]), st.sampled_from(["a", "b", 7]), st.booleans()),
+    st.tuples(st.just("truncate"), st.sampled_from(["a", "b"]), st.integers(0, 3000), st.booleans()),
+    st.tuples(st.just("clock"), st.integers(0, 400), st.just(0), st.booleans()),
+    st.tuples(st.just("commit"), st.just(0), st.just(0), st.booleans()),
+)
+# Each step is taken 1 to 40 times in a row (a flood is the same chunk again and again, faster than real time).
+_RUNS = st.lists(st.tuples(_STEPS, st.integers(1, 40)), max_size=40)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=_RUNS)
+# An item's flood dropped at the gate, then more of it kept and a truncate inside that: the dropped audio still
+# counts in the item's position.
+@example(runs=[(("delta", 162, "a", False), 300), (("clock", 400, 0, False), 5), (("commit", 0, 0, False), 1),
+               (("delta", 162, "a", False), 10), (("truncate", "a", 3100, False), 1)])  # fmt: skip
+def test_a_flood_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(monkeypatch: Any, runs: list[Any]) -> None:
+    """The flood shortcuts (a chunk dropped against a lane known to be ahead, the chunk after a drop placed at once)
+    change when a chunk is placed, never where: the file, the dropped audio and later truncates come out the same
+    as when every chunk waits for the next commit. Floods, real time, resampled and G.711 chunks, padded and broken
+    base64, several items, truncates and commits, in any order."""
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    options = RecordingOptions(rate=8000, max_lead_seconds=0.3, max_seconds=20.0)
+
+    async def both() -> list[tuple[dict[str, Any], bytes]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            recorders = [
+                kind(Path(tmp) / f"{kind.__name__}.wav", "/url", options, started_mono=100.0, report=lambda t, e: None)
+                for kind in (SessionRecorder, _PlacingEverythingLater)
+            ]
+            for recorder in recorders:
+                recorder.start()
+            for kind, a, b, broken in (step for step, times in runs for _ in range(times)):
+                if kind == "clock":
+                    clock[0] += a / 1000.0
+                    continue
+                for recorder in recorders:
+                    if kind == "commit":
+                        blocks: list[Any] = []
+                        recorder.commit_due(blocks)
+                        clock_module.writer_executor().submit(clock_module.write_blocks, blocks)
+                    elif kind == "append":
+                        audio = "!!!!" * (a // 4) if broken else base64.b64encode((bytes(range(256)) * 7)[:a]).decode()
+                        entry = LogEntry("client", "input_audio_buffer.append", {"audio": audio}, audio_format=_FORMATS[b])
+                        recorder.observe(entry)
+                    elif kind == "delta":
+                        delta = base64.b64encode(b"\x05\x01" * (a // 2) + b"\x09" * (a % 2)).decode()
+                        event = {"delta": delta, "item_id": b}
+                        recorder.observe(LogEntry("server", "response.output_audio.delta", event, audio_format=_FORMATS[int(broken)]))
+                    else:
+                        recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": a, "audio_end_ms": b}))
+            out = []
+            for recorder in recorders:
+                saved = await recorder.finish()
+                out.append(({k: v for k, v in saved.items() if k not in ("path", "url")}, recorder.path.read_bytes()))
+            return out
+
+    fast, later = asyncio.run(both())
+    assert fast == later
