@@ -56,6 +56,7 @@ TRUNCATE: Final = 2
 # Frames crossing the relay are noted as they cross and placed in one pass per commit (the recorder's state is
 # then touched once per half second, not per frame); a flood places them early, after this many.
 MAX_WAITING_ARRIVALS: Final = 64
+GATE_MARGIN_S: Final = 0.001  # the flood gate closes this much early: the clock's rounding to frames moves less
 FINISH_TIMEOUT_S: Final = 10.0  # the longest a session's end waits for its recording to reach the file
 
 
@@ -105,9 +106,10 @@ class SessionRecorder:
         self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
-        # The flood gate, per channel (`_gated`), while open: (where the lane's next chunk would start, for chunks
-        # in this format, of this item); and the assistant frames it dropped, not told to the item lane yet.
-        self._gates: list[tuple[int, AudioFormat, str | None] | None] = [None, None]
+        # The flood gate, per channel (`_note`), while open: (the time before which a chunk like the one that opened
+        # it is dropped, its format, item, base64 length, frames, frames counted as dropped); and the assistant
+        # frames it dropped, not told to the item lane yet.
+        self._gates: list[tuple[float, AudioFormat, str | None, int, int, int] | None] = [None, None]
         self._gate_frames = 0
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
@@ -217,38 +219,34 @@ class SessionRecorder:
                 self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
 
     def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat) -> None:
-        """A chunk that crossed: placed now if nothing waits before it and it is a flood's (`_gated`, `_placed_now`;
-        for the assistant, of the current item), else noted to be placed in its turn."""
+        """A chunk that crossed. With nothing waiting before it (for the assistant: of the current item), a flood's
+        chunk is placed now: dropped by one comparison of times (the flood gate) when it is like the chunk an earlier
+        drop found too far ahead, nothing has moved its lane since and the clock has not caught up (exactly what the
+        lane's `ahead` drops), else by `_placed_now`. Any other chunk is noted, to be placed in its turn."""
         mono = time.monotonic()
         try:
             if not self._arrivals and (channel == LEFT or item_id == self._assistant_item):
+                gate = self._gates[channel]
+                # (The same length with padding is fewer frames: not like it.)
+                if (
+                    gate is not None
+                    and mono < gate[0]
+                    and fmt is gate[1]
+                    and item_id == gate[2]
+                    and len(audio) == gate[3]
+                    and audio[-1] != "="
+                ):
+                    if channel == RIGHT:
+                        self._gate_frames += gate[4]
+                    self._dropped += gate[5]
+                    return
                 item = self._assistant_item if channel == RIGHT else None
-                if self._gated(channel, item, audio, fmt, mono) or self._placed_now(channel, item, audio, fmt, mono):
+                if self._placed_now(channel, item, audio, fmt, mono):
                     return
         except Exception as exc:  # on the forwarding path: a relay bug stops the recording, never the session
             self.stop_on_error(exc)
             return
         self._arrive((mono, channel, audio, fmt, item_id, 0.0))
-
-    def _gated(self, channel: int, item_id: str | None, audio: str, fmt: AudioFormat, mono: float) -> bool:
-        """The flood gate (nothing waits): True when the chunk is dropped, by arithmetic alone, against a lane an earlier
-        drop found too far ahead and nothing has moved since; exactly what the lane's `ahead` drops (plain chunks)."""
-        gate = self._gates[channel]
-        if gate is None or fmt is not gate[1] or item_id != gate[2]:
-            return False
-        start = gate[0]
-        n = len(audio)
-        if n % 8 or audio[-1] == "=":
-            return False
-        now = int((mono - self._started_mono) * 1000.0 * self.rate // 1000)  # ms_to_frames, inline
-        frames = n * 3 // 8
-        if start <= now or start + frames <= now + self._lead:
-            return False
-        if channel == RIGHT:
-            self._gate_frames += frames
-        if start < self._max_frames:
-            self._dropped += frames
-        return True
 
     def _close_gate(self, channel: int) -> None:
         """The lane is about to move or be read: the gate's skipped assistant frames are told to it first."""
@@ -268,7 +266,8 @@ class SessionRecorder:
         if self._finished:
             return False
         now = ms_to_frames((mono - self._started_mono) * 1000.0, self.rate)
-        if self._plain(audio, fmt):
+        plain = self._plain(audio, fmt)
+        if plain:
             frames = len(audio) * 3 // 8
         else:
             frames = self._out[channel].decoder.frames_for(b64_decoded_len(audio), fmt)
@@ -279,7 +278,7 @@ class SessionRecorder:
             else:
                 start = self._assistant.ahead(item_id, now, frames, limit) if item_id is not None else None
             if start is not None:
-                self._drop_whole(channel, start, frames, fmt, item_id if channel == RIGHT else None)
+                self._drop_whole(channel, start, frames, fmt if plain else None, item_id if channel == RIGHT else None)
                 return True
         if not self._flooding[channel]:
             return False
@@ -344,7 +343,7 @@ class SessionRecorder:
         else:
             ahead = self._user.ahead(now, frames, now + self._lead)
             if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(LEFT, ahead, frames, fmt, None)
+                self._drop_whole(LEFT, ahead, frames, fmt if plain else None, None)
                 return
             placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
         if self._out[LEFT].keep_wire(placed, None, audio, fmt, plain, self._written, limit):
@@ -372,23 +371,26 @@ class SessionRecorder:
         else:
             ahead = self._assistant.ahead(key, now, frames, now + self._lead)
             if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(RIGHT, ahead, frames, fmt, key)
+                self._drop_whole(RIGHT, ahead, frames, fmt if plain else None, key)
                 return
             placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
         if out.keep_wire(placed, key, delta, fmt, plain, self._written, limit):
             self._count_dropped(placed)
 
-    def _drop_whole(self, channel: int, start: int, frames: int, fmt: AudioFormat, item_id: str | None) -> None:
+    def _drop_whole(self, channel: int, start: int, frames: int, plain: AudioFormat | None, item_id: str | None) -> None:
         """A chunk the lane dropped whole, ahead of the clock (a flood at the lead limit): not decoded, counted as
         dropped (audio past the file's cap is not: the cap is reported once, by itself). The lane stays where it
-        was, so the flood gate opens at `start` for the chunks after it."""
+        was, so for a plain chunk (`plain`: its format) the flood gate opens: a chunk like it is dropped as long as
+        the clock is before both `start` and `start + frames - lead` (what `ahead` checks), less a millisecond (far
+        more than the clock's rounding to frames can move)."""
         self._out[channel].restart()  # its filter must not run across the hole
         self._flooding[channel] = True
         self._close_gate(channel)
-        if fmt.rate == self.rate and fmt.type == "audio/pcm":
-            self._gates[channel] = (start, fmt, item_id)
-        if start < self._max_frames:
-            self._dropped += frames
+        counted = frames if start < self._max_frames else 0
+        if plain is not None:
+            until = self._started_mono + min(start, start + frames - self._lead) / self.rate - GATE_MARGIN_S
+            self._gates[channel] = (until, plain, item_id, frames * 8 // 3, frames, counted)
+        self._dropped += counted
 
     def _truncate(self, item_id: str, audio_end_ms: float) -> None:
         self._close_gate(RIGHT)

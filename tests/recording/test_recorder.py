@@ -20,6 +20,7 @@ from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
 from relay.recording import clock as clock_module
 from relay.recording import lineup as lineup_module
+from relay.recording import recorder as recorder_module
 from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
@@ -367,11 +368,8 @@ def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(t
 class _PlacingEverythingLater(SessionRecorder):
     """The recorder without its flood shortcuts: every chunk is noted and placed at the next commit."""
 
-    def _gated(self, *args: Any) -> bool:
-        return False
-
-    def _placed_now(self, *args: Any) -> bool:
-        return False
+    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat) -> None:
+        self._arrive((recorder_module.time.monotonic(), channel, audio, fmt, item_id, 0.0))  # the test's clock
 
 
 _FORMATS = [AudioFormat("audio/pcm", 8000), AudioFormat("audio/pcm", 16000), AudioFormat("audio/pcmu", 8000)]
@@ -392,6 +390,9 @@ _RUNS = st.lists(st.tuples(_STEPS, st.integers(1, 40)), max_size=40)
 # counts in the item's position.
 @example(runs=[(("delta", 162, "a", False), 300), (("clock", 400, 0, False), 5), (("commit", 0, 0, False), 1),
                (("delta", 162, "a", False), 10), (("truncate", "a", 3100, False), 1)])  # fmt: skip
+# The gate opens on a drop, then the clock passes the moment it closes: the next chunk is recorded.
+@example(runs=[(("append", 798, 0, False), 20), (("commit", 0, 0, False), 1), (("append", 798, 0, False), 5),
+               (("clock", 60, 0, False), 1), (("append", 798, 0, False), 3)])  # fmt: skip
 def test_a_flood_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(monkeypatch: Any, runs: list[Any]) -> None:
     """The flood shortcuts (a chunk dropped against a lane known to be ahead, the chunk after a drop placed at once)
     change when a chunk is placed, never where: the file, the dropped audio and later truncates come out the same
