@@ -1,9 +1,10 @@
-"""`python -m bench.ab --a REV --b REV [--rounds N] [--variant files] [--reference]`: an interleaved A/B of two trees
-of the relay (with `--reference`, the reference relay as a third side, R).
+"""`python -m bench.ab --a REV --b REV [--rounds N] [--variant files] [--reference] [--phases top,mid,flood]`: an
+interleaved A/B of two trees of the relay (with `--reference`, the reference relay as a third side, R).
 
 Single runs on a shared VM spread by 10% or more, so a design change is judged here: both revisions (git revs of
 this repository, or `.` for the working tree) run against the same echo upstream, alternating A, B, A, B... for
-`--rounds` rounds, each a fresh relay measured at 200 real-time sessions and in flood. The figure compared is CPU
+`--rounds` rounds, each a fresh relay measured at 200 and 100 real-time sessions and in flood (`--phases` picks
+some of them: `--phases flood` for a flood-only change). The figure compared is CPU
 seconds per round trip of the relay's whole process tree (robust to other work on the machine, unlike wall time),
 plus p99 at 100 sessions and flood round trips/s. Prints one JSON document (per round and the medians).
 I/O: `git archive` into a temporary directory (plus `setup.py build_ext` there), the subprocesses of `bench.relayproc`.
@@ -55,7 +56,8 @@ def measure(
     relay.start()
     try:
         out: dict[str, Any] = {}
-        for name, mode, sessions in (("top", "realtime", args.sessions), ("mid", "realtime", args.mid), ("flood", "flood", 10)):
+        phases = (("top", "realtime", args.sessions), ("mid", "realtime", args.mid), ("flood", "flood", 10))
+        for name, mode, sessions in (phase for phase in phases if phase[0] in args.phases):
             spec = {
                 "url": relay.url, "mode": mode, "sessions": sessions, "warmup_s": 1.0, "measure_s": args.seconds,
                 "window": 16, "watch": {"relay": relay.pid},
@@ -83,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mid", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--reference", action="store_true", help="interleave the reference relay as a third side, R")
+    parser.add_argument(
+        "--phases", default="top,mid,flood", help="which phases each side runs, comma-separated (default: top,mid,flood)"
+    )
     args = parser.parse_args(argv)
+    args.phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    unknown = sorted(set(args.phases) - {"top", "mid", "flood"})
+    if unknown or not args.phases:
+        parser.error(f"--phases takes top, mid and flood (got {', '.join(unknown) or 'none'})")
     layout = Layout.detect()
     with tempfile.TemporaryDirectory(prefix="relay-ab-") as tmp:
         trees: dict[str, Path | None] = {"A": export(args.a, Path(tmp) / "a"), "B": export(args.b, Path(tmp) / "b")}
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             echo.stop()
 
     def median(side: str, phase: str, key: str) -> float | None:
-        values = [r[side][phase][key] for r in rounds if r[side][phase].get(key) is not None]
+        values = [r[side][phase][key] for r in rounds if r[side].get(phase, {}).get(key) is not None]
         return round(statistics.median(values), 2) if values else None
 
     summary = {

@@ -132,3 +132,9 @@ async def test_echo_answers_an_append_with_a_delta_of_the_same_audio() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_ab_refuses_a_phase_it_does_not_have() -> None:
+    done = run_module("bench.ab", "--a", "HEAD", "--phases", "flood,warp", timeout=30)
+    assert done.returncode == 2
+    assert "--phases takes top, mid and flood (got warp)" in done.stderr
