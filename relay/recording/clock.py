@@ -1,9 +1,9 @@
 """When recordings are rendered and written: the commit clock of each event loop and the one writer thread.
 
 Boundary: `CommitClock` decides when each recording renders what the wall clock has passed (`commit_due`), one
-in COMMIT_PHASES of them every COMMIT_EVERY_S / COMMIT_PHASES, and hands what they rendered to `writer_executor()`, the one thread
-that writes every recording of the process, as one job per tick. What a recording renders is `SessionRecorder`'s
-business (`relay.recording.recorder`); the bytes reach the file through `GrowingWav`.
+in COMMIT_PHASES of them every COMMIT_EVERY_S / COMMIT_PHASES, and hands what they rendered to `writer_executor()`,
+the one thread that writes every recording of the process, as one job every HAND_OVER_TICKS ticks. What a recording
+renders is `SessionRecorder`'s business (`relay.recording.recorder`); the bytes reach the file through `GrowingWav`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ COMMIT_EVERY_S: Final = 0.5  # the file reaches the OS at least every second
 # behind a tick pay it in latency), and the writer thread is handed one job per tick instead of one per session
 # (each hand-off wakes it and moves the GIL).
 COMMIT_PHASES: Final = 25
+# The ticks' blocks go to the writer thread every HAND_OVER_TICKS ticks (100 ms), not every tick: each hand-over wakes
+# the thread, and a woken thread takes the GIL from the loop for a while.
+HAND_OVER_TICKS: Final = 5
 
 
 class Committing(Protocol):
@@ -54,8 +57,8 @@ def write_blocks(blocks: list[tuple[GrowingWav, bytes]]) -> None:
 
 class CommitClock:
     """The commit timer of every recording on one event loop: recorders join one of COMMIT_PHASES slots in turn,
-    and every COMMIT_EVERY_S / COMMIT_PHASES the clock commits the next slot's recorders and hands what they
-    rendered to the writer thread as one job. Runs only while some recorder has joined."""
+    and every COMMIT_EVERY_S / COMMIT_PHASES the clock commits the next slot's recorders; what they rendered goes to
+    the writer thread as one job every HAND_OVER_TICKS ticks. Runs only while some recorder has joined."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -63,6 +66,7 @@ class CommitClock:
         self._next_join = 0
         self._next_tick = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._rendered: list[tuple[GrowingWav, bytes]] = []  # rendered since the last hand-over
 
     @classmethod
     def of_running_loop(cls) -> CommitClock:
@@ -79,26 +83,36 @@ class CommitClock:
             self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
 
     def leave(self, recorder: Committing) -> None:
+        """`recorder` stops being committed; what was rendered and not handed over yet goes to the writer first (a
+        recording's last blocks and its close come after them)."""
         for slot in self._slots:
             if recorder in slot:
                 slot.remove(recorder)
                 break
+        self.hand_over()
         if self._timer is not None and not any(self._slots):
             self._timer.cancel()
             self._timer = None
+
+    def hand_over(self) -> None:
+        """What the ticks rendered goes to the writer thread now (before a job of a recording's own that must come
+        after its blocks: erasing a truncated reply, the close)."""
+        blocks, self._rendered = self._rendered, []
+        if blocks:
+            writer_executor().submit(write_blocks, blocks)
 
     def _tick(self) -> None:
         self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
         slot = self._slots[self._next_tick]
         self._next_tick = (self._next_tick + 1) % COMMIT_PHASES
-        blocks: list[tuple[GrowingWav, bytes]] = []
+        blocks = self._rendered
         for recorder in list(slot):
             try:
                 recorder.commit_due(blocks)
             except Exception as exc:  # a relay bug stops that recording, not every other one
                 recorder.stop_on_error(exc)
-        if blocks:
-            writer_executor().submit(write_blocks, blocks)
+        if self._next_tick % HAND_OVER_TICKS == 0:
+            self.hand_over()
 
 
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommitClock] = weakref.WeakKeyDictionary()

@@ -106,9 +106,8 @@ class SessionRecorder:
         self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
-        # The flood gate, per channel (`_note`), while open: (the time before which a chunk like the one that opened
-        # it is dropped, its format, item, base64 length, frames, frames counted as dropped); and the assistant
-        # frames it dropped, not told to the item lane yet.
+        # The flood gate per channel (`_note`), while open: (until when a chunk like the one that opened it is dropped,
+        # its format, item, base64 length, frames, frames counted as dropped); assistant frames not told to the lane.
         self._gates: list[tuple[float, AudioFormat, str | None, int, int, int] | None] = [None, None]
         self._gate_frames = 0
         self._written = 0  # frames handed to the writer
@@ -176,6 +175,8 @@ class SessionRecorder:
         }
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> concurrent.futures.Future[None]:
+        if self._clock is not None:
+            self._clock.hand_over()  # the blocks already rendered reach the file first
         return writer_executor().submit(fn, *args)
 
     def _check_writer(self) -> None:

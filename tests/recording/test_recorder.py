@@ -21,7 +21,7 @@ from relay.recording import RecordingOptions, SessionRecorder
 from relay.recording import clock as clock_module
 from relay.recording import lineup as lineup_module
 from relay.recording import recorder as recorder_module
-from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES
+from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES, HAND_OVER_TICKS
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
 
@@ -70,12 +70,12 @@ async def _record(path: Path, entries: list[LogEntry], options: RecordingOptions
     return await recorder.finish(), reports
 
 
-async def test_sessions_started_together_commit_in_different_ticks_one_writer_job_each(
+async def test_sessions_started_together_render_in_different_ticks_and_reach_the_writer_in_few_jobs(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """Recordings started in the same moment must not all render and hand over their audio in one loop turn every
-    interval (a burst that every waiting frame pays in latency): each lands in its own tick, and each tick's blocks
-    reach the writer thread as one job. Every recording is still committed within the interval."""
+    """Recordings started in the same moment must not all render in one loop turn every interval (a burst that every
+    waiting frame pays in latency): each renders in its own tick. What several ticks rendered reaches the writer
+    thread as one job (each job wakes that thread). Every recording is still committed within the interval."""
     jobs: list[list[Any]] = []
     write_blocks = clock_module.write_blocks
 
@@ -89,16 +89,35 @@ async def test_sessions_started_together_commit_in_different_ticks_one_writer_jo
         SessionRecorder(tmp_path / f"{i}.wav", "/url", options, started_mono=time.monotonic(), report=lambda t, e: None)
         for i in range(COMMIT_PHASES)
     ]
+    renders: list[tuple[float, str]] = []
     for recorder in recorders:
+        commit_due = recorder.commit_due
+
+        def timed(blocks: list[Any], commit_due: Any = commit_due, name: str = recorder.path.name) -> None:
+            renders.append((time.monotonic(), name))
+            commit_due(blocks)
+
+        monkeypatch.setattr(recorder, "commit_due", timed)
         recorder.start()
     # A recording renders what is COMMIT_LAG_MS behind the clock: a turn that comes before that renders nothing, so
     # every recording has written something after two intervals (and a margin for a busy machine).
     await asyncio.sleep(COMMIT_EVERY_S * 2 + 0.3)
-    ticks = list(jobs)
+    written = list(jobs)
     for recorder in recorders:
         await recorder.finish()
-    assert all(len(job) == 1 for job in ticks), ticks  # one recording per tick: as many started together as slots
-    assert {name for job in ticks for name in job} == {f"{i}.wav" for i in range(COMMIT_PHASES)}
+    # Ticks are COMMIT_EVERY_S / COMMIT_PHASES (20 ms) apart: renders closer than 5 ms share a tick.
+    ticks: list[list[str]] = []
+    last = -1.0
+    for at, name in renders:
+        if at - last > 0.005:
+            ticks.append([])
+        ticks[-1].append(name)
+        last = at
+    assert all(len(tick) == 1 for tick in ticks), ticks  # one recording per tick: as many started together as slots
+    assert {name for tick in ticks for name in tick} == {f"{i}.wav" for i in range(COMMIT_PHASES)}
+    assert written and all(len(job) <= HAND_OVER_TICKS for job in written), written
+    assert len(written) < len(ticks)  # a job holds what several ticks rendered
+    assert {name for job in written for name in job} == {f"{i}.wav" for i in range(COMMIT_PHASES)}
 
 
 async def test_a_recording_whose_commit_fails_stops_alone_and_says_why(tmp_path: Path, monkeypatch: Any) -> None:
@@ -441,3 +460,22 @@ def test_a_flood_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(mon
 
     fast, later = asyncio.run(both())
     assert fast == later
+
+
+async def test_a_truncate_erases_audio_rendered_but_not_yet_handed_to_the_writer(tmp_path: Path, monkeypatch: Any) -> None:
+    """Rendered blocks wait in the clock for the next hand-over; a truncate's erase of the part already rendered is
+    a job of the recording's own, and must reach the writer after those blocks, or it erases nothing."""
+    monkeypatch.setattr(clock_module, "HAND_OVER_TICKS", 10**9)  # the clock keeps what it renders until asked
+    recorder = SessionRecorder(
+        tmp_path / "recording.wav", "/url", RecordingOptions(rate=8000), started_mono=time.monotonic(), report=lambda t, e: None
+    )
+    recorder.start()
+    fmt = AudioFormat("audio/pcm", 8000)
+    reply = base64.b64encode(b"\\x00\\x10" * 8000).decode()  # 1 s
+    recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": reply, "item_id": "a"}, audio_format=fmt))
+    await asyncio.sleep(COMMIT_EVERY_S * 2 + 0.2)  # rendered at least up to 0.5 s into the reply
+    recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 100}))
+    await recorder.finish()
+    frames, _ = read_stereo(tmp_path / "recording.wav")
+    assert frames[:800, 1].any()  # the first 100 ms stay
+    assert not frames[900:, 1].any()  # the rest is erased, also what had been rendered before the truncate
