@@ -106,7 +106,7 @@ class SessionRecorder:
         self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
-        # The flood gate per channel (`_note`), while open: (until when a chunk like the one that opened it is dropped,
+        # The flood gate per channel (`observe`), while open: (until when a chunk like the one that opened it is dropped,
         # its format, item, base64 length, frames, frames counted as dropped); assistant frames not told to the lane.
         self._gates: list[tuple[float, AudioFormat, str | None, int, int, int] | None] = [None, None]
         self._gate_frames = 0
@@ -200,47 +200,46 @@ class SessionRecorder:
         """One log entry the bridge has just carried out; only audio and truncates matter. Noted with the time it
         crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS are waiting)."""
         kind = entry.type
-        if kind is None or not self.options.from_frames or self._stopped is not None:
-            return
         event = entry.event
-        if kind == ev.INPUT_AUDIO_BUFFER_APPEND:
-            if entry.dir == "client" and isinstance(event, dict):
-                audio = event.get("audio")
-                if isinstance(audio, str) and audio:
-                    self._note(LEFT, None, audio, entry.audio_format or DEFAULT_FORMAT)
-        elif kind in ASSISTANT_AUDIO_DELTAS:
-            if entry.dir == "server" and isinstance(event, dict):
-                delta = event.get("delta")
-                if isinstance(delta, str) and delta:
-                    fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
-                    self._note(RIGHT, event.get("item_id"), delta, fmt)
-        elif kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client" and isinstance(event, dict):
-            item_id, end = event.get("item_id"), event.get("audio_end_ms")
-            if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
-                self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
-
-    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat) -> None:
-        """A chunk that crossed. With nothing waiting before it (for the assistant: of the current item), a flood's
-        chunk is placed now: dropped by one comparison of times (the flood gate) when it is like the chunk an earlier
-        drop found too far ahead, nothing has moved its lane since and the clock has not caught up (exactly what the
-        lane's `ahead` drops), else by `_placed_now`. Any other chunk is noted, to be placed in its turn."""
+        if kind is None or not self.options.from_frames or self._stopped is not None or not isinstance(event, dict):
+            return
+        if kind == ev.INPUT_AUDIO_BUFFER_APPEND and entry.dir == "client":
+            channel, audio, item_id, fmt = LEFT, event.get("audio"), None, entry.audio_format or DEFAULT_FORMAT
+        elif kind in ASSISTANT_AUDIO_DELTAS and entry.dir == "server":
+            channel, audio, item_id = RIGHT, event.get("delta"), event.get("item_id")
+            fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
+        else:
+            if kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client":
+                item_id, end = event.get("item_id"), event.get("audio_end_ms")
+                if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
+                    self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+            return
+        if not isinstance(audio, str) or not audio:
+            return
         mono = time.monotonic()
+        # The flood gate: a chunk like the one an earlier drop found too far ahead (nothing waiting, its lane not moved
+        # since) is dropped by one comparison of times, exactly as `ahead` would (padding makes fewer frames: unlike).
+        gate = self._gates[channel]
+        if (
+            gate is not None
+            and mono < gate[0]
+            and not self._arrivals
+            and fmt is gate[1]
+            and item_id == gate[2]
+            and len(audio) == gate[3]
+            and audio[-1] != "="
+        ):
+            if channel == RIGHT:
+                self._gate_frames += gate[4]
+            self._dropped += gate[5]
+            return
+        self._note(channel, item_id, audio, fmt, mono)
+
+    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
+        """A chunk that crossed, not dropped by the flood gate: with nothing waiting before it (for the assistant: of
+        the current item), `_placed_now` may place it now; else it is noted, to be placed in its turn."""
         try:
             if not self._arrivals and (channel == LEFT or item_id == self._assistant_item):
-                gate = self._gates[channel]
-                # (The same length with padding is fewer frames: not like it.)
-                if (
-                    gate is not None
-                    and mono < gate[0]
-                    and fmt is gate[1]
-                    and item_id == gate[2]
-                    and len(audio) == gate[3]
-                    and audio[-1] != "="
-                ):
-                    if channel == RIGHT:
-                        self._gate_frames += gate[4]
-                    self._dropped += gate[5]
-                    return
                 item = self._assistant_item if channel == RIGHT else None
                 if self._placed_now(channel, item, audio, fmt, mono):
                     return

@@ -20,7 +20,6 @@ from relay.core.outbox import LogEntry
 from relay.recording import RecordingOptions, SessionRecorder
 from relay.recording import clock as clock_module
 from relay.recording import lineup as lineup_module
-from relay.recording import recorder as recorder_module
 from relay.recording.clock import COMMIT_EVERY_S, COMMIT_PHASES, HAND_OVER_TICKS
 from relay.recording.wavfile import GrowingWav
 from tests.support.recording_helpers import read_stereo
@@ -387,8 +386,12 @@ def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(t
 class _PlacingEverythingLater(SessionRecorder):
     """The recorder without its flood shortcuts: every chunk is noted and placed at the next commit."""
 
-    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat) -> None:
-        self._arrive((recorder_module.time.monotonic(), channel, audio, fmt, item_id, 0.0))  # the test's clock
+    def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
+        self._arrive((mono, channel, audio, fmt, item_id, 0.0))
+
+    def _drop_whole(self, *args: Any) -> None:
+        super()._drop_whole(*args)
+        self._gates = [None, None]  # and no flood gate opens
 
 
 _FORMATS = [AudioFormat("audio/pcm", 8000), AudioFormat("audio/pcm", 16000), AudioFormat("audio/pcmu", 8000)]
