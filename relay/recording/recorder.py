@@ -5,7 +5,7 @@ upstream, the assistant's audio deltas as they went to the client, the client's 
 device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). A forwarded
 frame is noted with the time it crossed and placed at the next commit (one pass over what waits), or, in a flood
 (audio far faster than real time, past the lead limit), as it crosses: a chunk its lane is known to be too far
-ahead for is dropped by arithmetic alone (the flood gate). Each chunk is placed on the session's timeline by
+ahead for is dropped by one comparison of times (the flood gate). Each chunk is placed on the session's timeline by
 `relay.recording.timeline` and, if any of it is kept there, decoded (G.711 too) and resampled to the recording
 rate with a streaming resampler per lane (`relay.recording.lineup`). Placed audio waits in memory until the wall
 clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not grow with the
