@@ -105,12 +105,16 @@ class CommitClock:
         self._timer = self._loop.call_later(COMMIT_EVERY_S / COMMIT_PHASES, self._tick)
         slot = self._slots[self._next_tick]
         self._next_tick = (self._next_tick + 1) % COMMIT_PHASES
-        blocks = self._rendered
         for recorder in list(slot):
+            # A list of its own per recorder, added to what waits after it rendered: a recorder may hand over what
+            # waits while it commits (a truncate's erase), and what it renders after that must not go into a list
+            # the writer already has.
+            blocks: list[tuple[GrowingWav, bytes]] = []
             try:
                 recorder.commit_due(blocks)
             except Exception as exc:  # a relay bug stops that recording, not every other one
                 recorder.stop_on_error(exc)
+            self._rendered.extend(blocks)
         if self._next_tick % HAND_OVER_TICKS == 0:
             self.hand_over()
 

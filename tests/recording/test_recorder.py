@@ -482,3 +482,34 @@ async def test_a_truncate_erases_audio_rendered_but_not_yet_handed_to_the_writer
     frames, _ = read_stereo(tmp_path / "recording.wav")
     assert frames[:800, 1].any()  # the first 100 ms stay
     assert not frames[900:, 1].any()  # the rest is erased, also what had been rendered before the truncate
+
+
+async def test_blocks_rendered_after_a_hand_over_inside_a_commit_still_reach_the_writer(monkeypatch: Any) -> None:
+    """A recording's commit can hand over what waits (its truncate's erase must follow the audio already rendered)
+    and then render more: those later blocks must be written too, after the earlier ones, never appended to a job
+    the writer already took."""
+    written: list[bytes] = []
+
+    class RunNow:  # the writer thread, run at once: what a job holds when it is taken is what gets written
+        def submit(self, fn: Any, *args: Any) -> None:
+            fn(*args)
+
+    monkeypatch.setattr(clock_module, "writer_executor", lambda: RunNow())
+    monkeypatch.setattr(clock_module, "write_blocks", lambda blocks: written.extend(data for _, data in blocks))
+    clock = clock_module.CommitClock(asyncio.get_running_loop())
+    wav = GrowingWav(Path("/nonexistent/never-opened.wav"), 8000)
+
+    class Recording:
+        def commit_due(self, blocks: list[Any]) -> None:
+            blocks.append((wav, b"before"))
+            clock.hand_over()  # as a truncate's erase does, from inside the commit
+            blocks.append((wav, b"after"))
+
+        def stop_on_error(self, exc: Exception) -> None:
+            raise AssertionError(exc)
+
+    recording = Recording()
+    clock.join(recording)
+    await asyncio.sleep(COMMIT_EVERY_S / COMMIT_PHASES * 1.5)  # one tick
+    clock.leave(recording)
+    assert written == [b"before", b"after"]
