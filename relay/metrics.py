@@ -78,7 +78,7 @@ class RelayMetrics:
         by_type = self._events.get(direction)
         if by_type is None:
             by_type = self._events[direction] = {}
-        label = event_type if event_type in _KNOWN_TYPES else "other"  # type_label, inline: this runs for every frame
+        label = type_label(event_type)
         by_type[label] = by_type.get(label, 0) + 1
         if size:
             self.bytes[direction] += size

@@ -379,13 +379,12 @@ class SessionRecorder:
 
     def _drop_whole(self, channel: int, start: int, frames: int, plain: AudioFormat | None, item_id: str | None) -> None:
         """A chunk the lane dropped whole, ahead of the clock (a flood at the lead limit): not decoded, counted as
-        dropped (audio past the file's cap is not: the cap is reported once, by itself). The lane stays where it
-        was, so for a plain chunk (`plain`: its format) the flood gate opens: a chunk like it is dropped as long as
-        the clock is before both `start` and `start + frames - lead` (what `ahead` checks), less a millisecond (far
-        more than the clock's rounding to frames can move)."""
+        dropped (audio past the file's cap is not: the cap is reported once, by itself). Its callers have closed the
+        channel's gate. The lane stays where it was, so for a plain chunk (`plain`: its format) the flood gate opens:
+        a chunk like it is dropped as long as the clock is before both `start` and `start + frames - lead` (what
+        `ahead` checks), less a millisecond (far more than the clock's rounding to frames can move)."""
         self._out[channel].restart()  # its filter must not run across the hole
         self._flooding[channel] = True
-        self._close_gate(channel)
         counted = frames if start < self._max_frames else 0
         if plain is not None:
             until = self._started_mono + min(start, start + frames - self._lead) / self.rate - GATE_MARGIN_S
