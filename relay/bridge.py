@@ -388,8 +388,9 @@ class SessionBridge:
                     self._fail(exc)
         metrics = self.env.metrics
         recorder = self.recorder
-        for entry in core.to_log():
-            self.log.append(entry)
+        entries = core.to_log()
+        self.log.extend(entries)
+        for entry in entries:
             if recorder is not None:
                 recorder.observe(entry)
             if metrics is not None:

@@ -6,13 +6,16 @@
  * the Python builder gives (tests/eventlog/test_flatrecord.py holds them equal over generated events), or None for
  * anything it does not write the same way (a nested value, a number orjson spells with an exponent, an integer
  * beyond 64 bits, a string that is not valid UTF-8, another type): the Python builder then writes that record.
+ * `audio_records` writes a run of such records, read from the log entries themselves, into one blob (a burst of
+ * frames in one call, no Python per record); the run stops at the first entry `audio_record` would hand back.
  * Pure: no I/O, no state but the formatted second of the last timestamp. The record format is docs/event-log.md;
- * why this is native is docs/performance.md ("The ninth round").
+ * why this is native is docs/performance.md ("The ninth round", "The eleventh round").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <time.h>
 
 typedef struct {
@@ -21,6 +24,12 @@ typedef struct {
     Py_ssize_t cap;
     char local[1024];
 } Buf;
+
+static void buf_init(Buf *b) {
+    b->data = b->local;
+    b->len = 0;
+    b->cap = (Py_ssize_t)sizeof b->local;
+}
 
 static int buf_grow(Buf *b, Py_ssize_t more) {
     Py_ssize_t need = b->len + more;
@@ -385,6 +394,16 @@ static int as_long_long(PyObject *arg, long long *out) {
     return overflow == 0;
 }
 
+/* Both writers' third and fourth arguments: the wall time and t_ms. -1 with a TypeError for another type. */
+static int read_times(PyObject *const *args, double *wall, double *t_ms) {
+    *wall = PyFloat_AsDouble(args[2]);
+    if (*wall == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *t_ms = PyFloat_AsDouble(args[3]);
+    return *t_ms == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 10) {
@@ -396,7 +415,7 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
         !PyDict_CheckExact(event) || !PyUnicode_CheckExact(field)) {
         Py_RETURN_NONE;
     }
-    long long seq, bytes_per_second;
+    long long seq = 0, bytes_per_second = 0;
     int seq_fits = as_long_long(args[1], &seq), rate_fits = as_long_long(args[9], &bytes_per_second);
     if (seq_fits < 0 || rate_fits < 0) {
         return NULL;
@@ -404,12 +423,8 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!seq_fits || !rate_fits) {
         Py_RETURN_NONE; /* past 64 bits: the Python builder writes it */
     }
-    double wall = PyFloat_AsDouble(args[2]);
-    if (wall == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    double t_ms = PyFloat_AsDouble(args[3]);
-    if (t_ms == -1.0 && PyErr_Occurred()) {
+    double wall, t_ms;
+    if (read_times(args, &wall, &t_ms) < 0) {
         return NULL;
     }
     PyObject *frame_bytes = args[8];
@@ -417,9 +432,7 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_RETURN_NONE;
     }
     Buf b;
-    b.data = b.local;
-    b.len = 0;
-    b.cap = (Py_ssize_t)sizeof b.local;
+    buf_init(&b);
     int rc = write_record(&b, session_id, seq, wall, t_ms, dir, type, event, field, frame_bytes, bytes_per_second);
     PyObject *out = NULL;
     if (rc == 0) {
@@ -433,7 +446,138 @@ static PyObject *audio_record(PyObject *self, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+/* The attributes `audio_records` reads from each log entry (a `LogEntry` of relay/core/outbox.py) and its format. */
+static PyObject *ATTR_TYPE, *ATTR_DIR, *ATTR_EVENT, *ATTR_BYTES, *ATTR_CLIENT_EVENT, *ATTR_SERVER_EVENT,
+    *ATTR_AUDIO_FORMAT, *ATTR_BYTES_PER_SECOND;
+
+/* One entry of a run into `b`: 0 written, -1 a Python error, FALLBACK not a flat audio record this writer writes
+ * (the buffer is then as it was). What `build` in records.py checks before it calls `audio_record`, then that. */
+static int write_entry(Buf *b, PyObject *session_id, long long seq, double wall, double t_ms, PyObject *entry,
+                       PyObject *fields) {
+    PyObject *type = NULL, *field, *client_event = NULL, *server_event = NULL, *dir = NULL, *event = NULL;
+    PyObject *frame_bytes = NULL, *format = NULL, *rate = NULL;
+    int rc = FALLBACK;
+    Py_ssize_t mark = b->len;
+    type = PyObject_GetAttr(entry, ATTR_TYPE);
+    if (type == NULL) {
+        goto error;
+    }
+    if (!PyUnicode_CheckExact(type)) {
+        goto done;
+    }
+    field = PyDict_GetItemWithError(fields, type); /* borrowed: `fields` holds it */
+    if (field == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto done;
+    }
+    if ((client_event = PyObject_GetAttr(entry, ATTR_CLIENT_EVENT)) == NULL ||
+        (server_event = PyObject_GetAttr(entry, ATTR_SERVER_EVENT)) == NULL ||
+        (dir = PyObject_GetAttr(entry, ATTR_DIR)) == NULL || (event = PyObject_GetAttr(entry, ATTR_EVENT)) == NULL ||
+        (frame_bytes = PyObject_GetAttr(entry, ATTR_BYTES)) == NULL ||
+        (format = PyObject_GetAttr(entry, ATTR_AUDIO_FORMAT)) == NULL) {
+        goto error;
+    }
+    if (client_event != Py_None || server_event != Py_None || !PyUnicode_CheckExact(field) ||
+        !PyUnicode_CheckExact(dir) || !PyDict_CheckExact(event) ||
+        (frame_bytes != Py_None && !PyLong_CheckExact(frame_bytes))) {
+        goto done;
+    }
+    long long bytes_per_second = -1;
+    if (format != Py_None) {
+        if ((rate = PyObject_GetAttr(format, ATTR_BYTES_PER_SECOND)) == NULL) {
+            goto error;
+        }
+        int overflow = 0;
+        if (!PyLong_CheckExact(rate)) {
+            goto done;
+        }
+        bytes_per_second = PyLong_AsLongLongAndOverflow(rate, &overflow);
+        if (bytes_per_second == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (overflow != 0 || bytes_per_second < 0) {
+            goto done;
+        }
+    }
+    rc = write_record(b, session_id, seq, wall, t_ms, dir, type, event, field, frame_bytes, bytes_per_second);
+    goto done;
+error:
+    rc = -1;
+done:
+    if (rc != 0) {
+        b->len = mark;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(client_event);
+    Py_XDECREF(server_event);
+    Py_XDECREF(dir);
+    Py_XDECREF(event);
+    Py_XDECREF(frame_bytes);
+    Py_XDECREF(format);
+    Py_XDECREF(rate);
+    return rc;
+}
+
+static PyObject *audio_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "audio_records takes 7 arguments");
+        return NULL;
+    }
+    PyObject *session_id = args[0], *entries = args[4], *fields = args[6];
+    if (!PyList_CheckExact(entries) || !PyDict_CheckExact(fields)) {
+        PyErr_SetString(PyExc_TypeError, "audio_records: entries is a list and fields a dict");
+        return NULL;
+    }
+    long long seq = 0;
+    int seq_fits = as_long_long(args[1], &seq);
+    Py_ssize_t start = PyLong_AsSsize_t(args[5]);
+    if (seq_fits < 0 || (start == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    double wall, t_ms;
+    if (read_times(args, &wall, &t_ms) < 0) {
+        return NULL;
+    }
+    Buf b;
+    buf_init(&b);
+    Py_ssize_t count = 0;
+    int rc = 0;
+    if (seq_fits && PyUnicode_CheckExact(session_id) && start >= 0) {
+        /* A record's code may run Python (a property of an entry), which could change the list: its length is
+         * read again each turn and each entry held while it is written. */
+        while (start + count < PyList_GET_SIZE(entries) && seq + count < LLONG_MAX) {
+            PyObject *entry = Py_NewRef(PyList_GET_ITEM(entries, start + count));
+            rc = write_entry(&b, session_id, seq + count, wall, t_ms, entry, fields);
+            Py_DECREF(entry);
+            if (rc != 0) {
+                break;
+            }
+            count++;
+        }
+    }
+    PyObject *out = NULL;
+    if (rc >= 0) {
+        PyObject *blob = PyBytes_FromStringAndSize(b.data, b.len);
+        if (blob != NULL) {
+            out = Py_BuildValue("(Nn)", blob, count);
+        }
+    }
+    if (b.data != b.local) {
+        PyMem_Free(b.data);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"audio_records", (PyCFunction)(void (*)(void))audio_records, METH_FASTCALL,
+     "audio_records(session_id, first_seq, wall, t_ms, entries, start, fields)\n"
+     "--\n\n"
+     "The records of the run of flat audio log entries from entries[start] on, as one blob of JSON lines with\n"
+     "seqs from first_seq, and how many there are: (b'', 0) when entries[start] is not one. `fields` maps each\n"
+     "audio event type to its payload field. Each line is what audio_record writes for that entry."},
     {"audio_record", (PyCFunction)(void (*)(void))audio_record, METH_FASTCALL,
      "audio_record(session_id, seq, wall, t_ms, dir, type, event, field, frame_bytes, bytes_per_second)\n"
      "--\n\n"
@@ -448,12 +592,21 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__flatrecord(void) {
-    KEY_AUDIO = PyUnicode_InternFromString("audio");
-    KEY_EVENT_ID = PyUnicode_InternFromString("event_id");
-    KEY_ITEM_ID = PyUnicode_InternFromString("item_id");
-    KEY_RESPONSE_ID = PyUnicode_InternFromString("response_id");
-    if (KEY_AUDIO == NULL || KEY_EVENT_ID == NULL || KEY_ITEM_ID == NULL || KEY_RESPONSE_ID == NULL) {
-        return NULL;
+    /* The interned names of the keys and attributes read above. */
+    static const struct {
+        PyObject **name;
+        const char *text;
+    } NAMES[] = {
+        {&KEY_AUDIO, "audio"}, {&KEY_EVENT_ID, "event_id"}, {&KEY_ITEM_ID, "item_id"},
+        {&KEY_RESPONSE_ID, "response_id"}, {&ATTR_TYPE, "type"}, {&ATTR_DIR, "dir"}, {&ATTR_EVENT, "event"},
+        {&ATTR_BYTES, "bytes"}, {&ATTR_CLIENT_EVENT, "client_event"}, {&ATTR_SERVER_EVENT, "server_event"},
+        {&ATTR_AUDIO_FORMAT, "audio_format"}, {&ATTR_BYTES_PER_SECOND, "bytes_per_second"},
+    };
+    for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
+        *NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text);
+        if (*NAMES[i].name == NULL) {
+            return NULL;
+        }
     }
     return PyModule_Create(&module);
 }

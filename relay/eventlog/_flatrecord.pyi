@@ -1,5 +1,7 @@
 """Types of the native flat audio record writer (relay/eventlog/_flatrecord.c)."""
 
+from typing import Any
+
 def audio_record(
     session_id: str,
     seq: int,
@@ -13,3 +15,14 @@ def audio_record(
     bytes_per_second: int,
     /,
 ) -> bytes | None: ...
+
+def audio_records(
+    session_id: str,
+    first_seq: int,
+    wall: float,
+    t_ms: float,
+    entries: list[Any],
+    start: int,
+    fields: dict[str, str],
+    /,
+) -> tuple[bytes, int]: ...

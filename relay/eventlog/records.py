@@ -24,11 +24,14 @@ from relay.core.outbox import LogEntry
 
 # The flat audio record in native code, built from _flatrecord.c at install time when a C compiler is there
 # (docs/performance.md, "The ninth round"); without it the Python builder writes every record, the same bytes.
+# `native_audio_records` writes a run of them into one blob, in one call.
 native_audio_record: Callable[..., bytes | None] | None
+native_audio_records: Callable[..., tuple[bytes, int]] | None
 try:
     from relay.eventlog._flatrecord import audio_record as native_audio_record
+    from relay.eventlog._flatrecord import audio_records as native_audio_records
 except ImportError:
-    native_audio_record = None
+    native_audio_record = native_audio_records = None
 
 SCHEMA_VERSION: Final = 1
 
@@ -185,6 +188,7 @@ class RecordBuilder:
         self.audio_hash = audio_hash
         # The native writer of flat audio records, for the default options (it writes neither hashes nor lengths).
         self._native = native_audio_record if native and keep_text and not audio_hash else None
+        self._native_run = native_audio_records if self._native is not None else None
         self._timestamp = _Rfc3339()
         self._summaries: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -200,6 +204,17 @@ class RecordBuilder:
             "dir": dir_,
             "type": type_,
         }
+
+    def audio_run(
+        self, session_id: str, first_seq: int, wall: float, t_ms: float, entries: list[LogEntry], start: int
+    ) -> tuple[bytes, int]:
+        """The records of the flat audio entries from `entries[start]` on, up to the first other one, as one blob with
+        seqs from `first_seq`, and how many: each line what `build` gives for that entry. Written in native code in
+        one call (a flood's burst of frames costs no Python per record); (b"", 0) without it, or when
+        `entries[start]` is not such an entry: `build` writes that one."""
+        if self._native_run is None:
+            return b"", 0
+        return self._native_run(session_id, first_seq, wall, t_ms, entries, start, _AUDIO_PAYLOAD_FIELD)
 
     def build(self, session_id: str, seq: int, wall: float, t_ms: float, entry: LogEntry) -> bytes:
         """One record as its JSON line. Raises what orjson raises for a value it cannot encode."""

@@ -1,9 +1,10 @@
 """The event log's writer: one bounded queue, one writer thread, the files (docs/event-log.md).
 
 Boundary: this module moves records; what they say is `relay/eventlog/records.py` (the record builder).
-`SessionEventLog.append` stamps each record (seq, wall and monotonic time), has the builder encode it on the loop
-(after both sockets are written: docs/performance.md, "The event log's cost") and keeps the bytes in the session's
-list; every 50 ms one timer hands every session's list to the queue (`EventLog.hand_over`), and at session end.
+`SessionEventLog.extend` stamps a flush's records (seq, and one wall and monotonic time for the flush), has the
+builder encode them on the loop (after both sockets are written: docs/performance.md, "The event log's cost"; a run
+of audio records in one native call) and keeps the bytes in the session's list; every 50 ms one timer hands every
+session's list to the queue (`EventLog.hand_over`), and at session end.
 The writer thread joins and write(2)s them within 200 ms, so forwarding never waits on the disk. The queue is
 bounded by the bytes it holds (`log_queue_max_bytes`); records over it, lost to failed writes, or past
 `max_session_log_bytes` are counted and declared by a `relay.log_gap` line (its own seq null), and
@@ -327,17 +328,66 @@ class SessionEventLog:
     logged_bytes: int = 0  # encoded bytes accepted for this session (loop thread)
     _size_gap: tuple[int, int] | None = None  # seqs dropped past max_session_bytes, declared once
     _close_future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
-    # Records encoded and counted as queued, not handed to the writer yet (`EventLog.hand_over`), with their seqs.
+    # Records encoded and counted as queued, not handed to the writer yet (`EventLog.hand_over`): blobs of one or
+    # more lines, their first and last seqs and how many records they hold.
     _lines: list[bytes] = field(default_factory=list, repr=False)
     _lines_first: int = 0
     _lines_last: int = 0
+    _lines_records: int = 0
 
     def path(self, log_dir: Path) -> Path:
         day = datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%d")
         return log_dir / day / f"{self.session_id}.jsonl"
 
+    def extend(self, entries: list[LogEntry]) -> None:
+        """The records of what one flush carried out, in order, stamped with one time (the flush's: its frames were
+        written together). A run of flat audio records (a burst of frames) is built in one native call and queued as
+        one blob when all of it fits the bounds; any other record, and a run that would cross a bound or wait behind
+        a gap, takes `append`'s path one record at a time, so limits and gaps fall on the same seqs either way."""
+        wall = time.time()
+        t_ms = (time.monotonic() - self.started_mono) * 1000.0
+        owner = self.owner
+        runs = owner.enabled and not self._closed
+        index = 0
+        while index < len(entries):
+            if runs:
+                try:
+                    blob, count = owner.records.audio_run(self.session_id, self.next_seq, wall, t_ms, entries, index)
+                except Exception:  # what the run cannot encode, the record-by-record path declares, record by record
+                    blob, count, runs = b"", 0, False
+                if count:
+                    if self._queue_run(blob, count):
+                        index += count
+                        continue
+                    runs = False  # near a bound: the rest of this flush record by record
+            self._add(entries[index], wall, t_ms)
+            index += 1
+
+    def _queue_run(self, blob: bytes, count: int) -> bool:
+        """Queue `count` records built as one blob, with the next seqs: only when no gap waits to be declared and the
+        whole blob fits both bounds; else False and nothing changed."""
+        owner = self.owner
+        size = len(blob)
+        if (
+            self._size_gap is not None
+            or self._drop_start is not None
+            or self.logged_bytes + size > owner.max_session_bytes
+            or owner._enqueued_bytes - owner._written_bytes + size > owner.max_queue_bytes
+        ):
+            return False
+        first = self.next_seq
+        self.next_seq = first + count
+        self.logged_bytes += size
+        owner._enqueued_bytes += size
+        self._keep(blob, first, first + count - 1, count)
+        return True
+
     def append(self, entry: LogEntry) -> int:
         """Stamp and enqueue one record; returns its seq (assigned even if the record is dropped)."""
+        return self._add(entry, time.time(), (time.monotonic() - self.started_mono) * 1000.0)
+
+    def _add(self, entry: LogEntry, wall: float, t_ms: float) -> int:
+        """One record stamped `wall` / `t_ms`, with the next seq: built, checked against the bounds, queued."""
         seq = self.next_seq
         self.next_seq += 1
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
@@ -352,7 +402,7 @@ class SessionEventLog:
         if not owner.enabled or self._closed:
             return seq
         try:
-            line = owner.records.build(self.session_id, seq, time.time(), (time.monotonic() - self.started_mono) * 1000.0, entry)
+            line = owner.records.build(self.session_id, seq, wall, t_ms, entry)
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
             self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
@@ -370,15 +420,10 @@ class SessionEventLog:
         self.logged_bytes += size
         if self._drop_start is not None and owner.queued_bytes + size <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record
-        # Room in the queue's bound: counted as queued (inline: this runs for every record).
+        # Room in the queue's bound: counted as queued.
         if owner._enqueued_bytes - owner._written_bytes + size <= owner.max_queue_bytes:
             owner._enqueued_bytes += size
-            lines = self._lines
-            lines.append(line)
-            self._lines_last = seq
-            if len(lines) == 1:
-                self._lines_first = seq
-                owner._mark_dirty(self)
+            self._keep(line, seq, seq, 1)
         else:
             self._count_drop()
             if self._drop_start is None:
@@ -387,13 +432,24 @@ class SessionEventLog:
             self._drop_end = seq
         return seq
 
+    def _keep(self, blob: bytes, first_seq: int, last_seq: int, count: int) -> None:
+        """Records counted as queued wait in the session's list for the next hand-over (one timer for all sessions)."""
+        lines = self._lines
+        lines.append(blob)
+        self._lines_last = last_seq
+        self._lines_records += count
+        if len(lines) == 1:
+            self._lines_first = first_seq
+            self.owner._mark_dirty(self)
+
     def _hand_over(self) -> None:
         """Queue this session's waiting records for the writer, as one item."""
         lines = self._lines
         if lines:
             self._lines = []
+            count, self._lines_records = self._lines_records, 0
             blob = lines[0] if len(lines) == 1 else b"".join(lines)
-            self.owner._queue.append(_Records(self, self._lines_first, self._lines_last, len(lines), blob))
+            self.owner._queue.append(_Records(self, self._lines_first, self._lines_last, count, blob))
 
     def _enqueue_control(self, item: _Gap | _Close) -> None:
         """A gap or the close goes after the records before it (the session's waiting ones first)."""

@@ -215,3 +215,80 @@ def test_a_key_that_is_not_a_string_is_handed_back_before_any_lookup() -> None:
     event[Collides()] = 1
     assert native_audio_record("s", 1, 1.5, 1.0, "client", "t", event, "audio", None, 48000) is None
     assert "audio" in event
+
+
+# ---- a run of records in one call (`RecordBuilder.audio_run`) ---------------------------------------------------
+
+entries_in_a_flush = st.builds(
+    LogEntry,
+    st.sampled_from(["client", "server", "relay"]),
+    st.sampled_from([ev.INPUT_AUDIO_BUFFER_APPEND, ev.RESPONSE_OUTPUT_AUDIO_DELTA, ev.RESPONSE_DONE, "relay.x"]) | st.none(),
+    st.dictionaries(keys, scalars, max_size=4) | st.dictionaries(keys, values, max_size=3),
+    bytes=st.none() | st.integers(0, 2**70),
+    client_event=st.none() | st.just({"type": "x"}),
+    audio_format=st.sampled_from([*FORMATS, AudioFormat.from_config({"type": "audio/pcm", "rate": 2**63}, AudioFormat())]),
+)
+
+
+def _audio_record_args(entry: LogEntry, seq: int, field: str) -> tuple[Any, ...]:
+    """`audio_record`'s arguments for `entry`, as `RecordBuilder.build` passes them."""
+    rate = entry.audio_format.bytes_per_second if entry.audio_format is not None else -1
+    return ("sess_run", seq, 1_765_000_000.125, 42.5, entry.dir, entry.type, entry.event, field, entry.bytes, rate)
+
+
+@needs_native
+@settings(max_examples=400)
+@given(entries=st.lists(entries_in_a_flush, max_size=6), start=st.integers(-1, 7), first_seq=st.integers(1, 2**63))
+def test_a_run_is_the_records_build_writes_for_its_entries_up_to_the_first_it_would_not_write_natively(
+    entries: list[LogEntry], start: int, first_seq: int
+) -> None:
+    builder = RecordBuilder()
+    blob, count = builder.audio_run("sess_run", first_seq, 1_765_000_000.125, 42.5, entries, start)
+    expected: list[bytes] = []
+    for offset, entry in enumerate(entries[max(start, 0) :] if start >= 0 else []):
+        field = ev.AUDIO_PAYLOAD_FIELD.get(entry.type) if entry.type is not None else None
+        natively = (
+            field is not None
+            and entry.client_event is None
+            and entry.server_event is None
+            and first_seq + offset < 2**63 - 1
+            and native_audio_record is not None
+            and native_audio_record(*_audio_record_args(entry, first_seq + offset, field)) is not None
+        )
+        if not natively:
+            break
+        expected.append(builder.build("sess_run", first_seq + offset, 1_765_000_000.125, 42.5, entry))
+    assert count == len(expected)
+    assert blob == b"".join(expected)
+    # Byte for byte the Python builder's records, too.
+    python = RecordBuilder(native=False)
+    assert blob == b"".join(
+        python.build("sess_run", first_seq + i, 1_765_000_000.125, 42.5, entries[start + i]) for i in range(count)
+    )
+
+
+def test_without_the_native_writer_a_run_is_empty_and_every_record_is_built_alone() -> None:
+    entry = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {"audio": "AAAA"}, bytes=60, audio_format=AudioFormat())
+    assert RecordBuilder(native=False).audio_run("s", 1, 1.5, 1.0, [entry, entry], 0) == (b"", 0)
+    assert RecordBuilder(audio_hash=True).audio_run("s", 1, 1.5, 1.0, [entry, entry], 0) == (b"", 0)
+
+
+@needs_native
+def test_a_run_refuses_what_is_not_a_list_of_log_entries_with_a_clear_error() -> None:
+    from relay.eventlog._flatrecord import audio_records
+
+    entry = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {"audio": "AAAA"}, bytes=60, audio_format=AudioFormat())
+    fields = dict(ev.AUDIO_PAYLOAD_FIELD)
+    with pytest.raises(TypeError):
+        audio_records("s", 1, 1.5, 1.0, (entry,), 0, fields)  # a tuple, not a list
+    with pytest.raises(TypeError):
+        audio_records("s", 1, 1.5, 1.0, [entry], 0)  # type: ignore[call-arg]
+    with pytest.raises(AttributeError):
+        audio_records("s", 1, 1.5, 1.0, [object()], 0, fields)
+
+    class OddFormat:
+        bytes_per_second = "fast"
+
+    odd = LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {"audio": "AAAA"}, bytes=60, audio_format=OddFormat())  # type: ignore[arg-type]
+    blob, count = audio_records("s", 1, 1.5, 1.0, [entry, odd, entry], 0, fields)
+    assert count == 1 and blob.count(b"\n") == 1

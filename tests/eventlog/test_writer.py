@@ -543,3 +543,87 @@ def test_a_stdout_copy_that_cannot_keep_up_is_dropped_said_and_counted_while_the
     ended = [e for e in logs if e["event"] == "relay.log_stdout_copy_recovered"]
     assert len(started) == len(ended) >= 1  # each run of drops is said when it starts and counted when it ends
     assert len(copied) + sum(e["dropped"] for e in ended) == 401 and copied[-1]["type"] == "x.after"
+
+
+# ---- a flush's records at once (`SessionEventLog.extend`) ---------------------------------------------------------
+
+
+def _flush(n_audio: int) -> list[LogEntry]:
+    """What one flush of a flood carries out: audio both ways, a few other events between them."""
+    audio = base64.b64encode(bytes(960)).decode()
+    entries: list[LogEntry] = []
+    for i in range(n_audio):
+        if i % 2:
+            event = {"type": "response.output_audio.delta", "event_id": f"e{i}", "item_id": "item_1", "delta": audio}
+            entries.append(LogEntry("server", "response.output_audio.delta", event, bytes=1400, audio_format=AudioFormat()))
+        else:
+            event = {"type": "input_audio_buffer.append", "event_id": f"c{i}", "audio": audio}
+            entries.append(LogEntry("client", "input_audio_buffer.append", event, bytes=1350, audio_format=AudioFormat()))
+        if i % 5 == 4:
+            entries.append(LogEntry("server", "response.done", {"type": "response.done", "response": {"id": "r"}}, bytes=60))
+    return entries
+
+
+def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in ("ts", "t_ms")} for r in records]
+
+
+def test_a_flush_logged_at_once_gives_the_records_one_at_a_time_would_with_one_time(tmp_path: Path) -> None:
+    entries = _flush(12)
+    one_by_one = EventLog(tmp_path / "a")
+    session = one_by_one.open_session("sess_x")
+    for entry in entries:
+        session.append(entry)
+    session.close().result(5)
+    one_by_one.close()
+    at_once = EventLog(tmp_path / "b")
+    session = at_once.open_session("sess_x")
+    session.extend(entries)
+    session.extend([])
+    session.close().result(5)
+    at_once.close()
+    expected, got = read_records(only_file(tmp_path / "a")), read_records(only_file(tmp_path / "b"))
+    assert [r["seq"] for r in got] == list(range(1, len(entries) + 1))
+    assert _without_times(got) == _without_times(expected)
+    assert len({(r["ts"], r["t_ms"]) for r in got}) == 1  # carried out together, stamped together
+
+
+@pytest.mark.parametrize("bound", ["max_session_bytes", "max_queue_bytes"])
+def test_a_flush_that_crosses_a_bound_loses_the_same_seqs_as_records_one_at_a_time(tmp_path: Path, bound: str) -> None:
+    """The run would not fit whole: its records go one by one, so the limit and its declared gap fall where they would."""
+    entries = _flush(30)
+    written: dict[str, list[tuple[Any, Any]]] = {}
+    for name, feed in (("one_by_one", lambda s: [s.append(e) for e in entries]), ("at_once", lambda s: s.extend(entries))):
+        log = EventLog(tmp_path / name, **{bound: 5000})
+        log._wake.set = lambda: None  # type: ignore[method-assign]  # the writer drains only at close
+        session = log.open_session("sess_b")
+        feed(session)
+        assert session.dropped > 0
+        session.close().result(5)
+        log.close()
+        records = read_records(only_file(tmp_path / name))
+        written[name] = [(r["seq"], r["type"] if r["seq"] is not None else r["event"]) for r in records]
+    assert written["at_once"] == written["one_by_one"]
+
+
+def test_records_written_as_one_run_and_lost_to_a_failing_disk_are_each_counted_and_declared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(self: JsonlFile, blob: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    log = EventLog(tmp_path)
+    session = log.open_session("sess_f")
+    monkeypatch.setattr(JsonlFile, "write", no_space)
+    session.extend(_flush(6))  # one blob of six audio records and one other record
+    log.hand_over()
+    log._wake.set()
+    _wait_for(lambda: session.dropped == 7)
+    monkeypatch.undo()
+    session.append(LogEntry("client", "after", {"type": "after"}, bytes=1))
+    session.close().result(5)
+    log.close()
+    records = read_records(only_file(tmp_path))
+    assert [(r["seq"], r["type"]) for r in records] == [(None, "relay.log_gap"), (8, "after")]
+    assert records[0]["event"] == {"from_seq": 1, "to_seq": 7, "reason": "write_failed"}
+    assert log.dropped_total == 7
