@@ -30,7 +30,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("json_parse", ("core/frames.py:parse_event",)),
     ("log_timestamp_format", ("eventlog/records.py:__call__", "eventlog/records.py:_Rfc3339.__call__")),
     ("socket_write_syscalls", ("selector_events.py:_SelectorSocketTransport.write", "eventlog/writer.py:_write_all")),
-    ("event_log(other)", ("eventlog/records.py:", "eventlog/writer.py:")),
+    ("event_log(other)", ("eventlog/records.py:", "eventlog/writer.py:", "eventlog/session_log.py:")),
     ("metrics", ("relay/metrics.py:",)),
     ("recording", ("relay/recording/", "audio/resample.py", "audio/pcm.py")),
     ("session_core(other)", ("relay/core/",)),

@@ -35,7 +35,8 @@ from relay.core.outbox import AudioToSave
 from relay.core.policy import SessionPolicy
 from relay.core.session import RelaySession
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.eventlog.writer import EventLog, SessionEventLog
+from relay.eventlog.session_log import SessionEventLog
+from relay.eventlog.writer import EventLog
 from relay.links.base import ClientFrame, ClientSide, UpstreamTarget
 from relay.links.upstream import redact_url
 from relay.links.writebatch import OncePerBurst, WriteScope
@@ -386,15 +387,13 @@ class SessionBridge:
             except UpstreamDisconnected as exc:
                 if not self._upstream.resume.restoring:  # during a restore, the attempt's own watch of the new link sees it
                     self._fail(exc)
-        metrics = self.env.metrics
-        recorder = self.recorder
         entries = core.to_log()
-        self.log.extend(entries)
-        for entry in entries:
-            if recorder is not None:
-                recorder.observe(entry)
-            if metrics is not None:
-                metrics.count_event(entry.dir, entry.type, entry.bytes, entry.event)
+        if entries:  # each consumer takes the flush's entries in one call (in a flood, a burst of frames)
+            self.log.extend(entries)
+            if self.recorder is not None:
+                self.recorder.observe(entries)
+            if self.env.metrics is not None:
+                self.env.metrics.count_events(entries)
         for save in core.to_save():
             task = asyncio.create_task(self._save(save))
             self._background.add(task)

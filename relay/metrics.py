@@ -7,16 +7,18 @@ when `/metrics` is scraped. Event-type labels are bounded: known protocol types,
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from relay.core import events as ev
+from relay.core.outbox import LogEntry
 
 # Bounded label values: the protocol's event types and the relay's own record types; anything else is `other`.
 _KNOWN_TYPES = ev.CLIENT_EVENT_TYPES | ev.SERVER_EVENT_TYPES | ev.RELAY_RECORD_TYPES
+_COUNTED_RELAY_RECORDS = frozenset({ev.RELAY_CLIENT_ERROR, ev.RELAY_RETRIEVE_FAILED})  # counted by what they say
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -72,19 +74,30 @@ class RelayMetrics:
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
-    def count_event(self, direction: str, event_type: str | None, size: int | None, event: object = None) -> None:
-        """One logged event: by direction and type, its wire bytes, and (from the relay's own records, given their
-        `event`) the client errors by code and the failed retrieves by reason."""
-        by_type = self._events.get(direction)
-        if by_type is None:
-            by_type = self._events[direction] = {}
-        label = type_label(event_type)
-        by_type[label] = by_type.get(label, 0) + 1
-        if size:
-            self.bytes[direction] += size
-        if event_type == ev.RELAY_CLIENT_ERROR and isinstance(event, dict):
+    def count_events(self, entries: Iterable[LogEntry]) -> None:
+        """The events one flush logged: each by direction and type, its wire bytes, and (from the relay's own
+        records) the client errors by code and the failed retrieves by reason. One call per flush, not per event."""
+        events = self._events
+        sizes = self.bytes
+        for entry in entries:
+            direction = entry.dir
+            by_type = events.get(direction)
+            if by_type is None:
+                by_type = events[direction] = {}
+            event_type = entry.type
+            label = type_label(event_type)
+            by_type[label] = by_type.get(label, 0) + 1
+            if entry.bytes:
+                sizes[direction] += entry.bytes
+            if event_type in _COUNTED_RELAY_RECORDS:
+                self._count_relay_record(event_type, entry.event)
+
+    def _count_relay_record(self, event_type: str | None, event: object) -> None:
+        if not isinstance(event, dict):
+            return
+        if event_type == ev.RELAY_CLIENT_ERROR:
             self.client_errors[str(event.get("code"))] += 1
-        elif event_type == ev.RELAY_RETRIEVE_FAILED and isinstance(event, dict):
+        else:
             self.retrieves[str(event.get("reason"))] += 1
 
     @property

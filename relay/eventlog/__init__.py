@@ -1,1 +1,2 @@
-"""The per-session event log: record encoding and the one writer thread behind a bounded queue."""
+"""The per-session event log: record encoding, each session's seqs and bounds, and the one writer thread behind a
+bounded queue."""

@@ -196,44 +196,46 @@ class SessionRecorder:
         self._report(RECORDING_STOPPED, {"reason": reason, "at_ms": at_ms, "path": str(self.path), **details})
 
     # ---- what the bridge forwards (serve) ------------------------------------------------------------------
-    def observe(self, entry: LogEntry) -> None:
-        """One log entry the bridge has just carried out; only audio and truncates matter. Noted with the time it
-        crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS are waiting)."""
-        kind = entry.type
-        event = entry.event
-        if kind is None or not self.options.from_frames or self._stopped is not None or not isinstance(event, dict):
+    def observe(self, entries: list[LogEntry]) -> None:
+        """The log entries one bridge flush carried out, in order; only audio and truncates matter. Each chunk is noted
+        with the time it crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS wait)."""
+        if not self.options.from_frames:
             return
-        if kind == ev.INPUT_AUDIO_BUFFER_APPEND and entry.dir == "client":
-            channel, audio, item_id, fmt = LEFT, event.get("audio"), None, entry.audio_format or DEFAULT_FORMAT
-        elif kind in ASSISTANT_AUDIO_DELTAS and entry.dir == "server":
-            channel, audio, item_id = RIGHT, event.get("delta"), event.get("item_id")
-            fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
-        else:
-            if kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client":
-                item_id, end = event.get("item_id"), event.get("audio_end_ms")
-                if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
-                    self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
-            return
-        if not isinstance(audio, str) or not audio:
-            return
-        mono = time.monotonic()
-        # The flood gate: a chunk like the one an earlier drop found too far ahead (nothing waiting, its lane not moved
-        # since) is dropped by one comparison of times, exactly as `ahead` would (padding makes fewer frames: unlike).
-        gate = self._gates[channel]
-        if (
-            gate is not None
-            and mono < gate[0]
-            and not self._arrivals
-            and fmt is gate[1]
-            and item_id == gate[2]
-            and len(audio) == gate[3]
-            and audio[-1] != "="
-        ):
-            if channel == RIGHT:
-                self._gate_frames += gate[4]
-            self._dropped += gate[5]
-            return
-        self._note(channel, item_id, audio, fmt, mono)
+        for entry in entries:
+            kind, event = entry.type, entry.event
+            if kind is None or self._stopped is not None or not isinstance(event, dict):
+                continue
+            if kind == ev.INPUT_AUDIO_BUFFER_APPEND and entry.dir == "client":
+                channel, audio, item_id, fmt = LEFT, event.get("audio"), None, entry.audio_format or DEFAULT_FORMAT
+            elif kind in ASSISTANT_AUDIO_DELTAS and entry.dir == "server":
+                channel, audio, item_id = RIGHT, event.get("delta"), event.get("item_id")
+                fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
+            else:
+                if kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client":
+                    item_id, end = event.get("item_id"), event.get("audio_end_ms")
+                    if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
+                        self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+                continue
+            if not isinstance(audio, str) or not audio:
+                continue
+            mono = time.monotonic()
+            # The flood gate: a chunk like the one an earlier drop found too far ahead (nothing waiting, its lane not
+            # moved since) is dropped by one comparison of times, as `ahead` would (padding makes fewer frames).
+            gate = self._gates[channel]
+            if (
+                gate is not None
+                and mono < gate[0]
+                and not self._arrivals
+                and fmt is gate[1]
+                and item_id == gate[2]
+                and len(audio) == gate[3]
+                and audio[-1] != "="
+            ):
+                if channel == RIGHT:
+                    self._gate_frames += gate[4]
+                self._dropped += gate[5]
+                continue
+            self._note(channel, item_id, audio, fmt, mono)
 
     def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
         """A chunk that crossed, not dropped by the flood gate: with nothing waiting before it (for the assistant: of

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.core import events as ev
+from relay.core.outbox import LogEntry
 from relay.metrics import CONNECT_BUCKETS, RelayMetrics, type_label
 
 
@@ -61,16 +62,33 @@ def test_gauges_are_read_at_scrape_time() -> None:
 
 def test_events_and_bytes_count_by_direction_and_type() -> None:
     metrics = RelayMetrics(lambda: 0, lambda: 0)
-    metrics.count_event("client", ev.INPUT_AUDIO_BUFFER_APPEND, 100)
-    metrics.count_event("client", ev.INPUT_AUDIO_BUFFER_APPEND, 50)
-    metrics.count_event("server", ev.RESPONSE_DONE, None)  # a relay-made record has no wire size
-    metrics.count_event("server", ev.RESPONSE_DONE, 0)
+    metrics.count_events([LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {}, bytes=100)])
+    metrics.count_events([LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {}, bytes=50)])
+    metrics.count_events([LogEntry("server", ev.RESPONSE_DONE, {}, bytes=None)])  # a relay-made record has no wire size
+    metrics.count_events([LogEntry("server", ev.RESPONSE_DONE, {}, bytes=0)])
     families = scrape(metrics)
     events = families["relay_events"]
     assert value(events, "relay_events_total", dir="client", type=ev.INPUT_AUDIO_BUFFER_APPEND) == 2
     assert value(events, "relay_events_total", dir="server", type=ev.RESPONSE_DONE) == 2
     assert value(families["relay_bytes"], "relay_bytes_total", dir="client") == 150
     assert [lab for _, lab, _ in families["relay_bytes"] if lab.get("dir") == "server"] == []
+
+
+def test_a_flushs_relay_records_count_client_errors_by_code_and_failed_retrieves_by_reason() -> None:
+    metrics = RelayMetrics(lambda: 0, lambda: 0)
+    metrics.count_events(
+        [
+            LogEntry("client", ev.INPUT_AUDIO_BUFFER_APPEND, {}, bytes=100),
+            LogEntry("relay", ev.RELAY_CLIENT_ERROR, {"code": "invalid_json", "message": "m"}),
+            LogEntry("relay", ev.RELAY_RETRIEVE_FAILED, {"item_id": "i", "reason": "timeout"}),
+            LogEntry("relay", ev.RELAY_CLIENT_ERROR, ["not", "a", "dict"]),  # nothing to count it by: only as an event
+            LogEntry("relay", ev.RELAY_CLIENT_ERROR, {"code": "invalid_json"}),
+        ]
+    )
+    families = scrape(metrics)
+    assert value(families["relay_client_errors"], "relay_client_errors_total", code="invalid_json") == 2
+    assert value(families["relay_retrieves"], "relay_retrieves_total", result="timeout") == 1
+    assert value(families["relay_events"], "relay_events_total", dir="relay", type=ev.RELAY_CLIENT_ERROR) == 3
 
 
 @given(st.one_of(st.none(), st.text(max_size=200)))
@@ -91,9 +109,9 @@ def test_every_record_type_the_relay_writes_is_counted_under_its_own_name() -> N
 def test_the_type_label_set_is_bounded_whatever_clients_send() -> None:
     metrics = RelayMetrics(lambda: 0, lambda: 0)
     for n in range(500):
-        metrics.count_event("client", f"made.up.{n}", 10)
-    metrics.count_event("client", 'quote" and \n newline', 10)
-    metrics.count_event("server", ev.RELAY_SESSION_ENDED, None)
+        metrics.count_events([LogEntry("client", f"made.up.{n}", {}, bytes=10)])
+    metrics.count_events([LogEntry("client", 'quote" and \n newline', {}, bytes=10)])
+    metrics.count_events([LogEntry("server", ev.RELAY_SESSION_ENDED, {}, bytes=None)])
     labels = {lab["type"] for _, lab, _ in scrape(metrics)["relay_events"]}
     assert labels == {"other", ev.RELAY_SESSION_ENDED}
 
@@ -141,7 +159,7 @@ def test_plain_counters_render_under_their_label() -> None:
 
 def test_two_apps_in_one_process_keep_their_own_counts() -> None:
     first, second = RelayMetrics(lambda: 1, lambda: 0), RelayMetrics(lambda: 2, lambda: 0)
-    first.count_event("client", ev.RESPONSE_CREATE, 5)
+    first.count_events([LogEntry("client", ev.RESPONSE_CREATE, {}, bytes=5)])
     assert value(scrape(first)["relay_active_sessions"], "relay_active_sessions") == 1
     assert value(scrape(second)["relay_active_sessions"], "relay_active_sessions") == 2
     assert scrape(second)["relay_events"] == []

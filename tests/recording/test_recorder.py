@@ -65,7 +65,7 @@ async def _record(path: Path, entries: list[LogEntry], options: RecordingOptions
     )
     recorder.start()
     for entry in entries:
-        recorder.observe(entry)
+        recorder.observe([entry])
     return await recorder.finish(), reports
 
 
@@ -153,7 +153,7 @@ def test_a_bug_while_placing_a_floods_waiting_frames_stops_the_recording_not_the
     monkeypatch.setattr(recorder, "_add_user", bug)
     chunk = base64.b64encode(b"\x10\x00" * 160).decode()
     for _ in range(200):
-        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000)))
+        recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000))])
     assert [(t, e["reason"], e["error"]) for t, e in reports] == [
         ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in placing")
     ]
@@ -165,7 +165,7 @@ def test_a_bug_while_placing_a_flood_as_it_crosses_stops_the_recording_not_the_f
     recorder = SessionRecorder(tmp_path / "r.wav", "/url", RecordingOptions(rate=8000), started_mono=time.monotonic(), report=lambda t, e: reports.append((t, e)))
     chunk = base64.b64encode(b"\x10\x00" * 160).decode()
     fmt = AudioFormat("audio/pcm", 8000)
-    recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+    recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
     recorder._place_waiting_safely()  # what waited is placed: the next chunk takes the flood path
 
     def bug(*args: Any) -> None:
@@ -173,7 +173,7 @@ def test_a_bug_while_placing_a_flood_as_it_crosses_stops_the_recording_not_the_f
 
     monkeypatch.setattr(recorder._user, "ahead", bug)
     for _ in range(10):
-        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+        recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
     assert [(t, e["reason"], e["error"]) for t, e in reports] == [
         ("relay.recording_stopped", "internal_error", "RuntimeError: a bug in the lane")
     ]
@@ -250,8 +250,8 @@ def test_a_flood_at_the_lead_limit_keeps_the_audio_it_holds_not_every_chunk_it_s
     try:
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(2000):  # 200 s of audio each way within 2 s of clock (the timer never commits here)
-            recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": user}, audio_format=fmt))
-            recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": assistant, "item_id": "a"}, audio_format=fmt))
+            recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": user}, audio_format=fmt)])
+            recorder.observe([LogEntry("server", "response.output_audio.delta", {"delta": assistant, "item_id": "a"}, audio_format=fmt)])
             clock[0] += 0.001
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -278,8 +278,8 @@ def test_a_flood_past_the_lead_limit_is_dropped_without_decoding_it(tmp_path: Pa
     fmt = AudioFormat("audio/pcm", 16000)  # resampled: the skipped chunks must not confuse the stream's counts
     chunk = base64.b64encode(b"\x10\x00" * 1600).decode()  # 100 ms
     for _ in range(2000):  # 200 s of audio each way within 2 s of clock
-        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
-        recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
+        recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
+        recorder.observe([LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt)])
         clock[0] += 0.001
     recorder._commit(recorder._now(), [])  # what is kept is decoded by the time it is written
     # [0, clock + lead) = 3 s per lane: 30 chunks of 100 ms each way, give or take the edges.
@@ -347,7 +347,7 @@ async def test_contiguous_chunks_at_the_recording_rate_are_decoded_once_per_comm
     bad = "!" * len(good)
     for i in range(50):  # 1 s of user audio in real time
         chunk = bad if i == 20 else good
-        recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+        recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
         clock[0] += 0.02
     assert calls == []  # nothing decoded before it is written
     saved = await recorder.finish()
@@ -370,10 +370,10 @@ def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(t
     fmt = AudioFormat("audio/pcm", 8000)
     chunk = base64.b64encode(b"\x10\x00" * 800).decode()  # 100 ms
     clock[0] = 101.0
-    recorder.observe(LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt))
+    recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
     clock[0] = 101.4
-    recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt))
-    recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 50}))
+    recorder.observe([LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt)])
+    recorder.observe([LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 50})])
     clock[0] = 103.0
     blocks: list[tuple[GrowingWav, bytes]] = []
     recorder.commit_due(blocks)
@@ -448,13 +448,13 @@ def test_a_flood_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(mon
                     elif kind == "append":
                         audio = "!!!!" * (a // 4) if broken else base64.b64encode((bytes(range(256)) * 7)[:a]).decode()
                         entry = LogEntry("client", "input_audio_buffer.append", {"audio": audio}, audio_format=_FORMATS[b])
-                        recorder.observe(entry)
+                        recorder.observe([entry])
                     elif kind == "delta":
                         delta = base64.b64encode(b"\x05\x01" * (a // 2) + b"\x09" * (a % 2)).decode()
                         event = {"delta": delta, "item_id": b}
-                        recorder.observe(LogEntry("server", "response.output_audio.delta", event, audio_format=_FORMATS[int(broken)]))
+                        recorder.observe([LogEntry("server", "response.output_audio.delta", event, audio_format=_FORMATS[int(broken)])])
                     else:
-                        recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": a, "audio_end_ms": b}))
+                        recorder.observe([LogEntry("client", "conversation.item.truncate", {"item_id": a, "audio_end_ms": b})])
             out = []
             for recorder in recorders:
                 saved = await recorder.finish()
@@ -475,9 +475,9 @@ async def test_a_truncate_erases_audio_rendered_but_not_yet_handed_to_the_writer
     recorder.start()
     fmt = AudioFormat("audio/pcm", 8000)
     reply = base64.b64encode(b"\\x00\\x10" * 8000).decode()  # 1 s
-    recorder.observe(LogEntry("server", "response.output_audio.delta", {"delta": reply, "item_id": "a"}, audio_format=fmt))
+    recorder.observe([LogEntry("server", "response.output_audio.delta", {"delta": reply, "item_id": "a"}, audio_format=fmt)])
     await asyncio.sleep(COMMIT_EVERY_S * 2 + 0.2)  # rendered at least up to 0.5 s into the reply
-    recorder.observe(LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 100}))
+    recorder.observe([LogEntry("client", "conversation.item.truncate", {"item_id": "a", "audio_end_ms": 100})])
     await recorder.finish()
     frames, _ = read_stereo(tmp_path / "recording.wav")
     assert frames[:800, 1].any()  # the first 100 ms stay
