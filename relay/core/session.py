@@ -47,6 +47,13 @@ from relay.core.upstream import SessionState, UpstreamSide
 # Client requests a resume sends again when the dropped upstream never answered them (docs/resume.md).
 _REQUESTS: Final = frozenset({ev.RESPONSE_CREATE, ev.INPUT_AUDIO_BUFFER_COMMIT})
 
+# Stream deltas: read only by their observer (if any) and forwarded. No relay answer, relay.* name, resume
+# bookkeeping or after-forward trigger can be one of them, so they skip those checks (a property test compares both
+# paths).
+_STREAM_DELTAS: Final = frozenset(
+    {ev.RESPONSE_OUTPUT_AUDIO_DELTA, ev.RESPONSE_OUTPUT_TEXT_DELTA, ev.RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA}
+)
+
 # The server events whose content the core reads (formats, items, audio), by type: each returns the audio format
 # the event's audio is in, for its log summary. Every other server event is forwarded unread.
 _OBSERVERS: Final[dict[str, Callable[[ItemBook, dict[str, Any]], AudioFormat | None]]] = {
@@ -205,10 +212,16 @@ class RelaySession(UpstreamSide):
             self._client.append(text)
             self.log(LogEntry("server", None, {"invalid_json": True, "text": text[:4096]}, bytes=wire_len(text)))
             return
+        kind = event.get("type")
+        if kind in _STREAM_DELTAS and self.tools is None and self._restore_echo is None:
+            observer = _OBSERVERS.get(kind)
+            fmt = observer(self, event) if observer is not None else None
+            self._client.append(text)
+            self.log(LogEntry("server", kind, event, bytes=wire_len(text), audio_format=fmt))
+            return
         if self._is_relay_answer(event):
             self._handle_relay_answer(event, wire_len(text))
             return
-        kind = event.get("type")
         if isinstance(kind, str) and kind.startswith("relay."):
             # Only the relay speaks relay.*: a spoofed relay.audio_saved could point a page at another host.
             self.log_relay(ev.RELAY_UPSTREAM_EVENT_DROPPED, {"type": kind[:128], "bytes": wire_len(text)})

@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay.core import session as session_module
 from relay.core.formats import AudioFormat
 from relay.core.frames import deep_merge, parse_event
 from relay.core.keptaudio import RUN_BYTES
@@ -686,3 +689,51 @@ def test_answered_client_retrieves_leave_no_bookkeeping_behind() -> None:
         core.receive_client_text(j({"type": "conversation.item.retrieve", "item_id": "item_a", "event_id": f"c{n}"}))
         core.receive_server_text(j({"type": "conversation.item.retrieved", "event_id": f"s{n}", "item": assistant_item("item_a", with_audio=False)}))
     assert core.retrieves.client_event_ids == {}
+
+
+# ---- stream deltas take a short path --------------------------------------------------------------------------
+
+_ITEM_IDS = st.sampled_from(["item_a", "item_b", "relay_x"])
+_server_events = st.one_of(
+    st.builds(
+        lambda kind, item_id, payload, extra: {"type": kind, "item_id": item_id, "delta": payload, **extra},
+        st.sampled_from(
+            ["response.output_audio.delta", "response.output_text.delta", "response.output_audio_transcript.delta"]
+        ),
+        _ITEM_IDS | st.integers() | st.none(),
+        st.sampled_from(["AAAA", "AAA=", "", "!!"]) | st.integers(),
+        st.dictionaries(st.sampled_from(["event_id", "response_id", "relay"]), st.text(max_size=8), max_size=2),
+    ),
+    st.builds(
+        lambda item_id: {"type": "response.output_item.done", "item": {"id": item_id, "type": "message", "role": "assistant"}},
+        _ITEM_IDS,
+    ),
+    st.builds(lambda item_id: {"type": "conversation.item.retrieved", "item": {"id": item_id}}, _ITEM_IDS),
+    st.just({"type": "error", "error": {"event_id": "relay_retrieve_item_a", "code": "x"}}),
+    st.just({"type": "relay.audio_saved", "item_id": "item_a"}),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(_server_events, max_size=12), resume=st.booleans())
+def test_a_stream_delta_has_the_same_outcome_on_its_short_path_as_on_the_general_one(
+    events: list[dict[str, Any]], resume: bool
+) -> None:
+    """The short path only skips checks no stream delta can meet (relay answers, relay.* names, resume bookkeeping,
+    retrieve triggers): with it off, every output and the items' bookkeeping are the same."""
+    outcomes = []
+    for short_path in (True, False):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            if not short_path:
+                monkeypatch.setattr(session_module, "_STREAM_DELTAS", frozenset())
+            core = RelaySession(SessionPolicy(resume=ResumePolicy() if resume else None))
+            core.upstream_connected(1.0)
+            core.receive_server_text(json.dumps({"type": "session.created", "event_id": "e0", "session": {"id": "s"}}))
+            seen = []
+            for event in events:
+                core.receive_server_text(json.dumps(event))
+                log = [(e.dir, e.type, e.event, e.bytes, e.audio_format) for e in core.to_log()]
+                seen.append((core.to_client(), core.to_upstream(), log, core.to_arm()))
+            items = {i: (it.has_audio, it.output_forwarded_bytes, it.output_audio_bytes) for i, it in core._items.items()}
+            outcomes.append((seen, items, core.counts))
+    assert outcomes[0] == outcomes[1]
