@@ -201,6 +201,7 @@ class SessionRecorder:
         with the time it crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS wait)."""
         if not self.options.from_frames:
             return
+        mono = time.monotonic()  # the flush's frames crossed together (the event log stamps them so too)
         for entry in entries:
             kind, event = entry.type, entry.event
             if kind is None or self._stopped is not None or not isinstance(event, dict):
@@ -214,11 +215,10 @@ class SessionRecorder:
                 if kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client":
                     item_id, end = event.get("item_id"), event.get("audio_end_ms")
                     if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
-                        self._arrive((time.monotonic(), TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+                        self._arrive((mono, TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
                 continue
             if not isinstance(audio, str) or not audio:
                 continue
-            mono = time.monotonic()
             # The flood gate: a chunk like the one an earlier drop found too far ahead (nothing waiting, its lane not
             # moved since) is dropped by one comparison of times, as `ahead` would (padding makes fewer frames).
             gate = self._gates[channel]
