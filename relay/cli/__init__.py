@@ -23,7 +23,23 @@ def stdout_to_devnull() -> None:
         os.close(devnull)
 
 
+def standard_streams_open() -> None:
+    """Open /dev/null on each of stdin, stdout and stderr that the process was started without (`serve >&-`), as
+    daemons do: else the first files and sockets the relay opens take those numbers, so a log line written to
+    "stdout" would land in a client's socket, and uvloop aborts the process when it closes a socket numbered 0-2.
+    Python has already set a missing stream's `sys.std*` to None; the daemon log then goes to stderr."""
+    for fd in (0, 1, 2):  # os.open takes the lowest free number: the closed one
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # only if another thread raced for it; never on a fresh start
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 def entry_point() -> None:
+    standard_streams_open()
     try:
         from relay.cli.main import main
 

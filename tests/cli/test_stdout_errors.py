@@ -118,3 +118,44 @@ def test_an_oserror_that_is_not_stdouts_is_still_a_failure_of_the_command(
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "realtime-relay logs: OSError: [Errno 28] disk full while writing a page"
     assert "standard output" not in err
+
+
+def _without_stdin_and_stdout() -> None:
+    os.close(0)
+    os.close(1)
+
+
+def test_serve_started_without_stdin_and_stdout_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    """`serve >&- <&-`: the numbers 0 and 1 must not go to the relay's sockets (a log line would reach a client,
+    and uvloop aborts when it closes a socket numbered 0-2)."""
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(  # in tmp_path: its logs and recordings go there
+        [sys.executable, "-m", "relay", "serve", "--port", str(port)],
+        stderr=subprocess.PIPE, env=clean_env(), cwd=tmp_path, preexec_fn=_without_stdin_and_stdout, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + seconds(30)
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                    assert json.loads(answer.read())["status"] == "ready"
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+            assert answer.status == 200 and b"<html" in answer.read().lower()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=seconds(30))
+    assert proc.returncode == 0, err[-2000:]
+    assert "Assertion" not in err and "Traceback" not in err
+    assert '"msg": "relay.stopped"' in err  # the daemon log, with no stdout, on stderr
