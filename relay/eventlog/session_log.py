@@ -4,8 +4,8 @@ Boundary: `SessionEventLog` takes the records of what the bridge carried out (`e
 for one record), numbers and stamps them, has the record builder (`relay/eventlog/records.py`) encode them, checks
 them against `max_session_log_bytes` and the writer's queue bound, and keeps the bytes until the writer's hand-over
 takes them (`relay/eventlog/writer.py`, which owns the queue, the writer thread and the files, and reports lost
-writes back here as gaps owed). No I/O here; the items it queues (`_Records`, `_Gap`, `_Close`) are the writer's
-input. Records over a bound are counted and declared by a `relay.log_gap` line (docs/event-log.md).
+writes back here as gaps owed). No I/O here; the items it queues (`QueuedRecords`, `QueuedGap`, `QueuedClose`) are
+the writer's input. Records over a bound are counted and declared by a `relay.log_gap` line (docs/event-log.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from relay.redact import redact_data
 log = structlog.get_logger()
 
 
-class _Records(NamedTuple):
+class QueuedRecords(NamedTuple):
     """Encoded lines of one session, joined: `n_records` records with seqs from `first_seq` to `last_seq`, or
     (`gap_reason` set, `n_records` 0) one `relay.log_gap` line declaring `first_seq`..`last_seq`."""
 
@@ -43,7 +43,7 @@ class _Records(NamedTuple):
 
 
 @dataclass
-class _Gap:
+class QueuedGap:
     log: SessionEventLog
     from_seq: int
     to_seq: int
@@ -51,7 +51,7 @@ class _Gap:
 
 
 @dataclass
-class _Close:
+class QueuedClose:
     log: SessionEventLog
     done: concurrent.futures.Future[None]
 
@@ -64,7 +64,7 @@ class LogOwner(Protocol):
     records: RecordBuilder
     max_session_bytes: int
     max_queue_bytes: int
-    _queue: deque[_Records | _Gap | _Close]
+    _queue: deque[QueuedRecords | QueuedGap | QueuedClose]
     _enqueued_bytes: int
     _written_bytes: int
     _dropped_enqueue: int
@@ -74,12 +74,13 @@ class LogOwner(Protocol):
 
     def _mark_dirty(self, session_log: SessionEventLog) -> None: ...
 
-    def _enqueue_control(self, item: _Gap | _Close) -> None: ...
+    def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None: ...
 
 
 @dataclass(eq=False)
 class SessionEventLog:
-    """One session's log. `append` is called on the event loop, in forwarding order."""
+    """One session's log. `extend` (a flush's records) and `append` (one) are called on the event loop, in forwarding
+    order."""
 
     owner: LogOwner
     session_id: str
@@ -175,7 +176,7 @@ class SessionEventLog:
         except Exception as exc:  # a record that cannot be encoded is a dropped record, declared in place
             self._count_drop()
             log.warning("relay.log_encode_failed", session_id=self.session_id, seq=seq, error=str(exc))
-            self._enqueue_control(_Gap(self, seq, seq, "encode_error"))
+            self._enqueue_control(QueuedGap(self, seq, seq, "encode_error"))
             return seq
         size = len(line)
         if self.logged_bytes + size > owner.max_session_bytes and entry.type != ev.RELAY_SESSION_ENDED:
@@ -218,9 +219,9 @@ class SessionEventLog:
             self._lines = []
             count, self._lines_records = self._lines_records, 0
             blob = lines[0] if len(lines) == 1 else b"".join(lines)
-            self.owner._queue.append(_Records(self, self._lines_first, self._lines_last, count, blob))
+            self.owner._queue.append(QueuedRecords(self, self._lines_first, self._lines_last, count, blob))
 
-    def _enqueue_control(self, item: _Gap | _Close) -> None:
+    def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None:
         """A gap or the close goes after the records before it (the session's waiting ones first)."""
         self._hand_over()
         self.owner._enqueue_control(item)
@@ -232,12 +233,12 @@ class SessionEventLog:
 
     def _declare_queue_gap(self) -> None:
         if self._drop_start is not None:
-            self._enqueue_control(_Gap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
+            self._enqueue_control(QueuedGap(self, self._drop_start, self._drop_end or self._drop_start, "queue_full"))
             self._drop_start = self._drop_end = None
 
     def _declare_size_gap(self) -> None:
         if self._size_gap is not None:
-            self._enqueue_control(_Gap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
+            self._enqueue_control(QueuedGap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
             self._size_gap = None
 
     def _owe_gap(self, from_seq: int, to_seq: int, reason: str) -> None:
@@ -261,7 +262,7 @@ class SessionEventLog:
             self._declare_size_gap()
             self._closed = True
             if self.owner.enabled:
-                self._enqueue_control(_Close(self, self._close_future))
+                self._enqueue_control(QueuedClose(self, self._close_future))
             else:
                 self._close_future.set_result(None)
         return self._close_future

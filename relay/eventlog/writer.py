@@ -23,7 +23,7 @@ import structlog
 
 from relay.eventlog.files import JsonlFile
 from relay.eventlog.records import RecordBuilder
-from relay.eventlog.session_log import SessionEventLog, _Close, _Gap, _Records
+from relay.eventlog.session_log import QueuedClose, QueuedGap, QueuedRecords, SessionEventLog
 from relay.linestream import line_stream
 
 FLUSH_INTERVAL_S: Final = 0.1  # the writer's period; with the hand-over below, within the 200 ms bound
@@ -57,7 +57,7 @@ class EventLog:
         self.records = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
         self._stdout_fd = stdout_fd
         self.enabled = log_dir is not None or to_stdout  # records are encoded and written at all
-        self._queue: deque[_Records | _Gap | _Close] = deque()
+        self._queue: deque[QueuedRecords | QueuedGap | QueuedClose] = deque()
         self._dirty: list[SessionEventLog] = []  # sessions with records not handed over yet (loop thread)
         self._owed: set[SessionEventLog] = set()  # ended sessions whose files are owed gap lines (writer thread)
         self._hand_over_timer: asyncio.TimerHandle | None = None
@@ -113,7 +113,7 @@ class EventLog:
         if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
             self._wake.set()
 
-    def _enqueue_control(self, item: _Gap | _Close) -> None:
+    def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None:
         self._queue.append(item)
         self._wake.set()
 
@@ -148,17 +148,17 @@ class EventLog:
 
     def _write_batch(self, files: dict[SessionEventLog, JsonlFile]) -> None:
         # Per session, in the order sessions first appear in the queue (a dict keeps insertion order).
-        pending: dict[SessionEventLog, list[_Records]] = {}
-        closes: list[_Close] = []
+        pending: dict[SessionEventLog, list[QueuedRecords]] = {}
+        closes: list[QueuedClose] = []
         freed = 0
         queue = self._queue
         while queue:
             item = queue.popleft()
             lines = pending.setdefault(item.log, [])
-            if isinstance(item, _Records):
+            if isinstance(item, QueuedRecords):
                 freed += len(item.blob)
                 lines.append(item)
-            elif isinstance(item, _Gap):
+            elif isinstance(item, QueuedGap):
                 lines.append(self._gap_records(item.log, item.from_seq, item.to_seq, item.reason))
             else:
                 closes.append(item)
@@ -174,7 +174,7 @@ class EventLog:
                 close.done.set_result(None)
 
     def _write_session(
-        self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, lines: list[_Records]
+        self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, lines: list[QueuedRecords]
     ) -> None:
         if not lines:
             return
@@ -236,7 +236,7 @@ class EventLog:
             log.warning("relay.log_stdout_copy_dropping", detail=detail)
         self._mirror_dropped += n_records
 
-    def _drop_batch(self, session_log: SessionEventLog, lines: list[_Records], exc: OSError, sink: str) -> None:
+    def _drop_batch(self, session_log: SessionEventLog, lines: list[QueuedRecords], exc: OSError, sink: str) -> None:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them
         (a full queue's, a size limit's) stay owed as they were; all are declared once writing works again."""
         dropped = 0
@@ -255,8 +255,8 @@ class EventLog:
                 detail="records are dropped and counted until a write works again (relay.log_write_recovered)",
             )  # fmt: skip
 
-    def _gap_records(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> _Records:
-        return _Records(session_log, from_seq, to_seq, 0, self._gap_line(session_log, from_seq, to_seq, reason), reason)
+    def _gap_records(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> QueuedRecords:
+        return QueuedRecords(session_log, from_seq, to_seq, 0, self._gap_line(session_log, from_seq, to_seq, reason), reason)
 
     def _gap_line(self, session_log: SessionEventLog, from_seq: int, to_seq: int, reason: str) -> bytes:
         return self.records.gap(session_log.session_id, session_log.started_mono, from_seq, to_seq, reason)
