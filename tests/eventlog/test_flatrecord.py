@@ -223,7 +223,8 @@ entries_in_a_flush = st.builds(
     LogEntry,
     st.sampled_from(["client", "server", "relay"]),
     st.sampled_from([ev.INPUT_AUDIO_BUFFER_APPEND, ev.RESPONSE_OUTPUT_AUDIO_DELTA, ev.RESPONSE_DONE, "relay.x"]) | st.none(),
-    st.dictionaries(keys, scalars, max_size=4) | st.dictionaries(keys, values, max_size=3),
+    st.dictionaries(keys, scalars | st.sampled_from(["\ud800", "a\udfffb", 'q"\\\n\x01']) | st.text(), max_size=4)
+    | st.dictionaries(keys, values, max_size=3),
     bytes=st.none() | st.integers(0, 2**70),
     client_event=st.none() | st.just({"type": "x"}),
     audio_format=st.sampled_from([*FORMATS, AudioFormat.from_config({"type": "audio/pcm", "rate": 2**63}, AudioFormat())]),
