@@ -214,8 +214,7 @@ class RelaySession(UpstreamSide):
             return
         kind = event.get("type")
         if kind in _STREAM_DELTAS and self.tools is None and self._restore_echo is None:
-            observer = _OBSERVERS.get(kind)
-            fmt = observer(self, event) if observer is not None else None
+            fmt = self._observe_server_event(event, kind)
             self._client.append(text)
             self.log(LogEntry("server", kind, event, bytes=wire_len(text), audio_format=fmt))
             return
