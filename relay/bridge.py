@@ -259,21 +259,23 @@ class SessionBridge:
         await self._upstream.close(CLOSE_GRACE_S)
         return EndReason.CLIENT_TOO_SLOW, await self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0)
 
-    async def _pump_client(self) -> Any:
-        core = self.core
-        while True:
-            frame = await self._reader.receive()
-            if frame.closed:
-                return frame
-            try:
-                if frame.text is not None:
-                    core.receive_client_text(frame.text)
-                elif frame.binary_size is not None:
-                    core.receive_client_binary(frame.binary_size)
-            except Exception as exc:  # a relay bug: this frame is answered relay_error, the session goes on
-                core.internal_error(frame.text, repr(exc), traceback.format_exc())
-            # Frames already read come without a wait; what they decided is carried out when the task next waits.
-            self._after_client_frames.request()
+    async def _pump_client(self) -> ClientFrame:
+        return await self._reader.read(self._on_client_text, self._on_client_binary)
+
+    def _on_client_text(self, text: str) -> None:
+        try:
+            self.core.receive_client_text(text)
+        except Exception as exc:  # a relay bug: this frame is answered relay_error, the session goes on
+            self.core.internal_error(text, repr(exc), traceback.format_exc())
+        # Frames already read come without a wait; what they decided is carried out when the task next waits.
+        self._after_client_frames.request()
+
+    def _on_client_binary(self, size: int) -> None:
+        try:
+            self.core.receive_client_binary(size)
+        except Exception as exc:
+            self.core.internal_error(None, repr(exc), traceback.format_exc())
+        self._after_client_frames.request()
 
     def _flush_client_frames(self) -> None:
         """Carry out what a run of client frames decided; their writes go out together as it returns. Only a

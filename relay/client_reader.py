@@ -3,18 +3,18 @@
 Boundary: the bridge's reads of its `ClientSide` (relay.links.base), nothing else. While the upstream connects,
 the client is read on: a client that leaves, or a stop (drain), cancels the handshake, so no upstream session is
 opened for nobody (docs/lifecycle.md); frames that arrive meanwhile are kept in order, up to a byte bound past
-which the client is simply not read (TCP backpressure). Afterwards `receive` hands out those frames first, then
-reads the client frame by frame.
+which the client is simply not read (TCP backpressure). Afterwards `read` hands out those frames first, then
+reads the client to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from relay.links.base import ClientFrame, ClientSide
+from relay.links.base import ClientFrame, ClientSide, dispatch_frame
 from relay.reconnect import cancel_and_wait
 
 T = TypeVar("T")
@@ -66,14 +66,21 @@ class ClientReader:
             raise
         return connect.result()
 
-    async def receive(self) -> ClientFrame:
-        """The next client frame: those kept during the handshake first, then the read still in flight, then new."""
-        if self._early_frames:
-            return self._early_frames.popleft()
+    async def read(self, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> ClientFrame:
+        """Read the client to its end (`ClientSide.read`): the frames kept during the handshake first, then the read
+        still in flight, then the client's own."""
+        while self._early_frames:
+            frame = self._early_frames.popleft()
+            if frame.closed:
+                return frame
+            dispatch_frame(frame, on_text, on_binary)
         if self._pending_receive is not None:
             pending, self._pending_receive = self._pending_receive, None
-            return await pending
-        return await self.client.receive()
+            frame = await pending
+            if frame.closed:
+                return frame
+            dispatch_frame(frame, on_text, on_binary)
+        return await self.client.read(on_text, on_binary)
 
     async def aclose(self) -> None:
         """Cancel a read still in flight (the session is ending)."""

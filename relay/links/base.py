@@ -7,7 +7,7 @@ upstream target from settings. Nothing here imports the bridge, so the links nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +25,15 @@ class ClientFrame:
 class ClientSide(Protocol):
     """The client half of a session: a WebSocket for `serve`, the local audio loop for `mic`."""
 
-    async def receive(self) -> ClientFrame: ...
+    async def receive(self) -> ClientFrame:
+        """The next frame, or the end: one read that can be cancelled (the bridge reads so while the upstream
+        handshake runs)."""
+        ...
+
+    async def read(self, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> ClientFrame:
+        """Read to the end: each text frame to `on_text` and each binary frame's size to `on_binary`, in order, as
+        they are read; returns the end (`closed`). The session's steady state: no object or task per frame."""
+        ...
 
     def send(self, text: str) -> bool:
         """Queue a frame without waiting; False when the client's backlog is over its bound (too slow)."""
@@ -39,6 +47,25 @@ class ClientSide(Protocol):
         ...
 
     def abort(self) -> None: ...
+
+
+async def read_by_receive(
+    receive: Callable[[], Awaitable[ClientFrame]], on_text: Callable[[str], None], on_binary: Callable[[int], None]
+) -> ClientFrame:
+    """`ClientSide.read` for a side whose frames come one `receive` at a time (the local audio loop)."""
+    while True:
+        frame = await receive()
+        if frame.closed:
+            return frame
+        dispatch_frame(frame, on_text, on_binary)
+
+
+def dispatch_frame(frame: ClientFrame, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> None:
+    """A data frame to the callback `ClientSide.read` would have handed it to."""
+    if frame.text is not None:
+        on_text(frame.text)
+    elif frame.binary_size is not None:
+        on_binary(frame.binary_size)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ import contextlib
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
-from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from relay.links.base import ClientFrame
 from relay.links.oversize import discard_rest_of_frame
@@ -105,6 +106,24 @@ class WebSocketClient:
             return ClientFrame(text=message.data)
         if message.type == WSMsgType.BINARY:
             return ClientFrame(binary_size=len(message.data))
+        return self._end(message)
+
+    async def read(self, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> ClientFrame:
+        # One await per frame straight on aiohttp's reader (it returns at once while frames it parsed wait), and
+        # the text handed on as aiohttp made it: in a flood, most of a client frame's cost outside the session.
+        ws = self.ws
+        while True:
+            message = await ws.receive()
+            kind = message.type
+            if kind == WSMsgType.TEXT:
+                on_text(message.data)
+            elif kind == WSMsgType.BINARY:
+                on_binary(len(message.data))
+            else:
+                return self._end(message)
+
+    def _end(self, message: WSMessage) -> ClientFrame:
+        """The end a message that is not data means."""
         if message.type == WSMsgType.ERROR and isinstance(message.data, WebSocketError):
             # aiohttp already sent the close (too big -> 1009, bad UTF-8 -> 1007); its own close_code then says
             # 1006 because the client's reply cannot be parsed, so the protocol error's code is the one to report.

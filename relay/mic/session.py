@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -29,7 +30,7 @@ from audio.playback import PlaybackBuffer, PlaybackWriter
 from relay.bridge import SessionBridge
 from relay.core.formats import DEFAULT_FORMAT
 from relay.eventlog.writer import EventLog
-from relay.links.base import ClientFrame
+from relay.links.base import ClientFrame, read_by_receive
 from relay.links.upstream import redact_url
 from relay.mic.agent import MicAgent
 from relay.mic.display import Display
@@ -84,6 +85,9 @@ class MicClient:
     # ClientSide protocol
     async def receive(self) -> ClientFrame:
         return await self._outgoing.get()
+
+    async def read(self, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> ClientFrame:
+        return await read_by_receive(self.receive, on_text, on_binary)
 
     def send(self, text: str) -> bool:
         self.push(self.agent.on_server_text(text))

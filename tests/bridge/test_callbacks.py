@@ -34,7 +34,7 @@ from bench.frames import OP_CLOSE, OP_TEXT, Frame, FrameReader, close_payload, e
 from relay.bridge import BridgeEnvironment, SessionBridge
 from relay.core.policy import SessionPolicy
 from relay.eventlog.writer import EventLog
-from relay.links.base import ClientFrame, UpstreamTarget
+from relay.links.base import ClientFrame, UpstreamTarget, read_by_receive
 from relay.outcome import EndReason
 from relay.wiring import session_files
 from tests.support.loop_checks import no_unhandled_loop_errors
@@ -62,6 +62,9 @@ class ScriptedClient:
         if self._frames.empty():
             self._all_read.set()  # the relay came back for more: everything pushed so far was handled
         return await self._frames.get()
+
+    async def read(self, on_text: Callable[[str], None], on_binary: Callable[[int], None]) -> ClientFrame:
+        return await read_by_receive(self.receive, on_text, on_binary)
 
     def send(self, text: str) -> bool:
         if self.takes is not None and len(self.sent) >= self.takes:
