@@ -7,7 +7,8 @@ Owns only socket I/O and the mapping of failures onto `UpstreamUnavailable` (han
 assembles fragmented messages, checks what picows leaves to its user (reserved bits, continuation order, UTF-8,
 close codes that may not appear on the wire) and runs the close handshake. Each whole message is handed to the
 consumer from the transport's read callback, so a frame crosses without a task wake-up, and the frames sent in one
-burst are written when it ends, corked together when there are several (see docs/performance.md). No message size
+burst are masked into one buffer and written when it ends, in one write to picows' `underlying_transport` (see
+docs/performance.md); picows writes every control frame. No message size
 cap (a retrieved item may carry minutes of audio) and no keepalive pings (Yandex was seen not to answer them in
 time). Also builds the upstream URL from the configured one and the client's query (`upstream_url`), which is pure.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 import ssl
@@ -31,7 +33,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from picows import (
     WSError,
     WSHandshakeError,
-    WSMsgType,
     WSParsedURL,
     WSTransport,
     ws_connect,
@@ -39,7 +40,8 @@ from picows import (
 
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
 from relay.links.upstream_listener import DROPPED, UpstreamListener, as_close_code
-from relay.links.writebatch import TcpCork, at_burst_end
+from relay.links.writebatch import at_burst_end
+from relay.links.wsframe import masked_text_frames
 from relay.redact import redact_text
 
 _USER_AGENT: Final = f"realtime-relay picows/{version('picows')}"
@@ -149,7 +151,6 @@ class UpstreamLink:
         self._transport = transport
         self._listener = listener
         self._socket = transport.underlying_transport
-        self._cork = TcpCork(self._socket)  # a burst of client frames leaves in full TCP segments
         self._held: list[bytes] = []  # frames of the current burst, written when it ends (`write`)
         self._held_bytes = 0
         self.connect_seconds = connect_seconds
@@ -243,8 +244,10 @@ class UpstreamLink:
             raise UpstreamDisconnected(f"upstream stopped reading (over {self.backlog_limit} bytes waiting for it)")
 
     def write(self) -> None:
-        """The burst ended: its frames go out, corked together when there are several (one push for the burst, not
-        one per frame). Dropped when the link ended meanwhile (`send` said so for what it could)."""
+        """The burst ended: its frames go out in one write (one send(2) for a flood's burst, not one per frame),
+        each masked with its own random key. Written to the transport under picows, as picows writes its own
+        frames, so they stay in order with its pings, pongs and close. Dropped when the link ended meanwhile (`send`
+        said so for what it could)."""
         held = self._held
         if not held:
             return
@@ -252,15 +255,7 @@ class UpstreamLink:
         self._held_bytes = 0
         if self._ended():
             return
-        transport = self._transport
-        if len(held) == 1:
-            transport.send(WSMsgType.TEXT, held[0])
-            return
-        corked = self._cork.hold()
-        for data in held:
-            transport.send(WSMsgType.TEXT, data)
-        if corked:
-            self._cork.release()
+        self._socket.write(masked_text_frames(held, os.urandom(4 * len(held))))
 
     def _ended(self) -> bool:
         """No more data frames can go out: a close frame was sent, or the connection is gone or being dropped."""

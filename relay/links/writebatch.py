@@ -1,14 +1,12 @@
-"""Writes of one burst go out together: one send(2), or one TCP segment push, for every frame the callbacks of a
-loop iteration (or of one upstream read) produced, instead of one each. Used by both sides of the relay; see
-docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a socket option.
+"""Writes of one burst go out together: one send(2) for every frame the callbacks of a loop iteration (or of one
+upstream read) produced, instead of one each. Used by both sides of the relay; see docs/performance.md. No I/O of
+its own beyond `asyncio.Transport.write`.
 
 - `OncePerBurst` runs a call once at the end of a burst however often it is asked for during it.
 - `WriteBatch` collects the bytes for a transport the relay writes itself (the client side) and writes them
   together when the burst ends.
-- For a transport a library writes frame by frame (picows on the upstream side), the caller holds the burst's
-  frames itself, asks `at_burst_end` for a call, and at the end writes them between `TcpCork.hold()` and
-  `release()` when there are several (`TCP_CORK`, Linux), so the kernel sends them in full segments; a lone frame
-  (the real-time case) is written as it is, uncorked.
+- The upstream link holds its burst's frames itself (it bounds their bytes), asks `at_burst_end` for a call, and
+  at the end masks them into one buffer and writes that (`relay.links.wsframe.masked_text_frames`).
 - A burst ends at the end of the innermost open `WriteScope` (a read callback that knows where its burst ends: the
   upstream link's read), else in the next loop iteration (`call_soon`): a real-time frame then costs no scheduled
   callback and no extra turn of the loop. A call made at the end of a burst may ask for more calls at the end of
@@ -18,10 +16,7 @@ docs/performance.md. No I/O of its own beyond `asyncio.Transport.write` and a so
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Callable
-from typing import Any
 
 # What waits for the end of the burst inside the innermost open `WriteScope` (event loop thread only), or None
 # outside any.
@@ -123,36 +118,3 @@ class WriteBatch:
         """Forget what was collected (the connection is being aborted)."""
         self._chunks.clear()
         self.size = 0
-
-
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere every write is pushed at once
-
-
-class TcpCork:
-    """Holds back what is written to `transport`'s TCP socket between `hold()` and `release()` (`TCP_CORK`), so the
-    kernel sends it in full segments instead of pushing each write. For a transport a library writes frame by
-    frame. A transport without a TCP socket, or a platform without `TCP_CORK`, is never corked; a failing socket
-    option (the socket is closing) is ignored."""
-
-    __slots__ = ("_socket",)
-
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
-        sock: Any = transport.get_extra_info("socket")
-        usable = _TCP_CORK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
-        self._socket = sock if usable else None
-
-    def hold(self) -> bool:
-        """Cork the socket; False when it could not be (write as usual, nothing to release)."""
-        return self._set(1)
-
-    def release(self) -> None:
-        """Uncork: what was held goes out now."""
-        self._set(0)
-
-    def _set(self, on: int) -> bool:
-        if self._socket is None or _TCP_CORK is None:
-            return False
-        with contextlib.suppress(OSError):
-            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
-            return True
-        return False

@@ -1,19 +1,17 @@
 """`WriteBatch`: chunks added during one loop iteration reach the peer together, in order, right after it; `size`
 counts what is held; an explicit `write` sends at once (what must precede another write); `clear` forgets; a
 closing transport takes nothing and raises nothing. `at_burst_end`: at the end of a `WriteScope`, else in the next
-loop turn; `OncePerBurst`: one run per burst however often it is asked for. `TcpCork`: writes between `hold` and `release` arrive whole after it, and a socket that cannot be corked
-is written as usual. Real sockets on 127.0.0.1."""
+loop turn; `OncePerBurst`: one run per burst however often it is asked for. Real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import pytest
 
-from relay.links.writebatch import OncePerBurst, TcpCork, WriteBatch, WriteScope, at_burst_end
+from relay.links.writebatch import OncePerBurst, WriteBatch, WriteScope, at_burst_end
 from tests.support.timing import seconds
 
 
@@ -106,27 +104,6 @@ async def test_inside_a_write_scope_batches_are_written_when_it_ends_not_a_loop_
     assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"outside\n"
 
 
-def corked(transport: asyncio.Transport) -> bool:
-    sock = transport.get_extra_info("socket")
-    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
-
-
-@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
-async def test_a_cork_holds_writes_back_until_released_and_then_they_all_arrive(
-    pair: tuple[asyncio.Transport, asyncio.StreamReader],
-) -> None:
-    transport, peer = pair
-    cork = TcpCork(transport)
-    assert not corked(transport)
-    assert cork.hold()
-    for part in (b"one ", b"two ", b"three\n"):
-        transport.write(part)
-    assert corked(transport)
-    cork.release()
-    assert not corked(transport)
-    assert await asyncio.wait_for(peer.readline(), seconds(5)) == b"one two three\n"
-
-
 async def test_at_burst_end_runs_at_the_end_of_a_write_scope_or_else_in_the_next_loop_turn() -> None:
     ended: list[str] = []
 
@@ -203,31 +180,3 @@ async def test_a_call_that_raises_at_the_end_of_a_burst_does_not_keep_the_others
     with WriteScope():
         once.request()  # not left waiting for a burst end that already passed
     assert ended == ["write", "once", "once"]
-
-
-async def test_a_cork_on_a_closed_socket_or_on_no_tcp_socket_writes_as_usual(
-    pair: tuple[asyncio.Transport, asyncio.StreamReader],
-) -> None:
-    transport, _peer = pair
-    cork = TcpCork(transport)
-    transport.abort()
-    await asyncio.sleep(0)
-    assert not cork.hold()  # the socket option fails on a closed socket: ignored, nothing to release
-    cork.release()
-    left, right = socket.socketpair()  # a Unix socket: nothing to cork
-    try:
-        _reader, writer = await asyncio.open_connection(sock=left)
-        unix = TcpCork(writer.transport)
-        assert not unix.hold()
-        for part in (b"a", b"b\n"):
-            writer.write(part)
-        unix.release()
-        await writer.drain()
-        right.setblocking(False)
-        received = b""
-        while len(received) < 3:
-            received += await asyncio.wait_for(asyncio.get_running_loop().sock_recv(right, 10), seconds(5))
-        assert received == b"ab\n"
-        writer.transport.abort()
-    finally:
-        right.close()

@@ -1,0 +1,3 @@
+"""Types of the native masked-frame writer (relay/links/_wsframes.c)."""
+
+def masked_text_frames(payloads: list[bytes], keys: bytes, /) -> bytes: ...
