@@ -142,6 +142,31 @@ def _unreachable(exc: BaseException) -> UpstreamUnavailable:
     return UpstreamUnavailable(f"upstream unreachable: {exc.__class__.__name__}: {exc}")
 
 
+class MaskKeys:
+    """Random 4-byte masking keys (RFC 6455 asks a client for an unpredictable key per frame), drawn from
+    os.urandom 1024 at a time: one getrandom(2) per 1024 frames, not one per burst (in real time a burst is one
+    frame). Event-loop thread only."""
+
+    POOL_KEYS: Final = 1024
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def take(self, count: int) -> bytes:
+        """`count` keys, 4 bytes each, never handed out before."""
+        size = 4 * count
+        if self._at + size > len(self._pool):
+            self._pool = os.urandom(4 * max(self.POOL_KEYS, count))
+            self._at = 0
+        keys = self._pool[self._at : self._at + size]
+        self._at += size
+        return keys
+
+
+_MASK_KEYS: Final = MaskKeys()
+
+
 class UpstreamLink:
     """A connected upstream socket. Messages reach the consumer set by `attach`, from the read callback; `send`
     writes when the current burst ends (the transport's buffer is the only queue, bounded by `backlog_limit`);
@@ -255,7 +280,7 @@ class UpstreamLink:
         self._held_bytes = 0
         if self._ended():
             return
-        self._socket.write(masked_text_frames(held, os.urandom(4 * len(held))))
+        self._socket.write(masked_text_frames(held, _MASK_KEYS.take(len(held))))
 
     def _ended(self) -> bool:
         """No more data frames can go out: a close frame was sent, or the connection is gone or being dropped."""

@@ -45,7 +45,7 @@ from websockets.http11 import Request, Response
 from bench.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, server_response, unmask
 from relay.core.resume import is_resumable
 from relay.errors import UpstreamDisconnected, UpstreamUnavailable
-from relay.links.upstream import UpstreamLink
+from relay.links.upstream import MaskKeys, UpstreamLink
 from relay.redact import MASK, register_credentials
 from tests.support.loop_checks import no_unhandled_loop_errors
 from tests.support.timing import seconds
@@ -782,6 +782,14 @@ async def test_successive_frames_use_fresh_mask_keys_also_across_the_key_pool_re
     assert all(key is not None for key in keys)
     assert all(a != b for a, b in itertools.pairwise(keys))
     assert len(set(keys)) >= count - 3  # 4-byte random keys: a repeat is a ~1e-3 event per run, a reused pool is not
+
+
+def test_mask_keys_come_four_bytes_each_fresh_across_refills_and_for_a_burst_bigger_than_the_pool() -> None:
+    keys = MaskKeys()
+    taken = [keys.take(n) for n in (1, 3, MaskKeys.POOL_KEYS - 5, 2, 3 * MaskKeys.POOL_KEYS, 0, 7)]
+    assert [len(k) for k in taken] == [4, 12, 4 * (MaskKeys.POOL_KEYS - 5), 8, 12 * MaskKeys.POOL_KEYS, 0, 28]
+    every = [blob[i : i + 4] for blob in taken for i in range(0, len(blob), 4)]
+    assert len(set(every)) >= len(every) - 3  # random 4-byte keys; a pool handed out twice would repeat hundreds
 
 
 async def test_frames_sent_while_messages_are_being_delivered_reach_the_upstream_in_order(links: Links) -> None:
