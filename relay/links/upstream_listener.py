@@ -206,10 +206,14 @@ class UpstreamListener(WSListener):
     def _message(self, message: str | bytes) -> None:
         if not self.accepting:
             return
-        if self.deliver is not None:
-            self._hand_over(message)
-        else:
+        deliver = self.deliver
+        if deliver is None:
             self.held.append(message)
+            return
+        try:  # `_hand_over`, without a second call per message
+            deliver(message)
+        except BaseException as exc:
+            self._delivery_failed(exc)
 
     def _hand_over(self, message: str | bytes) -> None:
         deliver = self.deliver
@@ -217,10 +221,14 @@ class UpstreamListener(WSListener):
             return
         try:
             deliver(message)
-        except BaseException as exc:  # the consumer failed: remember why, stop reading, let wait_closed raise it
-            self.delivery_error = exc
-            self.detach()
-            self.abort()
+        except BaseException as exc:
+            self._delivery_failed(exc)
+
+    def _delivery_failed(self, exc: BaseException) -> None:
+        """The consumer failed: remember why, stop reading, let wait_closed raise it."""
+        self.delivery_error = exc
+        self.detach()
+        self.abort()
 
     def attach(self, deliver: Callable[[str | bytes], None]) -> None:
         held, self.held = self.held, []
