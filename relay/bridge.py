@@ -189,7 +189,8 @@ class SessionBridge:
         assert self._upstream.link is not None and self._stop is not None
         upstream = self._upstream.link
         self._failure = asyncio.get_running_loop().create_future()
-        from_client = asyncio.create_task(self._pump_client(), name=f"{self.session_id}:client")
+        reading = self._reader.read(self._on_client_text, self._on_client_binary)  # to the client's end
+        from_client = asyncio.create_task(reading, name=f"{self.session_id}:client")
         from_upstream = asyncio.create_task(upstream.wait_closed(), name=f"{self.session_id}:upstream")
         self._upstream.adopt(upstream)
         expiry: asyncio.TimerHandle | None = None
@@ -258,9 +259,6 @@ class SessionBridge:
         self._count_client_error(ev.CODE_CLIENT_TOO_SLOW)
         await self._upstream.close(CLOSE_GRACE_S)
         return EndReason.CLIENT_TOO_SLOW, await self.client.close(1008, ev.CODE_CLIENT_TOO_SLOW, grace=0.0)
-
-    async def _pump_client(self) -> ClientFrame:
-        return await self._reader.read(self._on_client_text, self._on_client_binary)
 
     def _on_client_text(self, text: str) -> None:
         try:
