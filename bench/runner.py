@@ -5,7 +5,8 @@ load generator (separate processes) on core 1. With one CPU nothing is pinned an
 Phases (each a few seconds): direct baseline (latency at 10 sessions, flood, session sweep) -> for each logging
 variant a fresh relay (latency at 10, flood, CPU and p99 at 50, 100 and 200 real-time sessions) -> on the default
 variant the session sweep and a py-spy profile -> the same phases for the peers (the reference relay, the splice
-floor) -> memory: RSS per idle session and after a configurable stretch of streaming (a fresh relay) -> what-if
+floor) -> memory: RSS per idle session and after a configurable stretch of streaming (a fresh relay) -> head to
+head: interleaved rounds of the product and the reference relay for the targets set against it -> what-if
 experiments (GC pauses, the relay on asyncio's own loop, the floors). CPU and RSS are of the relay's whole process tree.
 Writes nothing but the run's temporary directory and the result file; prints progress to stderr.
 """
@@ -16,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,9 @@ class Plan:
     memory_sessions: int
     memory_stream_s: float
     profile_s: float
+    # Interleaved rounds of the product (defaults) and the reference relay, each a fresh process, for the two
+    # targets judged against the reference (`Run.head_to_head`).
+    head_to_head_rounds: int
     variants: tuple[str, ...] = tuple(VARIANTS)
     experiments: bool = True
 
@@ -69,6 +74,7 @@ class Plan:
             memory_sessions=200,
             memory_stream_s=60.0,
             profile_s=4.0,
+            head_to_head_rounds=3,
         )
 
     @classmethod
@@ -87,6 +93,7 @@ class Plan:
             memory_sessions=5,
             memory_stream_s=0.5,
             profile_s=0.0,
+            head_to_head_rounds=1,
             variants=(DEFAULT_VARIANT, "off"),
             experiments=False,
         )
@@ -250,6 +257,45 @@ class Run:
             relay.stop()
         out["relay_warnings"] = relay.warnings()
         return out
+
+    def head_to_head(self) -> dict[str, Any]:
+        """The two targets set against the reference relay, judged as the contract says to judge on a noisy VM: in
+        interleaved rounds. Each round measures the product (defaults) and the reference, in alternating order, each
+        on a fresh process through the main phases' order (latency, flood, then the efficiency load), so both meet
+        the same moments of the machine. The verdict takes the medians; the single-run figures stay in the tables."""
+        plan = self.plan
+        assert self.echo is not None
+        sides: dict[str, tuple[str, str | None]] = {
+            DEFAULT_VARIANT: (DEFAULT_VARIANT, None),
+            REFERENCE_PEER: ("off", PEER_MODULES[REFERENCE_PEER]),
+        }
+        rounds: list[dict[str, Any]] = []
+        for index in range(plan.head_to_head_rounds):
+            order = list(sides) if index % 2 == 0 else list(reversed(sides))
+            measured: dict[str, Any] = {}
+            for side in order:
+                variant, wrapper = sides[side]
+                log(f"head to head, round {index + 1}: {side}")
+                relay = RelayProcess(variant, self.echo.url, self.workdir, self.layout.relay_core, wrapper=wrapper, label=side)
+                relay.start()
+                try:
+                    spec = self.spec
+                    self.load(spec(relay.url, "realtime", plan.latency_sessions, relay_pid=relay.pid), relay)
+                    flood = self.load(spec(relay.url, "flood", plan.flood_sessions, relay_pid=relay.pid), relay)
+                    efficiency = self.load(spec(relay.url, "realtime", plan.efficiency_sessions, relay_pid=relay.pid), relay)
+                finally:
+                    relay.stop()
+                cost = cpu_cost(efficiency, plan.efficiency_sessions)
+                measured[side] = {
+                    "cpu_percent_at_offered_load": offered_cpu({"relay_cpu_percent": relay_cpu(efficiency), **cost}),
+                    "cpu_us_per_round_trip": cost["relay_cpu_us_per_round_trip"],
+                    "flood_round_trips_per_s": flood["round_trips_per_s"],
+                }
+            rounds.append({"order": order, **measured})
+        medians = {
+            side: {key: _median([r[side][key] for r in rounds]) for key in rounds[0][side]} for side in sides
+        } if rounds else {}
+        return {"rounds": rounds, "median": medians}
 
     def sweep(
         self, relay: RelayProcess, direct_sweep: list[dict[str, Any]], label: str = DEFAULT_VARIANT
@@ -423,6 +469,7 @@ PEERS: tuple[tuple[str, str, bool], ...] = (
     (REFERENCE_PEER, "bench.reference_relay", False),
     (FLOOR_EXPERIMENT, "bench.splice_floor", True),
 )
+PEER_MODULES: dict[str, str] = {name: module for name, module, _ in PEERS}
 # name, wrapper module, module it needs, environment, with a session sweep
 # (The GC tuning an earlier experiment measured is now the relay's own, and so is uvloop: `asyncio_loop` is the
 # relay on the standard library's loop, `event_loop = "asyncio"`.) The uvloop splice is a floor too.
@@ -636,26 +683,34 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     )
     idle = memory.get("idle_per_session_kib")
     out |= target("idle_session_rss", f"<= {TARGET_IDLE_KIB} KiB", idle, _le(idle, TARGET_IDLE_KIB))
-    # The contract's targets, against the reference relay measured in the same run.
+    # The contract's targets, against the reference relay measured in the same run: the medians of the interleaved
+    # head-to-head rounds (single runs on this VM spread by 10% or more); the main phases' single figures are quoted
+    # beside them.
     reference = report.get("peers", {}).get(REFERENCE_PEER) or {}
-    ref_cpu = offered_cpu(reference) if reference else None
-    own_cpu = offered_cpu(default)
+    medians = (report.get("head_to_head") or {}).get("median") or {}
+    own_h2h, ref_h2h = medians.get(DEFAULT_VARIANT) or {}, medians.get(REFERENCE_PEER) or {}
+    rounds = len((report.get("head_to_head") or {}).get("rounds") or [])
+    single_cpu = (offered_cpu(default), offered_cpu(reference) if reference else None)
+    own_cpu, ref_cpu = own_h2h.get("cpu_percent_at_offered_load"), ref_h2h.get("cpu_percent_at_offered_load")
     out |= target(
         "cpu_at_200_vs_reference",
         "<= the reference relay's, same run, files on",
         own_cpu,
         None if own_cpu is None or ref_cpu is None else own_cpu <= ref_cpu,
-        f"reference relay: {ref_cpu}% (CPU of each whole process tree; where less than "
-        f"{KEEP_UP_DELIVERY_RATIO:.0%} of the load got through, CPU per round trip x the offered rate)",
+        f"reference relay: {ref_cpu}% (medians of {rounds} interleaved rounds, each side a fresh process; the main "
+        f"phases' single run read {single_cpu[0]} against {single_cpu[1]}; CPU of each whole process tree; where less "
+        f"than {KEEP_UP_DELIVERY_RATIO:.0%} of the load got through, CPU per round trip x the offered rate)",
     )
-    own_flood = default["flood"]["round_trips_per_s"]
-    ref_flood = reference.get("flood", {}).get("round_trips_per_s") if reference else None
+    ref_single_flood = reference.get("flood", {}).get("round_trips_per_s") if reference else None
+    single_flood = (default["flood"]["round_trips_per_s"], ref_single_flood)
+    own_flood, ref_flood = own_h2h.get("flood_round_trips_per_s"), ref_h2h.get("flood_round_trips_per_s")
     out |= target(
         "flood_vs_reference",
         "round trips/s >= the reference relay's, same run",
         own_flood,
         None if own_flood is None or ref_flood is None else own_flood >= ref_flood,
-        f"reference relay: {ref_flood}",
+        f"reference relay: {ref_flood} (medians of {rounds} interleaved rounds; the main phases' single run read "
+        f"{single_flood[0]} against {single_flood[1]})",
     )
     mid = default.get("mid_load") or {}
     p99 = (mid.get("rtt_ms") or {}).get("p99")
@@ -675,6 +730,12 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         f"{memory.get('sessions')} sessions",
     )
     return out
+
+
+def _median(values: list[Any]) -> float | None:
+    """The median of the figures that were measured (None when none was)."""
+    present = [v for v in values if v is not None]
+    return round(float(statistics.median(present)), 1) if present else None
 
 
 def offered_cpu(variant: dict[str, Any]) -> float | None:
@@ -801,6 +862,7 @@ def _execute(plan: Plan, out_path: Path | None, nice_note: str) -> dict[str, Any
                 if "sweep" in peer:
                     peer["capacity"] = capacity(peer, plan.efficiency_sessions)
             memory = run.memory()
+            head_to_head = run.head_to_head()
             experiments = {
                 name: run.experiment(name, wrapper, needs, env, direct, sweep=with_sweep)
                 if plan.experiments
@@ -840,6 +902,7 @@ def _execute(plan: Plan, out_path: Path | None, nice_note: str) -> dict[str, Any
         "relay": relays,
         "peers": peers,
         "memory": memory,
+        "head_to_head": head_to_head,
         "experiments": experiments,
     }
     default = relays[DEFAULT_VARIANT]

@@ -93,6 +93,26 @@ def render(report: dict[str, Any]) -> str:
         f"{_fmt(memory.get('active_growth_kib_per_session_per_s'))} KiB/s); RSS at {_fmt(memory.get('sessions'))} "
         f"streaming sessions {_fmt(memory.get('streaming_rss_mib'))} MiB. Capacity: {report['capacity'].get('extrapolation')}.",
     ]
+    head_to_head = report.get("head_to_head") or {}
+    if head_to_head.get("rounds"):
+        lines += [
+            "",
+            "| Head to head (interleaved rounds, each side a fresh process) | CPU % at 200 sessions | CPU us per round "
+            "trip at 200 | flood round trips/s |",
+            "|---|---|---|---|",
+        ]
+        for number, round_ in enumerate(head_to_head["rounds"], start=1):
+            for side in round_["order"]:
+                got = round_[side]
+                lines.append(
+                    f"| round {number}: {side} | {_fmt(got.get('cpu_percent_at_offered_load'))} "
+                    f"| {_fmt(got.get('cpu_us_per_round_trip'))} | {_fmt(got.get('flood_round_trips_per_s'))} |"
+                )
+        for side, got in (head_to_head.get("median") or {}).items():
+            lines.append(
+                f"| **median: {side}** | {_fmt(got.get('cpu_percent_at_offered_load'))} "
+                f"| {_fmt(got.get('cpu_us_per_round_trip'))} | {_fmt(got.get('flood_round_trips_per_s'))} |"
+            )
     experiments = {k: v for k, v in (report.get("experiments") or {}).items() if v.get("available")}
     if experiments:
         lines += [

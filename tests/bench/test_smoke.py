@@ -50,6 +50,13 @@ def test_quick_bench_prints_one_json_document_with_every_figure(tmp_path: Path) 
     for name in ("cpu_at_200_vs_reference", "flood_vs_reference", "p99_at_100_sessions", "rss_at_200_streaming"):
         assert {"target", "measured", "met"} <= report["targets"][name].keys(), name
     assert {"reference", "splice_floor"} <= report["peers"].keys()
+    # The targets against the reference are judged on interleaved rounds, each side measured in every round.
+    (round_,) = report["head_to_head"]["rounds"]
+    assert round_["order"] == ["files", "reference"]
+    for side in ("files", "reference"):
+        assert round_[side]["flood_round_trips_per_s"] > 0, side
+        assert report["head_to_head"]["median"][side]["cpu_us_per_round_trip"] is not None, side
+    assert report["targets"]["flood_vs_reference"]["measured"] == report["head_to_head"]["median"]["files"]["flood_round_trips_per_s"]
     assert report["peers"]["reference"]["latency"]["received"] > 0, "the reference relay relayed"
     assert {"direct", "reference (peer)", "splice_floor (peer)", "relay, files"} <= report["comparison"].keys()
     assert report["memory"]["streaming_rss_mib"] > 0
