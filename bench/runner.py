@@ -74,7 +74,7 @@ class Plan:
             memory_sessions=200,
             memory_stream_s=60.0,
             profile_s=4.0,
-            head_to_head_rounds=3,
+            head_to_head_rounds=5,
         )
 
     @classmethod
