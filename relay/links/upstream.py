@@ -145,7 +145,9 @@ def _unreachable(exc: BaseException) -> UpstreamUnavailable:
 class MaskKeys:
     """Random 4-byte masking keys (RFC 6455 asks a client for an unpredictable key per frame), drawn from
     os.urandom 1024 at a time: one getrandom(2) per 1024 frames, not one per burst (in real time a burst is one
-    frame). Event-loop thread only."""
+    frame). One pool per process, not per link (4 KiB per idle session would be most of its memory); meant for the
+    event loop's thread: links on loops in two threads at once could be handed the same keys, which only weakens
+    what masking is for (keeping intermediaries from reading frames as HTTP), never what the frames carry."""
 
     POOL_KEYS: Final = 1024
 
