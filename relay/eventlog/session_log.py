@@ -64,17 +64,17 @@ class LogOwner(Protocol):
     records: RecordBuilder
     max_session_bytes: int
     max_queue_bytes: int
-    _queue: deque[QueuedRecords | QueuedGap | QueuedClose]
-    _enqueued_bytes: int
-    _written_bytes: int
-    _dropped_enqueue: int
+    queue: deque[QueuedRecords | QueuedGap | QueuedClose]
+    enqueued_bytes: int
+    written_bytes: int
+    dropped_enqueue: int
 
     @property
     def queued_bytes(self) -> int: ...
 
-    def _mark_dirty(self, session_log: SessionEventLog) -> None: ...
+    def mark_dirty(self, session_log: SessionEventLog) -> None: ...
 
-    def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None: ...
+    def enqueue_control(self, item: QueuedGap | QueuedClose) -> None: ...
 
 
 @dataclass(eq=False)
@@ -93,7 +93,7 @@ class SessionEventLog:
     _drop_end: int | None = None
     # Gaps lost writes left, (from_seq, to_seq, reason) in seq order, declared at the next write that works
     # (writer thread only).
-    _write_gaps: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
+    write_gaps: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
     _closed: bool = False
     logged_bytes: int = 0  # encoded bytes accepted for this session (loop thread)
     _size_gap: tuple[int, int] | None = None  # seqs dropped past max_session_bytes, declared once
@@ -142,13 +142,13 @@ class SessionEventLog:
             self._size_gap is not None
             or self._drop_start is not None
             or self.logged_bytes + size > owner.max_session_bytes
-            or owner._enqueued_bytes - owner._written_bytes + size > owner.max_queue_bytes
+            or owner.enqueued_bytes - owner.written_bytes + size > owner.max_queue_bytes
         ):
             return False
         first = self.next_seq
         self.next_seq = first + count
         self.logged_bytes += size
-        owner._enqueued_bytes += size
+        owner.enqueued_bytes += size
         self._keep(blob, first, first + count - 1, count)
         return True
 
@@ -191,8 +191,8 @@ class SessionEventLog:
         if self._drop_start is not None and owner.queued_bytes + size <= owner.max_queue_bytes:
             self._declare_queue_gap()  # room again: the gap goes before this record
         # Room in the queue's bound: counted as queued.
-        if owner._enqueued_bytes - owner._written_bytes + size <= owner.max_queue_bytes:
-            owner._enqueued_bytes += size
+        if owner.enqueued_bytes - owner.written_bytes + size <= owner.max_queue_bytes:
+            owner.enqueued_bytes += size
             self._keep(line, seq, seq, 1)
         else:
             self._count_drop()
@@ -210,26 +210,26 @@ class SessionEventLog:
         self._lines_records += count
         if len(lines) == 1:
             self._lines_first = first_seq
-            self.owner._mark_dirty(self)
+            self.owner.mark_dirty(self)
 
-    def _hand_over(self) -> None:
+    def hand_over_records(self) -> None:
         """Queue this session's waiting records for the writer, as one item."""
         lines = self._lines
         if lines:
             self._lines = []
             count, self._lines_records = self._lines_records, 0
             blob = lines[0] if len(lines) == 1 else b"".join(lines)
-            self.owner._queue.append(QueuedRecords(self, self._lines_first, self._lines_last, count, blob))
+            self.owner.queue.append(QueuedRecords(self, self._lines_first, self._lines_last, count, blob))
 
     def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None:
         """A gap or the close goes after the records before it (the session's waiting ones first)."""
-        self._hand_over()
-        self.owner._enqueue_control(item)
+        self.hand_over_records()
+        self.owner.enqueue_control(item)
 
     def _count_drop(self) -> None:
         """One record dropped before the queue (loop thread): counted for the session and the process."""
         self.enqueue_dropped += 1
-        self.owner._dropped_enqueue += 1
+        self.owner.dropped_enqueue += 1
 
     def _declare_queue_gap(self) -> None:
         if self._drop_start is not None:
@@ -241,10 +241,10 @@ class SessionEventLog:
             self._enqueue_control(QueuedGap(self, self._size_gap[0], self._size_gap[1], "size_limit"))
             self._size_gap = None
 
-    def _owe_gap(self, from_seq: int, to_seq: int, reason: str) -> None:
+    def owe_gap(self, from_seq: int, to_seq: int, reason: str) -> None:
         """Writer thread: seqs `from_seq`..`to_seq` are lost for `reason`, declared at the next write that works.
         A range that continues the last one for the same reason extends it (one line per run of failures)."""
-        gaps = self._write_gaps
+        gaps = self.write_gaps
         if gaps and gaps[-1][2] == reason and gaps[-1][1] + 1 >= from_seq:
             gaps[-1] = (gaps[-1][0], max(gaps[-1][1], to_seq), reason)
         else:

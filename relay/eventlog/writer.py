@@ -57,15 +57,15 @@ class EventLog:
         self.records = RecordBuilder(keep_text=keep_text, audio_hash=audio_hash)
         self._stdout_fd = stdout_fd
         self.enabled = log_dir is not None or to_stdout  # records are encoded and written at all
-        self._queue: deque[QueuedRecords | QueuedGap | QueuedClose] = deque()
+        self.queue: deque[QueuedRecords | QueuedGap | QueuedClose] = deque()
         self._dirty: list[SessionEventLog] = []  # sessions with records not handed over yet (loop thread)
         self._owed: set[SessionEventLog] = set()  # ended sessions whose files are owed gap lines (writer thread)
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._hand_over_lock = threading.Lock()
-        self._enqueued_bytes = 0  # written by the loop thread only
-        self._written_bytes = 0  # written by the writer thread only
+        self.enqueued_bytes = 0  # written by the loop thread only
+        self.written_bytes = 0  # written by the writer thread only
         self._mirror_dropped = 0  # records the stdout copy lost in the current outage (writer thread only)
-        self._dropped_enqueue = 0
+        self.dropped_enqueue = 0
         self._dropped_write = 0
         self._wake = threading.Event()
         self._stop = False
@@ -74,11 +74,11 @@ class EventLog:
 
     @property
     def dropped_total(self) -> int:
-        return self._dropped_enqueue + self._dropped_write
+        return self.dropped_enqueue + self._dropped_write
 
     @property
     def queued_bytes(self) -> int:
-        return self._enqueued_bytes - self._written_bytes
+        return self.enqueued_bytes - self.written_bytes
 
     def open_session(
         self, session_id: str, *, started_wall: float | None = None, started_mono: float | None = None
@@ -91,7 +91,7 @@ class EventLog:
         )
 
     # ---- loop side ------------------------------------------------------------------------------------
-    def _mark_dirty(self, session_log: SessionEventLog) -> None:
+    def mark_dirty(self, session_log: SessionEventLog) -> None:
         """`session_log` has records to hand over: soon (one timer for every session), or now without a loop."""
         self._dirty.append(session_log)
         if self._hand_over_timer is None:
@@ -109,12 +109,12 @@ class EventLog:
             self._hand_over_timer = None
             dirty, self._dirty = self._dirty, []
             for session_log in dirty:
-                session_log._hand_over()
+                session_log.hand_over_records()
         if self.queued_bytes > _SOON_BYTES and not self._wake.is_set():
             self._wake.set()
 
-    def _enqueue_control(self, item: QueuedGap | QueuedClose) -> None:
-        self._queue.append(item)
+    def enqueue_control(self, item: QueuedGap | QueuedClose) -> None:
+        self.queue.append(item)
         self._wake.set()
 
     def close(self, timeout: float | None = None) -> None:
@@ -140,7 +140,7 @@ class EventLog:
             stopping = self._stop
             self._write_batch(files)
             self._declare_owed_gaps(files)
-            if stopping and not self._queue:
+            if stopping and not self.queue:
                 for open_file in files.values():
                     open_file.close()
                 files.clear()
@@ -151,7 +151,7 @@ class EventLog:
         pending: dict[SessionEventLog, list[QueuedRecords]] = {}
         closes: list[QueuedClose] = []
         freed = 0
-        queue = self._queue
+        queue = self.queue
         while queue:
             item = queue.popleft()
             lines = pending.setdefault(item.log, [])
@@ -162,12 +162,12 @@ class EventLog:
                 lines.append(self._gap_records(item.log, item.from_seq, item.to_seq, item.reason))
             else:
                 closes.append(item)
-        self._written_bytes += freed
+        self.written_bytes += freed
         for session_log, lines in pending.items():
             self._write_session(files, session_log, lines)
         for close in closes:
             _close_file(files, close.log)
-            if close.log._write_gaps:
+            if close.log.write_gaps:
                 # Its last records were lost while writing failed: the gap is still owed to its file.
                 self._owed.add(close.log)
             if not close.done.done():
@@ -192,7 +192,7 @@ class EventLog:
     def _write_durable(self, files: dict[SessionEventLog, JsonlFile], session_log: SessionEventLog, blob: bytes) -> None:
         """`blob` to the records' one durable copy (the session's file when files are on, else stdout), after the
         gap lines earlier failed writes left, which are then declared. Raises OSError; the gaps stay owed."""
-        gaps = session_log._write_gaps
+        gaps = session_log.write_gaps
         if gaps:
             blob = b"".join(self._gap_line(session_log, start, end, reason) for start, end, reason in gaps) + blob
         if self.log_dir is None:
@@ -203,7 +203,7 @@ class EventLog:
                 open_file = files[session_log] = JsonlFile(session_log.path(self.log_dir))
             open_file.write(blob)
         if gaps:
-            session_log._write_gaps = []
+            session_log.write_gaps = []
             log.info(
                 "relay.log_write_recovered", session_id=session_log.session_id, sink=sink_name(self.log_dir),
                 from_seq=gaps[0][0], to_seq=gaps[-1][1], dropped=session_log.write_dropped,
@@ -240,12 +240,12 @@ class EventLog:
         """The lines of a failed write are lost: records become a `write_failed` gap, and gap lines among them
         (a full queue's, a size limit's) stay owed as they were; all are declared once writing works again."""
         dropped = 0
-        first_failure = not session_log._write_gaps  # nothing owed yet: this write starts an outage
+        first_failure = not session_log.write_gaps  # nothing owed yet: this write starts an outage
         for line in lines:
             if line.gap_reason is not None:
-                session_log._owe_gap(line.first_seq, line.last_seq, line.gap_reason)
+                session_log.owe_gap(line.first_seq, line.last_seq, line.gap_reason)
             else:
-                session_log._owe_gap(line.first_seq, line.last_seq, "write_failed")
+                session_log.owe_gap(line.first_seq, line.last_seq, "write_failed")
                 dropped += line.n_records
         session_log.write_dropped += dropped
         self._dropped_write += dropped

@@ -385,9 +385,9 @@ async def test_on_the_loop_records_wait_in_their_session_and_reach_the_file_in_o
     sessions = [log.open_session(f"sess_{n}") for n in range(3)]
     for i in range(300):
         sessions[i % 3].append(LogEntry("client", "x", {"type": "x", "i": i}, bytes=1))
-    assert len(log._queue) == 0  # waiting in their sessions, not one queue item per record
+    assert len(log.queue) == 0  # waiting in their sessions, not one queue item per record
     await asyncio.sleep(0.06)
-    assert len(log._queue) <= 3  # one item per session, if the writer has not taken them yet
+    assert len(log.queue) <= 3  # one item per session, if the writer has not taken them yet
     started = time.monotonic()
     paths = [tmp_path / time.strftime("%Y-%m-%d", time.gmtime(s.started_wall)) / f"{s.session_id}.jsonl" for s in sessions]
     while not all(p.exists() and len(p.read_text().splitlines()) == 100 for p in paths):
