@@ -336,9 +336,12 @@ async def running_relay_process(
             running.port = int(listening["port"])
         yield running
     finally:
+        # Read stdout again first: a test that failed while it held the collector paused would otherwise wait here
+        # forever (asyncio reports the exit only once the pipe, paused at its buffer's limit, has been drained).
+        running.resume_stdout()
         if process.returncode is None:
             process.kill()
-            await process.wait()
+            await asyncio.wait_for(process.wait(), seconds(15.0))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(reader, 5.0)
 
