@@ -65,8 +65,7 @@ class LogOwner(Protocol):
     max_session_bytes: int
     max_queue_bytes: int
     queue: deque[QueuedRecords | QueuedGap | QueuedClose]
-    enqueued_bytes: int
-    written_bytes: int
+    enqueued_bytes: int  # the loop's half of `queued_bytes`: what it counted into the queue
     dropped_enqueue: int
 
     @property
@@ -142,7 +141,7 @@ class SessionEventLog:
             self._size_gap is not None
             or self._drop_start is not None
             or self.logged_bytes + size > owner.max_session_bytes
-            or owner.enqueued_bytes - owner.written_bytes + size > owner.max_queue_bytes
+            or not self._queue_has_room(size)
         ):
             return False
         first = self.next_seq
@@ -188,10 +187,10 @@ class SessionEventLog:
         if self._size_gap is not None:
             self._declare_size_gap()
         self.logged_bytes += size
-        if self._drop_start is not None and owner.queued_bytes + size <= owner.max_queue_bytes:
+        if self._drop_start is not None and self._queue_has_room(size):
             self._declare_queue_gap()  # room again: the gap goes before this record
         # Room in the queue's bound: counted as queued.
-        if owner.enqueued_bytes - owner.written_bytes + size <= owner.max_queue_bytes:
+        if self._queue_has_room(size):
             owner.enqueued_bytes += size
             self._keep(line, seq, seq, 1)
         else:
@@ -201,6 +200,10 @@ class SessionEventLog:
                 log.warning("relay.log_queue_full", session_id=self.session_id, queued_bytes=owner.queued_bytes)
             self._drop_end = seq
         return seq
+
+    def _queue_has_room(self, size: int) -> bool:
+        """Whether `size` more bytes fit the writer's queue bound (`log_queue_max_bytes`)."""
+        return self.owner.queued_bytes + size <= self.owner.max_queue_bytes
 
     def _keep(self, blob: bytes, first_seq: int, last_seq: int, count: int) -> None:
         """Records counted as queued wait in the session's list for the next hand-over (one timer for all sessions)."""
