@@ -1,9 +1,10 @@
 """The package's compiled parts; everything else about the package is in pyproject.toml.
 
 `relay.eventlog._flatrecord` writes the event log's flat audio record in C (docs/performance.md, "The ninth
-round"); `relay.links._wsframes` masks a burst of upstream frames into one buffer ("The twelfth round"). Both are
-optional: without a C compiler the install still succeeds and their Python versions in the same packages write
-the same bytes.
+round"); `relay.links._wsframes` masks a burst of upstream frames into one buffer ("The twelfth round");
+`relay.recording._floodgate` passes over the entries a recording does nothing with ("The thirteenth round"). All
+are optional: without a C compiler the install still succeeds and their Python versions in the same packages give
+the same results.
 """
 
 from setuptools import Extension, setup
@@ -12,5 +13,6 @@ setup(
     ext_modules=[
         Extension("relay.eventlog._flatrecord", ["relay/eventlog/_flatrecord.c"], optional=True),
         Extension("relay.links._wsframes", ["relay/links/_wsframes.c"], optional=True),
+        Extension("relay.recording._floodgate", ["relay/recording/_floodgate.c"], optional=True),
     ]
 )

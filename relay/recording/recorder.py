@@ -39,6 +39,7 @@ from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
 from relay.recording.clock import CommitClock, write_blocks, writer_executor
 from relay.recording.decoding import Int16Array
+from relay.recording.floodgate import ASSISTANT_AUDIO_DELTAS, pass_over
 from relay.recording.lineup import ChannelOutput
 from relay.recording.mixdown import Mixdown
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, ms_to_frames
@@ -47,7 +48,8 @@ from relay.recording.wavfile import GrowingWav
 RECORDING_SAVED: Final = ev.RELAY_RECORDING_SAVED
 RECORDING_STOPPED: Final = ev.RELAY_RECORDING_STOPPED
 RECORDING_FILE: Final = "recording.wav"
-ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
+_APPEND: Final = ev.INPUT_AUDIO_BUFFER_APPEND
+_TRUNCATE: Final = ev.CONVERSATION_ITEM_TRUNCATE
 
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
@@ -92,6 +94,7 @@ class SessionRecorder:
         self.url = url
         self.options = options
         self.rate = options.rate
+        self._from_frames = options.from_frames
         self._started_mono = started_mono
         self._report = report
         self._output_format = output_format
@@ -106,10 +109,10 @@ class SessionRecorder:
         self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
-        # The flood gate per channel (`observe`), while open: (until when a chunk like the one that opened it is dropped,
-        # its format, item, base64 length, frames, frames counted as dropped); assistant frames not told to the lane.
+        # The flood gate per channel (relay.recording.floodgate), while open: (until when a chunk like the one that
+        # opened it is dropped, its format, item, base64 length, frames, frames counted as dropped).
         self._gates: list[tuple[float, AudioFormat, str | None, int, int, int] | None] = [None, None]
-        self._gate_frames = 0
+        self._gate_frames = 0  # assistant frames the gate dropped, not told to the lane yet
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
         # Why the recording stopped early (max_seconds, write_failed, write_timeout, internal_error).
@@ -199,43 +202,40 @@ class SessionRecorder:
     def observe(self, entries: list[LogEntry]) -> None:
         """The log entries one bridge flush carried out, in order; only audio and truncates matter. Each chunk is noted
         with the time it crossed; placed on the timeline at the next commit (or once MAX_WAITING_ARRIVALS wait)."""
-        if not self.options.from_frames:
+        if not self._from_frames or self._stopped is not None:
             return
         mono = time.monotonic()  # the flush's frames crossed together (the event log stamps them so too)
-        for entry in entries:
+        index, count = 0, len(entries)
+        while index < count:
+            left, right = self._gates
+            if (left is not None or right is not None) and not self._arrivals:
+                # A gate is open (it holds while nothing waits): what it drops, in a flood nearly every chunk, and
+                # what is not audio are passed over in one call (relay.recording.floodgate).
+                index, dropped, skipped = pass_over(entries, index, mono, left, right, DEFAULT_FORMAT, self._output_format)
+                self._dropped += dropped
+                self._gate_frames += skipped
+                if index == count:
+                    return
+            entry = entries[index]
+            index += 1
             kind, event = entry.type, entry.event
-            if kind is None or self._stopped is not None or not isinstance(event, dict):
+            if type(event) is not dict:
                 continue
-            if kind == ev.INPUT_AUDIO_BUFFER_APPEND and entry.dir == "client":
+            if kind == _APPEND and entry.dir == "client":
                 channel, audio, item_id, fmt = LEFT, event.get("audio"), None, entry.audio_format or DEFAULT_FORMAT
             elif kind in ASSISTANT_AUDIO_DELTAS and entry.dir == "server":
                 channel, audio, item_id = RIGHT, event.get("delta"), event.get("item_id")
                 fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
             else:
-                if kind == ev.CONVERSATION_ITEM_TRUNCATE and entry.dir == "client":
+                if kind == _TRUNCATE and entry.dir == "client":
                     item_id, end = event.get("item_id"), event.get("audio_end_ms")
                     if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
                         self._arrive((mono, TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
                 continue
-            if not isinstance(audio, str) or not audio:
-                continue
-            # The flood gate: a chunk like the one an earlier drop found too far ahead (nothing waiting, its lane not
-            # moved since) is dropped by one comparison of times, as `ahead` would (padding makes fewer frames).
-            gate = self._gates[channel]
-            if (
-                gate is not None
-                and mono < gate[0]
-                and not self._arrivals
-                and fmt is gate[1]
-                and item_id == gate[2]
-                and len(audio) == gate[3]
-                and audio[-1] != "="
-            ):
-                if channel == RIGHT:
-                    self._gate_frames += gate[4]
-                self._dropped += gate[5]
-                continue
-            self._note(channel, item_id, audio, fmt, mono)
+            if isinstance(audio, str) and audio:
+                self._note(channel, item_id, audio, fmt, mono)
+            if self._stopped is not None:
+                return
 
     def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
         """A chunk that crossed, not dropped by the flood gate: with nothing waiting before it (for the assistant: of
