@@ -7,14 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from relay.core import events as ev
 from relay.core.formats import AudioFormat
 from relay.core.frames import dumps_text, error_event, wire_len
 
 
-@dataclass(slots=True)
-class LogEntry:
-    """One record-to-be. The event log stamps seq/ts/t_ms and summarizes audio once the frame is forwarded."""
+class LogEntry(msgspec.Struct, gc=False):
+    """One record-to-be. The event log stamps seq/ts/t_ms and summarizes audio once the frame is forwarded.
+
+    A msgspec Struct: two are made per round trip, and a Struct is made in a quarter of a slotted dataclass's time
+    (docs/performance.md, "The thirteenth round"). Not tracked by the garbage collector: an entry only points at
+    parsed JSON and formats, never back at anything that points at it, so it cannot be part of a cycle."""
 
     dir: str  # "client" | "server" | "relay"
     type: str | None

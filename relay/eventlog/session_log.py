@@ -15,11 +15,12 @@ import concurrent.futures
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import msgspec
 import structlog
 
 from relay.core import events as ev
@@ -162,7 +163,7 @@ class SessionEventLog:
         if entry.dir == "relay" and entry.type is not None and entry.type.startswith("relay."):
             # The relay's own records quote what clients and upstreams sent (a user agent, an error's text): a
             # credential in there is masked in the event record as in the daemon log (docs/security.md).
-            entry = replace(entry, event=redact_data(entry.event))
+            entry = msgspec.structs.replace(entry, event=redact_data(entry.event))
             fields = entry.event if isinstance(entry.event, dict) else {}
             if entry.type == ev.RELAY_TOOL_CALL:  # arguments and output are content: log_content decides
                 fields = summarize_event(fields, entry.type, None, self.owner.records.keep_text)
