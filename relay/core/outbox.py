@@ -40,7 +40,8 @@ class AudioToSave:
 
 class Outbox:
     """The drain queues of one session, and the ways decisions enter them. Each drain returns everything decided
-    since the last call, in the order decided, and forgets it."""
+    since the last call, in the order decided, and forgets it; an empty drain may be the queue itself, so a caller
+    uses what it gets at once and does not keep it."""
 
     def __init__(self) -> None:
         self._upstream: list[str] = []
@@ -51,29 +52,43 @@ class Outbox:
         self._disarm: list[str] = []
         self.counts = {"client": 0, "server": 0, "relay": 0}
 
+    # Most flushes decide nothing for most queues: an empty queue is handed out as it is instead of being swapped
+    # for a new list (six drains a flush, two flushes a round trip).
     def to_upstream(self) -> list[str]:
-        out, self._upstream = self._upstream, []
+        out = self._upstream
+        if out:
+            self._upstream = []
         return out
 
     def to_client(self) -> list[str]:
-        out, self._client = self._client, []
+        out = self._client
+        if out:
+            self._client = []
         return out
 
     def to_log(self) -> list[LogEntry]:
-        out, self._log = self._log, []
+        out = self._log
+        if out:
+            self._log = []
         return out
 
     def to_save(self) -> list[AudioToSave]:
-        out, self._save = self._save, []
+        out = self._save
+        if out:
+            self._save = []
         return out
 
     def to_arm(self) -> list[str]:
-        out, self._arm = self._arm, []
+        out = self._arm
+        if out:
+            self._arm = []
         return out
 
     def to_disarm(self) -> list[str]:
         """Items whose retrieve timer is no longer needed (answered, failed or given up)."""
-        out, self._disarm = self._disarm, []
+        out = self._disarm
+        if out:
+            self._disarm = []
         return out
 
     def log(self, entry: LogEntry) -> None:
