@@ -16,6 +16,8 @@ Parts, each its own process so they can be pinned to their own core:
   against it, measured in the same run;
 - `bench.splice_floor` (and `_uvloop`) — not a relay: a byte-for-byte TCP splice, the floor under any asyncio
   relay on this machine, measured in the same run so each target can be read against it.
+Tools beside `make bench`: `bench.ab` (two revisions interleaved), `bench.calls` (Python calls per round trip),
+`bench.recorder` (the session recording alone, on a fake clock).
 Both WebSocket peers here speak RFC 6455 through `bench.frames`, a few dozen lines of framing, because the
 generator has to outrun the relay on one core: a general-purpose client library would measure itself.
 """
