@@ -262,10 +262,9 @@ class Run:
         """The two targets set against the reference relay, judged as the contract says to judge on a noisy VM: in
         interleaved rounds. Each round measures the product (defaults) and the reference, in alternating order, each
         on a fresh process through the main phases' order (latency, flood, then the efficiency load), so both meet
-        the same moments of the machine. An even number of rounds: the side measured first in a round read slower in
-        flood (5 rounds: 42.5 / 44.9 / 48.6k first against 49.4 / 46.7k second for the product, 42.9 / 47.9k against
-        49.2 / 49.2 / 49.9k for the reference), so each side goes first equally often. The verdict takes the
-        medians; the single-run figures stay in the tables."""
+        the same moments of the machine, each first equally often (an even number of rounds). The same relay on both
+        sides reads up to 15% apart in flood between rounds, with no order to it (docs/performance.md, "The
+        thirteenth round"): the verdict takes the medians; the single-run figures stay in the tables."""
         plan = self.plan
         assert self.echo is not None
         sides: dict[str, tuple[str, str | None]] = {
