@@ -1,6 +1,6 @@
 """Types of the native flood gate (relay/recording/_floodgate.c); relay/recording/floodgate.py says what it does."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from relay.core.formats import AudioFormat
@@ -8,7 +8,7 @@ from relay.core.outbox import LogEntry
 
 def set_kinds(append: str, deltas: frozenset[str], truncate: str, /) -> None: ...
 def pass_over(
-    entries: Sequence[LogEntry],
+    entries: list[LogEntry],
     start: int,
     mono: float,
     left_gate: tuple[float, AudioFormat, Any, int, int, int] | None,

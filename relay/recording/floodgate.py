@@ -19,7 +19,7 @@ same answers; docs/performance.md, "The thirteenth round"), else in Python here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 from relay.core import events as ev
@@ -29,7 +29,7 @@ from relay.core.outbox import LogEntry
 ASSISTANT_AUDIO_DELTAS: Final = frozenset({ev.RESPONSE_OUTPUT_AUDIO_DELTA, "response.audio.delta"})
 Gate = tuple[float, AudioFormat, Any, int, int, int]
 PassOver = Callable[
-    [Sequence[LogEntry], int, float, "Gate | None", "Gate | None", AudioFormat, Callable[[], AudioFormat]],
+    [list[LogEntry], int, float, "Gate | None", "Gate | None", AudioFormat, Callable[[], AudioFormat]],
     tuple[int, int, int],
 ]
 
@@ -47,7 +47,7 @@ else:
 
 
 def pass_over_python(
-    entries: Sequence[LogEntry],
+    entries: list[LogEntry],
     start: int,
     mono: float,
     left_gate: Gate | None,
