@@ -22,11 +22,11 @@ $(PY):
 # (docs/configuration.md); the tier tools of requirements/ci.txt are CI's, not extras of the package.
 CONSTRAINTS := requirements/constraints.txt
 
-$(VENV)/.installed: $(PY) pyproject.toml setup.py relay/eventlog/_flatrecord.c relay/links/_wsframes.c relay/recording/_floodgate.c $(CONSTRAINTS)
+$(VENV)/.installed: $(PY) pyproject.toml setup.py relay/eventlog/_flatrecord.c relay/links/_wsframes.c relay/recording/_intake.c $(CONSTRAINTS)
 	$(PIP) install --quiet --constraint $(CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(PY) pyproject.toml setup.py relay/eventlog/_flatrecord.c relay/links/_wsframes.c relay/recording/_floodgate.c $(CONSTRAINTS) requirements/ci.txt
+$(VENV)/.installed-test: $(PY) pyproject.toml setup.py relay/eventlog/_flatrecord.c relay/links/_wsframes.c relay/recording/_intake.c $(CONSTRAINTS) requirements/ci.txt
 	$(PIP) install --quiet --constraint $(CONSTRAINTS) -e '.[test,dev]' -r requirements/ci.txt
 	touch $(VENV)/.installed $@
 

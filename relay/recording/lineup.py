@@ -57,20 +57,30 @@ class ChannelOutput:
         """The recording stopped: what waits undecoded is let go."""
         self._run = None
 
+    def lines_up(self, origin: int) -> bool:
+        """Whether a plain chunk placed at `origin` can be kept undecoded: False while a resampler's delay is
+        pending at exactly that point (its output would not line up with the timeline)."""
+        return origin != self.expected_end or self.produced_end == origin
+
     def keep_whole(self, item_id: str | None, audio: str, origin: int, frames: int) -> bool:
         """A plain chunk placed whole at `origin`: joins the pending run (or starts one), undecoded. False when its
-        output would not line up with the timeline (a resampler's delay is pending): the caller decodes."""
-        if origin == self.expected_end and self.produced_end != origin:
+        output would not line up with the timeline: the caller decodes."""
+        if not self.lines_up(origin):
             return False
+        self.keep_texts(item_id, [audio], origin, frames)
+        return True
+
+    def keep_texts(self, item_id: str | None, texts: list[str], origin: int, frames: int) -> None:
+        """Plain chunks placed contiguously from `origin`, `frames` in all, that `lines_up` there: as `keep_whole`
+        keeps each of them, in one step."""
         self.expected_end = self.produced_end = origin + frames
         run = self._run
         if run is not None and run.item_id == item_id and run.start + run.frames == origin:
-            run.texts.append(audio)
+            run.texts += texts
             run.frames += frames
         else:
             self.decode_run()
-            self._run = _PendingRun(origin, item_id, [audio], frames)
-        return True
+            self._run = _PendingRun(origin, item_id, texts, frames)
 
     def decode_run(self) -> None:
         """Decode the pending run into one queued segment (a chunk that is not base64 is silence)."""

@@ -3,18 +3,19 @@
 `SessionRecorder` is fed either the log entries the bridge carries out (`observe`: the user's appends as they went
 upstream, the assistant's audio deltas as they went to the client, the client's truncates), or, in `mic` mode, the
 device audio (`user_samples`: what the microphone captured; `played_samples`: what the speaker played). A forwarded
-frame is noted with the time it crossed and placed at the next commit (one pass over what waits), or, in a flood
-(audio far faster than real time, past the lead limit), as it crosses: a chunk its lane is known to be too far
-ahead for is dropped by one comparison of times (the flood gate). Each chunk is placed on the session's timeline by
-`relay.recording.timeline` and, if any of it is kept there, decoded (G.711 too) and resampled to the recording
-rate with a streaming resampler per lane (`relay.recording.lineup`). Placed audio waits in memory until the wall
-clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not grow with the
-session), then at the loop's `CommitClock` turn it is rendered, with silence between, into stereo frames (left:
-user, right: assistant) that one process-wide writer thread appends to the file (`GrowingWav`), every half second.
+frame is noted with the time it crossed and placed at the next commit (one pass over what waits). Two shortcuts place
+it as it crosses, with no Python per chunk (`relay.recording.intake`): in real time, a chunk that continues its
+channel's run is taken by the run extender armed at each commit; in a flood (audio far faster than real time, past the
+lead limit), a chunk its lane is known to be too far ahead for is dropped by the flood gate. Each chunk is placed on
+the session's timeline by `relay.recording.timeline` and, if any of it is kept there, decoded (G.711 too) and
+resampled to the recording rate with a streaming resampler per lane (`relay.recording.lineup`). Placed audio waits in
+memory until the wall clock has passed it (`relay.recording.mixdown`; bounded by the lead limit, so memory does not
+grow with the session), then at the loop's `CommitClock` turn it is rendered, with silence between, into stereo frames
+(left: user, right: assistant) that one process-wide writer thread appends to the file (`GrowingWav`), every half
+second.
 
-Trouble never reaches the session: a failed write stops the recording and is reported once
-(`relay.recording_stopped`, reason `write_failed`), and so is reaching `recording_max_seconds` and a relay bug
-while rendering (`internal_error`).
+Trouble never reaches the session: a failed write stops the recording and is reported once (`relay.recording_stopped`,
+reason `write_failed`), and so is reaching `recording_max_seconds` and a relay bug while rendering (`internal_error`).
 `finish()` writes what is left, closes the file and returns the `relay.recording_saved` record.
 
 I/O: none on the loop; file writes go to the writer thread (`writer_executor`).
@@ -39,7 +40,7 @@ from relay.core.frames import b64_decoded_len
 from relay.core.outbox import LogEntry
 from relay.recording.clock import CommitClock, write_blocks, writer_executor
 from relay.recording.decoding import Int16Array
-from relay.recording.floodgate import ASSISTANT_AUDIO_DELTAS, pass_over
+from relay.recording.intake import LEFT, RIGHT, TRUNCATE, RunExtender, pass_over, read_chunk
 from relay.recording.lineup import ChannelOutput
 from relay.recording.mixdown import Mixdown
 from relay.recording.timeline import ArrivalLane, ItemLane, Placement, ms_to_frames
@@ -48,13 +49,9 @@ from relay.recording.wavfile import GrowingWav
 RECORDING_SAVED: Final = ev.RELAY_RECORDING_SAVED
 RECORDING_STOPPED: Final = ev.RELAY_RECORDING_STOPPED
 RECORDING_FILE: Final = "recording.wav"
-_APPEND: Final = ev.INPUT_AUDIO_BUFFER_APPEND
-_TRUNCATE: Final = ev.CONVERSATION_ITEM_TRUNCATE
 
 # Unwritten margin behind the clock: a user chunk may continue a run that ended up to 100 ms before its arrival.
 COMMIT_LAG_MS: Final = 250
-LEFT, RIGHT = 0, 1
-TRUNCATE: Final = 2
 # Frames crossing the relay are noted as they cross and placed in one pass per commit (the recorder's state is
 # then touched once per half second, not per frame); a flood places them early, after this many.
 MAX_WAITING_ARRIVALS: Final = 64
@@ -109,10 +106,14 @@ class SessionRecorder:
         self._out = (ChannelOutput(LEFT, self._mix, self.rate), ChannelOutput(RIGHT, self._mix, self.rate))
         self._arrivals: list[_Arrival] = []  # noted by `observe`, not placed yet
         self._flooding = [False, False]  # per channel: its last chunk was dropped ahead of the clock
-        # The flood gate per channel (relay.recording.floodgate), while open: (until when a chunk like the one that
+        # The flood gate per channel (relay.recording.intake), while open: (until when a chunk like the one that
         # opened it is dropped, its format, item, base64 length, frames, frames counted as dropped).
         self._gates: list[tuple[float, AudioFormat, str | None, int, int, int] | None] = [None, None]
         self._gate_frames = 0  # assistant frames the gate dropped, not told to the lane yet
+        # In real time, between commits, the chunks that continue their channel's run are taken by the extender
+        # (relay.recording.intake) while `_extending`: nothing waits then and no gate is open.
+        self._extender = RunExtender(self.rate, self._user.continue_within, self._lead, self._max_frames, started_mono)
+        self._extending = False
         self._written = 0  # frames handed to the writer
         self._dropped = 0  # frames not recorded: ahead of the lead limit, or behind what was written
         # Why the recording stopped early (max_seconds, write_failed, write_timeout, internal_error).
@@ -137,13 +138,16 @@ class SessionRecorder:
 
     def commit_due(self, blocks: list[tuple[GrowingWav, bytes]]) -> None:
         """The clock's turn: render what the wall clock has passed into `blocks` (the clock hands them over)."""
+        self._release_runs()
         self._check_writer()
         self._place_arrivals()
         self._commit(self._now() - self._lag, blocks)
+        self._arm_runs()
 
     async def finish(self) -> dict[str, Any]:
         """Write everything placed (the file ends at the session's end, or where placed audio ends if later),
         close the file and return the `relay.recording_saved` record."""
+        self._release_runs()
         self._place_waiting_safely()
         self._close_gate(LEFT)
         self._close_gate(RIGHT)
@@ -189,7 +193,9 @@ class SessionRecorder:
 
     def _stop(self, reason: str, **details: Any) -> None:
         self._stopped = reason
-        for out in self._out:
+        self._extending = False
+        for channel, out in enumerate(self._out):
+            self._extender.disarm(channel)
             out.forget()
         self._arrivals.clear()
         self._mix.clear()
@@ -207,35 +213,61 @@ class SessionRecorder:
         mono = time.monotonic()  # the flush's frames crossed together (the event log stamps them so too)
         index, count = 0, len(entries)
         while index < count:
+            # One call passes over what is not audio and takes what needs no Python per chunk: in a flood (a gate
+            # open, nothing waiting) what the gates drop, in real time what continues the armed runs.
             left, right = self._gates
             if (left is not None or right is not None) and not self._arrivals:
-                # A gate is open (it holds while nothing waits): what it drops, in a flood nearly every chunk, and
-                # what is not audio are passed over in one call (relay.recording.floodgate).
                 index, dropped, skipped = pass_over(entries, index, mono, left, right, DEFAULT_FORMAT, self._output_format)
                 self._dropped += dropped
                 self._gate_frames += skipped
-                if index == count:
-                    return
+            else:
+                index = self._extender.take(entries, index, mono, DEFAULT_FORMAT, self._output_format)
+            if index == count:
+                return
+            self._release_runs()  # the entry it stopped at is taken up here
             entry = entries[index]
             index += 1
-            kind, event = entry.type, entry.event
-            if type(event) is not dict:
-                continue
-            if kind == _APPEND and entry.dir == "client":
-                channel, audio, item_id, fmt = LEFT, event.get("audio"), None, entry.audio_format or DEFAULT_FORMAT
-            elif kind in ASSISTANT_AUDIO_DELTAS and entry.dir == "server":
-                channel, audio, item_id = RIGHT, event.get("delta"), event.get("item_id")
-                fmt = entry.audio_format or self._output_format()  # the format in effect as it crossed
-            else:
-                if kind == _TRUNCATE and entry.dir == "client":
-                    item_id, end = event.get("item_id"), event.get("audio_end_ms")
-                    if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
-                        self._arrive((mono, TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
-                continue
-            if isinstance(audio, str) and audio:
+            chunk = read_chunk(entry, DEFAULT_FORMAT, self._output_format)
+            if chunk == TRUNCATE:
+                item_id, end = entry.event.get("item_id"), entry.event.get("audio_end_ms")
+                if isinstance(item_id, str) and isinstance(end, (int, float)) and not isinstance(end, bool):
+                    self._arrive((mono, TRUNCATE, "", DEFAULT_FORMAT, item_id, float(end)))
+            elif isinstance(chunk, tuple):
+                channel, audio, item_id, fmt = chunk
                 self._note(channel, item_id, audio, fmt, mono)
             if self._stopped is not None:
                 return
+
+    def _arm_runs(self) -> None:
+        """After a commit, with nothing waiting and no gate open: each channel whose next chunk the lane would place
+        at the end of its run (the assistant's: of its current item), and its output keep undecoded, is armed there."""
+        if self._stopped is not None or self._finished or self._arrivals or self._gates != [None, None]:
+            return
+        user_end, item = self._user.end, self._assistant_item
+        for channel, end in ((LEFT, user_end), (RIGHT, self._assistant.run_end(item) if item else None)):
+            if end is not None and end >= self._written and not self._flooding[channel] and self._out[channel].lines_up(end):
+                self._extender.arm(channel, end, item if channel == RIGHT else None)
+                self._extending = True
+
+    def _release_runs(self) -> None:
+        """The lanes and outputs hear of the chunks the extender took (as if placed one by one), before anything
+        else reads or moves them."""
+        if not self._extending:
+            return
+        self._extending = False
+        for channel in (LEFT, RIGHT):
+            taken = self._extender.disarm(channel)
+            if taken is None or not taken[1]:
+                continue
+            origin, frames, texts = taken
+            if channel == LEFT:
+                self._user.extended_by(frames)
+                self._out[LEFT].keep_texts(None, texts, origin, frames)
+            else:
+                item = self._assistant_item
+                assert item is not None  # the run was armed with it
+                self._assistant.extended_by(item, frames)
+                self._out[RIGHT].keep_texts(item, texts, origin, frames)
 
     def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
         """A chunk that crossed, not dropped by the flood gate: with nothing waiting before it (for the assistant: of
@@ -269,10 +301,7 @@ class SessionRecorder:
             return False
         now = ms_to_frames((mono - self._started_mono) * 1000.0, self.rate)
         plain = self._plain(audio, fmt)
-        if plain:
-            frames = len(audio) * 3 // 8
-        else:
-            frames = self._out[channel].decoder.frames_for(b64_decoded_len(audio), fmt)
+        frames = len(audio) * 3 // 8 if plain else self._out[channel].decoder.frames_for(b64_decoded_len(audio), fmt)
         if frames > 0:
             limit = now + self._lead
             if channel == LEFT:
@@ -285,10 +314,7 @@ class SessionRecorder:
         if not self._flooding[channel]:
             return False
         self._flooding[channel] = False
-        if channel == LEFT:
-            self._add_user(audio, fmt, now)
-        else:
-            self._add_assistant(audio, fmt, item_id, now)
+        self._add(channel, audio, fmt, item_id, now)
         return True
 
     def _arrive(self, arrival: _Arrival) -> None:
@@ -313,10 +339,8 @@ class SessionRecorder:
         started, rate = self._started_mono, self.rate
         for mono, channel, text, fmt, item_id, end_ms in arrivals:
             now = ms_to_frames((mono - started) * 1000.0, rate)  # as `_now` does, for the moment it crossed
-            if channel == LEFT:
-                self._add_user(text, fmt, now)
-            elif channel == RIGHT:
-                self._add_assistant(text, fmt, item_id, now)
+            if channel != TRUNCATE:
+                self._add(channel, text, fmt, item_id, now)
             elif isinstance(item_id, str):
                 self._truncate(item_id, end_ms)
 
@@ -327,56 +351,32 @@ class SessionRecorder:
         `len(audio) * 3 // 8`, and its text joins a run's."""
         return fmt.rate == self.rate and fmt.type == "audio/pcm" and len(audio) % 8 == 0 and audio[-1:] != "="
 
-    def _add_user(self, audio: str, fmt: AudioFormat, now: int) -> None:
-        self._close_gate(LEFT)
+    def _add(self, channel: int, audio: str, fmt: AudioFormat, item_id: object, now: int) -> None:
+        """Place a wire chunk that crossed at frame `now` on its channel's lane (the assistant's: as its item's
+        audio) and keep what of it is placed."""
+        self._close_gate(channel)
+        out, key = self._out[channel], None
+        if channel == RIGHT:
+            key = item_id if isinstance(item_id, str) else ""
+            if key != self._assistant_item:
+                out.restart()  # a new stream: its output starts where the item does
+                self._assistant_item = key
         if self._finished:
             return
         plain = self._plain(audio, fmt)
-        frames = len(audio) * 3 // 8 if plain else self._out[LEFT].decoder.frames_for(b64_decoded_len(audio), fmt)
+        frames = len(audio) * 3 // 8 if plain else out.decoder.frames_for(b64_decoded_len(audio), fmt)
         if frames <= 0:
             return
-        limit = min(now + self._lead, self._max_frames)
-        # The common case, a real-time stream continuing its run, takes the lanes' cheap path.
-        start = self._user.extend(now, frames, self._written, limit) if plain else None
-        if start is not None:
-            if self._out[LEFT].keep_whole(None, audio, start, frames):
-                return
-            placed = Placement(start, 0, frames, 0)
-        else:
-            ahead = self._user.ahead(now, frames, now + self._lead)
-            if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(LEFT, ahead, frames, fmt if plain else None, None)
-                return
-            placed = self._user.place(now, frames, self._written, now + self._lead, self._max_frames)
-        if self._out[LEFT].keep_wire(placed, None, audio, fmt, plain, self._written, limit):
-            self._count_dropped(placed)
-
-    def _add_assistant(self, delta: str, fmt: AudioFormat, item_id: object, now: int) -> None:
-        self._close_gate(RIGHT)
-        key = item_id if isinstance(item_id, str) else ""
-        out = self._out[RIGHT]
-        if key != self._assistant_item:
-            out.restart()  # a new stream: its output starts where the item does
-            self._assistant_item = key
-        if self._finished:
+        limit = now + self._lead
+        ahead = self._user.ahead(now, frames, limit) if key is None else self._assistant.ahead(key, now, frames, limit)
+        if ahead is not None:  # a flood at the lead limit
+            self._drop_whole(channel, ahead, frames, fmt if plain else None, key)
             return
-        plain = self._plain(delta, fmt)
-        frames = len(delta) * 3 // 8 if plain else out.decoder.frames_for(b64_decoded_len(delta), fmt)
-        if frames <= 0:
-            return
-        limit = min(now + self._lead, self._max_frames)
-        start = self._assistant.extend(key, now, frames, self._written, limit) if plain else None
-        if start is not None:
-            if out.keep_whole(key, delta, start, frames):
-                return
-            placed = Placement(start, 0, frames, 0)
+        if key is None:
+            placed = self._user.place(now, frames, self._written, limit, self._max_frames)
         else:
-            ahead = self._assistant.ahead(key, now, frames, now + self._lead)
-            if ahead is not None:  # a flood at the lead limit
-                self._drop_whole(RIGHT, ahead, frames, fmt if plain else None, key)
-                return
-            placed = self._assistant.place(key, now, frames, self._written, now + self._lead, self._max_frames)
-        if out.keep_wire(placed, key, delta, fmt, plain, self._written, limit):
+            placed = self._assistant.place(key, now, frames, self._written, limit, self._max_frames)
+        if out.keep_wire(placed, key, audio, fmt, plain, self._written, min(limit, self._max_frames)):
             self._count_dropped(placed)
 
     def _drop_whole(self, channel: int, start: int, frames: int, plain: AudioFormat | None, item_id: str | None) -> None:

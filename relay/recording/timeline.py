@@ -60,15 +60,12 @@ class ArrivalLane:
         self.continue_within = ms_to_frames(CONTINUE_WITHIN_MS, rate)
         self.end: int | None = None  # where the last placed chunk ended (None: nothing yet)
 
-    def extend(self, arrival: int, frames: int, floor: int, limit: int) -> int | None:
-        """`place`'s common case, cheaply: a chunk that continues the run and fits whole before `limit` (the lead
-        limit and the file's cap, whichever is first) is placed there; its start is returned. None: nothing was
-        placed, `place` decides."""
-        end = self.end
-        if end is None or arrival > end + self.continue_within or end < floor or end + frames > limit:
-            return None
-        self.end = end + frames
-        return end
+    def extended_by(self, frames: int) -> None:
+        """The run went on by `frames`: chunks that each arrived within `continue_within` of the run's end and fit
+        whole before the limit, which `place` puts end to end, taken in one step (the recorder's run extender,
+        `relay.recording.intake`, took them while the run ended at `end`)."""
+        assert self.end is not None
+        self.end += frames
 
     def ahead(self, arrival: int, frames: int, limit: int) -> int | None:
         """`place`'s flood case, cheaply: a chunk continuing a run already ahead of the clock that would pass
@@ -152,28 +149,24 @@ class ItemLane:
         self.end = max(self.end, item.next)
         return placed
 
-    def extend(self, item_id: str, arrival: int, frames: int, floor: int, limit: int) -> int | None:
-        """`place`'s common case, cheaply: the current item's next chunk, continuing its last run and fitting whole
-        before `limit` (the lead limit and the file's cap, whichever is first), is placed; its start is returned.
-        None: nothing was placed, `place` decides."""
+    def run_end(self, item_id: str) -> int | None:
+        """Where the item's next chunk goes when it continues the item's last run (the item is the current one, not
+        truncated, and its audio so far ends that run): what `extended_by` moves on. None: `place` decides."""
         item = self._items.get(item_id) if item_id == self._current else None
         if item is None or item.cut is not None or not item.runs:
             return None
-        start = item.next
         last = item.runs[-1]
-        if (
-            arrival > start + self.continue_within
-            or start < floor
-            or start + frames > limit
-            or last.start + last.length != start
-            or last.audio_offset + last.length != item.audio_frames
-        ):
+        if last.start + last.length != item.next or last.audio_offset + last.length != item.audio_frames:
             return None
-        last.length += frames
+        return item.next
+
+    def extended_by(self, item_id: str, frames: int) -> None:
+        """As `ArrivalLane.extended_by`, for the item whose `run_end` the run extender started from."""
+        item = self._items[item_id]
+        item.runs[-1].length += frames
         item.audio_frames += frames
-        item.next = start + frames
+        item.next += frames
         self.end = max(self.end, item.next)
-        return start
 
     def ahead(self, item_id: str, arrival: int, frames: int, limit: int) -> int | None:
         """As `ArrivalLane.ahead`, for the current item's next chunk: dropped whole (the item's audio goes on past

@@ -150,7 +150,7 @@ def test_a_bug_while_placing_a_floods_waiting_frames_stops_the_recording_not_the
     def bug(*args: Any) -> None:
         raise RuntimeError("a bug in placing")
 
-    monkeypatch.setattr(recorder, "_add_user", bug)
+    monkeypatch.setattr(recorder, "_add", bug)
     chunk = base64.b64encode(b"\x10\x00" * 160).decode()
     for _ in range(200):
         recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=AudioFormat("audio/pcm", 8000))])
@@ -384,7 +384,7 @@ def test_audio_lands_where_it_crossed_the_relay_not_where_the_clock_commits_it(t
 
 
 class _PlacingEverythingLater(SessionRecorder):
-    """The recorder without its flood shortcuts: every chunk is noted and placed at the next commit."""
+    """The recorder without its shortcuts (flood or real time): every chunk is noted and placed at the next commit."""
 
     def _note(self, channel: int, item_id: object, audio: str, fmt: AudioFormat, mono: float) -> None:
         self._arrive((mono, channel, audio, fmt, item_id, 0.0))
@@ -392,6 +392,9 @@ class _PlacingEverythingLater(SessionRecorder):
     def _drop_whole(self, *args: Any) -> None:
         super()._drop_whole(*args)
         self._gates = [None, None]  # and no flood gate opens
+
+    def _arm_runs(self) -> None:
+        pass  # nor does the real-time run extender take chunks as they cross
 
 
 _FORMATS = [AudioFormat("audio/pcm", 8000), AudioFormat("audio/pcm", 16000), AudioFormat("audio/pcmu", 8000)]
@@ -415,10 +418,17 @@ _RUNS = st.lists(st.tuples(_STEPS, st.integers(1, 40)), max_size=40)
 # The gate opens on a drop, then the clock passes the moment it closes: the next chunk is recorded.
 @example(runs=[(("append", 798, 0, False), 20), (("commit", 0, 0, False), 1), (("append", 798, 0, False), 5),
                (("clock", 60, 0, False), 1), (("append", 798, 0, False), 3)])  # fmt: skip
-def test_a_flood_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(monkeypatch: Any, runs: list[Any]) -> None:
-    """The flood shortcuts (a chunk dropped against a lane known to be ahead, the chunk after a drop placed at once)
-    change when a chunk is placed, never where: the file, the dropped audio and later truncates come out the same
-    as when every chunk waits for the next commit. Floods, real time, resampled and G.711 chunks, padded and broken
+# Real time both ways, committed every half second, an item change and a truncate: the run extender takes nearly
+# every chunk.
+@example(runs=(([(("append", 798, 0, False), 1), (("delta", 798, "a", False), 1), (("clock", 50, 0, False), 1)] * 10
+               + [(("commit", 0, 0, False), 1)]) * 3 + [(("delta", 798, "b", False), 3), (("truncate", "b", 60, False), 1)]
+               + [(("append", 798, 0, False), 1), (("delta", 798, "b", False), 1), (("clock", 50, 0, False), 1)] * 12
+               + [(("commit", 0, 0, False), 1), (("append", 798, 0, False), 4)]))  # fmt: skip
+def test_a_chunk_placed_as_it_crosses_is_recorded_exactly_as_if_placed_later(monkeypatch: Any, runs: list[Any]) -> None:
+    """The shortcuts (in a flood, a chunk dropped against a lane known to be ahead and the chunk after a drop placed
+    at once; in real time, a chunk continuing its armed run taken by the run extender) change when a chunk is
+    placed, never where: the file, the dropped audio and later truncates come out the same as when every chunk
+    waits for the next commit. Floods, real time, resampled and G.711 chunks, padded and broken
     base64, several items, truncates and commits, in any order."""
     from types import SimpleNamespace
 
@@ -513,3 +523,36 @@ async def test_blocks_rendered_after_a_hand_over_inside_a_commit_still_reach_the
     await asyncio.sleep(COMMIT_EVERY_S / COMMIT_PHASES * 1.5)  # one tick
     clock.leave(recording)
     assert written == [b"before", b"after"]
+
+
+def test_a_real_time_stream_continuing_its_runs_is_taken_as_it_crosses_not_noted_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """After a commit, each channel whose run a real-time chunk continues is armed: the chunks that follow are taken
+    by the run extender in the flush that carries them (nothing is noted to be placed later), and the file is the
+    same as when each is placed at the commit (test above)."""
+    from types import SimpleNamespace
+
+    from relay.recording import recorder as recorder_module
+
+    clock = [100.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    recorder = SessionRecorder(tmp_path / "r.wav", "/url", RecordingOptions(rate=24000), started_mono=100.0, report=lambda t, e: None)
+    noted: list[Any] = []
+    real_arrive = recorder._arrive
+    monkeypatch.setattr(recorder, "_arrive", lambda arrival: noted.append(arrival) or real_arrive(arrival))
+    fmt = AudioFormat("audio/pcm", 24000)
+    chunk = base64.b64encode(b"\x10\x00" * 480).decode()  # 20 ms, unpadded
+    blocks: list[tuple[GrowingWav, bytes]] = []
+    for n in range(100):  # 2 s both ways
+        if n % 25 == 0:
+            recorder.commit_due(blocks)
+        recorder.observe([LogEntry("client", "input_audio_buffer.append", {"audio": chunk}, audio_format=fmt)])
+        recorder.observe([LogEntry("server", "response.output_audio.delta", {"delta": chunk, "item_id": "a"}, audio_format=fmt)])
+        clock[0] += 0.02
+    assert len(noted) == 2 * 25  # only the first half second, before the first commit that saw the streams
+    clock[0] += 1.0
+    recorder.commit_due(blocks)
+    frames = np.frombuffer(b"".join(data for _, data in blocks), dtype="<i2").reshape(-1, 2)
+    assert np.flatnonzero(frames[:, 0]).tolist() == list(range(0, 48000))
+    assert np.flatnonzero(frames[:, 1]).tolist() == list(range(0, 48000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -137,15 +138,28 @@ def test_an_item_chunk_dropped_ahead_of_the_clock_still_counts_in_the_items_audi
     assert lane.truncate("a", 2100) == (1100, 1500)
 
 
+def _extended(lane: Any, end: int | None, now: int, size: int, written: int, limit: int, item: str | None = None) -> int | None:
+    """What the recorder's run extender does with a chunk arriving at `now` when its run is armed at `end` (the
+    lane's `end` or `run_end`, armed only at or after what is written): the chunk's start, or None (not taken)."""
+    if end is None or end < written or now > end + lane.continue_within or end + size > limit:
+        return None
+    if item is None:
+        lane.extended_by(size)
+    else:
+        lane.extended_by(item, size)
+    return end
+
+
 @given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 200), st.integers(0, 400)), min_size=1, max_size=60))
 def test_an_arrival_lanes_shortcuts_are_placing_it_whenever_they_apply(steps: list[tuple[int, int, int]]) -> None:
-    """`extend` (a chunk continuing its run, placed whole) and `ahead` (a flood's chunk, dropped whole)."""
+    """The run extender's rule on `end` and `extended_by` (a chunk continuing its run, placed whole) and `ahead` (a
+    flood's chunk, dropped whole)."""
     fast, slow = ArrivalLane(RATE), ArrivalLane(RATE)
     now = written = 0
     for gap, size, lead in steps:
         now += gap
         written = max(written, now - 250)
-        start = fast.extend(now, size, written, now + lead)
+        start = _extended(fast, fast.end, now, size, written, now + lead)
         ahead = fast.ahead(now, size, now + lead) if start is None else None
         placed = slow.place(now, size, written, now + lead)
         if start is not None:
@@ -167,7 +181,7 @@ def test_an_item_lanes_shortcuts_are_placing_it_whenever_they_apply(steps: list[
         if truncate:  # reads the item's audio count, which a chunk dropped ahead still moves on
             assert fast.truncate(item, size) == slow.truncate(item, size)
             continue
-        start = fast.extend(item, now, size, written, now + lead)
+        start = _extended(fast, fast.run_end(item), now, size, written, now + lead, item)
         ahead = fast.ahead(item, now, size, now + lead) if start is None else None
         placed = slow.place(item, now, size, written, now + lead)
         if start is not None:
