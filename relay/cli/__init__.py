@@ -1,7 +1,8 @@
 """The command line: argument parsing, settings loading, and one module per subcommand (`relay.cli.main` wires them).
 
-`entry_point` is what the `realtime-relay` script and `python -m relay` run. It imports the command line only once
-running, so a Ctrl-C while Python is still importing ends like one later: exit 130, no traceback.
+`entry_point` is what the `realtime-relay` script and `python -m relay` run. It notes a Ctrl-C from its first line
+(`relay.cli.interrupts`) and imports the command line only then, so a Ctrl-C while Python is still importing ends
+like one later: exit 130, no traceback, and never lost.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def standard_streams_open() -> None:
 
 
 def entry_point() -> None:
+    from relay.cli import interrupts
+
+    interrupts.note_from_now()
     standard_streams_open()
     try:
         from relay.cli.main import main

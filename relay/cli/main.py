@@ -17,7 +17,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from relay import __version__
-from relay.cli import SIGINT_EXIT_CODE, stdout_to_devnull
+from relay.cli import SIGINT_EXIT_CODE, interrupts, stdout_to_devnull
 from relay.credentials import FALLBACK_COMMANDS, describe_effective, simulator_fallback
 from relay.errors import AudioDeviceError, ConfigError, StartupError, UsageError
 from relay.linestream import flush_all
@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
 # The daemons log to stdout (docs/event-log.md); the one-shot tools and `mic` (whose terminal shows the conversation) keep
 # stdout for their own output and log to stderr.
 DAEMON_COMMANDS = frozenset({"serve", "sim"})
+SIGINT_HANDLING_COMMANDS = frozenset({"serve", "sim", "mic"})  # their event loop handles SIGINT (relay.cli.interrupts)
 TOOL_COMMANDS = frozenset({"serve", "mic"})  # the commands that run server tools
 
 
@@ -199,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = cast(TextIO, watched)
     try:
         args.setting_sources = loaded.sources  # where each setting came from, for commands that care
+        # A Ctrl-C noted while starting ends the command here; the daemons take SIGINT over in their event loop.
+        interrupts.hand_over(daemon=args.command in SIGINT_HANDLING_COMMANDS)
         code = module.run(args, loaded.settings)
         if watched is not None:
             sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's flush at exit

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from audio.devices import DeviceError
+from relay.cli import interrupts
 from relay.cli.first_line import log_first_line
 from relay.credentials import simulator_fallback
 from relay.errors import AudioDeviceError, UsageError
@@ -92,6 +93,8 @@ async def _main(settings: Settings, duration: float | None, display: TerminalDis
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             pass
+    if interrupts.noted():  # a Ctrl-C while the process was starting
+        stop.set()
     timer = loop.call_later(duration, stop.set) if duration is not None else None
     try:
         chosen = choose_devices(settings)

@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay.cli import interrupts
 from relay.cli.first_line import log_first_line
 from relay.credentials import Credentials, resolve_model, simulator_fallback
 from relay.errors import ConfigError, StartupError
@@ -117,6 +118,8 @@ async def serve(settings: Settings, fell_back: bool) -> int:
     signals = StopSignals()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, signals, signum)
+    if interrupts.noted():  # a Ctrl-C while the process was starting: the drain it asks for starts now
+        signals(signal.SIGINT)
     try:
         event_log = open_event_log(settings)
         try:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from relay.cli import interrupts
 from relay.cli.serve import host_named_in_errors
 from relay.simulator import start_simulator
 from relay.wiring import simulator_options
@@ -87,6 +88,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if interrupts.noted():  # a Ctrl-C while the process was starting
+        stop.set()
     try:
         await stop.wait()
     finally:
