@@ -172,6 +172,10 @@ def test_ctrl_c_at_any_moment_of_the_start_ends_without_a_traceback(tmp_path: Pa
     time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
+    if "init_import_site" in err:
+        # On a busy machine the signal can land while Python itself still starts (its `site` module), before any
+        # of the relay runs: Python reports that itself (exit 1). Nothing of the relay's to judge.
+        return
     assert process.returncode in (0, 130, -signal.SIGINT), err[-2000:]
     assert "Traceback" not in out + err
 
