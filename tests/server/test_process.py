@@ -296,6 +296,25 @@ async def warm_up(relay: RelayProcess) -> None:
 # ---- a log collector that stalls --------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def _session_with_a_place(http: aiohttp.ClientSession, url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A session opened as a client does: a place is freed when the relay has ended the session, a moment after
+    the client's close, so a `too_many_sessions` refusal is tried again (the error says "try again later") until
+    the caller's timeout; a place never freed fails it. Any other first event fails at once."""
+    while True:
+        ws = await http.ws_connect(url)
+        first = await ws.receive_json()
+        if first["type"] == "session.created":
+            break
+        await ws.close()
+        assert first["type"] == "error" and first["error"]["code"] == "too_many_sessions", first
+        await asyncio.sleep(0.05)
+    try:
+        yield ws
+    finally:
+        await ws.close()
+
+
 async def test_a_log_collector_that_stops_reading_stalls_no_session_and_no_probe(tmp_path: Path) -> None:
     """stdout is the records' only copy and nobody reads it: sessions, their places under max_sessions and the
     health probe go on as before; what could not wait is dropped and declared, and once the collector reads again
@@ -308,8 +327,7 @@ async def test_a_log_collector_that_stops_reading_stalls_no_session_and_no_probe
     async with running_relay_process(tmp_path, env=env) as relay, aiohttp.ClientSession() as http:
         relay.pause_stdout()
         for _ in range(8):  # one after another: a session whose records cannot be written must not keep its place
-            async with asyncio.timeout(seconds(10)), http.ws_connect(relay.ws_url) as ws:
-                assert (await ws.receive_json())["type"] == "session.created"
+            async with asyncio.timeout(seconds(10)), _session_with_a_place(http, relay.ws_url) as ws:
                 for _turn in range(3):
                     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": big_word}]}
                     await ws.send_json({"type": "conversation.item.create", "item": item})
