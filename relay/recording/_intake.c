@@ -187,36 +187,69 @@ done:
     return result;
 }
 
-/* pass_over's look at one entry: -1 error, 0 passed over, 1 the recorder takes it up. What a gate dropped is added
- * to the counts. */
-static int look_at(PyObject *entry, double mono, PyObject *left_gate, PyObject *right_gate, PyObject *default_format,
-                   PyObject *output_format, Py_ssize_t *dropped, Py_ssize_t *skipped) {
-    int assistant = 0;
-    PyObject *audio, *item_id, *fmt;
-    int read = read_chunk(entry, default_format, output_format, &assistant, &audio, &item_id, &fmt);
-    if (read != CHUNK) {
-        return read < 0 ? -1 : read == TRUNCATE;
+/* What a pass does with one chunk (its references borrowed from the walk): -1 error, 0 taken (the walk goes on),
+ * 1 the recorder takes it up (the walk stops there). */
+typedef int (*ChunkVisit)(void *pass, int assistant, PyObject *audio, PyObject *item_id, PyObject *fmt);
+
+/* Both passes' walk over `entries[start:]`: what is not audio is passed over, a client's truncate stops it, each
+ * chunk goes to `visit`. Returns the index it stopped at (`max(start, len(entries))` when none is left), or -1 with
+ * an exception set. The list is read again on every turn: Python code run on the way (an attribute, a comparison,
+ * the output format) could change it. */
+static Py_ssize_t walk(PyObject *entries, Py_ssize_t index, PyObject *default_format, PyObject *output_format,
+                       ChunkVisit visit, void *pass) {
+    for (; index < PyList_GET_SIZE(entries); index++) {
+        PyObject *entry = PyList_GET_ITEM(entries, index);
+        int assistant = 0;
+        PyObject *audio, *item_id, *fmt;
+        Py_INCREF(entry);
+        int read = read_chunk(entry, default_format, output_format, &assistant, &audio, &item_id, &fmt);
+        Py_DECREF(entry);
+        if (read < 0) {
+            return -1;
+        }
+        if (read == TRUNCATE) {
+            break;
+        }
+        if (read == PASS) {
+            continue;
+        }
+        int stop = visit(pass, assistant, audio, item_id, fmt);
+        Py_DECREF(audio);
+        Py_DECREF(item_id);
+        Py_DECREF(fmt);
+        if (stop < 0) {
+            return -1;
+        }
+        if (stop) {
+            break;
+        }
     }
-    int result = -1;
-    PyObject *gate = assistant ? right_gate : left_gate;
-    int drops = gate_drops(gate, mono, fmt, item_id, audio);
+    return index;
+}
+
+/* pass_over's state: the flush's time, the gates (left, right) and what they dropped so far. */
+typedef struct {
+    double mono;
+    PyObject *gates[2];
+    Py_ssize_t dropped, skipped;
+} GatePass;
+
+/* pass_over's visit: a chunk its channel's gate drops is counted and passed over; any other stops the walk. */
+static int gate_visit(void *state, int assistant, PyObject *audio, PyObject *item_id, PyObject *fmt) {
+    GatePass *pass = state;
+    PyObject *gate = pass->gates[assistant];
+    int drops = gate_drops(gate, pass->mono, fmt, item_id, audio);
     if (drops <= 0) {
-        result = drops < 0 ? -1 : 1;
-        goto done;
+        return drops < 0 ? -1 : 1;
     }
     Py_ssize_t counted = gate_int(gate, 5);
     Py_ssize_t frames = assistant ? gate_int(gate, 4) : 0;
     if ((counted == -1 || frames == -1) && PyErr_Occurred()) {
-        goto done;
+        return -1;
     }
-    *dropped += counted;
-    *skipped += frames;
-    result = 0;
-done:
-    Py_DECREF(audio);
-    Py_DECREF(item_id);
-    Py_DECREF(fmt);
-    return result;
+    pass->dropped += counted;
+    pass->skipped += frames;
+    return 0;
 }
 
 /* The arguments both passes start with, `(entries, start, mono, ...)`: 0, or -1 with an exception set. */
@@ -250,28 +283,16 @@ static PyObject *pass_over(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "pass_over takes 7 arguments, got %zd", nargs);
         return NULL;
     }
-    PyObject *entries = args[0];
-    Py_ssize_t index;
-    double mono;
-    if (walk_arguments(args, &index, &mono) < 0) {
+    Py_ssize_t start;
+    GatePass pass = {.gates = {args[3], args[4]}, .dropped = 0, .skipped = 0};
+    if (walk_arguments(args, &start, &pass.mono) < 0) {
         return NULL;
     }
-    Py_ssize_t dropped = 0, skipped = 0;
-    /* The list is read again on every turn: Python code run on the way (an attribute, a comparison, the output
-     * format) could change it. */
-    for (; index < PyList_GET_SIZE(entries); index++) {
-        PyObject *entry = PyList_GET_ITEM(entries, index);
-        Py_INCREF(entry);
-        int taken = look_at(entry, mono, args[3], args[4], args[5], args[6], &dropped, &skipped);
-        Py_DECREF(entry);
-        if (taken < 0) {
-            return NULL;
-        }
-        if (taken) {
-            break;
-        }
+    Py_ssize_t index = walk(args[0], start, args[5], args[6], gate_visit, &pass);
+    if (index < 0) {
+        return NULL;
     }
-    return Py_BuildValue("(nnn)", index, dropped, skipped);
+    return Py_BuildValue("(nnn)", index, pass.dropped, pass.skipped);
 }
 
 /* ---- RunExtender ------------------------------------------------------------------------------------------ */
@@ -438,64 +459,55 @@ static int plain_format(RunExtender *self, PyObject *fmt) {
     return attr_equals(fmt, NAME_TYPE, PCM_TYPE);
 }
 
-/* One entry: -1 error, 0 taken or passed over, 1 the recorder takes it up. */
-static int extend_with(RunExtender *self, PyObject *entry, double mono, PyObject *default_format,
-                       PyObject *output_format) {
-    int assistant = 0;
-    PyObject *audio, *item_id, *fmt;
-    int read = read_chunk(entry, default_format, output_format, &assistant, &audio, &item_id, &fmt);
-    if (read != CHUNK) {
-        return read < 0 ? -1 : read == TRUNCATE;
-    }
-    int result = 1;
+/* take()'s state: the extender and the flush's time. */
+typedef struct {
+    RunExtender *self;
+    double mono;
+} ExtendPass;
+
+/* take()'s visit: a chunk that continues its channel's armed run is taken; any other stops the walk. */
+static int extend_visit(void *state, int assistant, PyObject *audio, PyObject *item_id, PyObject *fmt) {
+    ExtendPass *pass = state;
+    RunExtender *self = pass->self;
     Run *run = &self->runs[assistant];
     if (!run->armed) {
-        goto done;
+        return 1;
     }
     if (assistant) {
         if (!PyUnicode_CheckExact(item_id)) {
-            goto done;
+            return 1;
         }
         int same = equal(item_id, run->item_id);
         if (same <= 0) {
-            result = same < 0 ? -1 : 1;
-            goto done;
+            return same < 0 ? -1 : 1;
         }
     }
     Py_ssize_t length = PyUnicode_GET_LENGTH(audio);
     if (length % 8 || PyUnicode_READ_CHAR(audio, length - 1) == '=') {
-        goto done;
+        return 1;
     }
     int plain = plain_format(self, fmt);
     if (plain <= 0) {
-        result = plain < 0 ? -1 : 1;
-        goto done;
+        return plain < 0 ? -1 : 1;
     }
     Py_ssize_t now;
-    if (floor_div_to_frames((mono - self->started_mono) * 1000.0 * self->rate, 1000.0, &now) < 0) {
-        result = -1;
-        goto done;
+    if (floor_div_to_frames((pass->mono - self->started_mono) * 1000.0 * self->rate, 1000.0, &now) < 0) {
+        return -1;
     }
     /* take() runs Python code (attributes, comparisons, the output format) that could disarm this run. */
     if (!run->armed) {
-        goto done;
+        return 1;
     }
     Py_ssize_t frames = length * 3 / 8;
     Py_ssize_t limit = now + self->lead < self->max_frames ? now + self->lead : self->max_frames;
     if (now > run->end + self->continue_within || run->end + frames > limit) {
-        goto done;
+        return 1;
     }
     if (PyList_Append(run->texts, audio) < 0) {
-        result = -1;
-        goto done;
+        return -1;
     }
     run->end += frames;
-    result = 0;
-done:
-    Py_DECREF(audio);
-    Py_DECREF(item_id);
-    Py_DECREF(fmt);
-    return result;
+    return 0;
 }
 
 static PyObject *extender_take(RunExtender *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -503,23 +515,14 @@ static PyObject *extender_take(RunExtender *self, PyObject *const *args, Py_ssiz
         PyErr_Format(PyExc_TypeError, "take takes 5 arguments, got %zd", nargs);
         return NULL;
     }
-    PyObject *entries = args[0];
-    Py_ssize_t index;
-    double mono;
-    if (walk_arguments(args, &index, &mono) < 0) {
+    Py_ssize_t start;
+    ExtendPass pass = {.self = self};
+    if (walk_arguments(args, &start, &pass.mono) < 0) {
         return NULL;
     }
-    for (; index < PyList_GET_SIZE(entries); index++) {
-        PyObject *entry = PyList_GET_ITEM(entries, index);
-        Py_INCREF(entry);
-        int stop = extend_with(self, entry, mono, args[3], args[4]);
-        Py_DECREF(entry);
-        if (stop < 0) {
-            return NULL;
-        }
-        if (stop) {
-            break;
-        }
+    Py_ssize_t index = walk(args[0], start, args[3], args[4], extend_visit, &pass);
+    if (index < 0) {
+        return NULL;
     }
     return PyLong_FromSsize_t(index);
 }

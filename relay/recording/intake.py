@@ -28,7 +28,7 @@ in native code when it was built (`_intake.c`, the same answers; docs/performanc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
 from relay.core import events as ev
@@ -86,6 +86,22 @@ def read_chunk(entry: LogEntry, default_format: AudioFormat, output_format: Call
     return channel, audio, item_id, fmt
 
 
+def _walk(
+    entries: list[LogEntry], start: int, default_format: AudioFormat, output_format: Callable[[], AudioFormat]
+) -> Iterator[tuple[int, Chunk | None]]:
+    """Both passes' walk over `entries[start:]`: each chunk with its index (what is not audio is passed over), then
+    `(index, None)` with the index of a client's truncate, or `max(start, len(entries))` when none is left."""
+    index = start
+    while index < len(entries):
+        chunk = read_chunk(entries[index], default_format, output_format)
+        if chunk == TRUNCATE:
+            break
+        if isinstance(chunk, tuple):
+            yield index, chunk
+        index += 1
+    yield index, None
+
+
 def pass_over_python(
     entries: list[LogEntry],
     start: int,
@@ -97,14 +113,9 @@ def pass_over_python(
 ) -> tuple[int, int, int]:
     """`pass_over` without native code: the definition the native version is held to."""
     dropped = skipped = 0
-    index, count = start, len(entries)
-    while index < count:
-        chunk = read_chunk(entries[index], default_format, output_format)
-        if not isinstance(chunk, tuple):
-            if chunk == TRUNCATE:
-                break
-            index += 1
-            continue
+    for index, chunk in _walk(entries, start, default_format, output_format):  # noqa: B007 (returned: where it stopped)
+        if chunk is None:
+            break
         channel, audio, item_id, fmt = chunk
         gate = right_gate if channel == RIGHT else left_gate
         if (
@@ -119,7 +130,6 @@ def pass_over_python(
         dropped += gate[5]
         if channel == RIGHT:
             skipped += gate[4]
-        index += 1
     return index, dropped, skipped
 
 
@@ -156,14 +166,9 @@ class PythonRunExtender:
     ) -> int:
         if start < 0:
             raise ValueError("start must not be negative")
-        index, count = start, len(entries)
-        while index < count:
-            chunk = read_chunk(entries[index], default_format, output_format)
-            if not isinstance(chunk, tuple):
-                if chunk == TRUNCATE:
-                    break
-                index += 1
-                continue
+        for index, chunk in _walk(entries, start, default_format, output_format):  # noqa: B007 (returned: where it stopped)
+            if chunk is None:
+                break
             channel, audio, item_id, fmt = chunk
             run = self._runs[channel]
             if run is None or (channel == RIGHT and (type(item_id) is not str or item_id != run[2])):
@@ -177,7 +182,6 @@ class PythonRunExtender:
                 break
             run[1] = end + frames
             run[3].append(audio)
-            index += 1
         return index
 
 
